@@ -1,0 +1,1 @@
+"""fhir-adapter: the FHIR R4 facade service (all I/O lives here)."""
