@@ -1,0 +1,88 @@
+"""Reading vendor records field by field, with typed errors and a note of what was used.
+
+Every value a mapping expresses in a standard FHIR element is marked *used*; whatever is
+left (fields this project does not know, and known fields whose value FHIR cannot carry,
+such as an empty string or an empty list) is kept verbatim by :func:`leftovers` so that
+vendor -> FHIR -> vendor loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappings.errors import InvalidVendorRecord
+
+__all__ = ["VendorRecord"]
+
+
+class VendorRecord:
+    """A vendor JSON object under a field path (``""`` for the record itself)."""
+
+    __slots__ = ("data", "prefix", "used", "vendor")
+
+    def __init__(self, vendor: str, data: Any, prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            raise InvalidVendorRecord(vendor, prefix.rstrip(".") or "$", "expected a JSON object")
+        self.vendor = vendor
+        self.data: dict[str, Any] = data
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def error(self, key: str, reason: str) -> InvalidVendorRecord:
+        return InvalidVendorRecord(self.vendor, f"{self.prefix}{key}", reason)
+
+    def text(self, key: str, *, required: bool = False) -> str | None:
+        """A non-blank string, or ``None`` when absent, null or blank."""
+        value = self.data.get(key)
+        if value is None or value == "":
+            if required:
+                raise self.error(key, "missing required field")
+            return None
+        if type(value) is not str:
+            raise self.error(key, f"expected a string, got {type(value).__name__}")
+        if value.isspace():
+            if required:
+                raise self.error(key, "missing required field (blank)")
+            return None
+        self.used.add(key)
+        return value
+
+    def text_list(self, key: str) -> list[str]:
+        """The non-blank strings of a list; the list is *used* only if none was blank."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if type(value) is not list:
+            raise self.error(key, f"expected a list, got {type(value).__name__}")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if type(item) is not str:
+                raise self.error(f"{key}[{i}]", f"expected a string, got {type(item).__name__}")
+            if item and not item.isspace():
+                out.append(item)
+        if out and len(out) == len(value):
+            self.used.add(key)
+        return out
+
+    def integer(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if type(value) is not int:
+            raise self.error(key, f"expected an integer, got {type(value).__name__}")
+        self.used.add(key)
+        return value
+
+    def child(self, key: str) -> VendorRecord | None:
+        """A nested object (``None`` when absent, null or empty)."""
+        value = self.data.get(key)
+        if value is None or value == {}:
+            return None
+        child = VendorRecord(self.vendor, value, f"{self.prefix}{key}.")
+        self.used.add(key)
+        return child
+
+    def leftovers(self) -> dict[str, Any]:
+        """Fields not expressed in a standard element, exactly as the vendor sent them."""
+        used = self.used
+        return {k: v for k, v in self.data.items() if k not in used}
