@@ -8,11 +8,15 @@ vendor -> FHIR -> vendor loses nothing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mappings.errors import InvalidVendorRecord
 
 __all__ = ["VendorRecord"]
+
+# https://hl7.org/fhir/R4/datatypes.html#code
+_FHIR_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
 
 
 class VendorRecord:
@@ -46,6 +50,16 @@ class VendorRecord:
             return None
         self.used.add(key)
         return value
+
+    def code(self, key: str) -> str | None:
+        """A string usable as a FHIR ``code``; any other string is left for :meth:`leftovers`."""
+        value = self.data.get(key)
+        if type(value) is str and _FHIR_CODE.fullmatch(value):
+            self.used.add(key)
+            return value
+        if value is not None and type(value) is not str:
+            raise self.error(key, f"expected a string, got {type(value).__name__}")
+        return None
 
     def text_list(self, key: str) -> list[str]:
         """The non-blank strings of a list; the list is *used* only if none was blank."""

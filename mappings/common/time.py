@@ -62,7 +62,13 @@ def parse_instant(value: str) -> tuple[datetime, str]:
 
 
 def format_instant(moment: datetime) -> str:
-    """FHIR ``instant`` spelling of an aware datetime (seconds always, micros when set)."""
+    """FHIR ``instant`` spelling of an aware datetime (seconds always, micros when set).
+
+    FHIR offsets are whole minutes; a historical offset with seconds is written in UTC.
+    """
+    offset = moment.utcoffset()
+    if offset is not None and offset.seconds % 60:
+        moment = moment.astimezone(UTC)
     spec = "microseconds" if moment.microsecond else "seconds"
     return moment.isoformat(timespec=spec)
 

@@ -34,11 +34,11 @@ def to_fhir_appointment(record: dict[str, Any], ctx: LeyrContext) -> dict[str, A
     try:
         appointment: dict[str, Any] = {"resourceType": "Appointment", "id": ctx.id(vendor_id, cu)}
     except IdError as exc:
-        raise r.error("id", str(exc)) from None
+        raise r.error("id", str(exc)) from exc
     appointment["meta"] = {"source": ctx.source}
     extensions = status_to_fhir(r, "status", APPOINTMENT_STATUS, appointment)
 
-    service = r.text("healthcare_service_id")
+    service = r.code("healthcare_service_id")
     if service is not None:
         system = healthcare_service_system(ctx.source)
         appointment["serviceType"] = [{"coding": [{"system": system, "code": service}]}]
@@ -80,7 +80,7 @@ def _ref(r: VendorRecord, ctx: LeyrContext, kind: str, key: str, value: str, cu:
     try:
         return ctx.ref(kind, value, cu)
     except IdError as exc:
-        raise r.error(key, str(exc)) from None
+        raise r.error(key, str(exc)) from exc
 
 
 def from_fhir_appointment(resource: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def to_fhir_patient(record: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:
     try:
         patient: dict[str, Any] = {"resourceType": "Patient", "id": ctx.id(vendor_id, care_unit)}
     except IdError as exc:
-        raise r.error("id", str(exc)) from None
+        raise r.error("id", str(exc)) from exc
     patient["meta"] = {"source": ctx.source}
 
     identifiers = []

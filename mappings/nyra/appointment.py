@@ -39,7 +39,7 @@ def to_fhir_appointment(record: dict[str, Any], ctx: NyraContext) -> dict[str, A
     try:
         appointment: dict[str, Any] = {"resourceType": "Appointment", "id": ctx.id(vendor_id)}
     except IdError as exc:
-        raise r.error("id", str(exc)) from None
+        raise r.error("id", str(exc)) from exc
     meta: dict[str, Any] = {"source": ctx.source}
     appointment["meta"] = meta
     updated = _instant(r, "updated_at")
@@ -47,7 +47,7 @@ def to_fhir_appointment(record: dict[str, Any], ctx: NyraContext) -> dict[str, A
         meta["lastUpdated"] = updated[1]
     extensions = status_to_fhir(r, "status", APPOINTMENT_STATUS, appointment)
 
-    kind = r.text("type")
+    kind = r.code("type")
     if kind is not None:
         # A type this project does not know yet keeps its vendor coding alone.
         coding = [{"system": APPOINTMENT_TYPE.vendor_system, "code": kind}]
@@ -74,9 +74,12 @@ def to_fhir_appointment(record: dict[str, Any], ctx: NyraContext) -> dict[str, A
     participants = [
         actor(_ref(r, ctx, "Patient", "patient_id", patient_id), r.text("patient_name"))
     ]
+    doctor_name = r.text("doctor_name")
     if doctor_id is not None:
         ref = _ref(r, ctx, "Practitioner", "doctor_id", doctor_id)
-        participants.append(actor(ref, r.text("doctor_name")))
+        participants.append(actor(ref, doctor_name))
+    elif doctor_name is not None:
+        r.used.discard("doctor_name")  # a name with no doctor to attach it to stays as sent
     branch_id = r.text("branch_id")
     if branch_id is not None:
         participants.append(actor(_ref(r, ctx, "Location", "branch_id", branch_id)))
@@ -132,7 +135,7 @@ def _ref(r: VendorRecord, ctx: NyraContext, kind: str, key: str, value: str) -> 
     try:
         return ctx.ref(kind, value)
     except IdError as exc:
-        raise r.error(key, str(exc)) from None
+        raise r.error(key, str(exc)) from exc
 
 
 def from_fhir_appointment(resource: dict[str, Any], ctx: NyraContext) -> dict[str, Any]:
@@ -166,7 +169,8 @@ def from_fhir_appointment(resource: dict[str, Any], ctx: NyraContext) -> dict[st
     if notes is not None:
         record["notes"] = notes
     created = resource_str(resource, "created", "Appointment")
-    if created is not None:
+    # Appointment.created is a dateTime and may be a bare date; Nyra keeps only instants.
+    if created is not None and _is_instant(created):
         record["created_at"] = created
     updated = (resource.get("meta") or {}).get("lastUpdated")
     if isinstance(updated, str):
@@ -185,6 +189,14 @@ def _in_hospital_zone(start: str, ctx: NyraContext) -> str:
     if local.utcoffset() == moment.utcoffset():
         return start
     return format_instant(local)
+
+
+def _is_instant(text: str) -> bool:
+    try:
+        parse_instant(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _appointment_type(resource: dict[str, Any]) -> str | None:

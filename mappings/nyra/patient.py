@@ -37,7 +37,7 @@ def to_fhir_patient(record: dict[str, Any], ctx: NyraContext) -> dict[str, Any]:
     try:
         patient: dict[str, Any] = {"resourceType": "Patient", "id": ctx.id(vendor_id)}
     except IdError as exc:
-        raise r.error("id", str(exc)) from None
+        raise r.error("id", str(exc)) from exc
     meta: dict[str, Any] = {"source": ctx.source}
     patient["meta"] = meta
     updated = _instant(r, "updated_at")
@@ -118,7 +118,7 @@ def _ref(r: VendorRecord, ctx: NyraContext, kind: str, key: str) -> str:
     try:
         return ctx.ref(kind, r.data[key])
     except IdError as exc:
-        raise r.error(key, str(exc)) from None
+        raise r.error(key, str(exc)) from exc
 
 
 def from_fhir_patient(resource: dict[str, Any], ctx: NyraContext) -> dict[str, Any]:

@@ -1,0 +1,26 @@
+"""Shared test configuration. This folder is on ``sys.path``, so tests can
+``import strategies`` (the hypothesis strategies every property test draws from)."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Deterministic by default: the same examples on every run and machine, no example
+# database, no deadline on a shared, noisy machine. HYPOTHESIS_PROFILE=explore searches
+# with fresh randomness and more examples.
+settings.register_profile(
+    "default",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("explore", deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
