@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mappings.common.ids import SOURCE_NAME, encode_id
+from mappings.common.ids import SourceIds
 from mappings.common.time import zone
 
 __all__ = ["LeyrContext", "NyraContext", "SourceContext"]
@@ -18,16 +18,19 @@ class SourceContext:
     source: str
     timezone: str
 
+    ids: SourceIds = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
-        if not SOURCE_NAME.fullmatch(self.source):
-            raise ValueError("source names match [a-z0-9-]{1,32}")
+        object.__setattr__(self, "ids", SourceIds(self.source))  # checks the name
         zone(self.timezone)  # an unknown zone fails here, not per record
 
     def id(self, vendor_id: str, scope: str | None = None) -> str:
-        return encode_id(self.source, vendor_id, scope)
+        """The global FHIR id of a record of this source."""
+        return self.ids.encode(vendor_id, scope)
 
     def ref(self, resource_type: str, vendor_id: str, scope: str | None = None) -> str:
-        return f"{resource_type}/{encode_id(self.source, vendor_id, scope)}"
+        """A relative reference ``Type/global-id`` to a record of this source."""
+        return f"{resource_type}/{self.ids.encode(vendor_id, scope)}"
 
 
 @dataclass(frozen=True)

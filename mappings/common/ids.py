@@ -22,10 +22,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mappings.errors import IdTooLong, MalformedId
 
-__all__ = ["FHIR_ID", "SOURCE_NAME", "GlobalId", "decode_id", "encode_id", "reference"]
+__all__ = [
+    "FHIR_ID",
+    "SOURCE_NAME",
+    "GlobalId",
+    "SourceIds",
+    "decode_id",
+    "encode_id",
+]
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
@@ -47,6 +55,11 @@ class GlobalId:
 def _encode_part(value: str) -> str:
     if _RAW_PART.fullmatch(value):
         return value
+    return _escape(value)
+
+
+@lru_cache(maxsize=1024)  # care units and branches recur on every record of a source
+def _escape(value: str) -> str:
     out = ["-"]
     for ch in value:
         if ch in _ALNUM:
@@ -73,17 +86,37 @@ def _decode_part(part: str) -> str:
     return value
 
 
+class SourceIds:
+    """The codec bound to one source: checks the name once, and remembers scope spellings
+    (a source has few scopes and names them on every record)."""
+
+    __slots__ = ("_prefix", "_scopes", "source")
+
+    def __init__(self, source: str) -> None:
+        if not SOURCE_NAME.fullmatch(source):
+            raise MalformedId("source names match [a-z0-9-]{1,32}")
+        self.source = source
+        self._prefix = source + "."
+        self._scopes: dict[str, str] = {}
+
+    def encode(self, vendor_id: str, scope: str | None = None) -> str:
+        if scope is None:
+            encoded = self._prefix + _encode_part(vendor_id)
+        else:
+            prefix = self._scopes.get(scope)
+            if prefix is None:
+                prefix = self._prefix + _encode_part(scope) + "."
+                if len(self._scopes) < 1024:
+                    self._scopes[scope] = prefix
+            encoded = prefix + _encode_part(vendor_id)
+        if len(encoded) > 64:
+            raise IdTooLong(len(encoded))
+        return encoded
+
+
 def encode_id(source: str, vendor_id: str, scope: str | None = None) -> str:
     """The global FHIR id of ``vendor_id`` (within ``scope``) at ``source``."""
-    if not SOURCE_NAME.fullmatch(source):
-        raise MalformedId("source names match [a-z0-9-]{1,32}")
-    if scope is None:
-        encoded = f"{source}.{_encode_part(vendor_id)}"
-    else:
-        encoded = f"{source}.{_encode_part(scope)}.{_encode_part(vendor_id)}"
-    if len(encoded) > 64:
-        raise IdTooLong(len(encoded))
-    return encoded
+    return SourceIds(source).encode(vendor_id, scope)
 
 
 def decode_id(fhir_id: str) -> GlobalId:
@@ -105,8 +138,3 @@ def decode_id(fhir_id: str) -> GlobalId:
         vendor_id=_decode_part(vendor_id),
         scope=None if scope is None else _decode_part(scope),
     )
-
-
-def reference(resource_type: str, source: str, vendor_id: str, scope: str | None = None) -> str:
-    """A relative literal reference, ``Type/global-id``."""
-    return f"{resource_type}/{encode_id(source, vendor_id, scope)}"

@@ -11,7 +11,6 @@ Sweden's, Norway's and NHS England's published OIDs and URIs.
 from __future__ import annotations
 
 import re
-from datetime import date
 
 __all__ = [
     "HSA_ID",
@@ -44,35 +43,38 @@ _NHS = re.compile(r"\d{3} ?\d{3} ?\d{4}")
 _HSA = re.compile(r"SE\d{10}-[A-Za-z0-9]+")
 
 
+# Luhn doubles every second digit from the right, less 9 when over 9: as a digit mapping.
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """Luhn check over a string of digits (the last one is the check digit)."""
+    # Summing the ASCII bytes and taking off 48 ("0") per digit is the digit sum.
+    raw = (digits[-1::-2] + digits[-2::-2].translate(_DOUBLED)).encode("ascii")
+    return (sum(raw) - 48 * len(raw)) % 10 == 0
+
+
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _real_date(year: int, month: int, day: int) -> bool:
-    try:
-        date(year, month, day)
-    except ValueError:
+    if not (1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month]):
         return False
-    return True
+    return month != 2 or day < 29 or (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0))
 
 
 def _swedish(value: str, *, require_century: bool) -> str | None:
-    m = _SE.fullmatch(value)
-    if not m or (require_century and m.group(1) is None):
-        return None
-    century, yy, mm, dd, tail = m.groups()
-    if not luhn_valid(f"{yy}{mm}{dd}{tail}"):
+    if len(value) == 12 and value.isdigit():  # the common YYYYMMDDNNNN form
+        century, yy, mm, dd, tail = value[:2], value[2:4], value[4:6], value[6:8], value[8:]
+    else:
+        m = _SE.fullmatch(value)
+        if not m or (require_century and m.group(1) is None):
+            return None
+        century, yy, mm, dd, tail = m.groups()
+    if not luhn_valid(yy + mm + dd + tail):
         return None
     # Without a century, any century gives the same day-of-month rules but Feb 29.
-    year = int(f"{century}{yy}") if century else 2000 + int(yy)
+    year = int(century + yy) if century else 2000 + int(yy)
     day = int(dd)
     if _real_date(year, int(mm), day):
         return SE_PERSONNUMMER

@@ -38,18 +38,14 @@ class VendorRecord:
     def text(self, key: str, *, required: bool = False) -> str | None:
         """A non-blank string, or ``None`` when absent, null or blank."""
         value = self.data.get(key)
-        if value is None or value == "":
-            if required:
-                raise self.error(key, "missing required field")
-            return None
-        if type(value) is not str:
+        if type(value) is str and value and not value.isspace():
+            self.used.add(key)
+            return value
+        if value is not None and type(value) is not str:
             raise self.error(key, f"expected a string, got {type(value).__name__}")
-        if value.isspace():
-            if required:
-                raise self.error(key, "missing required field (blank)")
-            return None
-        self.used.add(key)
-        return value
+        if required:
+            raise self.error(key, "missing required field")
+        return None
 
     def code(self, key: str) -> str | None:
         """A string usable as a FHIR ``code``; any other string is left for :meth:`leftovers`."""
@@ -66,6 +62,11 @@ class VendorRecord:
         value = self.data.get(key)
         if value is None:
             return []
+        if type(value) is list and len(value) == 1:
+            item = value[0]
+            if type(item) is str and item and not item.isspace():
+                self.used.add(key)
+                return value.copy()
         if type(value) is not list:
             raise self.error(key, f"expected a list, got {type(value).__name__}")
         out: list[str] = []
@@ -99,4 +100,6 @@ class VendorRecord:
     def leftovers(self) -> dict[str, Any]:
         """Fields not expressed in a standard element, exactly as the vendor sent them."""
         used = self.used
+        if len(used) == len(self.data):  # used only ever holds keys of data
+            return {}
         return {k: v for k, v in self.data.items() if k not in used}

@@ -54,8 +54,8 @@ def to_fhir_patient(record: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:
 
     first, last = r.text("first_name"), r.text("last_name")
     if first is not None or last is not None:
-        name: dict[str, Any] = {"use": "official"}
-        name["text"] = " ".join(p for p in (first, last) if p is not None)
+        text = last if first is None else first if last is None else f"{first} {last}"
+        name: dict[str, Any] = {"use": "official", "text": text}
         if last is not None:
             name["family"] = last
         if first is not None:
