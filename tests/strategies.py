@@ -47,7 +47,9 @@ json_values = st.recursive(
 vendor_ids = st.one_of(
     st.uuids().map(str),
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,19}", fullmatch=True),
-    st.text(alphabet=string.ascii_letters + string.digits + "_:.-/ éø", min_size=1, max_size=8),
+    st.text(
+        alphabet=string.ascii_letters + string.digits + "_:.-/ éø", min_size=1, max_size=8
+    ).filter(lambda s: not s.isspace()),
 )
 care_units = st.one_of(
     st.sampled_from(["L0_1", "L0_2", "10"]), st.from_regex(r"[A-Za-z0-9_]{1,6}", fullmatch=True)

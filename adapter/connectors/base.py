@@ -1,0 +1,112 @@
+"""What every connector offers the facade, and what it declares it can do.
+
+A connector owns one configured source: it turns reads and :class:`SearchRequest`s into
+vendor calls (through :mod:`adapter.transport`) and vendor records into FHIR dicts
+(through :mod:`mappings`). Its :class:`Capabilities` are the single truth for what the
+CapabilityStatement advertises: a parameter not declared is refused, never ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+from adapter.fhir.search import SearchRequest, UnsupportedParameter
+
+__all__ = [
+    "Capabilities",
+    "Connector",
+    "ConnectorConfigError",
+    "Page",
+    "PaginationLoop",
+    "ResourceCapability",
+    "ResourceNotFound",
+    "check_supported",
+    "iterate",
+]
+
+
+@dataclass(frozen=True)
+class ResourceCapability:
+    search_params: frozenset[str]
+    interactions: frozenset[str] = frozenset({"read", "search-type"})
+    includes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    resources: Mapping[str, ResourceCapability] = field(default_factory=dict)
+
+    def supports(self, resource_type: str, param: str) -> bool:
+        cap = self.resources.get(resource_type)
+        return cap is not None and param in cap.search_params
+
+
+@dataclass
+class Page:
+    """One page of a connector's search.
+
+    ``next_cursor`` is the connector's own opaque position (``None`` on the last page);
+    ``total`` is the number of matches of the whole search, set only when it is exact.
+    """
+
+    resources: list[dict[str, Any]]
+    next_cursor: str | None = None
+    total: int | None = None
+
+
+class ResourceNotFound(Exception):
+    """No such resource at this source (an unknown, malformed or foreign id included)."""
+
+    def __init__(self, resource_type: str, fhir_id: str) -> None:
+        self.resource_type = resource_type
+        self.fhir_id = fhir_id
+        super().__init__(f"{resource_type}/{fhir_id} not found")
+
+
+class PaginationLoop(Exception):
+    """A vendor handed back a page already seen: paging would never end."""
+
+
+class ConnectorConfigError(ValueError):
+    """A source's configuration is missing or has a wrong key (named, never its value)."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    source: str
+    capabilities: Capabilities
+
+    async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]: ...
+
+    async def search(self, request: SearchRequest, cursor: str | None = None) -> Page: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_supported(capabilities: Capabilities, request: SearchRequest) -> None:
+    """Raise :class:`UnsupportedParameter` for the first parameter not declared."""
+    cap = capabilities.resources.get(request.resource_type)
+    if cap is None:
+        raise UnsupportedParameter("_type", f"{request.resource_type} is not served")
+    for param in request.params:
+        if param.name not in cap.search_params:
+            raise UnsupportedParameter(param.name, "not supported by this source")
+
+
+async def iterate(connector: Connector, request: SearchRequest) -> AsyncIterator[dict[str, Any]]:
+    """Every match of ``request``, page by page, lazily; fails loudly on a repeated page."""
+    cursor: str | None = None
+    seen: set[str] = set()
+    request = replace(request, count=max(request.count, 100))
+    while True:
+        page = await connector.search(request, cursor)
+        for resource in page.resources:
+            yield resource
+        if page.next_cursor is None:
+            return
+        if page.next_cursor in seen:
+            raise PaginationLoop(f"{connector.source}: loop detected in pagination")
+        seen.add(page.next_cursor)
+        cursor = page.next_cursor

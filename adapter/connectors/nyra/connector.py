@@ -1,0 +1,182 @@
+"""The NyraAI connector: one hospital, reached with one or more three-part API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from adapter.connectors.base import (
+    Capabilities,
+    ConnectorConfigError,
+    Page,
+    PaginationLoop,
+    ResourceCapability,
+    ResourceNotFound,
+    check_supported,
+)
+from adapter.connectors.config import http_for, require
+from adapter.connectors.nyra.errors import classify
+from adapter.connectors.nyra.search import plan
+from adapter.fhir.match import matches
+from adapter.fhir.search import SearchRequest
+from adapter.transport import KeyPool, MalformedResponse, NotFound, NyraKey, VendorClient
+from mappings import MappingError, NyraContext, decode_id, nyra
+from mappings.common.time import zone
+
+__all__ = ["NyraConnector"]
+
+_PATIENT_PARAMS = frozenset(
+    {"_id", "name", "family", "given", "birthdate", "gender", "phone", "email", "telecom", "active"}
+)
+_APPOINTMENT_PARAMS = frozenset({"_id", "patient", "practitioner", "actor", "date", "status"})
+_MAPPERS = {
+    "Patient": ("/patients", nyra.to_fhir_patient),
+    "Appointment": ("/appointments", nyra.to_fhir_appointment),
+}
+MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
+
+
+class NyraConnector:
+    capabilities = Capabilities(
+        {
+            "Patient": ResourceCapability(_PATIENT_PARAMS),
+            "Appointment": ResourceCapability(
+                _APPOINTMENT_PARAMS, includes=frozenset({"Appointment:patient"})
+            ),
+        }
+    )
+
+    def __init__(
+        self, source: str, *, timezone: str, client: VendorClient, slot_minutes: int = 15
+    ) -> None:
+        self.source = source
+        self.ctx = NyraContext(source, timezone, slot_minutes=slot_minutes)
+        self.zone = zone(timezone)
+        self.client = client
+
+    @classmethod
+    def from_config(
+        cls,
+        source: str,
+        config: Mapping[str, Any],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> NyraConnector:
+        http, defaults = http_for("nyra", source, config, transport)
+        raw_keys = require(source, config, "keys", defaults)
+        if not isinstance(raw_keys, list) or not raw_keys:
+            raise ConnectorConfigError(f"source {source!r}: 'keys' must list at least one key")
+        keys = []
+        for i, entry in enumerate(raw_keys):
+            try:
+                keys.append(NyraKey(entry["key"], entry["secret"], entry["token"]))
+            except (KeyError, TypeError):
+                raise ConnectorConfigError(
+                    f"source {source!r}: keys[{i}] needs 'key', 'secret' and 'token'"
+                ) from None
+        limits = config.get("rate_limit") or {}
+        pool = KeyPool.nyra(keys, **limits)
+        return cls(
+            source,
+            timezone=require(source, config, "timezone", defaults),
+            slot_minutes=int(config.get("slot_minutes", 15)),
+            client=VendorClient(source, http, pool, classify),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _data(self, body: Any) -> Any:
+        # Nyra: every success is {"success": true, "data": ...} (nyra.md, List envelope).
+        if not isinstance(body, dict) or body.get("success") is not True or "data" not in body:
+            raise MalformedResponse(self.source, None, "expected a {success, data} envelope")
+        return body["data"]
+
+    async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        if resource_type not in _MAPPERS:
+            raise ResourceNotFound(resource_type, fhir_id)
+        try:
+            gid = decode_id(fhir_id)
+        except MappingError:
+            raise ResourceNotFound(resource_type, fhir_id) from None
+        if gid.source != self.source or gid.scope is not None:
+            raise ResourceNotFound(resource_type, fhir_id)
+        found = await self._get_one(resource_type, gid.vendor_id)
+        if found is None:
+            raise ResourceNotFound(resource_type, fhir_id)
+        return found
+
+    async def _get_one(self, resource_type: str, vendor_id: str) -> dict[str, Any] | None:
+        path, to_fhir = _MAPPERS[resource_type]
+        try:
+            body = await self.client.get_json(f"{path}/{quote(vendor_id, safe='')}")
+        except NotFound:
+            return None
+        return to_fhir(self._data(body), self.ctx)
+
+    async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
+        check_supported(self.capabilities, request)
+        p = plan(request, self.source, self.zone)
+        if p.empty:
+            return Page([], None, total=0)
+        if p.by_id:
+            found = [await self._get_one(request.resource_type, i) for i in p.ids]
+            hits = [r for r in found if r and matches(r, request.params, self.zone)]
+            return Page(hits, None, total=len(hits))
+        if p.exact:
+            return await self._exact_page(request, p.query, cursor)
+        return await self._filtered_page(request, p.query, cursor)
+
+    async def _list(self, resource_type: str, query: dict, page: int, limit: int) -> dict:
+        path, _ = _MAPPERS[resource_type]
+        params = {**query, "page": str(page), "limit": str(limit)}
+        data = self._data(await self.client.get_json(path, params=params))
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise MalformedResponse(self.source, None, "expected data.results to be a list")
+        return data
+
+    def _map(self, resource_type: str, records: list) -> list[dict[str, Any]]:
+        to_fhir = _MAPPERS[resource_type][1]
+        return [to_fhir(r, self.ctx) for r in records]
+
+    async def _exact_page(self, request: SearchRequest, query: dict, cursor: str | None) -> Page:
+        """Every param answered natively: one vendor page is one FHIR page."""
+        limit = min(request.count, MAX_LIMIT)
+        page = int(cursor) if cursor else 1
+        data = await self._list(request.resource_type, query, page, limit)
+        total = data.get("total") if isinstance(data.get("total"), int) else None
+        resources = self._map(request.resource_type, data["results"])
+        more = bool(data["results"]) and (total is None or page * limit < total)
+        return Page(resources, str(page + 1) if more else None, total=total)
+
+    async def _filtered_page(self, request: SearchRequest, query: dict, cursor: str | None) -> Page:
+        """Scan vendor pages of 100, keeping FHIR matches, until the page is full.
+
+        The cursor is ``page:skip``: the vendor page to read next and how many of its
+        records an earlier FHIR page already took.
+        """
+        page, skip = (int(x) for x in cursor.split(":")) if cursor else (1, 0)
+        hits: list[dict[str, Any]] = []
+        previous: list[Any] | None = None
+        while True:
+            data = await self._list(request.resource_type, query, page, MAX_LIMIT)
+            records = data["results"]
+            ids = [r.get("id") for r in records if isinstance(r, dict)]
+            if previous is not None and ids and ids == previous:
+                raise PaginationLoop(f"{self.source}: loop detected in pagination")
+            previous = ids
+            for index, resource in enumerate(self._map(request.resource_type, records)):
+                if index < skip or not matches(resource, request.params, self.zone):
+                    continue
+                hits.append(resource)
+                if len(hits) == request.count:
+                    last = index + 1 == len(records) and len(records) < MAX_LIMIT
+                    nxt = None if last else f"{page}:{index + 1}"
+                    return Page(hits, nxt, total=None)
+            skip = 0
+            if len(records) < MAX_LIMIT or page >= int(data.get("total_pages") or page):
+                return Page(hits, None, total=None)
+            page += 1

@@ -1,0 +1,31 @@
+"""Nyra's ``{"success": false, "error", "message"}`` bodies as typed vendor errors."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import orjson
+
+from adapter.transport import VendorError, classify_status
+
+__all__ = ["classify"]
+
+# Nyra: 403 "Missing required permission: patients:read" (nyra.md, Transport and auth).
+_PERMISSION = re.compile(r"Missing required permission: ([a-z_]+:[a-z_]+)")
+
+
+def classify(source: str, response: httpx.Response) -> VendorError | None:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    message = body.get("message") if isinstance(body.get("message"), str) else ""
+    permission = None
+    if response.status_code == 403:
+        found = _PERMISSION.search(message)
+        permission = found.group(1) if found else None
+    error = body.get("error") if isinstance(body.get("error"), str) else None
+    return classify_status(source, response, permission=permission, detail=error)

@@ -1,0 +1,202 @@
+"""Evaluate FHIR search parameters against a FHIR resource dict, in memory.
+
+Connectors use this to filter what a vendor cannot filter natively, after fetching; it is
+correct only over a result set that is a superset of the answer, which the connector makes
+sure of. Semantics per https://hl7.org/fhir/R4/search.html: strings match by
+case- and accent-insensitive prefix (``:exact``, ``:contains``), tokens by
+``[system|]code``, references by id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from datetime import tzinfo
+from typing import Any
+
+from adapter.fhir.dates import compare, parse_range
+from adapter.fhir.search import SearchParam, UnsupportedParameter
+
+__all__ = ["KINDS", "matches", "normalise"]
+
+Resource = dict[str, Any]
+
+
+def normalise(text: str) -> str:
+    """Case- and accent-folded text, for string search."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+# Extractors: what each search parameter reads from a resource.
+def _names(r: Resource, parts: tuple[str, ...]) -> Iterator[str]:
+    for name in r.get("name") or ():
+        for part in parts:
+            value = name.get(part)
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list):
+                yield from (v for v in value if isinstance(v, str))
+
+
+def _telecom(system: str | None) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+    def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
+        for point in r.get("telecom") or ():
+            if (system is None or point.get("system") == system) and "value" in point:
+                yield point.get("system"), point["value"]
+
+    return extract
+
+
+def _identifiers(r: Resource) -> Iterator[tuple[str | None, str]]:
+    for ident in r.get("identifier") or ():
+        if "value" in ident:
+            yield ident.get("system"), ident["value"]
+
+
+def _codings(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+    def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
+        for concept in r.get(key) or ():
+            for coding in concept.get("coding") or ():
+                if "code" in coding:
+                    yield coding.get("system"), coding["code"]
+
+    return extract
+
+
+def _plain(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+    def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
+        value = r.get(key)
+        if isinstance(value, bool):
+            yield None, "true" if value else "false"
+        elif value is not None:
+            yield None, str(value)
+
+    return extract
+
+
+def _actors(kind: str | None) -> Callable[[Resource], Iterator[str]]:
+    def extract(r: Resource) -> Iterator[str]:
+        for member in r.get("participant") or ():
+            ref = (member.get("actor") or {}).get("reference")
+            if isinstance(ref, str) and (kind is None or ref.startswith(f"{kind}/")):
+                yield ref
+
+    return extract
+
+
+# name -> (kind, extractor), per resource type.
+KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
+    "Patient": {
+        "_id": ("token", _plain("id")),
+        "name": ("string", lambda r: _names(r, ("text", "family", "given", "prefix", "suffix"))),
+        "family": ("string", lambda r: _names(r, ("family",))),
+        "given": ("string", lambda r: _names(r, ("given",))),
+        "birthdate": ("date", lambda r: [r["birthDate"]] if "birthDate" in r else []),
+        "gender": ("token", _plain("gender")),
+        "identifier": ("token", _identifiers),
+        "phone": ("token", _telecom("phone")),
+        "email": ("token", _telecom("email")),
+        "telecom": ("token", _telecom(None)),
+        "active": ("token", _plain("active")),
+    },
+    "Appointment": {
+        "_id": ("token", _plain("id")),
+        "status": ("token", _plain("status")),
+        "date": ("date", lambda r: [r["start"]] if "start" in r else []),
+        "patient": ("reference", _actors("Patient")),
+        "practitioner": ("reference", _actors("Practitioner")),
+        "actor": ("reference", _actors(None)),
+        "service-type": ("token", _codings("serviceType")),
+    },
+}
+_MODIFIERS = {
+    "string": {None, "exact", "contains"},
+    "token": {None},
+    "reference": {None},
+    "date": {None},
+}
+
+
+def _string(param: SearchParam, values: Iterable[str]) -> bool:
+    if param.modifier == "exact":
+        wanted = set(param.values)
+        return any(v in wanted for v in values)
+    needles = [normalise(v) for v in param.values]
+    folded = [normalise(v) for v in values]
+    if param.modifier == "contains":
+        return any(n in f for n in needles for f in folded)
+    return any(f.startswith(n) for n in needles for f in folded)
+
+
+def _token(param: SearchParam, values: Iterable[tuple[str | None, str]]) -> bool:
+    pairs = list(values)
+    for wanted in param.values:
+        system, bar, code = wanted.rpartition("|") if "|" in wanted else (None, "", wanted)
+        for have_system, have_code in pairs:
+            if bar and system == "" and have_system is not None:
+                continue  # `|code`: only codes with no system
+            if bar and system and have_system != system:
+                continue
+            if code == "" or have_code == code:
+                return True
+    return False
+
+
+def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None) -> bool:
+    have = {ref.rsplit("/", 2)[-2] + "/" + ref.rsplit("/", 1)[-1] for ref in refs if "/" in ref}
+    have_ids = {ref.rsplit("/", 1)[-1] for ref in have}
+    for wanted in param.values:
+        parts = wanted.rstrip("/").split("/")
+        if len(parts) >= 2 and f"{parts[-2]}/{parts[-1]}" in have:
+            return True
+        if len(parts) == 1 and (
+            parts[0] in have_ids if default_type is None else f"{default_type}/{parts[0]}" in have
+        ):
+            return True
+    return False
+
+
+def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
+    targets = []
+    for value in values:
+        try:
+            targets.append(parse_range(value, zone))
+        except ValueError:
+            continue  # an unreadable stored value matches nothing
+    prefix = param.prefix or "eq"
+    for wanted in param.values:
+        try:
+            search = parse_range(wanted, zone)
+        except ValueError:
+            raise UnsupportedParameter(str(param), "not a FHIR date") from None
+        if any(compare(prefix, search, target) for target in targets):
+            return True
+    return False
+
+
+_REF_TYPES = {"patient": "Patient", "practitioner": "Practitioner"}
+
+
+def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> bool:
+    """Does ``resource`` satisfy every param (values ORed within a param)?"""
+    table = KINDS.get(resource.get("resourceType", ""), {})
+    for param in params:
+        entry = table.get(param.name)
+        if entry is None:
+            raise UnsupportedParameter(param.name, "not a search parameter of this type")
+        kind, extract = entry
+        if param.modifier not in _MODIFIERS[kind]:
+            raise UnsupportedParameter(f"{param.name}:{param.modifier}", "modifier not supported")
+        values = extract(resource)
+        if kind == "string":
+            ok = _string(param, values)
+        elif kind == "token":
+            ok = _token(param, values)
+        elif kind == "reference":
+            ok = _reference(param, values, _REF_TYPES.get(param.name))
+        else:
+            ok = _date(param, values, zone)
+        if not ok:
+            return False
+    return True

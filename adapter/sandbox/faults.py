@@ -1,0 +1,139 @@
+"""Switchable faults for the sandboxes, and an in-process transport that times out.
+
+Faults are off by default. They act around a sandbox app as ASGI middleware, so they
+work the same in-process and on a port:
+
+- ``latency``: seconds added to every answer;
+- ``error_rate``: share of requests answered 5xx (``error_status``) before the vendor
+  does anything (nothing is committed);
+- ``timeout_rate``: share of requests that hang ``hang_seconds`` before being handled,
+  so the client's read timeout fires first;
+- ``hang_after_commit``: a write (any method but GET) is carried out, then its answer
+  hangs: the vendor committed, the client sees a timeout;
+- ``malformed_rate``: share of answers whose body is cut short (not JSON).
+
+Which requests a share hits is drawn from a seeded random generator, so a run repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import httpx
+
+__all__ = ["FaultMiddleware", "Faults", "SandboxTransport"]
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 503
+    timeout_rate: float = 0.0
+    hang_after_commit: bool = False
+    hang_seconds: float = 30.0
+    malformed_rate: float = 0.0
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "timeout_rate", "malformed_rate"):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"fault {name!r} must be a share between 0 and 1")
+        self._rng = random.Random(self.seed)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> Faults:
+        known = {f.name for f in fields(cls) if not f.name.startswith("_")}
+        unknown = set(config or {}) - known
+        if unknown:
+            raise ValueError(f"unknown sandbox fault(s): {', '.join(sorted(unknown))}")
+        return cls(**(config or {}))
+
+    def reset(self) -> None:
+        """Every fault off again."""
+        for f in fields(self):
+            if not f.name.startswith("_") and f.name != "seed":
+                setattr(self, f.name, f.default)
+
+    def draw(self, share: float) -> bool:
+        return share > 0 and self._rng.random() < share
+
+
+class FaultMiddleware:
+    """Applies :class:`Faults` around an ASGI app; ``error_body(status)`` gives the
+    vendor's own error body for a simulated 5xx."""
+
+    def __init__(self, app: Any, faults: Faults, error_body: Callable[[int], bytes]) -> None:
+        self.app = app
+        self.faults = faults
+        self.error_body = error_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        f = self.faults
+        if f.latency:
+            await asyncio.sleep(f.latency)
+        if f.draw(f.timeout_rate):
+            await asyncio.sleep(f.hang_seconds)
+        if f.draw(f.error_rate):
+            await _send_body(send, f.error_status, self.error_body(f.error_status))
+            return
+        hang = f.hang_after_commit and scope.get("method") != "GET"
+        malformed = f.draw(f.malformed_rate)
+        if not hang and not malformed:
+            await self.app(scope, receive, send)
+            return
+        held: list[dict] = []
+
+        async def hold(message: dict) -> None:
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        if hang:
+            await asyncio.sleep(f.hang_seconds)
+        for message in held:
+            if malformed and message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [(k, v) for k, v in message["headers"] if k != b"content-length"],
+                }
+            if malformed and message["type"] == "http.response.body":
+                message = {**message, "body": _cut(message.get("body", b""))}
+            await send(message)
+
+
+def _cut(body: bytes) -> bytes:
+    return body[: len(body) // 2] or b"{"
+
+
+async def _send_body(send: Callable, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class SandboxTransport(httpx.ASGITransport):
+    """httpx's ASGI transport, with the request's read timeout enforced as a socket would
+    (httpx applies timeouts in its network layer, which an in-process app skips)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = (request.extensions.get("timeout") or {}).get("read")
+        if timeout is None:
+            return await super().handle_async_request(request)
+        try:
+            return await asyncio.wait_for(super().handle_async_request(request), timeout)
+        except TimeoutError:
+            raise httpx.ReadTimeout("read timed out", request=request) from None

@@ -1,0 +1,51 @@
+"""HTTP to the vendors: pooled clients, credentials, limits, retries, typed errors."""
+
+from adapter.transport.client import Classifier, VendorClient, default_classify, make_http_client
+from adapter.transport.credentials import LeyrCredentials, NyraKey, Secret
+from adapter.transport.errors import (
+    AuthenticationRejected,
+    FatalVendorError,
+    MalformedResponse,
+    NotFound,
+    PermissionMissing,
+    RateLimited,
+    TemporaryVendorError,
+    VendorError,
+    VendorRejected,
+    VendorTimeout,
+    VendorUnavailable,
+    VendorValidation,
+    classify_status,
+    parse_retry_after,
+)
+from adapter.transport.ratelimit import KeyPool, Lease, Limit, NoKeysLeft
+from adapter.transport.retry import RetryPolicy
+
+__all__ = [
+    "AuthenticationRejected",
+    "Classifier",
+    "FatalVendorError",
+    "KeyPool",
+    "Lease",
+    "LeyrCredentials",
+    "Limit",
+    "MalformedResponse",
+    "NoKeysLeft",
+    "NotFound",
+    "NyraKey",
+    "PermissionMissing",
+    "RateLimited",
+    "RetryPolicy",
+    "Secret",
+    "TemporaryVendorError",
+    "VendorClient",
+    "VendorError",
+    "VendorRejected",
+    "VendorTimeout",
+    "VendorUnavailable",
+    "VendorValidation",
+    "classify_status",
+    "default_classify",
+    "make_http_client",
+    "parse_retry_after",
+]

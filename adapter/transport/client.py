@@ -1,0 +1,153 @@
+"""One vendor's HTTP client: auth headers per key, limits, retries, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from adapter.transport.errors import (
+    AuthenticationRejected,
+    MalformedResponse,
+    TemporaryVendorError,
+    VendorError,
+    VendorTimeout,
+    VendorUnavailable,
+    classify_status,
+)
+from adapter.transport.ratelimit import KeyPool, NoKeysLeft
+from adapter.transport.retry import RetryPolicy
+
+__all__ = ["Classifier", "VendorClient", "default_classify", "make_http_client"]
+
+Classifier = Callable[[str, httpx.Response], VendorError | None]
+
+
+def default_classify(source: str, response: httpx.Response) -> VendorError | None:
+    return None
+
+
+def make_http_client(
+    base_url: str,
+    *,
+    timeout: httpx.Timeout | None = None,
+    max_connections: int = 20,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The pooled client of one source (connect 5 s, read 30 s unless told otherwise)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout or httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_connections=max_connections),
+        transport=transport,
+        headers={"accept": "application/json"},
+    )
+
+
+class VendorClient:
+    """Reads (``get_json``) are retried on temporary failures; writes (``send_json``) are
+    tried once. A key whose credentials are rejected is set aside and the read goes on
+    with the others, without counting as a retry; when none is left the source's
+    credentials must be rotated, and that is said once, not retried."""
+
+    def __init__(
+        self,
+        source: str,
+        http: httpx.AsyncClient,
+        pool: KeyPool,
+        classify: Classifier = default_classify,
+        retry: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.http = http
+        self.pool = pool
+        self.classify = classify
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return await self._once("GET", path, params=params)
+            except _KeyRejected:
+                continue  # another key, same attempt
+            except TemporaryVendorError as exc:
+                delay = self.retry.delay(attempt, exc, self._rng)
+                if delay is None:
+                    raise
+                attempt += 1
+                await self._sleep(delay)
+
+    async def send_json(
+        self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        while True:
+            try:
+                return await self._once(method, path, params=params, json=json, write=True)
+            except _KeyRejected:
+                continue  # rejected before anything was done: safe on another key
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        write: bool = False,
+    ) -> Any:
+        try:
+            lease_cm = self.pool.acquire()
+            lease = await lease_cm.__aenter__()
+        except NoKeysLeft:
+            raise AuthenticationRejected(self.source) from None
+        try:
+            content = None if json is None else orjson.dumps(json)
+            headers = lease.key.headers()
+            if content is not None:
+                headers["content-type"] = "application/json"
+            try:
+                response = await self.http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except httpx.TimeoutException:
+                error = VendorTimeout(self.source, None, f"{method} timed out")
+                error.committed_unknown = write
+                raise error from None
+            except httpx.TransportError as exc:
+                raise VendorUnavailable(
+                    self.source, None, f"connection failed ({type(exc).__name__})"
+                ) from None
+            lease.observe(response.headers, response.status_code)
+            if response.is_success:
+                try:
+                    return orjson.loads(response.content) if response.content else None
+                except orjson.JSONDecodeError:
+                    raise MalformedResponse(
+                        self.source, response.status_code, "body is not JSON"
+                    ) from None
+            error = self.classify(self.source, response) or classify_status(self.source, response)
+            if isinstance(error, AuthenticationRejected) and self.pool.active() > 1:
+                lease.disable()
+                raise _KeyRejected()
+            if isinstance(error, AuthenticationRejected):
+                lease.disable()
+            raise error
+        finally:
+            await lease_cm.__aexit__(None, None, None)
+
+
+class _KeyRejected(Exception):
+    """This key's credentials were refused; others remain."""

@@ -1,0 +1,158 @@
+"""Vendor errors, classified where they are raised.
+
+    VendorError
+    ├── TemporaryVendorError        worth retrying (reads only); .retry_after in seconds
+    │   ├── VendorTimeout           connect/read timeout; .committed_unknown for writes
+    │   ├── VendorUnavailable       500/502/503/504, connection errors
+    │   └── RateLimited             429
+    └── FatalVendorError            retrying would give the same answer
+        ├── AuthenticationRejected  401: the source's credentials must be rotated
+        ├── PermissionMissing       403; .permission (Nyra names it)
+        ├── NotFound                404
+        ├── VendorValidation        400/409/422; .error_codes (Leyr's error_code values)
+        ├── MalformedResponse       a body that is not the shape the contract promises
+        └── VendorRejected          any other 4xx
+
+Every error carries the configured ``source`` and the vendor's ``status``. Messages hold
+the source, the status and vendor vocabulary (error codes, permission names) only: never
+credentials, request bodies or the vendor's free text, which may quote patient data.
+"""
+
+from __future__ import annotations
+
+import email.utils
+
+import httpx
+
+__all__ = [
+    "AuthenticationRejected",
+    "FatalVendorError",
+    "MalformedResponse",
+    "NotFound",
+    "PermissionMissing",
+    "RateLimited",
+    "TemporaryVendorError",
+    "VendorError",
+    "VendorRejected",
+    "VendorTimeout",
+    "VendorUnavailable",
+    "VendorValidation",
+    "classify_status",
+    "parse_retry_after",
+]
+
+
+class VendorError(Exception):
+    def __init__(self, source: str, status: int | None, detail: str) -> None:
+        self.source = source
+        self.status = status
+        self.detail = detail
+        where = f"{source}: vendor answered {status}" if status else f"{source}"
+        super().__init__(f"{where}: {detail}")
+
+
+class TemporaryVendorError(VendorError):
+    def __init__(
+        self, source: str, status: int | None, detail: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(source, status, detail)
+        self.retry_after = retry_after
+
+
+class VendorTimeout(TemporaryVendorError):
+    committed_unknown = False  # set on writes: the vendor may have done it
+
+
+class VendorUnavailable(TemporaryVendorError):
+    pass
+
+
+class RateLimited(TemporaryVendorError):
+    pass
+
+
+class FatalVendorError(VendorError):
+    pass
+
+
+class AuthenticationRejected(FatalVendorError):
+    def __init__(self, source: str, status: int | None = 401, detail: str = "") -> None:
+        super().__init__(
+            source,
+            status,
+            detail or "credentials rejected; they must be rotated in the source's configuration",
+        )
+
+
+class PermissionMissing(FatalVendorError):
+    def __init__(self, source: str, permission: str | None) -> None:
+        self.permission = permission
+        what = f"permission {permission!r}" if permission else "a permission"
+        super().__init__(source, 403, f"the API key lacks {what}")
+
+
+class NotFound(FatalVendorError):
+    pass
+
+
+class VendorValidation(FatalVendorError):
+    def __init__(self, source: str, status: int, error_codes: tuple[str, ...] = ()) -> None:
+        self.error_codes = error_codes
+        codes = ", ".join(error_codes) or "no error code"
+        super().__init__(source, status, f"request refused ({codes})")
+
+
+class MalformedResponse(FatalVendorError):
+    pass
+
+
+class VendorRejected(FatalVendorError):
+    pass
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` (delta-seconds or HTTP-date), never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def classify_status(
+    source: str,
+    response: httpx.Response,
+    *,
+    error_codes: tuple[str, ...] = (),
+    permission: str | None = None,
+    detail: str | None = None,
+    now: float | None = None,
+) -> VendorError:
+    """The error for a non-2xx vendor response, by status."""
+    import time
+
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("retry-after"), now or time.time())
+    text = detail or response.reason_phrase or "error"
+    if status == 401:
+        return AuthenticationRejected(source, status)
+    if status == 403:
+        return PermissionMissing(source, permission)
+    if status == 404:
+        return NotFound(source, status, "not found")
+    if status == 429:
+        return RateLimited(source, status, "rate limit exceeded", retry_after)
+    if status in (408, 500, 502, 503, 504):
+        return VendorUnavailable(source, status, text, retry_after)
+    if status in (400, 409, 422):
+        return VendorValidation(source, status, error_codes)
+    if status >= 500:
+        return VendorUnavailable(source, status, text, retry_after)
+    return VendorRejected(source, status, text)

@@ -1,0 +1,110 @@
+from datetime import UTC
+
+import pytest
+
+from adapter.fhir.match import matches, normalise
+from adapter.fhir.search import SearchParam, UnsupportedParameter
+
+PATIENT = {
+    "resourceType": "Patient",
+    "id": "src.p1",
+    "name": [{"text": "Åsa Öberg", "family": "Öberg", "given": ["Åsa", "Maria"]}],
+    "identifier": [{"system": "urn:oid:1.2.752.129.2.1.3.1", "value": "191212121212"}],
+    "telecom": [
+        {"system": "phone", "value": "+46700000000"},
+        {"system": "email", "value": "a@x.se"},
+    ],
+    "gender": "female",
+    "birthDate": "1912-12-12",
+    "active": True,
+}
+APPT = {
+    "resourceType": "Appointment",
+    "id": "src.a1",
+    "status": "booked",
+    "start": "2024-03-25T14:00:00+01:00",
+    "participant": [
+        {"actor": {"reference": "Patient/src.p1"}, "status": "accepted"},
+        {"actor": {"reference": "Practitioner/src.d1"}, "status": "accepted"},
+    ],
+    "serviceType": [{"coding": [{"system": "urn:s", "code": "svc-1"}]}],
+}
+
+
+def p(name, *values, modifier=None, prefix=None):
+    return SearchParam(name, tuple(values), modifier, prefix)
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        (p("name", "asa"), True),  # case and accent folded, prefix
+        (p("name", "obe"), True),
+        (p("name", "berg"), False),  # not a prefix
+        (p("name", "berg", modifier="contains"), True),
+        (p("name", "Åsa", modifier="exact"), True),
+        (p("name", "åsa", modifier="exact"), False),
+        (p("family", "maria"), False),
+        (p("given", "mar"), True),
+        (p("name", "nobody", "maria"), True),  # values are ORed
+        (p("identifier", "urn:oid:1.2.752.129.2.1.3.1|191212121212"), True),
+        (p("identifier", "191212121212"), True),
+        (p("identifier", "urn:other|191212121212"), False),
+        (p("identifier", "|191212121212"), False),
+        (p("identifier", "urn:oid:1.2.752.129.2.1.3.1|"), True),
+        (p("gender", "female"), True),
+        (p("gender", "male"), False),
+        (p("phone", "+46700000000"), True),
+        (p("email", "+46700000000"), False),
+        (p("telecom", "a@x.se"), True),
+        (p("active", "true"), True),
+        (p("birthdate", "1912", prefix="eq"), True),
+        (p("birthdate", "1912-12-13", prefix="lt"), True),
+        (p("birthdate", "1912-12-12", prefix="gt"), False),
+        (p("_id", "src.p1"), True),
+    ],
+    ids=str,
+)
+def test_patient_params(param, expected):
+    assert matches(PATIENT, [param], UTC) is expected
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        (p("patient", "Patient/src.p1"), True),
+        (p("patient", "src.p1"), True),
+        (p("patient", "http://x/fhir/Patient/src.p1"), True),
+        (p("patient", "src.d1"), False),
+        (p("practitioner", "src.d1"), True),
+        (p("actor", "Practitioner/src.d1"), True),
+        (p("actor", "src.p1"), True),
+        (p("status", "booked", "cancelled"), True),
+        (p("status", "cancelled"), False),
+        (p("date", "2024-03-25", prefix="eq"), True),
+        (p("date", "2024-03-25T13:00:00Z", prefix="eq"), True),
+        (p("date", "2024-03-25T14:00:00Z", prefix="ge"), False),
+        (p("date", "2024-03-26", prefix="lt"), True),
+        (p("service-type", "urn:s|svc-1"), True),
+    ],
+    ids=str,
+)
+def test_appointment_params(param, expected):
+    assert matches(APPT, [param], UTC) is expected
+
+
+def test_params_are_anded():
+    assert not matches(PATIENT, [p("name", "asa"), p("gender", "male")], UTC)
+
+
+def test_unknown_parameter_and_modifier_are_refused():
+    with pytest.raises(UnsupportedParameter):
+        matches(PATIENT, [p("shoe-size", "9")], UTC)
+    with pytest.raises(UnsupportedParameter):
+        matches(PATIENT, [p("gender", "x", modifier="text")], UTC)
+    with pytest.raises(UnsupportedParameter):
+        matches(APPT, [p("date", "yesterday")], UTC)
+
+
+def test_normalise_folds_case_and_accents():
+    assert normalise("ÅsA Öberg") == "asa oberg"
