@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
@@ -155,7 +155,10 @@ class NyraSandbox:
     def defaults(self) -> dict[str, Any]:
         """Source configuration that reaches this sandbox with its first key."""
         first = next(iter(self.grants.values()))
-        return {"keys": [first.credentials()], "timezone": self.timezone}
+        config: dict[str, Any] = {"keys": [first.credentials()], "timezone": self.timezone}
+        if self.limits != RateLimits():  # scaled down: the client must keep the same pace
+            config["rate_limit"] = asdict(self.limits)
+        return config
 
     def transport(self) -> SandboxTransport:
         return SandboxTransport(app=self.app)
