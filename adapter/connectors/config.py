@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 
 from adapter.connectors.base import ConnectorConfigError
-from adapter.transport import make_http_client
+from adapter.transport import RetryPolicy, make_http_client
 
-__all__ = ["http_for", "require"]
+__all__ = ["http_for", "require", "retry_for"]
 
 _SANDBOX_BASE = "http://{vendor}.sandbox"
 
@@ -50,4 +50,39 @@ def http_for(
         base_url = _SANDBOX_BASE.format(vendor=vendor)
     if not isinstance(base_url, str):
         raise ConnectorConfigError(f"source {source!r}: 'base_url' or 'sandbox' is required")
-    return make_http_client(base_url, transport=transport), defaults
+    return make_http_client(
+        base_url, timeout=_timeout(source, config), transport=transport
+    ), defaults
+
+
+def _timeout(source: str, config: Mapping[str, Any]) -> httpx.Timeout | None:
+    """``timeout = {connect = 5, read = 30}`` (seconds); httpx's pool and write timeouts
+    follow ``read``."""
+    table = config.get("timeout")
+    if table is None:
+        return None
+    try:
+        read = float(table.get("read", 30.0))
+        connect = float(table.get("connect", 5.0))
+    except (AttributeError, TypeError, ValueError):
+        raise ConnectorConfigError(
+            f"source {source!r}: 'timeout' must be a table of seconds (connect, read)"
+        ) from None
+    if read <= 0 or connect <= 0:
+        raise ConnectorConfigError(f"source {source!r}: timeouts must be positive")
+    return httpx.Timeout(read, connect=connect)
+
+
+def retry_for(source: str, config: Mapping[str, Any]) -> RetryPolicy:
+    """``retry = {attempts = 3, base = 0.2, cap = 5, max_retry_after = 30}`` for reads."""
+    table = config.get("retry") or {}
+    try:
+        policy = RetryPolicy(
+            **{k: float(v) if k != "attempts" else int(v) for k, v in table.items()}
+        )
+    except (AttributeError, TypeError, ValueError):
+        known = "attempts, base, cap, max_retry_after"
+        raise ConnectorConfigError(f"source {source!r}: 'retry' takes {known}") from None
+    if policy.attempts < 1 or policy.base < 0 or policy.cap < 0:
+        raise ConnectorConfigError(f"source {source!r}: 'retry' values must be positive")
+    return policy

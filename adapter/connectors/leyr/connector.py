@@ -16,7 +16,7 @@ from adapter.connectors.base import (
     ResourceNotFound,
     check_supported,
 )
-from adapter.connectors.config import http_for, require
+from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
 from adapter.fhir.match import matches
@@ -24,6 +24,7 @@ from adapter.fhir.search import SearchRequest
 from adapter.transport import (
     KeyPool,
     LeyrCredentials,
+    MalformedResponse,
     NotFound,
     VendorClient,
     VendorValidation,
@@ -93,7 +94,9 @@ class LeyrConnector:
             require(source, config, "client_id", defaults),
             require(source, config, "client_secret", defaults),
         )
-        client = VendorClient(source, http, KeyPool.unlimited([credentials]), classify)
+        client = VendorClient(
+            source, http, KeyPool.unlimited([credentials]), classify, retry_for(source, config)
+        )
         return cls(
             source,
             emr=require(source, config, "emr", defaults),
@@ -170,8 +173,6 @@ class LeyrConnector:
                 f"{self._cu(cu)}/{collection}", params=plan.query or None
             )
             if not isinstance(records, list):
-                from adapter.transport import MalformedResponse
-
                 raise MalformedResponse(self.source, None, "expected a JSON array")
             out.extend(to_fhir(self._in_unit(r, cu), self.ctx) for r in records)
         return out

@@ -17,7 +17,7 @@ from adapter.connectors.base import (
     ResourceNotFound,
     check_supported,
 )
-from adapter.connectors.config import http_for, require
+from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.fhir.match import matches
@@ -83,7 +83,7 @@ class NyraConnector:
             source,
             timezone=require(source, config, "timezone", defaults),
             slot_minutes=int(config.get("slot_minutes", 15)),
-            client=VendorClient(source, http, pool, classify),
+            client=VendorClient(source, http, pool, classify, retry_for(source, config)),
         )
 
     async def aclose(self) -> None:
