@@ -20,8 +20,10 @@ __all__ = [
     "ConnectorConfigError",
     "Page",
     "PaginationLoop",
+    "ReadOnly",
     "ResourceCapability",
     "ResourceNotFound",
+    "WriteNotSupported",
     "check_supported",
     "iterate",
 ]
@@ -69,6 +71,16 @@ class PaginationLoop(Exception):
     """A vendor handed back a page already seen: paging would never end."""
 
 
+class WriteNotSupported(Exception):
+    """The source does not take this write (its capabilities do not declare it)."""
+
+    def __init__(self, source: str, resource_type: str, interaction: str) -> None:
+        self.source = source
+        self.resource_type = resource_type
+        self.interaction = interaction
+        super().__init__(f"{source}: {interaction} of {resource_type} is not supported")
+
+
 class ConnectorConfigError(ValueError):
     """A source's configuration is missing or has a wrong key (named, never its value)."""
 
@@ -82,6 +94,17 @@ class Connector(Protocol):
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page: ...
 
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """Create at the vendor; the stored resource as read back. Only for resource types
+        whose capability declares ``create``; otherwise :class:`WriteNotSupported`."""
+        ...
+
+    async def update(
+        self, resource_type: str, fhir_id: str, resource: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change at the vendor (an Appointment's move or cancel); as for :meth:`create`."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -93,6 +116,20 @@ def check_supported(capabilities: Capabilities, request: SearchRequest) -> None:
     for param in request.params:
         if param.name not in cap.search_params:
             raise UnsupportedParameter(param.name, "not supported by this source")
+
+
+class ReadOnly:
+    """For a connector that takes no writes (yet): every write is refused, typed."""
+
+    source: str
+
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+        raise WriteNotSupported(self.source, resource_type, "create")
+
+    async def update(
+        self, resource_type: str, fhir_id: str, resource: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise WriteNotSupported(self.source, resource_type, "update")
 
 
 async def iterate(connector: Connector, request: SearchRequest) -> AsyncIterator[dict[str, Any]]:

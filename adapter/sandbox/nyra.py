@@ -145,7 +145,7 @@ class NyraSandbox:
     def expire_token(self, grant: NyraGrant) -> None:
         grant.token_expires_at = self.clock() - 1
 
-    def keys(self) -> list[NyraGrant]:
+    def api_keys(self) -> list[NyraGrant]:
         return list(self.grants.values())
 
     def limited_total(self) -> int:

@@ -17,7 +17,7 @@ from fhir.resources.R4B.appointment import Appointment
 from fhir.resources.R4B.patient import Patient
 from harness import HARNESSES, connect, source_config
 
-from adapter.connectors.base import Connector, ResourceNotFound, iterate
+from adapter.connectors.base import Connector, ResourceNotFound, WriteNotSupported, iterate
 from adapter.connectors.registry import available
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchParam, SearchRequest, UnsupportedParameter
@@ -87,6 +87,16 @@ async def test_is_a_connector_with_declared_capabilities(connector):
     for cap in connector.capabilities.resources.values():
         assert "_id" in cap.search_params
         assert {"read", "search-type"} <= cap.interactions
+
+
+async def test_writes_not_declared_are_refused_typed(connector):
+    for resource_type, cap in connector.capabilities.resources.items():
+        if "create" not in cap.interactions:
+            with pytest.raises(WriteNotSupported):
+                await connector.create(resource_type, {"resourceType": resource_type})
+        if "update" not in cap.interactions:
+            with pytest.raises(WriteNotSupported):
+                await connector.update(resource_type, "x", {"resourceType": resource_type})
 
 
 @pytest.mark.parametrize("resource_type", ["Patient", "Appointment"])

@@ -12,6 +12,7 @@ from adapter.connectors.base import (
     Capabilities,
     ConnectorConfigError,
     Page,
+    ReadOnly,
     ResourceCapability,
     ResourceNotFound,
     check_supported,
@@ -57,7 +58,7 @@ _MAPPERS = {
 }
 
 
-class LeyrConnector:
+class LeyrConnector(ReadOnly):
     """Reads and searches Patients and Appointments across an EHR's care units."""
 
     capabilities = Capabilities(

@@ -13,6 +13,7 @@ from adapter.connectors.base import (
     ConnectorConfigError,
     Page,
     PaginationLoop,
+    ReadOnly,
     ResourceCapability,
     ResourceNotFound,
     check_supported,
@@ -39,7 +40,7 @@ _MAPPERS = {
 MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
-class NyraConnector:
+class NyraConnector(ReadOnly):
     capabilities = Capabilities(
         {
             "Patient": ResourceCapability(_PATIENT_PARAMS),

@@ -106,19 +106,19 @@ async def test_an_expired_nyra_token_names_the_source_and_is_not_retried():
     sandbox = NyraSandbox(patients=5)
     c, transport = counted("nyra", sandbox)
     assert len((await c.search(SearchRequest("Patient"))).resources) == 5
-    sandbox.expire_token(sandbox.keys()[0])
+    sandbox.expire_token(sandbox.api_keys()[0])
     for _ in range(3):
         with pytest.raises(AuthenticationRejected) as info:
             await c.search(SearchRequest("Patient"))
         assert "nyra-faulty" in str(info.value) and "rotated" in str(info.value)
-        assert sandbox.keys()[0].token not in str(info.value)
+        assert sandbox.api_keys()[0].token not in str(info.value)
     await c.aclose()
     assert transport.sent == 2  # one that worked, one refused; then no more calls
 
 
 async def test_with_two_keys_a_rejected_one_is_set_aside():
     sandbox = NyraSandbox(patients=5, keys=2)
-    first, second = sandbox.keys()
+    first, second = sandbox.api_keys()
     config = source_config("nyra", sandbox)
     config["keys"] = [first.credentials(), second.credentials()]
     c = connect("nyra", sandbox, config)
@@ -132,7 +132,7 @@ async def test_with_two_keys_a_rejected_one_is_set_aside():
 async def test_a_write_that_hangs_after_commit_is_a_timeout_that_may_have_happened():
     kolkata = ZoneInfo("Asia/Kolkata")
     sandbox = NyraSandbox(patients=3, faults=Faults(hang_after_commit=True, hang_seconds=30))
-    grant = sandbox.keys()[0]
+    grant = sandbox.api_keys()[0]
     http = make_http_client(
         "http://nyra", timeout=httpx.Timeout(0.05), transport=sandbox.transport()
     )

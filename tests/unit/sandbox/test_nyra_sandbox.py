@@ -49,7 +49,7 @@ async def http(sandbox):
 
 @pytest.fixture
 def auth(sandbox):
-    return headers(sandbox.keys()[0])
+    return headers(sandbox.api_keys()[0])
 
 
 @pytest.mark.parametrize("drop", ["x-api-key", "x-api-secret", "authorization"])
@@ -159,7 +159,7 @@ async def test_twelve_per_second_then_429_with_retry_after(http, auth, clock, sa
     assert r.headers["retry-after"] == "0.750"
     clock.now += 1.0
     assert (await http.get("/patients", headers=auth)).status_code == 200
-    assert sandbox.keys()[0].limited == 2
+    assert sandbox.api_keys()[0].limited == 2
 
 
 async def test_sixty_per_minute_then_429_until_the_window_resets(http, auth, clock):
@@ -177,7 +177,7 @@ async def test_sixty_per_minute_then_429_until_the_window_resets(http, auth, clo
 
 async def test_limits_are_per_key(http, sandbox, clock):
     second = sandbox.issue_key()
-    first = sandbox.keys()[0]
+    first = sandbox.api_keys()[0]
     for _ in range(12):
         assert (await http.get("/patients", headers=headers(first))).status_code == 200
     assert (await http.get("/patients", headers=headers(first))).status_code == 429
@@ -188,7 +188,7 @@ async def test_windows_scale_down(clock):
     sandbox = NyraSandbox(
         patients=5, clock=clock, limits=RateLimits(second_window=0.01, minute_window=0.05)
     )
-    auth = headers(sandbox.keys()[0])
+    auth = headers(sandbox.api_keys()[0])
     clock.now = 1000.0
     async with httpx.AsyncClient(transport=sandbox.transport(), base_url="http://n") as http:
         codes = [(await http.get("/patients", headers=auth)).status_code for _ in range(13)]
