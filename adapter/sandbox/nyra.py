@@ -250,15 +250,7 @@ class NyraSandbox:
             grant = self._gate(request, "patients:read")
             q = request.query_params
             rows = self._visible(self.patients, grant, q.get("branch_id"))
-            if text := q.get("q"):
-                needle = text.casefold()
-                rows = [
-                    p
-                    for p in rows
-                    if any(
-                        needle in str(p.get(k) or "").casefold() for k in ("name", "phone", "email")
-                    )
-                ]
+            rows = _matching(rows, q.get("q"), ("name", "phone", "email"))
             for key in ("status", "doctor_id"):
                 if value := q.get(key):
                     rows = [p for p in rows if p.get(key) == value]
@@ -296,16 +288,7 @@ class NyraSandbox:
             grant = self._gate(request, "appointments:read")
             q = request.query_params
             rows = self._visible(self.appointments, grant, q.get("branch_id"))
-            if text := q.get("q"):
-                needle = text.casefold()
-                rows = [
-                    a
-                    for a in rows
-                    if any(
-                        needle in str(a.get(k) or "").casefold()
-                        for k in ("patient_name", "doctor_name")
-                    )
-                ]
+            rows = _matching(rows, q.get("q"), ("patient_name", "doctor_name"))
             for key in ("status", "patient_id", "doctor_id"):
                 if value := q.get(key):
                     rows = [a for a in rows if a.get(key) == value]
@@ -577,6 +560,14 @@ def _uuid(rng: random.Random) -> Any:
     import uuid
 
     return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _matching(rows: list[dict], q: str | None, keys: tuple[str, ...]) -> list[dict]:
+    """Nyra's ``q``: a case-insensitive substring of any of ``keys``."""
+    if not q:
+        return rows
+    needle = q.casefold()
+    return [r for r in rows if any(needle in str(r.get(k) or "").casefold() for k in keys)]
 
 
 def _sees(grant: NyraGrant, record: dict[str, Any]) -> bool:
