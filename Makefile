@@ -4,13 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean
+.PHONY: run test lint bench openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The facade on the embedded default: one Leyr and one Nyra sandbox source, in-process.
+run: $(STAMP)
+	$(BIN)/fhir-adapter serve --host 127.0.0.1 --port 8080
+
+# The facade's OpenAPI document; tests/unit/test_openapi.py fails when it drifts.
+openapi: $(STAMP)
+	$(BIN)/fhir-adapter openapi > openapi/openapi.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -21,6 +29,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_mappings.py
+	$(BIN)/python bench/bench_ratelimit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -1,5 +1,6 @@
 """The ``fhir-adapter`` command.
 
+    fhir-adapter serve [--config FILE] [--host 127.0.0.1] [--port 8080] [--workers 1]
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
 
@@ -24,6 +25,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fhir-adapter", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    serve = commands.add_parser("serve", help="run the FHIR facade")
+    serve.add_argument(
+        "--config",
+        help="TOML configuration (default: $FHIR_ADAPTER_CONFIG, "
+        "else the embedded sandbox default)",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+
+    commands.add_parser("openapi", help="print the facade's OpenAPI document (JSON)")
+
     sandbox = commands.add_parser("sandbox", help="run a vendor simulator on a port")
     sandbox.add_argument("vendor", choices=["leyr", "nyra"])
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -38,9 +51,53 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "sandbox":
         return _sandbox(args)
+    if args.command == "openapi":
+        from adapter.openapi import openapi_json
+
+        sys.stdout.write(openapi_json())
+        return 0
     return 2  # argparse refuses unknown commands before this
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import base64
+    import os
+    import secrets
+
+    import uvicorn
+
+    from adapter.settings import CONFIG_ENV, CURSOR_KEY_ENV, SettingsError, load_settings
+
+    if args.config:
+        os.environ[CONFIG_ENV] = args.config
+    # Workers must sign paging cursors alike: one key for all, unless configured.
+    os.environ.setdefault(
+        CURSOR_KEY_ENV, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
+    try:
+        settings = load_settings()
+        from adapter.app import create_app
+
+        create_app(settings)  # fail here, before forking workers, on a bad source
+    except (SettingsError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    where = f"http://{args.host}:{args.port}/fhir"
+    print(f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}")
+    uvicorn.run(
+        "adapter.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 from adapter.fhir.dates import compare, parse_range
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
-__all__ = ["KINDS", "matches", "normalise"]
+__all__ = ["KINDS", "MODIFIERS", "matches", "normalise"]
 
 Resource = dict[str, Any]
 
@@ -110,7 +110,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "service-type": ("token", _codings("serviceType")),
     },
 }
-_MODIFIERS = {
+MODIFIERS = {
     "string": {None, "exact", "contains"},
     "token": {None},
     "reference": {None},
@@ -186,7 +186,7 @@ def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> 
         if entry is None:
             raise UnsupportedParameter(param.name, "not a search parameter of this type")
         kind, extract = entry
-        if param.modifier not in _MODIFIERS[kind]:
+        if param.modifier not in MODIFIERS[kind]:
             raise UnsupportedParameter(f"{param.name}:{param.modifier}", "modifier not supported")
         values = extract(resource)
         if kind == "string":

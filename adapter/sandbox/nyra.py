@@ -153,9 +153,9 @@ class NyraSandbox:
         return sum(g.limited for g in self.grants.values())
 
     def defaults(self) -> dict[str, Any]:
-        """Source configuration that reaches this sandbox with its first key."""
-        first = next(iter(self.grants.values()))
-        config: dict[str, Any] = {"keys": [first.credentials()], "timezone": self.timezone}
+        """Source configuration that reaches this sandbox with every key it issued."""
+        keys = [g.credentials() for g in self.grants.values()]
+        config: dict[str, Any] = {"keys": keys, "timezone": self.timezone}
         if self.limits != RateLimits():  # scaled down: the client must keep the same pace
             config["rate_limit"] = asdict(self.limits)
         return config

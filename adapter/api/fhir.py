@@ -1,0 +1,216 @@
+"""The FHIR routes: parse the request, ask the facade, serialise. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from adapter.facade import Facade
+from adapter.fhir.bundle import searchset
+from adapter.fhir.capability import capability_statement
+from adapter.fhir.cursor import CursorCodec, InvalidCursor
+from adapter.fhir.outcome import FhirError
+from adapter.fhir.params import ParsedSearch, parse_search, prefers_strict
+from adapter.settings import Settings
+
+__all__ = ["FHIR_JSON", "negotiate", "render", "router"]
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = {"json", "application/json", "application/fhir+json"}
+_XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
+_ID = r"[A-Za-z0-9\-\.]{1,64}"
+
+
+def _fhir_json(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "description": "a FHIR R4 resource (JSON)"}
+    return {"description": description, "content": {FHIR_JSON: {"schema": schema}}}
+
+
+_ERRORS = {
+    status: _fhir_json(f"OperationOutcome: {why}")
+    for status, why in {
+        400: "a bad parameter or cursor, named in the issue's expression",
+        404: "unknown resource type or id",
+        406: "a format other than JSON was asked for",
+        502: "a source failed or answered wrongly",
+        503: "a source is unavailable or rate limiting (Retry-After when known)",
+        504: "a source did not answer in time",
+    }.items()
+}
+router = APIRouter(prefix="/fhir", responses=_ERRORS, default_response_class=Response)
+
+
+def negotiate(request: Request) -> str:
+    """The media type to answer with, from ``_format`` or ``Accept``; 406 for XML."""
+    wanted = request.query_params.get("_format")
+    if wanted is not None:
+        wanted = wanted.split(";")[0].strip().lower()
+        if wanted in _JSON_TYPES:
+            return "application/json" if wanted == "application/json" else FHIR_JSON
+        what = "XML" if wanted in _XML_TYPES else repr(wanted)
+        raise FhirError.one(
+            406, "not-supported", f"_format {what} is not served; use json", "_format"
+        )
+    accept = request.headers.get("accept")
+    if not accept:
+        return FHIR_JSON
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if FHIR_JSON in types or any(t in ("*/*", "application/*") for t in types):
+        return FHIR_JSON
+    if "application/json" in types:
+        return "application/json"
+    raise FhirError.one(
+        406, "not-supported", "only application/fhir+json (or application/json) is served"
+    )
+
+
+def render(request: Request, body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    try:
+        media = negotiate(request)
+    except FhirError:
+        media = FHIR_JSON  # an error about the format is itself sent as JSON
+    pretty = request.query_params.get("_pretty") == "true"
+    content = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+    return Response(content, status, headers, media_type=f"{media}; charset=utf-8")
+
+
+def _state(request: Request) -> tuple[Facade, Settings, CursorCodec]:
+    s = request.app.state
+    return s.facade, s.settings, s.cursors
+
+
+def base_url(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    return settings.public_base_url or f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+@router.get(
+    "/metadata",
+    summary="CapabilityStatement",
+    description="What this server does, generated from the configured sources.",
+    responses={200: _fhir_json("CapabilityStatement")},
+)
+async def metadata(request: Request) -> Response:
+    negotiate(request)
+    facade, settings, _ = _state(request)
+    return render(request, capability_statement(facade, base_url(request), settings.max_count))
+
+
+@router.get(
+    "/{resource_type}",
+    summary="Search (GET)",
+    description="Search parameters as the CapabilityStatement lists them; paging by the "
+    "Bundle's next/previous links (signed _cursor).",
+    responses={200: _fhir_json("Bundle of type searchset")},
+)
+async def search_get(request: Request, resource_type: str) -> Response:
+    return await _search(request, resource_type, list(request.query_params.multi_items()))
+
+
+@router.post(
+    "/{resource_type}/_search",
+    summary="Search (POST, form body)",
+    responses={200: _fhir_json("Bundle of type searchset"), 415: _fhir_json("OperationOutcome")},
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
+        }
+    },
+)
+async def search_post(request: Request, resource_type: str) -> Response:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise FhirError.one(
+            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+        )
+    form = await request.form()
+    items = list(request.query_params.multi_items())
+    items += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    return await _search(request, resource_type, items)
+
+
+@router.get(
+    "/{resource_type}/{fhir_id}", summary="Read", responses={200: _fhir_json("the resource")}
+)
+async def read(request: Request, resource_type: str, fhir_id: str) -> Response:
+    negotiate(request)
+    facade, _, _ = _state(request)
+    _served(facade, resource_type)
+    resource = await facade.read(resource_type, fhir_id)
+    return render(request, resource)
+
+
+def _served(facade: Facade, resource_type: str) -> None:
+    if resource_type not in facade.resource_types():
+        raise FhirError.one(
+            404, "not-supported", f"resource type {resource_type!r} is not served here"
+        )
+
+
+async def _search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
+    negotiate(request)
+    facade, settings, cursors = _state(request)
+    _served(facade, resource_type)
+    parsed = parse_search(
+        resource_type,
+        items,
+        supported=facade.supported_params(resource_type),
+        includes=facade.includes(resource_type),
+        sources=facade.connectors,
+        strict=prefers_strict(request.headers.get("prefer")),
+        default_count=settings.default_count,
+        max_count=settings.max_count,
+    )
+    base = base_url(request)
+    if parsed.cursor is not None:
+        try:
+            state = cursors.decode(parsed.cursor)
+        except InvalidCursor as exc:
+            raise FhirError.one(400, "invalid", f"_cursor: {exc}", "_cursor") from None
+        if state.get("t") != resource_type:
+            raise FhirError.one(400, "invalid", "_cursor: belongs to another search", "_cursor")
+        issues = []
+        self_url = f"{base}/{resource_type}?{urlencode({'_cursor': parsed.cursor})}"
+    else:
+        if parsed.summary_count or parsed.request.count == 0:
+            return await _count_only(request, facade, parsed, base)
+        state, issues = facade.first_state(parsed)
+        self_url = _first_url(base, resource_type, parsed)
+        if parsed.total == "accurate":
+            state["tot"], _ = await facade.count(parsed)
+    page = await facade.search_page(state, issues)
+    links = {"self": self_url}
+    if page.next_state is not None:
+        links["next"] = (
+            f"{base}/{resource_type}?{urlencode({'_cursor': cursors.encode(page.next_state)})}"
+        )
+    if page.previous_state is not None:
+        links["previous"] = (
+            f"{base}/{resource_type}?{urlencode({'_cursor': cursors.encode(page.previous_state)})}"
+        )
+    bundle = searchset(
+        base,
+        matches=page.matches,
+        includes=page.includes,
+        issues=page.issues,
+        total=None if parsed.total == "none" else page.total,
+        links=links,
+    )
+    return render(request, bundle)
+
+
+def _first_url(base: str, resource_type: str, parsed: ParsedSearch) -> str:
+    query = [*parsed.used, ("_count", str(parsed.request.count))]
+    return f"{base}/{resource_type}?{urlencode(query)}"
+
+
+async def _count_only(
+    request: Request, facade: Facade, parsed: ParsedSearch, base: str
+) -> Response:
+    total, issues = await facade.count(parsed)
+    links = {"self": _first_url(base, parsed.request.resource_type, parsed)}
+    return render(request, searchset(base, matches=[], issues=issues, total=total, links=links))

@@ -1,0 +1,139 @@
+"""``create_app(settings)``: the FastAPI app, with one exception handler -> OperationOutcome."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from adapter.api.fhir import render
+from adapter.api.fhir import router as fhir_router
+from adapter.connectors.registry import create_connector
+from adapter.facade import Facade
+from adapter.fhir.cursor import CursorCodec
+from adapter.fhir.outcome import FhirError, from_exception
+from adapter.settings import Settings, load_settings
+from adapter.transport import VendorError
+from mappings import MappingError
+
+__all__ = ["app_from_env", "create_app"]
+
+log = logging.getLogger("fhir_adapter")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """The service for ``settings``. ``transports`` (source -> transport) lets a caller put
+    its own vendor behind a source, as tests and benchmarks do."""
+    transports = transports or {}
+    connectors = {
+        name: create_connector(name, config, transport=transports.get(name))
+        for name, config in settings.sources.items()
+    }
+    facade = Facade(connectors)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await facade.aclose()
+
+    app = FastAPI(
+        title="fhir-adapter",
+        summary="One FHIR R4 REST facade in front of vendor healthcare APIs.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.facade = facade
+    app.state.cursors = CursorCodec(settings.cursor_key)
+    app.include_router(fhir_router)
+
+    @app.exception_handler(FhirError)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        return render(request, exc.body(), exc.status, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            error = FhirError.one(404, "not-found", f"no such path: {request.url.path}")
+        elif exc.status_code == 405:
+            error = FhirError.one(405, "not-supported", f"{request.method} is not supported here")
+        else:
+            error = FhirError.one(exc.status_code, "processing", str(exc.detail))
+        return render(request, error.body(), error.status, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        error = FhirError.one(400, "invalid", "the request is not valid")
+        return render(request, error.body(), 400)
+
+    @app.exception_handler(VendorError)
+    @app.exception_handler(MappingError)
+    async def _vendor(request: Request, exc: Exception) -> Response:
+        error = from_exception(exc)
+        return render(request, error.body(), error.status, error.headers)
+
+    app.add_middleware(_Unexpected)
+    return app
+
+
+class _Unexpected:
+    """Anything unhandled becomes a 500 OperationOutcome; the log gets its type and place,
+    never its message or traceback text, which may quote patient data."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1:]
+            place = f"{where[0].filename}:{where[0].lineno}" if where else "?"
+            log.error(
+                "unhandled %s at %s on %s %s",
+                type(exc).__name__,
+                place,
+                scope.get("method"),
+                scope.get("path"),
+            )
+            if started:
+                return
+            error = from_exception(RuntimeError())
+            body = orjson.dumps(error.body())
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: settings from ``FHIR_ADAPTER_CONFIG`` (or the default)."""
+    return create_app(load_settings())

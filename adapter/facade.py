@@ -1,0 +1,266 @@
+"""Source routing, fan-out and merging: what sits between the routes and the connectors.
+
+Reads go to the source the id names. A search is asked of every source serving the type
+(narrowed by ``_source``) at once, and the pages are merged:
+
+- with ``_count`` at least the number of sources, each source has a fixed share of the
+  page (20 over two sources: 10 each) and is asked concurrently; a source that runs out
+  leaves its share empty, so later pages may be shorter than ``_count``;
+- with fewer, the sources are served one after another, ``_count`` at a time.
+
+A page's state (the search, each source's own cursor, the total when exact) goes into a
+signed cursor (:mod:`adapter.fhir.cursor`), so any worker serves the next page. A source
+that fails is named in an OperationOutcome entry and asked again on the next page; only
+when every source asked fails is the whole search an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.connectors.base import Connector, ResourceNotFound, iterate
+from adapter.fhir.outcome import FhirError, Issue, from_exception, vendor_issue
+from adapter.fhir.params import ParsedSearch
+from adapter.fhir.search import SearchParam, SearchRequest, UnsupportedParameter
+from adapter.transport import VendorError
+from mappings import MappingError, decode_id
+
+__all__ = ["Facade", "SearchPage"]
+
+_INCLUDE_REFS = {"Appointment:patient": ("Appointment", "Patient")}
+
+
+@dataclass
+class SearchPage:
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    includes: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    total: int | None = None
+    state: dict[str, Any] | None = None  # this page's own state
+    next_state: dict[str, Any] | None = None
+    previous_state: dict[str, Any] | None = None
+
+
+class Facade:
+    def __init__(self, connectors: Mapping[str, Connector]) -> None:
+        self.connectors = dict(connectors)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.connectors.values()))
+
+    # -- what the sources can do ----------------------------------------------------------
+
+    def resource_types(self) -> list[str]:
+        types = {t for c in self.connectors.values() for t in c.capabilities.resources}
+        return sorted(types)
+
+    def serving(self, resource_type: str) -> list[str]:
+        return [n for n, c in self.connectors.items() if resource_type in c.capabilities.resources]
+
+    def supported_params(self, resource_type: str) -> dict[str, set[str]]:
+        """Search parameter -> the sources that take it."""
+        out: dict[str, set[str]] = {}
+        for name, c in self.connectors.items():
+            cap = c.capabilities.resources.get(resource_type)
+            for param in cap.search_params if cap else ():
+                out.setdefault(param, set()).add(name)
+        return out
+
+    def includes(self, resource_type: str) -> set[str]:
+        out: set[str] = set()
+        for c in self.connectors.values():
+            cap = c.capabilities.resources.get(resource_type)
+            out |= set(cap.includes) if cap else set()
+        return out & set(_INCLUDE_REFS)
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        try:
+            source = decode_id(fhir_id).source
+        except MappingError:
+            source = None
+        connector = self.connectors.get(source) if source else None
+        if connector is None or resource_type not in connector.capabilities.resources:
+            raise _not_found(resource_type, fhir_id)
+        try:
+            return await connector.read(resource_type, fhir_id)
+        except ResourceNotFound:
+            raise _not_found(resource_type, fhir_id) from None
+        except (VendorError, MappingError) as exc:
+            raise from_exception(exc) from None
+
+    # -- search ---------------------------------------------------------------------------
+
+    def first_state(self, parsed: ParsedSearch) -> tuple[dict[str, Any], list[Issue]]:
+        """The state of a search's first page, and issues about sources left out."""
+        request = parsed.request
+        names = self.serving(request.resource_type)
+        if request.sources is not None:
+            names = [n for n in names if n in request.sources]
+        issues = []
+        order = []
+        for name in names:
+            cap = self.connectors[name].capabilities.resources[request.resource_type]
+            missing = sorted({p.name for p in request.params} - set(cap.search_params))
+            if missing:
+                issues.append(
+                    Issue(
+                        "warning",
+                        "not-supported",
+                        f"source {name} cannot search by {', '.join(missing)}; "
+                        "its results are left out",
+                        tuple(missing),
+                    )
+                )
+            else:
+                order.append(name)
+        count = request.count
+        lanes = len(order) if count >= len(order) else 1
+        shares = {n: count for n in order}
+        if lanes > 1:
+            shares = {
+                n: count // lanes + (1 if i < count % lanes else 0) for i, n in enumerate(order)
+            }
+        state = {
+            "t": request.resource_type,
+            "p": [[p.name, p.modifier, p.prefix, list(p.values)] for p in request.params],
+            "n": count,
+            "inc": list(parsed.includes),
+            "order": order,
+            "lanes": lanes,
+            "share": shares,
+            "at": {},  # source -> its connector's cursor, once past its first page
+            "done": [],
+            "tot": None,
+            "first": True,
+            "skip": len(issues),
+        }
+        return state, issues
+
+    @staticmethod
+    def request_of(state: dict[str, Any]) -> SearchRequest:
+        params = tuple(SearchParam(n, tuple(v), m, p) for n, m, p, v in state["p"])
+        return SearchRequest(state["t"], params, count=state["n"])
+
+    async def search_page(self, state: dict[str, Any], issues: list[Issue]) -> SearchPage:
+        request = self.request_of(state)
+        pending = [n for n in state["order"] if n not in state["done"]]
+        asked = pending[: state["lanes"]]
+        results = await asyncio.gather(
+            *(self._one_source(n, request, state) for n in asked), return_exceptions=True
+        )
+        page = SearchPage(issues=list(issues), state=state)
+        following = {**state, "at": dict(state["at"]), "done": list(state["done"]), "first": False}
+        failures: list[tuple[int, Issue]] = []
+        totals: list[int | None] = []
+        for name, result in zip(asked, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(_failure(name, result))
+                totals.append(None)
+                continue
+            page.matches.extend(result.resources)
+            totals.append(result.total)
+            if result.next_cursor is None:
+                following["done"].append(name)
+                following["at"].pop(name, None)
+            else:
+                following["at"][name] = result.next_cursor
+        if failures and len(failures) == len(asked):
+            status = failures[0][0] if len({f[0] for f in failures}) == 1 else 502
+            raise FhirError(status, [f[1] for f in failures])
+        page.issues.extend(f[1] for f in failures)
+        page.total = state.get("tot")
+        complete = not failures and not state["skip"] and len(asked) == len(state["order"])
+        if state["first"] and complete and all(t is not None for t in totals):
+            page.total = sum(t for t in totals if t is not None)
+        following["tot"] = page.total
+        if any(n not in following["done"] for n in state["order"]):
+            following["prev"] = {k: v for k, v in state.items() if k != "prev"}
+            page.next_state = following
+        page.previous_state = state.get("prev")
+        if state["inc"]:
+            page.includes, include_issues = await self._includes(state["inc"], page.matches)
+            page.issues.extend(include_issues)
+        return page
+
+    async def _one_source(self, name: str, request: SearchRequest, state: dict[str, Any]):
+        connector = self.connectors[name]
+        sub = SearchRequest(request.resource_type, request.params, count=state["share"][name])
+        return await connector.search(sub, state["at"].get(name))
+
+    async def _includes(
+        self, includes: list[str], matches: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[Issue]]:
+        wanted: dict[str, tuple[str, str]] = {}
+        for include in includes:
+            _, target = _INCLUDE_REFS[include]
+            for resource in matches:
+                for participant in resource.get("participant") or ():
+                    ref = (participant.get("actor") or {}).get("reference") or ""
+                    kind, _, fhir_id = ref.rpartition("/")
+                    if kind == target and fhir_id:
+                        wanted[ref] = (kind, fhir_id)
+        found = await asyncio.gather(
+            *(self.read(kind, fhir_id) for kind, fhir_id in wanted.values()),
+            return_exceptions=True,
+        )
+        out, issues = [], []
+        for (ref, _), result in zip(wanted.items(), found, strict=True):
+            if isinstance(result, FhirError):
+                if result.status != 404:
+                    issues.append(Issue("warning", "incomplete", f"{ref} could not be included"))
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
+        return out, issues
+
+    async def count(self, parsed: ParsedSearch) -> tuple[int, list[Issue]]:
+        """The exact number of matches (pages through sources whose total is not exact)."""
+        state, issues = self.first_state(parsed)
+        request = self.request_of(state)
+
+        async def one(name: str) -> int:
+            connector = self.connectors[name]
+            first = await connector.search(
+                SearchRequest(request.resource_type, request.params, count=1)
+            )
+            if first.total is not None:
+                return first.total
+            return sum([1 async for _ in iterate(connector, request)])
+
+        results = await asyncio.gather(*(one(n) for n in state["order"]), return_exceptions=True)
+        total = 0
+        failures = []
+        for name, result in zip(state["order"], results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(_failure(name, result))
+            else:
+                total += result
+        if failures:
+            # A count with a source missing is not a count.
+            raise FhirError(failures[0][0], [f[1] for f in failures])
+        return total, issues
+
+
+def _not_found(resource_type: str, fhir_id: str) -> FhirError:
+    return FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
+
+
+def _failure(name: str, exc: BaseException) -> tuple[int, Issue]:
+    if isinstance(exc, VendorError | MappingError):
+        return vendor_issue(exc, name)
+    if isinstance(exc, UnsupportedParameter):
+        return 400, Issue(
+            "error",
+            "not-supported",
+            f"source {name} cannot search by {exc.parameter}: {exc.reason}",
+            (exc.parameter,),
+        )
+    if isinstance(exc, FhirError):
+        return exc.status, exc.issues[0]
+    raise exc

@@ -1,0 +1,47 @@
+"""Bundles of type ``searchset`` (https://hl7.org/fhir/R4/bundle.html), as plain dicts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from adapter.fhir.outcome import Issue, operation_outcome
+
+__all__ = ["searchset"]
+
+
+def searchset(
+    base: str,
+    *,
+    matches: list[dict[str, Any]],
+    includes: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    issues: list[Issue] = (),  # type: ignore[assignment]
+    total: int | None = None,
+    links: dict[str, str],
+) -> dict[str, Any]:
+    """``links``: relation -> URL (``self``, ``next``, ``previous``)."""
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"},
+        "type": "searchset",
+    }
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    entries = [_entry(base, r, "match") for r in matches]
+    entries += [_entry(base, r, "include") for r in includes]
+    if issues:
+        entries.append({"resource": operation_outcome(*issues), "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+        "resource": resource,
+        "search": {"mode": mode},
+    }

@@ -1,0 +1,171 @@
+"""The facade as a FHIR client sees it: fhirpy over real HTTP to uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from datetime import date, timedelta
+
+import httpx
+import pytest
+import uvicorn
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhirpy import SyncFHIRClient
+from fhirpy.base.exceptions import OperationOutcome as OutcomeError
+from fhirpy.base.exceptions import ResourceNotFound
+from harness import FAST
+
+from adapter.app import create_app
+from adapter.settings import Settings
+
+SOURCES = {
+    "leyr-test": {
+        "connector": "leyr",
+        "emr": "webdoc",
+        "timezone": "Europe/Stockholm",
+        "sandbox": {"seed": 3, "patients": 45},
+    },
+    "nyra-test": {
+        "connector": "nyra",
+        "timezone": "Asia/Kolkata",
+        "sandbox": {"seed": 3, "patients": 55, "rate_limit": FAST.__dict__},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server():
+    settings = Settings(sources=SOURCES, cursor_key=b"k" * 32)
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=asyncio.run, args=(uv.serve(sockets=[sock]),))
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
+    uv.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return SyncFHIRClient(server)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+def test_capability_statement_is_r4_and_lists_what_works(http):
+    r = http.get("/metadata")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    statement = CapabilityStatement.model_validate(r.json())
+    assert statement.fhirVersion == "4.0.1"
+    resources = {res.type: res for res in statement.rest[0].resource}
+    assert set(resources) == {"Patient", "Appointment"}
+    patient_params = {p.name for p in resources["Patient"].searchParam}
+    assert {"name", "birthdate", "identifier", "_source"} <= patient_params
+    assert resources["Appointment"].searchInclude == ["Appointment:patient"]
+    active = next(p for p in resources["Patient"].searchParam if p.name == "active")
+    assert "nyra-test" in active.documentation  # taken by one source only, and says so
+
+
+@pytest.mark.parametrize("source,held", [("leyr-test", 45), ("nyra-test", 55)])
+def test_paging_through_every_patient_of_a_source(client, source, held):
+    search = client.resources("Patient").search(_source=source).limit(8)
+    assert search.count() == held
+    everyone = search.fetch_all()
+    ids = [p.id for p in everyone]
+    assert len(ids) == held == len(set(ids))
+    assert {p["meta"]["source"] for p in everyone} == {source}
+
+
+def test_paging_across_both_sources(client, http):
+    everyone = client.resources("Patient").limit(7).fetch_all()
+    assert len(everyone) == 100 == len({p.id for p in everyone})
+    first = http.get("/Patient", params={"_count": "7"}).json()
+    Bundle.model_validate(first)
+    assert first["total"] == 100
+
+
+def test_read_by_id(client):
+    patient = client.resources("Patient").search(_source="nyra-test").first()
+    again = client.reference("Patient", patient.id).to_resource()
+    assert again.serialize() == patient.serialize()
+
+
+def test_appointments_by_patient_and_date_range(client, http):
+    appointments = client.resources("Appointment").search(_source="leyr-test").fetch_all()
+    some = appointments[3]
+    patient_ref = next(
+        p["actor"]["reference"]
+        for p in some["participant"]
+        if "Patient/" in p["actor"]["reference"]
+    )
+    day = date.fromisoformat(some["start"][:10])
+    found = (
+        client.resources("Appointment")
+        .search(patient=patient_ref, date__ge=day.isoformat())
+        .search(date__lt=(day + timedelta(days=1)).isoformat())
+        .fetch_all()
+    )
+    assert some.id in {a.id for a in found}
+    for a in found:
+        assert a["start"][:10] == day.isoformat()
+        assert patient_ref in {p["actor"]["reference"] for p in a["participant"]}
+
+
+def test_include_patient(http):
+    bundle = http.get(
+        "/Appointment",
+        params={"_source": "nyra-test", "_include": "Appointment:patient", "_count": "10"},
+    ).json()
+    Bundle.model_validate(bundle)
+    matches = [e for e in bundle["entry"] if e["search"]["mode"] == "match"]
+    included = {e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "include"}
+    assert len(matches) == 10 and included
+    wanted = {
+        p["actor"]["reference"].split("/")[1]
+        for e in matches
+        for p in e["resource"]["participant"]
+        if p["actor"]["reference"].startswith("Patient/")
+    }
+    assert included == wanted
+    for e in bundle["entry"]:
+        assert e["fullUrl"].endswith(f"/{e['resource']['resourceType']}/{e['resource']['id']}")
+
+
+def test_every_bundle_page_is_r4(http):
+    url = "/Appointment?_count=50"
+    pages = 0
+    while url:
+        bundle = http.get(url).json()
+        Bundle.model_validate(bundle)
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        pages += 1
+    assert pages > 3
+
+
+def test_errors_are_operation_outcomes(client, http):
+    with pytest.raises(ResourceNotFound):
+        client.reference("Patient", "nyra-test.no-such-id").to_resource()
+    with pytest.raises(OutcomeError):
+        client.resources("Patient").search(birthdate="yesterday").fetch()
+    for path, status in [
+        ("/Patient/nyra-test.no-such-id", 404),
+        ("/Observation", 404),
+        ("/Patient?birthdate=yesterday", 400),
+        ("/Patient?_format=xml", 406),
+        ("/Patient?_cursor=forged.cursor", 400),
+    ]:
+        r = http.get(path)
+        assert r.status_code == status, path
+        OperationOutcome.model_validate(r.json())
