@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -127,9 +127,11 @@ async def search_post(request: Request, resource_type: str) -> Response:
         raise FhirError.one(
             415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
         )
-    form = await request.form()
-    items = list(request.query_params.multi_items())
-    items += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    try:
+        form = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise FhirError.one(400, "invalid", "the form body is not UTF-8") from None
+    items = list(request.query_params.multi_items()) + form
     return await _search(request, resource_type, items)
 
 

@@ -1,0 +1,22 @@
+# fhir-adapter: the FHIR facade, served by uvicorn workers as a non-root user.
+#   docker build -t fhir-adapter .
+#   docker run -p 8080:8080 fhir-adapter                       # embedded sandbox sources
+#   docker run -p 8080:8080 -v $PWD/adapter.toml:/etc/fhir-adapter.toml \
+#     -e FHIR_ADAPTER_CONFIG=/etc/fhir-adapter.toml -e FHIR_ADAPTER_CURSOR_KEY=... fhir-adapter
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY adapter ./adapter
+COPY mappings ./mappings
+RUN python -m pip install --no-cache-dir --upgrade pip \
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=build /wheels /wheels
+RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && useradd --system --uid 10001 --no-create-home fhir
+USER 10001
+EXPOSE 8080
+ENTRYPOINT ["fhir-adapter", "serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["--workers", "1"]
