@@ -2,7 +2,7 @@
 
 A cursor carries the whole state of a search page (the search itself, each source's own
 position, the total when known) so any worker can serve the next page with no shared
-store. It is ``base64url(json) "." base64url(hmac-sha256)``: readable by nobody's code
+store. It is ``base64url(deflate(json)) "." base64url(hmac-sha256)``: readable by nobody's code
 but ours, and a changed byte is refused (:class:`InvalidCursor`), never trusted.
 """
 
@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,7 @@ class CursorCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG]
 
     def encode(self, state: dict[str, Any]) -> str:
-        payload = orjson.dumps({"at": int(self._clock()), "s": state})
+        payload = zlib.compress(orjson.dumps({"at": int(self._clock()), "s": state}), 9)
         return f"{_b64(payload)}.{_b64(self._tag(payload))}"
 
     def decode(self, cursor: str) -> dict[str, Any]:
@@ -62,9 +63,9 @@ class CursorCodec:
         if not hmac.compare_digest(signature, self._tag(payload)):
             raise InvalidCursor("the cursor was altered or is not from this server")
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(zlib.decompress(payload))
             issued, state = data["at"], data["s"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError):
             raise InvalidCursor("not a cursor of this server") from None
         if self._clock() - issued > self._max_age:
             raise InvalidCursor("the cursor has expired; start the search again")

@@ -128,5 +128,5 @@ def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | No
     try:
         first, last = local_window(((p.prefix, p.values) for p in params), zone)
     except ValueError:
-        raise UnsupportedParameter(str(params[0]), "not a FHIR date") from None
+        raise UnsupportedParameter(params[0].name, "not a FHIR date") from None
     return (first.isoformat() if first else None, last.isoformat() if last else None)

@@ -169,7 +169,7 @@ def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
         try:
             search = parse_range(wanted, zone)
         except ValueError:
-            raise UnsupportedParameter(str(param), "not a FHIR date") from None
+            raise UnsupportedParameter(param.name, "not a FHIR date") from None
         if any(compare(prefix, search, target) for target in targets):
             return True
     return False

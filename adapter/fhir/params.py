@@ -169,7 +169,7 @@ def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
         try:
             parse_range(value)
         except ValueError:
-            raise _bad(key, f"{value!r} is not a FHIR date or dateTime") from None
+            raise _bad(key, "a value is not a FHIR date or dateTime") from None
         prefixes.add(prefix)
         bare.append(value)
     if len(prefixes) > 1:
