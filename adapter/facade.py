@@ -47,6 +47,7 @@ class SearchPage:
 class Facade:
     def __init__(self, connectors: Mapping[str, Connector]) -> None:
         self.connectors = dict(connectors)
+        self._declared()
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.connectors.values()))
@@ -54,27 +55,34 @@ class Facade:
     # -- what the sources can do ----------------------------------------------------------
 
     def resource_types(self) -> list[str]:
-        types = {t for c in self.connectors.values() for t in c.capabilities.resources}
-        return sorted(types)
+        return self._types
 
     def serving(self, resource_type: str) -> list[str]:
-        return [n for n, c in self.connectors.items() if resource_type in c.capabilities.resources]
+        return self._serving.get(resource_type, [])
 
     def supported_params(self, resource_type: str) -> dict[str, set[str]]:
         """Search parameter -> the sources that take it."""
-        out: dict[str, set[str]] = {}
-        for name, c in self.connectors.items():
-            cap = c.capabilities.resources.get(resource_type)
-            for param in cap.search_params if cap else ():
-                out.setdefault(param, set()).add(name)
-        return out
+        return self._params.get(resource_type, {})
 
     def includes(self, resource_type: str) -> set[str]:
-        out: set[str] = set()
-        for c in self.connectors.values():
-            cap = c.capabilities.resources.get(resource_type)
-            out |= set(cap.includes) if cap else set()
-        return out & set(_INCLUDE_REFS)
+        return self._include_map.get(resource_type, set())
+
+    def _declared(self) -> None:
+        """What the sources declare, gathered once (connectors are fixed for a facade)."""
+        self._types = sorted(
+            {t for c in self.connectors.values() for t in c.capabilities.resources}
+        )
+        self._serving: dict[str, list[str]] = {}
+        self._params: dict[str, dict[str, set[str]]] = {}
+        self._include_map: dict[str, set[str]] = {}
+        for name, c in self.connectors.items():
+            for resource_type, cap in c.capabilities.resources.items():
+                self._serving.setdefault(resource_type, []).append(name)
+                params = self._params.setdefault(resource_type, {})
+                for param in cap.search_params:
+                    params.setdefault(param, set()).add(name)
+                known = set(cap.includes) & set(_INCLUDE_REFS)
+                self._include_map.setdefault(resource_type, set()).update(known)
 
     # -- read -----------------------------------------------------------------------------
 
@@ -150,9 +158,7 @@ class Facade:
         request = self.request_of(state)
         pending = [n for n in state["order"] if n not in state["done"]]
         asked = pending[: state["lanes"]]
-        results = await asyncio.gather(
-            *(self._one_source(n, request, state) for n in asked), return_exceptions=True
-        )
+        results = await _gather([self._one_source(n, request, state) for n in asked])
         page = SearchPage(issues=list(issues), state=state)
         following = {**state, "at": dict(state["at"]), "done": list(state["done"]), "first": False}
         failures: list[tuple[int, Issue]] = []
@@ -245,6 +251,16 @@ class Facade:
             # A count with a source missing is not a count.
             raise FhirError(failures[0][0], [f[1] for f in failures])
         return total, issues
+
+
+async def _gather(calls: list) -> list:
+    """``asyncio.gather(..., return_exceptions=True)``, without a task for a lone call."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)
 
 
 def _not_found(resource_type: str, fhir_id: str) -> FhirError:

@@ -22,7 +22,6 @@ __all__ = ["FHIR_JSON", "negotiate", "render", "router"]
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"json", "application/json", "application/fhir+json"}
 _XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
-_ID = r"[A-Za-z0-9\-\.]{1,64}"
 
 
 def _fhir_json(description: str) -> dict[str, Any]:
@@ -41,11 +40,32 @@ _ERRORS = {
         504: "a source did not answer in time",
     }.items()
 }
+_TYPE = {
+    "name": "resource_type",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "a resource type the CapabilityStatement lists (Patient, Appointment)",
+}
+_FHIR_ID = {
+    "name": "fhir_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+    "description": "the resource's id; it names the source that holds it",
+}
 router = APIRouter(prefix="/fhir", responses=_ERRORS, default_response_class=Response)
 
 
 def negotiate(request: Request) -> str:
     """The media type to answer with, from ``_format`` or ``Accept``; 406 for XML."""
+    chosen = request.scope.get("fhir.media")
+    if chosen is None:
+        chosen = request.scope["fhir.media"] = _negotiate(request)
+    return chosen
+
+
+def _negotiate(request: Request) -> str:
     wanted = request.query_params.get("_format")
     if wanted is not None:
         wanted = wanted.split(";")[0].strip().lower()
@@ -84,8 +104,17 @@ def _state(request: Request) -> tuple[Facade, Settings, CursorCodec]:
 
 
 def base_url(request: Request) -> str:
+    """``[server] public_base_url``, else this server's own ``.../fhir`` as the client
+    reached it (scheme and Host header)."""
     settings: Settings = request.app.state.settings
-    return settings.public_base_url or f"{str(request.base_url).rstrip('/')}/fhir"
+    if settings.public_base_url:
+        return settings.public_base_url
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}/fhir"
 
 
 @router.get(
@@ -106,8 +135,10 @@ async def metadata(request: Request) -> Response:
     description="Search parameters as the CapabilityStatement lists them; paging by the "
     "Bundle's next/previous links (signed _cursor).",
     responses={200: _fhir_json("Bundle of type searchset")},
+    openapi_extra={"parameters": [_TYPE]},
 )
-async def search_get(request: Request, resource_type: str) -> Response:
+async def search_get(request: Request) -> Response:
+    resource_type = request.path_params["resource_type"]
     return await _search(request, resource_type, list(request.query_params.multi_items()))
 
 
@@ -116,12 +147,14 @@ async def search_get(request: Request, resource_type: str) -> Response:
     summary="Search (POST, form body)",
     responses={200: _fhir_json("Bundle of type searchset"), 415: _fhir_json("OperationOutcome")},
     openapi_extra={
+        "parameters": [_TYPE],
         "requestBody": {
             "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
-        }
+        },
     },
 )
-async def search_post(request: Request, resource_type: str) -> Response:
+async def search_post(request: Request) -> Response:
+    resource_type = request.path_params["resource_type"]
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise FhirError.one(
@@ -136,9 +169,13 @@ async def search_post(request: Request, resource_type: str) -> Response:
 
 
 @router.get(
-    "/{resource_type}/{fhir_id}", summary="Read", responses={200: _fhir_json("the resource")}
+    "/{resource_type}/{fhir_id}",
+    summary="Read",
+    responses={200: _fhir_json("the resource")},
+    openapi_extra={"parameters": [_TYPE, _FHIR_ID]},
 )
-async def read(request: Request, resource_type: str, fhir_id: str) -> Response:
+async def read(request: Request) -> Response:
+    resource_type, fhir_id = request.path_params["resource_type"], request.path_params["fhir_id"]
     negotiate(request)
     facade, _, _ = _state(request)
     _served(facade, resource_type)

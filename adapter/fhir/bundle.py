@@ -42,6 +42,7 @@ def searchset(
 def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
     return {
         "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-        "resource": resource,
+        # A resource that carries its own JSON is embedded as those bytes.
+        "resource": getattr(resource, "fragment", resource),
         "search": {"mode": mode},
     }

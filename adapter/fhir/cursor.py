@@ -49,7 +49,7 @@ class CursorCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG]
 
     def encode(self, state: dict[str, Any]) -> str:
-        payload = zlib.compress(orjson.dumps({"at": int(self._clock()), "s": state}), 9)
+        payload = zlib.compress(orjson.dumps({"at": int(self._clock()), "s": state}))
         return f"{_b64(payload)}.{_b64(self._tag(payload))}"
 
     def decode(self, cursor: str) -> dict[str, Any]:

@@ -1,6 +1,12 @@
 """HTTP to the vendors: pooled clients, credentials, limits, retries, typed errors."""
 
-from adapter.transport.client import Classifier, VendorClient, default_classify, make_http_client
+from adapter.transport.client import (
+    Classifier,
+    VendorClient,
+    VendorHTTP,
+    default_classify,
+    make_http_client,
+)
 from adapter.transport.credentials import LeyrCredentials, NyraKey, Secret
 from adapter.transport.errors import (
     AuthenticationRejected,
@@ -40,6 +46,7 @@ __all__ = [
     "TemporaryVendorError",
     "VendorClient",
     "VendorError",
+    "VendorHTTP",
     "VendorRejected",
     "VendorTimeout",
     "VendorUnavailable",

@@ -157,6 +157,13 @@ class KeyPool:
         return _Acquire(self)
 
     async def _take(self) -> Lease:
+        if not self._limits:  # nothing to wait for: the least used live key, at once
+            live = [k for k in self._keys if not k.disabled]
+            if not live:
+                raise NoKeysLeft()
+            state = min(live, key=lambda k: k.sent)
+            state.sent += 1
+            return Lease(self, state, [None])
         async with self._lock:
             while True:
                 live = [k for k in self._keys if not k.disabled]

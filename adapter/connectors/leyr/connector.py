@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from adapter.connectors.base import (
     Capabilities,
@@ -20,6 +21,7 @@ from adapter.connectors.base import (
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
+from adapter.connectors.memo import MappedMemo, serialised
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
@@ -81,6 +83,7 @@ class LeyrConnector(ReadOnly):
         self.ctx = LeyrContext(source, timezone)
         self.zone = zone(timezone)
         self.client = client
+        self.memo = MappedMemo()
 
     @classmethod
     def from_config(
@@ -150,7 +153,9 @@ class LeyrConnector(ReadOnly):
         else:
             plan = plan_appointments(request, self.source, self.care_units, self.zone)
         found = [] if plan.empty else await self._fetch(request.resource_type, plan)
-        hits = [r for r in found if matches(r, request.params, self.zone)]
+        hits = (
+            [r for r in found if matches(r, request.params, self.zone)] if request.params else found
+        )
         offset = int(cursor) if cursor else 0
         end = offset + request.count
         return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
@@ -170,13 +175,20 @@ class LeyrConnector(ReadOnly):
                 if found is not None:
                     out.extend(found)
                     continue
-            records = await self.client.get_json(
-                f"{self._cu(cu)}/{collection}", params=plan.query or None
-            )
-            if not isinstance(records, list):
-                raise MalformedResponse(self.source, None, "expected a JSON array")
-            out.extend(to_fhir(self._in_unit(r, cu), self.ctx) for r in records)
+            path = f"{self._cu(cu)}/{collection}"
+            call = f"{path}?{sorted(plan.query.items())}"
+
+            def mapped(body: bytes, cu: str = cu, call: str = call) -> list[dict[str, Any]]:
+                return self.memo.get_or_map(call, body, lambda b: self._map_list(b, cu, to_fhir))
+
+            out.extend(await self.client.get_json(path, params=plan.query or None, decode=mapped))
         return out
+
+    def _map_list(self, body: bytes, cu: str, to_fhir: Any) -> list[dict[str, Any]]:
+        records = orjson.loads(body)
+        if not isinstance(records, list):
+            raise MalformedResponse(self.source, None, "expected a JSON array")
+        return serialised([to_fhir(self._in_unit(r, cu), self.ctx) for r in records])
 
     async def _lookup(self, cu: str, typed_ids: list[str]) -> list[dict[str, Any]] | None:
         """Patients found by typed id; None when the EHR does not take that id type."""

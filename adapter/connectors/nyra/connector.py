@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from adapter.connectors.base import (
     Capabilities,
@@ -19,6 +20,7 @@ from adapter.connectors.base import (
     check_supported,
 )
 from adapter.connectors.config import http_for, require, retry_for
+from adapter.connectors.memo import MappedMemo, serialised
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.fhir.match import matches
@@ -57,6 +59,7 @@ class NyraConnector(ReadOnly):
         self.ctx = NyraContext(source, timezone, slot_minutes=slot_minutes)
         self.zone = zone(timezone)
         self.client = client
+        self.memo = MappedMemo()
 
     @classmethod
     def from_config(
@@ -132,16 +135,25 @@ class NyraConnector(ReadOnly):
         return await self._filtered_page(request, p.query, cursor)
 
     async def _list(self, resource_type: str, query: dict, page: int, limit: int) -> dict:
-        path, _ = _MAPPERS[resource_type]
+        """One vendor page: ``data`` with ``results`` mapped to FHIR (``records`` keeps the
+        vendor's ids, for loop detection). Mapped once per distinct answer."""
+        path, to_fhir = _MAPPERS[resource_type]
         params = {**query, "page": str(page), "limit": str(limit)}
-        data = self._data(await self.client.get_json(path, params=params))
-        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-            raise MalformedResponse(self.source, None, "expected data.results to be a list")
-        return data
+        call = f"{path}?{sorted(params.items())}"
 
-    def _map(self, resource_type: str, records: list) -> list[dict[str, Any]]:
-        to_fhir = _MAPPERS[resource_type][1]
-        return [to_fhir(r, self.ctx) for r in records]
+        def build(body: bytes) -> dict:
+            data = self._data(orjson.loads(body))
+            if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+                raise MalformedResponse(self.source, None, "expected data.results to be a list")
+            records = data["results"]
+            mapped = serialised([to_fhir(r, self.ctx) for r in records])
+            ids = [r.get("id") for r in records if isinstance(r, dict)]
+            return {**data, "results": mapped, "ids": ids}
+
+        def decode(body: bytes) -> dict:
+            return self.memo.get_or_map(call, body, build, size=lambda d: len(d["results"]))
+
+        return await self.client.get_json(path, params=params, decode=decode)
 
     async def _exact_page(self, request: SearchRequest, query: dict, cursor: str | None) -> Page:
         """Every param answered natively: one vendor page is one FHIR page."""
@@ -149,7 +161,7 @@ class NyraConnector(ReadOnly):
         page = int(cursor) if cursor else 1
         data = await self._list(request.resource_type, query, page, limit)
         total = data.get("total") if isinstance(data.get("total"), int) else None
-        resources = self._map(request.resource_type, data["results"])
+        resources = data["results"]
         more = bool(data["results"]) and (total is None or page * limit < total)
         return Page(resources, str(page + 1) if more else None, total=total)
 
@@ -165,11 +177,11 @@ class NyraConnector(ReadOnly):
         while True:
             data = await self._list(request.resource_type, query, page, MAX_LIMIT)
             records = data["results"]
-            ids = [r.get("id") for r in records if isinstance(r, dict)]
+            ids = data["ids"]
             if previous is not None and ids and ids == previous:
                 raise PaginationLoop(f"{self.source}: loop detected in pagination")
             previous = ids
-            for index, resource in enumerate(self._map(request.resource_type, records)):
+            for index, resource in enumerate(records):
                 if index < skip or not matches(resource, request.params, self.zone):
                     continue
                 hits.append(resource)

@@ -1,0 +1,62 @@
+"""Vendor answers already mapped, remembered by the digest of their bytes.
+
+Mappings are pure: the same bytes from the same call map to the same FHIR resources. A
+vendor that pages poorly (a Leyr care unit comes whole, on every page) or a record read
+again and again is then mapped once while its bytes stay the same; any change in the
+answer is a new digest and maps afresh. The resources handed out are shared between
+requests: callers must not change them (the facade only wraps them in Bundles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["MappedMemo", "Serialised", "serialised"]
+
+
+class Serialised(dict):
+    """A FHIR resource dict that also holds its own JSON, made once: a Bundle embeds the
+    bytes (``orjson.Fragment``) instead of serialising the resource again."""
+
+    __slots__ = ("fragment",)
+
+
+def serialised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for resource in resources:
+        frozen = Serialised(resource)
+        frozen.fragment = orjson.Fragment(orjson.dumps(resource))
+        out.append(frozen)
+    return out
+
+
+class MappedMemo:
+    def __init__(self, max_resources: int = 20_000) -> None:
+        self._max = max_resources
+        self._entries: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
+        self._held = 0
+
+    def get_or_map(self, call: str, body: bytes, build: Callable[[bytes], Any], size=len) -> Any:
+        """``build(body)`` once per distinct (call, body); ``size`` counts what it holds."""
+        if self._max <= 0:
+            return build(body)
+        key = (call, hashlib.blake2b(body, digest_size=16).digest())
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found[0]
+        value = build(body)
+        weight = max(1, size(value))
+        if weight > self._max:
+            return value
+        self._entries[key] = (value, weight)
+        self._held += weight
+        while self._held > self._max:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._held -= dropped
+        return value

@@ -1,0 +1,186 @@
+"""Facade throughput: ``GET /fhir/Patient?_count=20`` against a bare route serving the same
+Bundle bytes, each under one uvicorn worker, loaded by wrk from another process.
+
+The facade's vendor is a canned in-memory answer (a Leyr care unit of 20 patients behind
+an httpx mock transport), so the figure measures the facade itself: parameter parsing,
+the connector's call through the shared transport, mapping, the Bundle, the signed
+cursor and the orjson serialisation. The bare route is a FastAPI route returning the
+precomputed bytes of one such Bundle: the floor of the same server stack.
+
+    .venv/bin/python bench/bench_facade.py        # needs wrk (Debian: apt-get install wrk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PATH = "/fhir/Patient?_count=20"
+
+
+def canned_vendor() -> httpx.MockTransport:
+    from adapter.sandbox.data import leyr_patients
+
+    patients = leyr_patients(20, 1, care_units=("L0_1",), anchor=date(2026, 4, 1))
+    body = orjson.dumps(patients)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=headers, content=body)
+
+    return httpx.MockTransport(handler)
+
+
+def facade_app():
+    from adapter.app import create_app
+    from adapter.settings import Settings
+
+    source = {
+        "connector": "leyr",
+        "base_url": "http://leyr.canned",
+        "emr": "webdoc",
+        "care_units": ["L0_1"],
+        "timezone": "Europe/Stockholm",
+        "client_id": "bench",
+        "client_secret": "bench",
+    }
+    settings = Settings(sources={"leyr-bench": source}, cursor_key=b"b" * 32)
+    return create_app(settings, transports={"leyr-bench": canned_vendor()})
+
+
+def bare_app():
+    import asyncio
+
+    from fastapi import FastAPI
+    from starlette.responses import Response
+
+    async def one_bundle() -> bytes:
+        app = facade_app()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return (await c.get(PATH)).content
+
+    content = asyncio.run(one_bundle())
+    bare = FastAPI()
+
+    @bare.get("/fhir/Patient")
+    async def patients() -> Response:
+        return Response(content, media_type="application/fhir+json; charset=utf-8")
+
+    return bare
+
+
+def serve(kind: str, port: int) -> None:
+    import uvicorn
+
+    app = facade_app() if kind == "facade" else bare_app()
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {
+        p: float(v) * _UNITS[u]
+        for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests: the benchmark is void")
+    return {"rps": rps, "p50": latency["50"], "p99": latency["99"]}
+
+
+def measure(kind: str, seconds: int, connections: int) -> dict[str, float]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}{PATH}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for the server to listen (a benchmark, not a test)
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} server did not start")
+            time.sleep(0.2)
+        wrk(url, 2, connections)  # warm-up
+        return wrk(url, seconds, connections)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=["facade", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed (Debian: apt-get install wrk)")
+    print(
+        f"GET {PATH}, one uvicorn worker each, wrk -t1 -c{args.connections} "
+        f"-d{args.seconds}s, {args.runs} runs"
+    )
+    rows = []
+    for run in range(1, args.runs + 1):
+        facade = measure("facade", args.seconds, args.connections)
+        bare = measure("bare", args.seconds, args.connections)
+        ratio = facade["rps"] / bare["rps"]
+        rows.append((facade, bare, ratio))
+        print(
+            f"run {run}: facade {facade['rps']:,.0f} req/s (p50 {facade['p50']:.1f} ms, "
+            f"p99 {facade['p99']:.1f} ms); bare {bare['rps']:,.0f} req/s (p50 "
+            f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms); ratio {ratio:.2f}"
+        )
+    med = statistics.median
+    print(
+        f"median: facade {med(r[0]['rps'] for r in rows):,.0f} req/s, p50 "
+        f"{med(r[0]['p50'] for r in rows):.1f} ms, p99 {med(r[0]['p99'] for r in rows):.1f} ms; "
+        f"bare {med(r[1]['rps'] for r in rows):,.0f} req/s, p50 "
+        f"{med(r[1]['p50'] for r in rows):.1f} ms, p99 {med(r[1]['p99'] for r in rows):.1f} ms; "
+        f"ratio {med(r[2] for r in rows):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
