@@ -7,6 +7,10 @@ the connector's call through the shared transport, mapping, the Bundle, the sign
 cursor and the orjson serialisation. The bare route is a FastAPI route returning the
 precomputed bytes of one such Bundle: the floor of the same server stack.
 
+The canned vendor answers the same bytes every time, so the connector's memo of mapped
+answers (``adapter/connectors/memo.py``) maps them once; a third server with the memo
+off maps all 20 records on every request, the cost when a vendor's data keeps changing.
+
     .venv/bin/python bench/bench_facade.py        # needs wrk (Debian: apt-get install wrk)
 """
 
@@ -46,8 +50,9 @@ def canned_vendor() -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
-def facade_app():
+def facade_app(memo: bool = True):
     from adapter.app import create_app
+    from adapter.connectors.memo import MappedMemo
     from adapter.settings import Settings
 
     source = {
@@ -60,7 +65,10 @@ def facade_app():
         "client_secret": "bench",
     }
     settings = Settings(sources={"leyr-bench": source}, cursor_key=b"b" * 32)
-    return create_app(settings, transports={"leyr-bench": canned_vendor()})
+    app = create_app(settings, transports={"leyr-bench": canned_vendor()})
+    if not memo:  # map every answer afresh, as if the vendor's bytes changed each time
+        app.state.facade.connectors["leyr-bench"].memo = MappedMemo(max_resources=0)
+    return app
 
 
 def bare_app():
@@ -88,7 +96,7 @@ def bare_app():
 def serve(kind: str, port: int) -> None:
     import uvicorn
 
-    app = facade_app() if kind == "facade" else bare_app()
+    app = {"facade": facade_app, "bare": bare_app, "unmemoised": lambda: facade_app(False)}[kind]()
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 
@@ -146,7 +154,7 @@ def measure(kind: str, seconds: int, connections: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["facade", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["facade", "bare", "unmemoised"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -165,12 +173,14 @@ def main() -> None:
     for run in range(1, args.runs + 1):
         facade = measure("facade", args.seconds, args.connections)
         bare = measure("bare", args.seconds, args.connections)
+        fresh = measure("unmemoised", args.seconds, args.connections)
         ratio = facade["rps"] / bare["rps"]
-        rows.append((facade, bare, ratio))
+        rows.append((facade, bare, ratio, fresh, fresh["rps"] / bare["rps"]))
         print(
             f"run {run}: facade {facade['rps']:,.0f} req/s (p50 {facade['p50']:.1f} ms, "
             f"p99 {facade['p99']:.1f} ms); bare {bare['rps']:,.0f} req/s (p50 "
-            f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms); ratio {ratio:.2f}"
+            f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms); ratio {ratio:.2f}; "
+            f"mapping every answer afresh {fresh['rps']:,.0f} req/s (ratio {rows[-1][4]:.2f})"
         )
     med = statistics.median
     print(
@@ -178,7 +188,8 @@ def main() -> None:
         f"{med(r[0]['p50'] for r in rows):.1f} ms, p99 {med(r[0]['p99'] for r in rows):.1f} ms; "
         f"bare {med(r[1]['rps'] for r in rows):,.0f} req/s, p50 "
         f"{med(r[1]['p50'] for r in rows):.1f} ms, p99 {med(r[1]['p99'] for r in rows):.1f} ms; "
-        f"ratio {med(r[2] for r in rows):.2f}"
+        f"ratio {med(r[2] for r in rows):.2f}; mapping afresh "
+        f"{med(r[3]['rps'] for r in rows):,.0f} req/s, p50 {med(r[3]['p50'] for r in rows):.1f} ms, ratio {med(r[4] for r in rows):.2f}"
     )
 
 

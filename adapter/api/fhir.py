@@ -213,7 +213,7 @@ async def _search(request: Request, resource_type: str, items: list[tuple[str, s
         if state.get("t") != resource_type:
             raise FhirError.one(400, "invalid", "_cursor: belongs to another search", "_cursor")
         issues = []
-        self_url = f"{base}/{resource_type}?{urlencode({'_cursor': parsed.cursor})}"
+        self_url = f"{base}/{resource_type}?_cursor={parsed.cursor}"
     else:
         if parsed.summary_count or parsed.request.count == 0:
             return await _count_only(request, facade, parsed, base)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ def searchset(
     """``links``: relation -> URL (``self``, ``next``, ``previous``)."""
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
+        "id": os.urandom(16).hex(),
         "meta": {"lastUpdated": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"},
         "type": "searchset",
     }

@@ -104,9 +104,20 @@ class VendorClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: dict[tuple, httpx.URL] = {}
+        self._key_headers: dict[int, tuple[Any, dict[str, str]]] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def _headers(self, key: Any) -> dict[str, str]:
+        """A key's request headers, made once per key."""
+        made = self._key_headers.get(id(key))
+        if made is None or made[0] is not key:
+            made = self._key_headers[id(key)] = (
+                key,
+                {**key.headers(), "accept": "application/json"},
+            )
+        return made[1]
 
     def _url(self, path: str, params: dict[str, str] | None) -> httpx.URL:
         """The absolute URL of a call, built once per distinct call (httpx's URL parsing
@@ -170,8 +181,7 @@ class VendorClient:
             raise AuthenticationRejected(self.source) from None
         try:
             content = None if json is None else orjson.dumps(json)
-            headers = lease.key.headers()
-            headers["accept"] = "application/json"
+            headers = dict(self._headers(lease.key))
             if content is not None:
                 headers["content-type"] = "application/json"
             try:

@@ -58,7 +58,8 @@ class Lease:
         return self._state.credentials
 
     def observe(self, headers: Mapping[str, str], status: int | None = None) -> None:
-        self._pool._observe(self._state, headers, status)
+        if self._pool._limits:  # a vendor with no limits has no windows to follow
+            self._pool._observe(self._state, headers, status)
 
     def disable(self) -> None:
         self._pool.disable(self._state.credentials)
