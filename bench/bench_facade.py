@@ -189,7 +189,8 @@ def main() -> None:
         f"bare {med(r[1]['rps'] for r in rows):,.0f} req/s, p50 "
         f"{med(r[1]['p50'] for r in rows):.1f} ms, p99 {med(r[1]['p99'] for r in rows):.1f} ms; "
         f"ratio {med(r[2] for r in rows):.2f}; mapping afresh "
-        f"{med(r[3]['rps'] for r in rows):,.0f} req/s, p50 {med(r[3]['p50'] for r in rows):.1f} ms, ratio {med(r[4] for r in rows):.2f}"
+        f"{med(r[3]['rps'] for r in rows):,.0f} req/s, "
+        f"p50 {med(r[3]['p50'] for r in rows):.1f} ms, ratio {med(r[4] for r in rows):.2f}"
     )
 
 
