@@ -13,6 +13,7 @@ import uvicorn
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir_check import check_response, validate
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome as OutcomeError
 from fhirpy.base.exceptions import ResourceNotFound
@@ -59,7 +60,8 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def http(server):
-    with httpx.Client(base_url=server, timeout=30) as c:
+    hooks = {"response": [check_response]}  # every answer validates as R4
+    with httpx.Client(base_url=server, timeout=30, event_hooks=hooks) as c:
         yield c
 
 
@@ -83,6 +85,8 @@ def test_paging_through_every_patient_of_a_source(client, source, held):
     search = client.resources("Patient").search(_source=source).limit(8)
     assert search.count() == held
     everyone = search.fetch_all()
+    for patient in everyone:
+        validate(patient.serialize())
     ids = [p.id for p in everyone]
     assert len(ids) == held == len(set(ids))
     assert {p["meta"]["source"] for p in everyone} == {source}
@@ -119,6 +123,7 @@ def test_appointments_by_patient_and_date_range(client, http):
     )
     assert some.id in {a.id for a in found}
     for a in found:
+        validate(a.serialize())
         assert a["start"][:10] == day.isoformat()
         assert patient_ref in {p["actor"]["reference"] for p in a["participant"]}
 
