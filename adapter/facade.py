@@ -176,8 +176,7 @@ class Facade:
             else:
                 following["at"][name] = result.next_cursor
         if failures and len(failures) == len(asked):
-            status = failures[0][0] if len({f[0] for f in failures}) == 1 else 502
-            raise FhirError(status, [f[1] for f in failures])
+            raise _all_failed(failures)
         page.issues.extend(f[1] for f in failures)
         page.total = state.get("tot")
         complete = not failures and not state["skip"] and len(asked) == len(state["order"])
@@ -248,8 +247,7 @@ class Facade:
             else:
                 total += result
         if failures:
-            # A count with a source missing is not a count.
-            raise FhirError(failures[0][0], [f[1] for f in failures])
+            raise _all_failed(failures)  # a count with a source missing is not a count
         return total, issues
 
 
@@ -267,16 +265,30 @@ def _not_found(resource_type: str, fhir_id: str) -> FhirError:
     return FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
 
 
-def _failure(name: str, exc: BaseException) -> tuple[int, Issue]:
+def _failure(name: str, exc: BaseException) -> tuple[int, Issue, float | None]:
     if isinstance(exc, VendorError | MappingError):
-        return vendor_issue(exc, name)
+        return (*vendor_issue(exc, name), getattr(exc, "retry_after", None))
     if isinstance(exc, UnsupportedParameter):
-        return 400, Issue(
-            "error",
-            "not-supported",
-            f"source {name} cannot search by {exc.parameter}: {exc.reason}",
-            (exc.parameter,),
+        return (
+            400,
+            Issue(
+                "error",
+                "not-supported",
+                f"source {name} cannot search by {exc.parameter}: {exc.reason}",
+                (exc.parameter,),
+            ),
+            None,
         )
     if isinstance(exc, FhirError):
-        return exc.status, exc.issues[0]
+        return exc.status, exc.issues[0], None
     raise exc
+
+
+def _all_failed(failures: list[tuple[int, Issue, float | None]]) -> FhirError:
+    """Every source asked failed: one status for all (502 when they differ), every issue,
+    and the longest wait any of them asked for."""
+    statuses = {f[0] for f in failures}
+    status = statuses.pop() if len(statuses) == 1 else 502
+    waits = [f[2] for f in failures if f[2] is not None]
+    headers = {"Retry-After": str(max(1, round(max(waits))))} if waits else {}
+    return FhirError(status, [f[1] for f in failures], headers)

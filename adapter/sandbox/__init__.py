@@ -8,6 +8,7 @@ source's ``sandbox = {...}`` configuration (DESIGN.md, Configuration).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from adapter.sandbox.data import load_leyr, load_nyra
@@ -56,7 +57,9 @@ def sandbox_for(vendor: str, spec: Mapping[str, Any], source: Mapping[str, Any])
         return LeyrSandbox(data, seed=seed, patients=patients, faults=faults, **zone, **extra)
     if vendor == "nyra":
         data = load_nyra(spec["data"]) if spec.get("data") else None
-        limits = RateLimits(**(spec.get("rate_limit") or source.get("rate_limit") or {}))
+        table = spec.get("rate_limit") or source.get("rate_limit") or {}
+        known = {f.name for f in fields(RateLimits)}
+        limits = RateLimits(**{k: v for k, v in table.items() if k in known})
         return NyraSandbox(
             data,
             seed=seed,

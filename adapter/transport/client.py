@@ -13,13 +13,14 @@ import orjson
 from adapter.transport.errors import (
     AuthenticationRejected,
     MalformedResponse,
+    RateLimited,
     TemporaryVendorError,
     VendorError,
     VendorTimeout,
     VendorUnavailable,
     classify_status,
 )
-from adapter.transport.ratelimit import KeyPool, NoKeysLeft
+from adapter.transport.ratelimit import KeyPool, NoKeysLeft, SlotTooFar
 from adapter.transport.retry import RetryPolicy
 
 __all__ = ["Classifier", "VendorClient", "default_classify", "make_http_client"]
@@ -179,6 +180,10 @@ class VendorClient:
             lease = await lease_cm.__aenter__()
         except NoKeysLeft:
             raise AuthenticationRejected(self.source) from None
+        except SlotTooFar as exc:
+            raise RateLimited(
+                self.source, None, "rate limited: no key free soon", exc.wait
+            ) from None
         try:
             content = None if json is None else orjson.dumps(json)
             headers = dict(self._headers(lease.key))

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KeyPool", "Lease", "Limit", "NoKeysLeft"]
+__all__ = ["KeyPool", "Lease", "Limit", "NoKeysLeft", "SlotTooFar"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class Lease:
 class KeyPool:
     """Keys and their limits; ``async with pool.acquire() as lease`` waits for a slot on
     the key that can start soonest (so N keys give about N times the throughput), serving
-    waiters in order."""
+    waiters in order. A slot further than ``max_wait`` seconds away (a vendor asked for a
+    long pause) is not waited for: :class:`SlotTooFar` says how long it would be."""
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class KeyPool:
         *,
         slack: float = 0.01,
         max_pause: float = 120.0,
+        max_wait: float = 65.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -94,6 +96,7 @@ class KeyPool:
         self._limits = tuple(limits)
         self._slack = slack
         self._max_pause = max_pause
+        self._max_wait = max_wait
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -177,6 +180,8 @@ class KeyPool:
                     state.entries.append(entry)
                     state.sent += 1
                     return Lease(self, state, entry)
+                if when - now > self._max_wait and not math.isinf(when):
+                    raise SlotTooFar(when - now)
                 self._changed.clear()
                 if math.isinf(when):
                     await self._changed.wait()  # every slot is held by a request in flight
@@ -197,6 +202,14 @@ class KeyPool:
         if pause_until != state.paused_until:
             state.paused_until = pause_until
             self._changed.set()
+
+
+class SlotTooFar(Exception):
+    """No key is free within ``max_wait`` (a vendor asked every key to wait longer)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        super().__init__(f"no key free for {wait:.0f} s")
 
 
 class NoKeysLeft(Exception):

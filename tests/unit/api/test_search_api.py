@@ -281,3 +281,28 @@ async def test_public_base_url_makes_absolute_links(sandboxes):
         bundle = (await c.get("/fhir/Patient", params={"_count": "2"})).json()
     assert link(bundle, "next").startswith("https://fhir.example.org/fhir/Patient?_cursor=")
     assert bundle["entry"][0]["fullUrl"].startswith("https://fhir.example.org/fhir/Patient/")
+
+
+async def test_a_vendor_asking_to_wait_gives_503_with_retry_after():
+    def busy(request: httpx.Request) -> httpx.Response:
+        body = {"success": False, "error": "Too Many Requests", "message": "Rate limit exceeded"}
+        return httpx.Response(429, json=body, headers={"retry-after": "120"})
+
+    source = {
+        "connector": "nyra",
+        "base_url": "http://nyra.test",
+        "timezone": "Asia/Kolkata",
+        "keys": [{"key": "nyra_k", "secret": "s", "token": "t"}],
+    }
+    app = create_app(
+        Settings(sources={"nyra-busy": source}, cursor_key=b"c" * 32),
+        transports={"nyra-busy": httpx.MockTransport(busy)},
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        search = await c.get("/fhir/Patient")
+        read = await c.get("/fhir/Patient/nyra-busy.p1")
+    for r in (search, read):
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "120"
+        issue = outcome(r)["issue"][0]
+        assert issue["code"] == "throttled" and "nyra-busy" in issue["diagnostics"]
