@@ -16,10 +16,12 @@ from starlette.responses import Response
 
 from adapter.api.fhir import render
 from adapter.api.fhir import router as fhir_router
+from adapter.api.writes import router as writes_router
 from adapter.connectors.registry import create_connector
 from adapter.facade import Facade
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.outcome import FhirError, from_exception
+from adapter.idempotency import MemoryStore
 from adapter.settings import Settings, load_settings
 from adapter.transport import VendorError
 from mappings import MappingError
@@ -59,7 +61,9 @@ def create_app(
     app.state.settings = settings
     app.state.facade = facade
     app.state.cursors = CursorCodec(settings.cursor_key)
+    app.state.idempotency = MemoryStore()
     app.include_router(fhir_router)
+    app.include_router(writes_router)
 
     @app.exception_handler(FhirError)
     async def _fhir_error(request: Request, exc: FhirError) -> Response:

@@ -84,6 +84,82 @@ class Facade:
                 known = set(cap.includes) & set(_INCLUDE_REFS)
                 self._include_map.setdefault(resource_type, set()).update(known)
 
+    def owner(self, fhir_id: str) -> str | None:
+        """The configured source an id names, if any."""
+        try:
+            source = decode_id(fhir_id).source
+        except MappingError:
+            return None
+        return source if source in self.connectors else None
+
+    def writable(self, resource_type: str, interaction: str = "create") -> list[str]:
+        return [
+            n
+            for n in self.serving(resource_type)
+            if interaction in self.connectors[n].capabilities.resources[resource_type].interactions
+        ]
+
+    async def source_for_create(self, resource_type: str, resource: dict[str, Any]) -> str:
+        """Where a new resource goes: an Appointment to its Patient's source; a Patient to
+        ``meta.source``, else the one source that takes it, else a 422 saying how to choose."""
+        writable = self.writable(resource_type)
+        if not writable:
+            raise FhirError.one(405, "not-supported", f"no source takes new {resource_type}s")
+        if resource_type == "Appointment":
+            patients = [
+                ((p or {}).get("actor") or {}).get("reference") or ""
+                for p in resource.get("participant") or ()
+            ]
+            refs = [r for r in patients if r.startswith("Patient/")]
+            if len(refs) != 1:
+                raise FhirError.one(
+                    422,
+                    "required",
+                    "an Appointment names exactly one Patient",
+                    "Appointment.participant",
+                )
+            patient_id = refs[0].split("/", 1)[1]
+            source = self.owner(patient_id)
+            if source is not None:
+                try:
+                    await self.read("Patient", patient_id)
+                except FhirError as exc:
+                    if exc.status != 404:
+                        raise
+                    source = None
+            if source is None:
+                raise FhirError.one(
+                    422, "not-found", f"{refs[0]} is not a known patient", "Appointment.participant"
+                )
+            if source not in writable:
+                raise FhirError.one(422, "not-supported", f"source {source} takes no bookings")
+            return source
+        wanted = (resource.get("meta") or {}).get("source")
+        if wanted is not None:
+            if wanted not in self.connectors:
+                raise FhirError.one(
+                    422,
+                    "not-found",
+                    f"meta.source names no configured source; use one of: {', '.join(writable)}",
+                    f"{resource_type}.meta.source",
+                )
+            if wanted not in writable:
+                raise FhirError.one(
+                    422,
+                    "not-supported",
+                    f"source {wanted} does not take new {resource_type}s",
+                    f"{resource_type}.meta.source",
+                )
+            return wanted
+        if len(writable) == 1:
+            return writable[0]
+        raise FhirError.one(
+            422,
+            "required",
+            f"set meta.source to the source to create in: one of {', '.join(writable)}",
+            f"{resource_type}.meta.source",
+        )
+
     # -- read -----------------------------------------------------------------------------
 
     async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
@@ -103,12 +179,16 @@ class Facade:
 
     # -- search ---------------------------------------------------------------------------
 
-    def first_state(self, parsed: ParsedSearch) -> tuple[dict[str, Any], list[Issue]]:
+    def first_state(
+        self, parsed: ParsedSearch, only: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, Any], list[Issue]]:
         """The state of a search's first page, and issues about sources left out."""
         request = parsed.request
         names = self.serving(request.resource_type)
         if request.sources is not None:
             names = [n for n in names if n in request.sources]
+        if only is not None:
+            names = [n for n in names if n in only]
         issues = []
         order = []
         for name in names:

@@ -24,6 +24,8 @@ __all__ = [
     "ResourceCapability",
     "ResourceNotFound",
     "WriteNotSupported",
+    "WriteRefused",
+    "Written",
     "check_supported",
     "iterate",
 ]
@@ -56,6 +58,25 @@ class Page:
     resources: list[dict[str, Any]]
     next_cursor: str | None = None
     total: int | None = None
+
+
+@dataclass
+class Written:
+    """What a write left at the vendor, read back as FHIR; ``created`` is False when the
+    vendor returned a record it already held (Leyr's create-or-return-existing)."""
+
+    resource: dict[str, Any]
+    created: bool = True
+
+
+class WriteRefused(Exception):
+    """The vendor cannot make this change: ``expression`` names the element (FHIRPath)."""
+
+    def __init__(self, expression: str, reason: str, status: int = 422) -> None:
+        self.expression = expression
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{expression}: {reason}")
 
 
 class ResourceNotFound(Exception):
@@ -94,14 +115,13 @@ class Connector(Protocol):
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page: ...
 
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
         """Create at the vendor; the stored resource as read back. Only for resource types
-        whose capability declares ``create``; otherwise :class:`WriteNotSupported`."""
+        whose capability declares ``create``; otherwise :class:`WriteNotSupported`.
+        What the vendor cannot hold or do is :class:`WriteRefused`, before any call."""
         ...
 
-    async def update(
-        self, resource_type: str, fhir_id: str, resource: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
         """Change at the vendor (an Appointment's move or cancel); as for :meth:`create`."""
         ...
 
@@ -123,12 +143,10 @@ class ReadOnly:
 
     source: str
 
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
         raise WriteNotSupported(self.source, resource_type, "create")
 
-    async def update(
-        self, resource_type: str, fhir_id: str, resource: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
         raise WriteNotSupported(self.source, resource_type, "update")
 
 

@@ -84,6 +84,7 @@ def capability_statement(facade: Facade, base: str, max_count: int) -> dict[str,
             "versioning": "no-version",
             "readHistory": False,
             "updateCreate": False,
+            "conditionalCreate": "create" in interactions,
             "searchParam": params,
         }
         includes = sorted(facade.includes(resource_type))

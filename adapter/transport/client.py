@@ -159,9 +159,17 @@ class VendorClient:
     async def send_json(
         self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
     ) -> Any:
+        return (await self.send(method, path, json, params))[1]
+
+    async def send(
+        self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """A write, tried once: (status, parsed body)."""
         while True:
             try:
-                return await self._once(method, path, params=params, json=json, write=True)
+                return await self._once(
+                    method, path, params=params, json=json, write=True, with_status=True
+                )
             except _KeyRejected:
                 continue  # rejected before anything was done: safe on another key
 
@@ -174,6 +182,7 @@ class VendorClient:
         json: Any = None,
         write: bool = False,
         decode: Callable[[bytes], Any] | None = None,
+        with_status: bool = False,
     ) -> Any:
         try:
             lease_cm = self.pool.acquire()
@@ -204,7 +213,8 @@ class VendorClient:
             lease.observe(response.headers, response.status_code)
             if response.is_success:
                 try:
-                    return (decode or _json)(response.content)
+                    body = (decode or _json)(response.content)
+                    return (response.status_code, body) if with_status else body
                 except orjson.JSONDecodeError:
                     raise MalformedResponse(
                         self.source, response.status_code, "body is not JSON"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -13,11 +14,14 @@ from adapter.connectors.base import (
     Capabilities,
     ConnectorConfigError,
     Page,
-    ReadOnly,
     ResourceCapability,
     ResourceNotFound,
+    WriteNotSupported,
+    WriteRefused,
+    Written,
     check_supported,
 )
+from adapter.connectors.changes import actor_of, changed, participants_changed
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
@@ -30,6 +34,7 @@ from adapter.transport import (
     MalformedResponse,
     NotFound,
     VendorClient,
+    VendorTimeout,
     VendorValidation,
 )
 from mappings import LeyrContext, MappingError, decode_id, leyr
@@ -60,14 +65,19 @@ _MAPPERS = {
 }
 
 
-class LeyrConnector(ReadOnly):
+_WRITES = frozenset({"read", "search-type", "create"})
+
+
+class LeyrConnector:
     """Reads and searches Patients and Appointments across an EHR's care units."""
 
     capabilities = Capabilities(
         {
-            "Patient": ResourceCapability(_PATIENT_PARAMS),
+            "Patient": ResourceCapability(_PATIENT_PARAMS, interactions=_WRITES),
             "Appointment": ResourceCapability(
-                _APPOINTMENT_PARAMS, includes=frozenset({"Appointment:patient"})
+                _APPOINTMENT_PARAMS,
+                interactions=_WRITES | {"update"},
+                includes=frozenset({"Appointment:patient"}),
             ),
         }
     )
@@ -204,3 +214,136 @@ class LeyrConnector(ReadOnly):
             if one is not None:
                 out.append(one)
         return out
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
+        if resource_type == "Patient":
+            return await self._create_patient(resource)
+        if resource_type == "Appointment":
+            return await self._book(resource)
+        raise WriteNotSupported(self.source, resource_type, "create")
+
+    async def _create_patient(self, resource: dict[str, Any]) -> Written:
+        record = leyr.from_fhir_patient({k: v for k, v in resource.items() if k != "id"}, self.ctx)
+        cu = record.pop("care_unit_id", None) or self.care_units[0]
+        if cu not in self.care_units:
+            raise WriteRefused("Patient.managingOrganization", "not a care unit of this source")
+        if not record.get("first_name") or not record.get("last_name"):
+            raise WriteRefused("Patient.name", "Leyr needs a given and a family name")
+        # Leyr: create-or-return-existing (upsert by identity); 201 only when created.
+        status, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
+        if not isinstance(body, dict):
+            raise MalformedResponse(self.source, status, "expected the patient")
+        return Written(leyr.to_fhir_patient(self._in_unit(body, cu), self.ctx), status == 201)
+
+    def _booking(self, resource: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(care unit, Leyr booking body) of a FHIR Appointment; the care unit is the
+        patient's when no Location names it."""
+        resource = {k: v for k, v in resource.items() if k != "id"}
+        patient = actor_of(resource, "Patient")
+        if patient is None:
+            raise WriteRefused("Appointment.participant", "names no Patient")
+        if actor_of(resource, "Location") is None:
+            try:
+                gid = decode_id(patient.split("/", 1)[1])
+            except MappingError:
+                raise WriteRefused("Appointment.participant", "the Patient is not known") from None
+            location = {"actor": {"reference": f"Location/{self.ctx.id(gid.scope or '')}"}}
+            resource["participant"] = [*resource.get("participant", []), location]
+        record = leyr.from_fhir_appointment(resource, self.ctx)
+        if record.get("status") not in ("booked", None):
+            raise WriteRefused("Appointment.status", "a new appointment is booked")
+        body = {
+            k: record[k]
+            for k in (
+                "patient_id",
+                "resource_id",
+                "healthcare_service_id",
+                "start",
+                "end",
+                "comment",
+            )
+            if k in record
+        }
+        for key, element in (
+            ("resource_id", "Appointment.participant"),
+            ("healthcare_service_id", "Appointment.serviceType"),
+            ("start", "Appointment.start"),
+        ):
+            if key not in body:
+                what = {"resource_id": "a Practitioner", "healthcare_service_id": "a service type"}
+                raise WriteRefused(element, f"Leyr needs {what.get(key, 'a start')} to book")
+        return record["care_unit_id"], body
+
+    async def _book(self, resource: dict[str, Any]) -> Written:
+        cu, body = self._booking(resource)
+        try:
+            status, made = await self.client.send("POST", f"{self._cu(cu)}/appointments", body)
+        except VendorTimeout as exc:
+            # The booking may have been made: look before anyone tries again.
+            found = await self._find_booking(cu, body)
+            if found is None:
+                raise exc from None
+            return Written(found)
+        # Leyr returns a list of appointments from a create.
+        if not isinstance(made, list) or not made or not isinstance(made[0], dict):
+            raise MalformedResponse(self.source, status, "expected a list of appointments")
+        return Written(leyr.to_fhir_appointment(self._in_unit(made[0], cu), self.ctx))
+
+    async def _find_booking(self, cu: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        day = body["start"][:10]
+        query = {"patient_id": body["patient_id"], "start_date": day, "end_date": day}
+        listed = await self.client.get_json(f"{self._cu(cu)}/appointments", params=query)
+        for record in listed if isinstance(listed, list) else ():
+            same = all(
+                record.get(k) == body.get(k) for k in ("resource_id", "healthcare_service_id")
+            )
+            active = record.get("status") in ("booked", None)
+            if same and active and _same_instant(record.get("start"), body["start"]):
+                return leyr.to_fhir_appointment(self._in_unit(record, cu), self.ctx)
+        return None
+
+    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
+        if resource_type != "Appointment":
+            raise WriteNotSupported(self.source, resource_type, "update")
+        current = await self.read("Appointment", fhir_id)
+        cu, vendor_id = decode_id(fhir_id).scope, decode_id(fhir_id).vendor_id
+        differs = changed(current, resource)
+        people = participants_changed(current, resource)
+        for kind in ("Patient", "Location"):
+            if kind in people:
+                raise WriteRefused("Appointment.participant", f"Leyr cannot change the {kind}")
+        fixed = differs - {"start", "end", "comment", "status", "participant", "minutesDuration"}
+        if fixed:
+            name = sorted(fixed)[0]
+            raise WriteRefused(f"Appointment.{name}", "Leyr cannot change this element")
+        path = f"{self._cu(cu or '')}/appointments/{quote(vendor_id, safe='')}"
+        if "status" in differs:
+            if resource.get("status") != "cancelled" or differs - {"status"}:
+                raise WriteRefused(
+                    "Appointment.status", "Leyr changes a status only by a cancel, on its own"
+                )
+            patch: dict[str, Any] = {"status": "cancelled"}
+        else:
+            wanted = leyr.from_fhir_appointment({**resource, "id": fhir_id}, self.ctx)
+            patch = {k: wanted.get(k) for k in ("start", "end", "comment") if k in differs}
+            if "comment" in patch and patch["comment"] is None:
+                patch["comment"] = ""
+            if "Practitioner" in people:
+                patch["resource_id"] = wanted.get("resource_id")
+            if not patch:
+                return Written(current, created=False)
+        status, body = await self.client.send("PATCH", path, patch)
+        if not isinstance(body, dict):
+            raise MalformedResponse(self.source, status, "expected the appointment")
+        # A cancel that needs the patient's confirmation comes back as a new appointment,
+        # awaiting_confirmation (FHIR status pending), under a new id.
+        return Written(leyr.to_fhir_appointment(self._in_unit(body, cu or ""), self.ctx), False)
+
+
+def _same_instant(a: Any, b: Any) -> bool:
+    try:
+        return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+    except (TypeError, ValueError):
+        return False

@@ -14,18 +14,28 @@ from adapter.connectors.base import (
     ConnectorConfigError,
     Page,
     PaginationLoop,
-    ReadOnly,
     ResourceCapability,
     ResourceNotFound,
+    WriteNotSupported,
+    WriteRefused,
+    Written,
     check_supported,
 )
+from adapter.connectors.changes import changed, participants_changed
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.memo import MappedMemo, serialised
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
-from adapter.transport import KeyPool, MalformedResponse, NotFound, NyraKey, VendorClient
+from adapter.transport import (
+    KeyPool,
+    MalformedResponse,
+    NotFound,
+    NyraKey,
+    VendorClient,
+    VendorTimeout,
+)
 from mappings import MappingError, NyraContext, decode_id, nyra
 from mappings.common.time import zone
 
@@ -42,12 +52,17 @@ _MAPPERS = {
 MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
-class NyraConnector(ReadOnly):
+_WRITES = frozenset({"read", "search-type", "create"})
+
+
+class NyraConnector:
     capabilities = Capabilities(
         {
-            "Patient": ResourceCapability(_PATIENT_PARAMS),
+            "Patient": ResourceCapability(_PATIENT_PARAMS, interactions=_WRITES),
             "Appointment": ResourceCapability(
-                _APPOINTMENT_PARAMS, includes=frozenset({"Appointment:patient"})
+                _APPOINTMENT_PARAMS,
+                interactions=_WRITES | {"update"},
+                includes=frozenset({"Appointment:patient"}),
             ),
         }
     )
@@ -193,3 +208,89 @@ class NyraConnector(ReadOnly):
             if len(records) < MAX_LIMIT or page >= int(data.get("total_pages") or page):
                 return Page(hits, None, total=None)
             page += 1
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
+        resource = {k: v for k, v in resource.items() if k != "id"}
+        if resource_type == "Patient":
+            record = nyra.from_fhir_patient(resource, self.ctx)
+            if not record.get("name"):
+                raise WriteRefused("Patient.name", "Nyra needs the patient's name")
+            if not record.get("phone"):
+                raise WriteRefused("Patient.telecom", "Nyra needs a phone number")
+            for key in ("created_at", "updated_at", "age"):
+                record.pop(key, None)  # set by Nyra
+            status, body = await self.client.send("POST", "/patients", record)
+            made = self._data(body)
+            vendor_id = made.get("patient_id") if isinstance(made, dict) else None
+        elif resource_type == "Appointment":
+            return await self._book(resource)
+        else:
+            raise WriteNotSupported(self.source, resource_type, "create")
+        if not isinstance(vendor_id, str):
+            raise MalformedResponse(self.source, status, "expected data.patient_id")
+        # Nyra answers a create with the id only: read the record back.
+        stored = await self._get_one(resource_type, vendor_id)
+        if stored is None:
+            raise MalformedResponse(self.source, None, "the created record cannot be read")
+        return Written(stored)
+
+    async def _book(self, resource: dict[str, Any]) -> Written:
+        if resource.get("status") not in ("booked", None):
+            raise WriteRefused("Appointment.status", "a new appointment is booked")
+        body = nyra.to_nyra_booking(resource, self.ctx)
+        try:
+            status, answer = await self.client.send("POST", "/appointments", body)
+        except VendorTimeout as exc:
+            found = await self._find_booking(body)  # look before anyone tries again
+            if found is None:
+                raise exc from None
+            return Written(found)
+        made = self._data(answer)
+        vendor_id = made.get("appointment_id") if isinstance(made, dict) else None
+        if not isinstance(vendor_id, str):
+            raise MalformedResponse(self.source, status, "expected data.appointment_id")
+        stored = await self._get_one("Appointment", vendor_id)
+        if stored is None:
+            raise MalformedResponse(self.source, None, "the booking cannot be read back")
+        return Written(stored)
+
+    async def _find_booking(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        query = {
+            "patient_id": body["patient_id"],
+            "doctor_id": body["doctor_id"],
+            "date_from": body["appointment_date"],
+            "date_to": body["appointment_date"],
+        }
+        data = await self._list("Appointment", query, 1, MAX_LIMIT)
+        local = f"{body['appointment_date']}T{body['appointment_time']}"
+        for resource in data["results"]:
+            start = resource.get("start", "")
+            if start.startswith(local) and resource.get("status") == "booked":
+                return resource
+        return None
+
+    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
+        if resource_type != "Appointment":
+            raise WriteNotSupported(self.source, resource_type, "update")
+        current = await self.read("Appointment", fhir_id)
+        differs = changed(current, resource)
+        if participants_changed(current, resource):
+            raise WriteRefused("Appointment.participant", "Nyra cannot change who takes part")
+        if differs - {"status"}:
+            name = sorted(differs - {"status"})[0]
+            raise WriteRefused(
+                f"Appointment.{name}", "Nyra changes only an appointment's status (a cancel)"
+            )
+        if "status" not in differs:
+            return Written(current, created=False)
+        if resource.get("status") != "cancelled":
+            raise WriteRefused("Appointment.status", "Nyra takes only a cancel through the API")
+        vendor_id = decode_id(fhir_id).vendor_id
+        path = f"/appointments/{quote(vendor_id, safe='')}/status"
+        status, body = await self.client.send("PATCH", path, {"status": "CANCELLED"})
+        data = self._data(body)
+        if not isinstance(data, dict):
+            raise MalformedResponse(self.source, status, "expected the appointment")
+        return Written(nyra.to_fhir_appointment(data, self.ctx), created=False)

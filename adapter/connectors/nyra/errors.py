@@ -28,4 +28,7 @@ def classify(source: str, response: httpx.Response) -> VendorError | None:
         found = _PERMISSION.search(message)
         permission = found.group(1) if found else None
     error = body.get("error") if isinstance(body.get("error"), str) else None
-    return classify_status(source, response, permission=permission, detail=error)
+    # Nyra's `error` is the status's own word ("Conflict"); its `message` may quote what
+    # was sent, so it is not kept.
+    codes = (error,) if error and response.status_code in (400, 409, 422) else ()
+    return classify_status(source, response, permission=permission, detail=error, error_codes=codes)

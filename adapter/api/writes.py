@@ -1,0 +1,293 @@
+"""The write routes: ``POST /fhir/{type}`` (create, conditional create) and ``PUT`` (update).
+
+Nothing reaches a vendor until the body has been read within the size limit, parsed,
+validated as an R4 resource and mapped into the vendor's terms; each failure is an
+OperationOutcome naming what was wrong (with its FHIRPath expression). ``Idempotency-Key``
+replays a write's first outcome; ``If-None-Exist`` finds before it creates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import pydantic
+from fastapi import APIRouter, Request
+from fhir.resources.R4B import get_fhir_model_class
+from starlette.responses import Response
+
+from adapter.api.fhir import (
+    _ERRORS,
+    _FHIR_ID,
+    _TYPE,
+    _fhir_json,
+    _served,
+    base_url,
+    negotiate,
+    render,
+)
+from adapter.connectors.base import ResourceNotFound, WriteNotSupported, WriteRefused, Written
+from adapter.facade import Facade
+from adapter.fhir.outcome import FhirError, Issue, operation_outcome, vendor_issue
+from adapter.fhir.params import parse_search
+from adapter.idempotency import Outcome, fingerprint
+from adapter.transport import VendorError, VendorTimeout, VendorValidation
+from mappings import MappingError
+from mappings.errors import InvalidResource
+
+__all__ = ["MAX_BODY", "router"]
+
+MAX_BODY = 1 << 20  # bytes: far above any Patient or Appointment
+_JSON_BODIES = {"application/fhir+json", "application/json"}
+_CONFLICT_CODES = {"NO_TIMESLOTS_AVAILABLE", "AMBIGUOUS_TIMESLOTS"}
+
+router = APIRouter(prefix="/fhir", responses=_ERRORS, default_response_class=Response)
+_BODY = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "required": True}
+
+
+@router.post(
+    "/{resource_type}",
+    summary="Create (conditional with If-None-Exist; Idempotency-Key honoured)",
+    status_code=201,
+    responses={
+        201: _fhir_json("the stored resource, as read back from the vendor"),
+        200: _fhir_json("If-None-Exist matched one, or the vendor already held it"),
+        409: _fhir_json("OperationOutcome: the time is not free"),
+        412: _fhir_json("OperationOutcome: If-None-Exist matched more than one"),
+        413: _fhir_json("OperationOutcome: the body is too large"),
+        415: _fhir_json("OperationOutcome: the body is not FHIR JSON"),
+        422: _fhir_json("OperationOutcome: not valid, or not what the source can hold"),
+    },
+    openapi_extra={"parameters": [_TYPE], "requestBody": _BODY},
+)
+async def create(request: Request) -> Response:
+    resource_type = request.path_params["resource_type"]
+    return await _idempotent(request, lambda raw: _create(request, resource_type, raw))
+
+
+@router.put(
+    "/{resource_type}/{fhir_id}",
+    summary="Update: move or cancel an Appointment",
+    responses={
+        200: _fhir_json("the appointment as the vendor now holds it"),
+        409: _fhir_json("OperationOutcome: the time is not free"),
+        422: _fhir_json("OperationOutcome: an element the vendor cannot change"),
+    },
+    openapi_extra={"parameters": [_TYPE, _FHIR_ID], "requestBody": _BODY},
+)
+async def update(request: Request) -> Response:
+    resource_type = request.path_params["resource_type"]
+    fhir_id = request.path_params["fhir_id"]
+    return await _idempotent(request, lambda raw: _update(request, resource_type, fhir_id, raw))
+
+
+async def _idempotent(request: Request, handle) -> Response:
+    negotiate(request)
+    raw = await _read_body(request)
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await _answer(request, handle, raw)
+    if not 1 <= len(key) <= 255:
+        raise FhirError.one(400, "invalid", "Idempotency-Key must be 1 to 255 characters")
+    store = request.app.state.idempotency
+    print_ = fingerprint(request.method, request.url.path, raw)
+    held = await store.claim(key, print_)
+    if held is not None:
+        if held.fingerprint != print_:
+            raise FhirError.one(
+                422, "business-rule", "Idempotency-Key was used for another request"
+            )
+        if held.status is None:
+            raise FhirError.one(
+                409,
+                "conflict",
+                "a request with this Idempotency-Key is still running",
+                **{"Retry-After": "1"},
+            )
+        headers = dict(held.headers) | {"Idempotent-Replayed": "true"}
+        return Response(held.body, held.status, headers)
+    response: Response | None = None
+    try:
+        response = await _answer(request, handle, raw)
+        return response
+    finally:
+        keep = response is not None and response.status_code < 500
+        outcome = None
+        if keep:
+            headers = tuple((k, v) for k, v in response.headers.items() if k != "content-length")
+            outcome = Outcome(print_, response.status_code, headers, bytes(response.body))
+        await store.finish(key, outcome)
+
+
+async def _answer(request: Request, handle, raw: bytes) -> Response:
+    """The write's response, errors included (so an idempotent replay keeps them too)."""
+    try:
+        return await handle(raw)
+    except FhirError as exc:
+        return render(request, exc.body(), exc.status, exc.headers)
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise FhirError.one(413, "too-costly", f"the body is over {MAX_BODY} bytes")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _JSON_BODIES:
+        raise FhirError.one(415, "not-supported", "send the resource as application/fhir+json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise FhirError.one(413, "too-costly", f"the body is over {MAX_BODY} bytes")
+    return bytes(body)
+
+
+def _resource(raw: bytes, resource_type: str) -> dict[str, Any]:
+    try:
+        resource = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FhirError.one(400, "structure", "the body is not JSON") from None
+    if not isinstance(resource, dict):
+        raise FhirError.one(400, "structure", "the body is not a JSON object")
+    if resource.get("resourceType") != resource_type:
+        raise FhirError.one(
+            400, "invalid", f"resourceType must be {resource_type}", f"{resource_type}.resourceType"
+        )
+    try:
+        get_fhir_model_class(resource_type).model_validate(resource)
+    except pydantic.ValidationError as exc:
+        raise FhirError(422, [_issue(resource_type, e) for e in exc.errors()]) from None
+    return resource
+
+
+def _issue(resource_type: str, error: Any) -> Issue:
+    path = resource_type
+    for part in error.get("loc", ()):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "__root__":
+            path += f".{part}"
+    # The message only, never the offending value: it may be patient data.
+    message = str(error.get("msg", "invalid")).split("\n")[0][:200]
+    return Issue("error", "invalid", message, (path,))
+
+
+def _write_error(exc: Exception, source: str) -> FhirError:
+    if isinstance(exc, WriteRefused):
+        return FhirError(
+            exc.status,
+            [Issue("error", "not-supported", f"source {source}: {exc.reason}", (exc.expression,))],
+        )
+    if isinstance(exc, InvalidResource):
+        return FhirError(
+            422, [Issue("error", "invalid", f"source {source}: {exc.reason}", (exc.expression,))]
+        )
+    if isinstance(exc, WriteNotSupported):
+        return FhirError.one(422, "not-supported", f"source {source} does not take this write")
+    if isinstance(exc, VendorValidation):
+        codes = ", ".join(exc.error_codes) or "no reason given"
+        if exc.status == 409 or _CONFLICT_CODES & set(exc.error_codes):
+            return FhirError.one(
+                409, "conflict", f"source {source}: the time is not available ({codes})"
+            )
+        return FhirError.one(422, "business-rule", f"source {source} refused the write ({codes})")
+    if isinstance(exc, VendorTimeout):
+        return FhirError.one(
+            504,
+            "timeout",
+            f"source {source} did not answer in time and holds no such record; "
+            "send the request again with the same Idempotency-Key",
+        )
+    if isinstance(exc, VendorError | MappingError):
+        status, issue = vendor_issue(exc, source)
+        return FhirError(status, [issue])
+    raise exc
+
+
+def _respond(
+    request: Request, resource_type: str, written: Written, created_status: int
+) -> Response:
+    resource = written.resource
+    location = f"{base_url(request)}/{resource_type}/{resource['id']}"
+    status = created_status if written.created else 200
+    headers = {"Location": location} if status == 201 else {"Content-Location": location}
+    prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
+    if "return=minimal" in prefer:
+        return Response(b"", status, headers)
+    if "return=operationoutcome" in prefer:
+        what = "created" if status == 201 else "stored"
+        body = operation_outcome(
+            Issue("information", "informational", f"{resource_type}/{resource['id']} {what}")
+        )
+        return render(request, body, status, headers)
+    return render(request, resource, status, headers)
+
+
+async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
+    facade: Facade = request.app.state.facade
+    _served(facade, resource_type)
+    resource = _resource(raw, resource_type)
+    source = await facade.source_for_create(resource_type, resource)
+    condition = request.headers.get("if-none-exist")
+    if condition is not None:
+        found = await _matching(request, facade, resource_type, source, condition)
+        if len(found) > 1:
+            raise FhirError.one(412, "duplicate", "If-None-Exist matches more than one resource")
+        if found:
+            return _respond(request, resource_type, Written(found[0], created=False), 201)
+    try:
+        written = await facade.connectors[source].create(resource_type, resource)
+    except Exception as exc:
+        raise _write_error(exc, source) from None
+    return _respond(request, resource_type, written, 201)
+
+
+async def _matching(
+    request: Request, facade: Facade, resource_type: str, source: str, condition: str
+) -> list[dict[str, Any]]:
+    """What an ``If-None-Exist`` search finds at the target source (two at the most)."""
+    items = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+    if not items:
+        raise FhirError.one(400, "invalid", "If-None-Exist holds no search", "If-None-Exist")
+    parsed = parse_search(
+        resource_type,
+        [*items, ("_count", "2")],
+        supported=facade.supported_params(resource_type),
+        includes=(),
+        sources=facade.connectors,
+        strict=True,  # a condition that cannot be checked must not create blindly
+        default_count=2,
+        max_count=2,
+    )
+    state, issues = facade.first_state(parsed, only=(source,))
+    if issues:
+        raise FhirError(
+            400, [Issue("error", "not-supported", i.diagnostics, i.expression) for i in issues]
+        )
+    page = await facade.search_page(state, [])
+    return page.matches
+
+
+async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes) -> Response:
+    facade: Facade = request.app.state.facade
+    _served(facade, resource_type)
+    resource = _resource(raw, resource_type)
+    if resource.get("id") != fhir_id:
+        raise FhirError.one(
+            400, "invalid", "the body's id must be the id in the URL", f"{resource_type}.id"
+        )
+    source = facade.owner(fhir_id)
+    if source is None:
+        raise FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
+    try:
+        written = await facade.connectors[source].update(resource_type, fhir_id, resource)
+    except FhirError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, ResourceNotFound):
+            raise FhirError.one(
+                404, "not-found", f"{resource_type}/{fhir_id} is not known here"
+            ) from None
+        raise _write_error(exc, source) from None
+    return _respond(request, resource_type, written, 200)

@@ -1,0 +1,34 @@
+"""What a PUT asks to change, element by element, against the resource as it stands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["actor_of", "changed", "participants_changed"]
+
+# Elements a server sets, not the client: never a change the client asked for.
+_SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
+
+
+def changed(current: dict[str, Any], wanted: dict[str, Any]) -> set[str]:
+    """Top-level elements whose value differs (present in one only counts)."""
+    keys = (set(current) | set(wanted)) - _SERVER_SET
+    return {k for k in keys if current.get(k) != wanted.get(k)}
+
+
+def actor_of(resource: dict[str, Any], kind: str) -> str | None:
+    """The reference of the first participant whose actor is a ``kind``."""
+    for p in resource.get("participant") or ():
+        ref = ((p or {}).get("actor") or {}).get("reference") or ""
+        if ref.startswith(f"{kind}/"):
+            return ref
+    return None
+
+
+def participants_changed(current: dict[str, Any], wanted: dict[str, Any]) -> set[str]:
+    """Which kinds of participant (Patient, Practitioner, Location) the PUT changes."""
+    return {
+        kind
+        for kind in ("Patient", "Practitioner", "Location")
+        if actor_of(current, kind) != actor_of(wanted, kind)
+    }

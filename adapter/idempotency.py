@@ -1,0 +1,75 @@
+"""``Idempotency-Key``: a repeated write replays its first outcome instead of happening twice.
+
+The first outcome of a key (status, headers, body) is kept for ``ttl`` seconds (24 h by
+default) with a fingerprint of the request; the same key with another request is refused,
+and a repeat that arrives while the first is still running is told to wait. Outcomes of
+5xx are not kept: the client may try again, and the connectors check the vendor before
+a write that timed out is made again. Memory by default; a shared store (Redis) for more
+than one worker implements the same two methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["IdempotencyStore", "MemoryStore", "Outcome", "fingerprint"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    fingerprint: str
+    status: int | None = None  # None while the first request is still running
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+def fingerprint(method: str, path: str, body: bytes, client: str = "") -> str:
+    digest = hashlib.sha256()
+    for part in (client, method, path):
+        digest.update(part.encode() + b"\0")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+class IdempotencyStore(Protocol):
+    async def claim(self, key: str, print_: str) -> Outcome | None:
+        """Claim ``key`` for a new request (None), or the outcome already held for it."""
+        ...
+
+    async def finish(self, key: str, outcome: Outcome | None) -> None:
+        """Record the first outcome of ``key``, or (None) release it for another try."""
+        ...
+
+
+class MemoryStore:
+    def __init__(self, ttl: float = 24 * 3600, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Outcome]] = {}
+        self._lock = asyncio.Lock()
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, (at, _) in self._entries.items() if at + self._ttl <= now]:
+            del self._entries[key]
+
+    async def claim(self, key: str, print_: str) -> Outcome | None:
+        async with self._lock:
+            now = self._clock()
+            self._expire(now)
+            held = self._entries.get(key)
+            if held is not None:
+                return held[1]
+            self._entries[key] = (now, Outcome(print_))
+            return None
+
+    async def finish(self, key: str, outcome: Outcome | None) -> None:
+        async with self._lock:
+            if outcome is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = (self._clock(), outcome)
