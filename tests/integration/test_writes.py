@@ -1,0 +1,417 @@
+"""Writes over HTTP against both sandboxes, each result read back through the facade and
+through the vendor's own API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import uvicorn
+from fhir_check import check_response
+from harness import FAST
+
+from adapter.app import create_app
+from adapter.sandbox import LeyrSandbox, NyraSandbox
+from adapter.settings import Settings
+from mappings import decode_id, encode_id
+
+JSON = {"content-type": "application/fhir+json"}
+PNR = "urn:oid:1.2.752.129.2.1.3.1"
+
+
+class World:
+    """Both sandboxes, the facade over them on a loopback port, and each vendor's own API."""
+
+    def __init__(self, **source_extra) -> None:
+        self.leyr = LeyrSandbox(seed=2, patients=12)
+        self.nyra = NyraSandbox(seed=2, patients=12, limits=FAST)
+        sources = {
+            "leyr-w": {"connector": "leyr", **self.leyr.defaults(), **source_extra},
+            "nyra-w": {"connector": "nyra", **self.nyra.defaults(), **source_extra},
+        }
+        transports = {"leyr-w": self.leyr.transport(), "nyra-w": self.nyra.transport()}
+        self.app = create_app(
+            Settings(sources=sources, cursor_key=b"w" * 32), transports=transports
+        )
+
+
+@pytest.fixture
+def world():
+    return World()
+
+
+@pytest.fixture
+def served(world):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning"))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+    thread.start()
+    hooks = {"response": [check_response]}
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir", timeout=30, event_hooks=hooks
+    ) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def leyr_own(world: World, cu: str, kind: str, vendor_id: str) -> httpx.Response:
+    auth = {
+        "x-leyr-client-id": world.leyr.client_id,
+        "x-leyr-client-secret": world.leyr.client_secret,
+    }
+
+    async def get():
+        async with httpx.AsyncClient(transport=world.leyr.transport(), base_url="http://l") as c:
+            return await c.get(f"/emrs/webdoc/care-units/{cu}/{kind}/{vendor_id}", headers=auth)
+
+    return asyncio.run(get())
+
+
+def nyra_own(world: World, kind: str, vendor_id: str) -> httpx.Response:
+    grant = world.nyra.api_keys()[0]
+    auth = {
+        "x-api-key": grant.key,
+        "x-api-secret": grant.secret,
+        "authorization": f"Bearer {grant.token}",
+    }
+
+    async def get():
+        async with httpx.AsyncClient(transport=world.nyra.transport(), base_url="http://n") as c:
+            return await c.get(f"/{kind}/{vendor_id}", headers=auth)
+
+    return asyncio.run(get())
+
+
+def leyr_patient() -> dict:
+    return {
+        "resourceType": "Patient",
+        "meta": {"source": "leyr-w"},
+        "identifier": [{"system": PNR, "value": "191212121212"}],
+        "name": [{"family": "Tolvansson", "given": ["Tolvan"]}],
+        "telecom": [{"system": "phone", "value": "+46701234567"}],
+        "gender": "male",
+        "birthDate": "1912-12-12",
+    }
+
+
+def nyra_patient() -> dict:
+    return {
+        "resourceType": "Patient",
+        "meta": {"source": "nyra-w"},
+        "name": [{"given": ["Asha"], "family": "Verma"}],
+        "telecom": [{"system": "phone", "value": "+919812345678"}],
+        "gender": "female",
+        "birthDate": "1991-02-03",
+    }
+
+
+def weekday(days_ahead: int) -> date:
+    day = date.today() + timedelta(days=days_ahead)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+def booking(world: World, http: httpx.Client, source: str, patient_id: str, hour: int) -> dict:
+    """A 15-minute booking for ``patient_id`` with a practitioner of its care unit or
+    hospital, on a weekday three days ahead at ``hour`` local time."""
+    zone = ZoneInfo("Europe/Stockholm" if source.startswith("leyr") else "Asia/Kolkata")
+    start = datetime.combine(weekday(3), datetime.min.time(), zone).replace(hour=hour)
+    body = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=15)).isoformat(),
+        "comment": "Booked through the facade",
+    }
+    if source.startswith("leyr"):
+        cu = decode_id(patient_id).scope
+        doctor = next(r["id"] for r in world.leyr.resources if r["care_unit_id"] == cu)
+        service = next(
+            s
+            for s in world.leyr.services
+            if s["care_unit_id"] == cu and s["duration_minutes"] == 15
+        )
+        doctor_ref = f"Practitioner/{encode_id(source, doctor, cu)}"
+        system = f"https://fhir-adapter.dev/fhir/CodeSystem/{source}/healthcare-service"
+        body["serviceType"] = [{"coding": [{"system": system, "code": service["id"]}]}]
+    else:
+        doctor_ref = f"Practitioner/{encode_id(source, next(iter(world.nyra.doctors))['id'])}"
+    body["participant"] = [
+        {"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
+        {"actor": {"reference": doctor_ref}, "status": "accepted"},
+    ]
+    return body
+
+
+# -- patients ---------------------------------------------------------------------------
+
+
+def test_create_patient_in_each_source_and_read_it_back(world, served):
+    for body in (leyr_patient(), nyra_patient()):
+        r = served.post("/Patient", json=body, headers=JSON)
+        assert r.status_code == 201
+        made = r.json()
+        assert r.headers["location"].endswith(f"/Patient/{made['id']}")
+        assert served.get(f"/Patient/{made['id']}").json() == made
+        assert made["name"][0]["family"] == body["name"][0]["family"]
+        assert made["birthDate"] == body["birthDate"] and made["gender"] == body["gender"]
+        gid = decode_id(made["id"])
+        if gid.source == "leyr-w":
+            own = leyr_own(world, gid.scope, "patients", gid.vendor_id).json()
+            assert (own["first_name"], own["last_name"]) == ("Tolvan", "Tolvansson")
+            assert own["external_id"] == "191212121212"
+        else:
+            own = nyra_own(world, "patients", gid.vendor_id).json()["data"]
+            assert own["name"] == "Asha Verma" and own["phone"] == "+919812345678"
+
+
+def test_leyr_upsert_gives_the_existing_patient_not_a_duplicate(world, served):
+    before = sum(len(t) for t in world.leyr.patients.values())
+    first = served.post("/Patient", json=leyr_patient(), headers=JSON)
+    again = served.post("/Patient", json=leyr_patient(), headers=JSON)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert sum(len(t) for t in world.leyr.patients.values()) == before + 1
+
+
+def test_conditional_create(world, served):
+    body = nyra_patient()
+    made = served.post("/Patient", json=body, headers=JSON).json()
+    cond = {**JSON, "If-None-Exist": "phone=%2B919812345678"}
+    before = len(world.nyra.patients)
+    again = served.post("/Patient", json=body, headers=cond)
+    assert again.status_code == 200 and again.json()["id"] == made["id"]
+    assert len(world.nyra.patients) == before
+    # a second patient with that phone: the condition is now ambiguous
+    served.post("/Patient", json={**body, "name": [{"text": "Other Person"}]}, headers=JSON)
+    ambiguous = served.post("/Patient", json=body, headers=cond)
+    assert ambiguous.status_code == 412
+    unknown = served.post("/Patient", json=body, headers={**JSON, "If-None-Exist": "eye=blue"})
+    assert unknown.status_code == 400
+
+
+def test_prefer_return(served):
+    minimal = served.post(
+        "/Patient", json=nyra_patient(), headers={**JSON, "Prefer": "return=minimal"}
+    )
+    assert minimal.status_code == 201 and minimal.content == b"" and minimal.headers["location"]
+    outcome = served.post(
+        "/Patient", json=nyra_patient(), headers={**JSON, "Prefer": "return=OperationOutcome"}
+    )
+    assert outcome.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    "mutate,status,expression",
+    [
+        (lambda b: b"{not json", 400, None),
+        (lambda b: {**b, "resourceType": "Observation"}, 400, "Patient.resourceType"),
+        (lambda b: {**b, "birthDate": "1991-13-45"}, 422, "Patient.birthDate"),
+        (lambda b: {**b, "gender": "robot"}, 422, "Patient.gender"),
+        (lambda b: {**b, "meta": {"source": "nowhere"}}, 422, "Patient.meta.source"),
+        (lambda b: {**b, "meta": {}}, 422, "Patient.meta.source"),
+        (lambda b: {**b, "telecom": []}, 422, "Patient.telecom"),
+    ],
+)
+def test_bad_patients_never_reach_the_vendor(world, served, mutate, status, expression):
+    before = len(world.nyra.patients), world.nyra.api_keys()[0].requests
+    body = mutate(nyra_patient())
+    content = body if isinstance(body, bytes) else None
+    r = served.post("/Patient", content=content, json=None if content else body, headers=JSON)
+    assert r.status_code == status
+    issues = r.json()["issue"]
+    if expression:
+        assert expression in [e for i in issues for e in i.get("expression", [])]
+    assert (len(world.nyra.patients), world.nyra.api_keys()[0].requests) == before
+
+
+def test_size_and_type_limits(served):
+    huge = {
+        **nyra_patient(),
+        "text": {"status": "generated", "div": "<div>" + "x" * 1_100_000 + "</div>"},
+    }
+    assert served.post("/Patient", json=huge, headers=JSON).status_code == 413
+    xml = served.post(
+        "/Patient", content=b"<Patient/>", headers={"content-type": "application/fhir+xml"}
+    )
+    assert xml.status_code == 415
+
+
+# -- appointments ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["leyr-w", "nyra-w"])
+def test_book_read_back_and_cancel(world, served, source):
+    patient = served.get("/Patient", params={"_source": source, "_count": "1"}).json()
+    patient_id = patient["entry"][0]["resource"]["id"]
+    body = booking(world, served, source, patient_id, hour=10)
+    r = served.post("/Appointment", json=body, headers=JSON)
+    assert r.status_code == 201, r.json()
+    made = r.json()
+    assert made["status"] == "booked"
+    assert datetime.fromisoformat(made["start"]) == datetime.fromisoformat(body["start"])
+    assert served.get(f"/Appointment/{made['id']}").json() == made
+    gid = decode_id(made["id"])
+    if source == "leyr-w":
+        own = leyr_own(world, gid.scope, "appointments", gid.vendor_id).json()
+        assert own["comment"] == "Booked through the facade"
+    else:
+        own = nyra_own(world, "appointments", gid.vendor_id).json()["data"]
+        assert own["notes"] == "Booked through the facade" and own["status"] == "BOOKED"
+    clash = served.post("/Appointment", json=body, headers=JSON)
+    assert clash.status_code == 409 and clash.json()["issue"][0]["code"] == "conflict"
+    cancelled = served.put(
+        f"/Appointment/{made['id']}", json={**made, "status": "cancelled"}, headers=JSON
+    )
+    assert cancelled.status_code == 200
+    if gid.scope == "L0_2":  # Leyr: a cancel awaiting the patient's confirmation
+        assert cancelled.json()["status"] == "pending" and cancelled.json()["id"] != made["id"]
+    else:
+        assert cancelled.json()["status"] == "cancelled"
+        assert served.get(f"/Appointment/{made['id']}").json()["status"] == "cancelled"
+
+
+def test_leyr_move_and_what_cannot_change(world, served):
+    patient = served.get("/Patient", params={"_source": "leyr-w", "_count": "1"}).json()
+    patient_id = patient["entry"][0]["resource"]["id"]
+    made = served.post(
+        "/Appointment", json=booking(world, served, "leyr-w", patient_id, 13), headers=JSON
+    ).json()
+    later = (datetime.fromisoformat(made["start"]) + timedelta(hours=1)).isoformat()
+    end = (datetime.fromisoformat(made["end"]) + timedelta(hours=1)).isoformat()
+    moved = served.put(
+        f"/Appointment/{made['id']}", json={**made, "start": later, "end": end}, headers=JSON
+    )
+    assert moved.status_code == 200
+    assert datetime.fromisoformat(moved.json()["start"]) == datetime.fromisoformat(later)
+    gid = decode_id(made["id"])
+    own = leyr_own(world, gid.scope, "appointments", gid.vendor_id).json()
+    assert datetime.fromisoformat(own["start"]) == datetime.fromisoformat(later)
+    refused = served.put(
+        f"/Appointment/{made['id']}",
+        json={**moved.json(), "description": "new text"},
+        headers=JSON,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["issue"][0]["expression"] == ["Appointment.description"]
+
+
+def test_nyra_cannot_move_and_says_which_element(world, served):
+    patient = served.get("/Patient", params={"_source": "nyra-w", "_count": "1"}).json()
+    patient_id = patient["entry"][0]["resource"]["id"]
+    made = served.post(
+        "/Appointment", json=booking(world, served, "nyra-w", patient_id, 12), headers=JSON
+    ).json()
+    later = (datetime.fromisoformat(made["start"]) + timedelta(hours=1)).isoformat()
+    r = served.put(f"/Appointment/{made['id']}", json={**made, "start": later}, headers=JSON)
+    assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["Appointment.start"]
+
+
+def test_booking_an_unknown_patient_is_422(world, served):
+    first = served.get("/Patient", params={"_source": "nyra-w"}).json()["entry"][0]["resource"]
+    body = booking(world, served, "nyra-w", first["id"], 9)
+    body["participant"][0]["actor"]["reference"] = "Patient/nyra-w.no-such-patient"
+    before = len(world.nyra.appointments)
+    r = served.post("/Appointment", json=body, headers=JSON)
+    assert r.status_code == 422 and len(world.nyra.appointments) == before
+
+
+def test_idempotency_key_replays_the_first_outcome(world, served):
+    patient = served.get("/Patient", params={"_source": "nyra-w", "_count": "1"}).json()
+    body = booking(world, served, "nyra-w", patient["entry"][0]["resource"]["id"], 15)
+    key = {**JSON, "Idempotency-Key": "booking-123"}
+    before = len(world.nyra.appointments)
+    first = served.post("/Appointment", json=body, headers=key)
+    second = served.post("/Appointment", json=body, headers=key)
+    assert first.status_code == second.status_code == 201
+    assert second.headers["idempotent-replayed"] == "true"
+    assert first.json() == second.json()
+    assert len(world.nyra.appointments) == before + 1
+    other = served.post("/Appointment", json={**body, "comment": "else"}, headers=key)
+    assert other.status_code == 422
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry", ["Idempotency-Key", "If-None-Exist"])
+def test_a_booking_committed_before_a_timeout_exists_once(retry):
+    world = World(timeout={"read": 0.3, "connect": 1})
+    world.nyra.faults.hang_after_commit = True
+    world.nyra.faults.hang_seconds = 30
+    transport = httpx.ASGITransport(app=world.app)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=transport, base_url="http://f/fhir") as c:
+            patient = (await c.get("/Patient", params={"_source": "nyra-w", "_count": "1"})).json()
+            patient_id = patient["entry"][0]["resource"]["id"]
+            sample = (
+                await c.get("/Appointment", params={"_source": "nyra-w", "_count": "1"})
+            ).json()
+            doctor = next(
+                p["actor"]["reference"]
+                for p in sample["entry"][0]["resource"]["participant"]
+                if p["actor"]["reference"].startswith("Practitioner/")
+            )
+            start = datetime.combine(weekday(4), datetime.min.time(), ZoneInfo("Asia/Kolkata"))
+            start = start.replace(hour=11)
+            body = {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "start": start.isoformat(),
+                "participant": [
+                    {"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
+                    {"actor": {"reference": doctor}, "status": "accepted"},
+                ],
+            }
+            headers = dict(JSON)
+            if retry == "Idempotency-Key":
+                headers["Idempotency-Key"] = "after-timeout"
+            else:
+                headers["If-None-Exist"] = urlencode(
+                    {"patient": patient_id, "date": start.isoformat()}
+                )
+            first = await c.post("/Appointment", json=body, headers=headers)
+            world.nyra.faults.hang_after_commit = False
+            second = await c.post("/Appointment", json=body, headers=headers)
+            return first, second, patient_id, start
+
+    before = len(world.nyra.appointments)
+    first, second, patient_id, start = asyncio.run(scenario())
+    assert first.status_code == 201  # the timed-out booking was found, not made again
+    assert second.status_code in (200, 201)
+    assert first.json()["id"] == second.json()["id"]
+    same = [
+        a
+        for a in world.nyra.appointments
+        if a["patient_id"] == decode_id(patient_id).vendor_id
+        and datetime.fromisoformat(a["appointment_time"]) == start
+    ]
+    assert len(same) == 1 and len(world.nyra.appointments) == before + 1
+
+
+def test_a_vendor_5xx_during_create_leaves_nothing_half_made():
+    world = World(retry={"attempts": 1})
+    world.leyr.faults.error_rate = 1.0
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=world.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://f/fhir") as c:
+            return await c.post("/Patient", json=leyr_patient(), headers=JSON)
+
+    before = sum(len(t) for t in world.leyr.patients.values())
+    r = asyncio.run(scenario())
+    assert r.status_code in (502, 503) and r.json()["resourceType"] == "OperationOutcome"
+    assert "leyr-w" in r.json()["issue"][0]["diagnostics"]
+    assert sum(len(t) for t in world.leyr.patients.values()) == before
