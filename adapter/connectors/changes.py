@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["actor_of", "changed", "participants_changed"]
+from mappings import MappingError, decode_id
+
+__all__ = ["actor_of", "changed", "participants_changed", "without_foreign_references"]
 
 # Elements a server sets, not the client: never a change the client asked for.
 _SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
@@ -32,3 +34,29 @@ def participants_changed(current: dict[str, Any], wanted: dict[str, Any]) -> set
         for kind in ("Patient", "Practitioner", "Location")
         if actor_of(current, kind) != actor_of(wanted, kind)
     }
+
+
+def _ours(reference: Any, source: str) -> bool:
+    ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
+    if not isinstance(ref, str) or "/" not in ref:
+        return False
+    try:
+        return decode_id(ref.rsplit("/", 1)[1]).source == source
+    except MappingError:
+        return False
+
+
+def without_foreign_references(patient: dict[str, Any], source: str) -> dict[str, Any]:
+    """A new Patient without ``managingOrganization`` / ``generalPractitioner`` references
+    to another system: the vendor can hold only its own (a care unit, a branch, a doctor),
+    so those are dropped, as mappings/README.md says."""
+    out = dict(patient)
+    if "managingOrganization" in out and not _ours(out["managingOrganization"], source):
+        del out["managingOrganization"]
+    if "generalPractitioner" in out:
+        kept = [r for r in out["generalPractitioner"] or () if _ours(r, source)]
+        if kept:
+            out["generalPractitioner"] = kept
+        else:
+            del out["generalPractitioner"]
+    return out

@@ -21,7 +21,12 @@ from adapter.connectors.base import (
     Written,
     check_supported,
 )
-from adapter.connectors.changes import actor_of, changed, participants_changed
+from adapter.connectors.changes import (
+    actor_of,
+    changed,
+    participants_changed,
+    without_foreign_references,
+)
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
@@ -225,6 +230,7 @@ class LeyrConnector:
         raise WriteNotSupported(self.source, resource_type, "create")
 
     async def _create_patient(self, resource: dict[str, Any]) -> Written:
+        resource = without_foreign_references(resource, self.source)
         record = leyr.from_fhir_patient({k: v for k, v in resource.items() if k != "id"}, self.ctx)
         cu = record.pop("care_unit_id", None) or self.care_units[0]
         if cu not in self.care_units:

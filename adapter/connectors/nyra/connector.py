@@ -21,7 +21,7 @@ from adapter.connectors.base import (
     Written,
     check_supported,
 )
-from adapter.connectors.changes import changed, participants_changed
+from adapter.connectors.changes import changed, participants_changed, without_foreign_references
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.memo import MappedMemo, serialised
 from adapter.connectors.nyra.errors import classify
@@ -214,6 +214,7 @@ class NyraConnector:
     async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
         resource = {k: v for k, v in resource.items() if k != "id"}
         if resource_type == "Patient":
+            resource = without_foreign_references(resource, self.source)
             record = nyra.from_fhir_patient(resource, self.ctx)
             if not record.get("name"):
                 raise WriteRefused("Patient.name", "Nyra needs the patient's name")
