@@ -37,6 +37,9 @@ _DEFINITIONS = {
     ("Appointment", "date"): "Appointment-date",
     ("Appointment", "status"): "Appointment-status",
     ("Appointment", "service-type"): "Appointment-service-type",
+    ("Slot", "start"): "Slot-start",
+    ("Slot", "status"): "Slot-status",
+    ("Slot", "service-type"): "Slot-service-type",
 }
 
 

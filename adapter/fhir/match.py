@@ -85,6 +85,12 @@ def _actors(kind: str | None) -> Callable[[Resource], Iterator[str]]:
     return extract
 
 
+def _schedule_actor(r: Resource) -> Iterator[str]:
+    ref = (r.get("schedule") or {}).get("reference")
+    if isinstance(ref, str) and ref.startswith("Schedule/"):
+        yield "Practitioner/" + ref.split("/", 1)[1]
+
+
 # name -> (kind, extractor), per resource type.
 KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     "Patient": {
@@ -107,6 +113,13 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "patient": ("reference", _actors("Patient")),
         "practitioner": ("reference", _actors("Practitioner")),
         "actor": ("reference", _actors(None)),
+        "service-type": ("token", _codings("serviceType")),
+    },
+    # A Slot's Schedule has the id of the Practitioner whose free time it is.
+    "Slot": {
+        "schedule.actor": ("reference", _schedule_actor),
+        "start": ("date", lambda r: [r["start"]] if "start" in r else []),
+        "status": ("token", _plain("status")),
         "service-type": ("token", _codings("serviceType")),
     },
 }
@@ -175,7 +188,11 @@ def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
     return False
 
 
-_REF_TYPES = {"patient": "Patient", "practitioner": "Practitioner"}
+_REF_TYPES = {
+    "patient": "Patient",
+    "practitioner": "Practitioner",
+    "schedule.actor": "Practitioner",
+}
 
 
 def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> bool:

@@ -72,7 +72,8 @@ def test_capability_statement_is_r4_and_lists_what_works(http):
     statement = CapabilityStatement.model_validate(r.json())
     assert statement.fhirVersion == "4.0.1"
     resources = {res.type: res for res in statement.rest[0].resource}
-    assert set(resources) == {"Patient", "Appointment"}
+    assert set(resources) == {"Patient", "Appointment", "Slot"}
+    assert [i.code for i in resources["Slot"].interaction] == ["search-type"]
     patient_params = {p.name for p in resources["Patient"].searchParam}
     assert {"name", "birthdate", "identifier", "_source"} <= patient_params
     assert resources["Appointment"].searchInclude == ["Appointment:patient"]

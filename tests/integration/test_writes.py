@@ -415,3 +415,42 @@ def test_a_vendor_5xx_during_create_leaves_nothing_half_made():
     assert r.status_code in (502, 503) and r.json()["resourceType"] == "OperationOutcome"
     assert "leyr-w" in r.json()["issue"][0]["diagnostics"]
     assert sum(len(t) for t in world.leyr.patients.values()) == before
+
+
+# -- free time ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["leyr-w", "nyra-w"])
+def test_find_a_free_slot_book_it_and_it_is_gone(world, served, source):
+    patient = served.get("/Patient", params={"_source": source, "_count": "1"}).json()
+    patient_id = patient["entry"][0]["resource"]["id"]
+    template = booking(world, served, source, patient_id, 9)
+    doctor = template["participant"][1]["actor"]["reference"]
+    day = weekday(6)
+    window = [
+        ("schedule.actor", doctor),
+        ("start", f"ge{day.isoformat()}"),
+        ("start", f"lt{(day + timedelta(days=1)).isoformat()}"),
+        ("status", "free"),
+        ("_count", "100"),
+    ]
+    if source == "leyr-w":
+        window.append(("service-type", template["serviceType"][0]["coding"][0]["code"]))
+    free = served.get("/Slot", params=window).json()
+    slots = [e["resource"] for e in free["entry"] if e["search"]["mode"] == "match"]
+    assert slots and all(s["status"] == "free" for s in slots)
+    assert all(s["start"][:10] == day.isoformat() for s in slots)
+    assert {s["schedule"]["reference"] for s in slots} == {f"Schedule/{doctor.split('/')[1]}"}
+    chosen = slots[0]
+    body = {**template, "start": chosen["start"], "end": chosen["end"]}
+    made = served.post("/Appointment", json=body, headers=JSON)
+    assert made.status_code == 201, made.json()
+    again = served.get("/Slot", params=window).json()
+    starts = {e["resource"]["start"] for e in again["entry"] if e["search"]["mode"] == "match"}
+    assert chosen["start"] not in starts and len(starts) == len(slots) - 1
+
+
+def test_a_slot_search_names_a_practitioner_and_a_window(served):
+    r = served.get("/Slot", params={"start": "ge2030-01-01"})
+    assert r.status_code == 400
+    assert {e for i in r.json()["issue"] for e in i["expression"]} == {"schedule.actor"}

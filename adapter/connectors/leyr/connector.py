@@ -31,6 +31,7 @@ from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
 from adapter.connectors.memo import MappedMemo, serialised
+from adapter.connectors.slots import SLOT_PARAMS, slot_query, slot_resource
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
@@ -44,6 +45,7 @@ from adapter.transport import (
 )
 from mappings import LeyrContext, MappingError, decode_id, leyr
 from mappings.common.time import zone
+from mappings.leyr.appointment import healthcare_service_system
 
 __all__ = ["LeyrConnector"]
 
@@ -71,6 +73,7 @@ _MAPPERS = {
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+_SEARCH_ONLY = frozenset({"search-type"})
 
 
 class LeyrConnector:
@@ -84,6 +87,7 @@ class LeyrConnector:
                 interactions=_WRITES | {"update"},
                 includes=frozenset({"Appointment:patient"}),
             ),
+            "Slot": ResourceCapability(SLOT_PARAMS | {"service-type"}, interactions=_SEARCH_ONLY),
         }
     )
 
@@ -163,6 +167,12 @@ class LeyrConnector:
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
+        if request.resource_type == "Slot":
+            found = await self._slots(request)
+            hits = [r for r in found if matches(r, request.params, self.zone)]
+            offset = int(cursor) if cursor else 0
+            end = offset + request.count
+            return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
         if request.resource_type == "Patient":
             plan = plan_patients(request, self.source, self.care_units)
         else:
@@ -218,6 +228,60 @@ class LeyrConnector:
                 raise
             if one is not None:
                 out.append(one)
+        return out
+
+    async def _slots(self, request: SearchRequest) -> list[dict[str, Any]]:
+        """Free time from Leyr's timeslots, for every healthcare service of the care unit
+        (or the one ``service-type`` names)."""
+        query = slot_query(request, self.zone)
+        try:
+            gid = decode_id(query.practitioner)
+        except MappingError:
+            return []
+        if query.empty or gid.source != self.source or gid.scope not in self.care_units:
+            return []
+        cu = gid.scope
+        system = healthcare_service_system(self.source)
+        wanted = {
+            v.rpartition("|")[2]
+            for p in request.named("service-type")
+            for v in p.values
+            if "|" not in v or v.startswith(f"{system}|")
+        }
+        if wanted:
+            services = sorted(wanted)
+        else:
+            listed = await self.client.get_json(f"{self._cu(cu)}/healthcare-services")
+            services = [s["id"] for s in listed or () if isinstance(s, dict) and "id" in s]
+        out = []
+        for service in services:
+            params = {
+                "resource_id": gid.vendor_id,
+                "healthcare_service_id": service,
+                "start_date": query.first.isoformat(),
+                "end_date": query.last.isoformat(),
+            }
+            try:
+                slots = await self.client.get_json(f"{self._cu(cu)}/timeslots", params=params)
+            except VendorValidation as exc:
+                if {"INVALID_RESOURCE_ID", "INVALID_HEALTHCARE_SERVICE_ID"} & set(exc.error_codes):
+                    continue  # not this practitioner's or care unit's: no free time here
+                raise
+            coding = {"system": system, "code": service}
+            for slot in slots if isinstance(slots, list) else ():
+                try:
+                    start = datetime.fromisoformat(slot["start"])
+                    end = datetime.fromisoformat(slot["end"])
+                except (KeyError, TypeError, ValueError):
+                    raise MalformedResponse(
+                        self.source, None, "a timeslot without start/end"
+                    ) from None
+                out.append(
+                    slot_resource(
+                        self.ctx, query.practitioner, gid.vendor_id, cu, start, end, coding
+                    )
+                )
+        out.sort(key=lambda s: (s["start"], s["id"]))
         return out
 
     # -- writes -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import time, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.memo import MappedMemo, serialised
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
+from adapter.connectors.slots import SLOT_PARAMS, slot_query, slot_resource
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
@@ -37,7 +39,8 @@ from adapter.transport import (
     VendorTimeout,
 )
 from mappings import MappingError, NyraContext, decode_id, nyra
-from mappings.common.time import zone
+from mappings.common.time import local_to_instant, zone
+from mappings.errors import LocalTimeError
 
 __all__ = ["NyraConnector"]
 
@@ -53,6 +56,7 @@ MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+_SEARCH_ONLY = frozenset({"search-type"})
 
 
 class NyraConnector:
@@ -64,6 +68,7 @@ class NyraConnector:
                 interactions=_WRITES | {"update"},
                 includes=frozenset({"Appointment:patient"}),
             ),
+            "Slot": ResourceCapability(SLOT_PARAMS, interactions=_SEARCH_ONLY),
         }
     )
 
@@ -138,6 +143,12 @@ class NyraConnector:
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
+        if request.resource_type == "Slot":
+            found = await self._slots(request)
+            hits = [r for r in found if matches(r, request.params, self.zone)]
+            offset = int(cursor) if cursor else 0
+            end = offset + request.count
+            return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
         p = plan(request, self.source, self.zone)
         if p.empty:
             return Page([], None, total=0)
@@ -208,6 +219,40 @@ class NyraConnector:
             if len(records) < MAX_LIMIT or page >= int(data.get("total_pages") or page):
                 return Page(hits, None, total=None)
             page += 1
+
+    async def _slots(self, request: SearchRequest) -> list[dict[str, Any]]:
+        """Free time from Nyra's per-day doctor slots (hospital-local times)."""
+        query = slot_query(request, self.zone)
+        try:
+            gid = decode_id(query.practitioner)
+        except MappingError:
+            return []
+        if query.empty or gid.source != self.source or gid.scope is not None:
+            return []
+        path = f"/doctors/{quote(gid.vendor_id, safe='')}/slots"
+        out = []
+        day = query.first
+        while day <= query.last:
+            try:
+                body = await self.client.get_json(path, params={"date": day.isoformat()})
+            except NotFound:
+                return []  # no such doctor
+            data = self._data(body)
+            for slot in (data or {}).get("slots") or ():
+                try:
+                    start = local_to_instant(
+                        day, time.fromisoformat(slot["time"]), self.ctx.timezone
+                    )
+                    end = local_to_instant(
+                        day, time.fromisoformat(slot["end_time"]), self.ctx.timezone
+                    )
+                except (KeyError, TypeError, ValueError, LocalTimeError):
+                    continue  # a slot a local clock cannot name (a DST gap) is not offered
+                out.append(
+                    slot_resource(self.ctx, query.practitioner, gid.vendor_id, None, start, end)
+                )
+            day += timedelta(days=1)
+        return out
 
     # -- writes -------------------------------------------------------------------------
 
