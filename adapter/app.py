@@ -21,7 +21,7 @@ from adapter.connectors.registry import create_connector
 from adapter.facade import Facade
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.outcome import FhirError, from_exception
-from adapter.idempotency import MemoryStore
+from adapter.idempotency import MemoryStore, RedisStore
 from adapter.settings import Settings, load_settings
 from adapter.transport import VendorError
 from mappings import MappingError
@@ -49,6 +49,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await facade.aclose()
+        if isinstance(app.state.idempotency, RedisStore):
+            await app.state.idempotency.aclose()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -61,7 +63,7 @@ def create_app(
     app.state.settings = settings
     app.state.facade = facade
     app.state.cursors = CursorCodec(settings.cursor_key)
-    app.state.idempotency = MemoryStore()
+    app.state.idempotency = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     app.include_router(fhir_router)
     app.include_router(writes_router)
 

@@ -11,13 +11,16 @@ than one worker implements the same two methods.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["IdempotencyStore", "MemoryStore", "Outcome", "fingerprint"]
+import orjson
+
+__all__ = ["IdempotencyStore", "MemoryStore", "Outcome", "RedisStore", "fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,54 @@ class MemoryStore:
                 self._entries.pop(key, None)
             else:
                 self._entries[key] = (self._clock(), outcome)
+
+
+class RedisStore:
+    """The same, shared by every worker through Redis (``[server] redis_url``). Keys are
+    hashed; values expire with the ttl."""
+
+    def __init__(
+        self, url: str, ttl: float = 24 * 3600, prefix: str = "fhir-adapter:idem:"
+    ) -> None:
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._ttl = int(ttl)
+        self._prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return self._prefix + hashlib.sha256(key.encode()).hexdigest()
+
+    async def claim(self, key: str, print_: str) -> Outcome | None:
+        pending = orjson.dumps({"f": print_})
+        if await self._redis.set(self._key(key), pending, nx=True, ex=self._ttl):
+            return None
+        held = await self._redis.get(self._key(key))
+        if held is None:  # expired between the two calls: claim again
+            return await self.claim(key, print_)
+        data = orjson.loads(held)
+        if "s" not in data:
+            return Outcome(data["f"])
+        return Outcome(
+            data["f"],
+            data["s"],
+            tuple((k, v) for k, v in data["h"]),
+            base64.b64decode(data["b"]),
+        )
+
+    async def finish(self, key: str, outcome: Outcome | None) -> None:
+        if outcome is None:
+            await self._redis.delete(self._key(key))
+            return
+        value = orjson.dumps(
+            {
+                "f": outcome.fingerprint,
+                "s": outcome.status,
+                "h": [list(h) for h in outcome.headers],
+                "b": base64.b64encode(outcome.body).decode(),
+            }
+        )
+        await self._redis.set(self._key(key), value, ex=self._ttl)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -66,6 +66,7 @@ class Settings:
     # least 32 bytes) in FHIR_ADAPTER_CURSOR_KEY or [server] cursor_key; else one is
     # made at start-up and handed to the workers this process starts.
     cursor_key: bytes = field(default=b"", repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -117,6 +118,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         default_count=default_count,
         max_count=max_count,
         cursor_key=_cursor_key(server.get("cursor_key") or env.get(CURSOR_KEY_ENV)),
+        redis_url=server.get("redis_url") or None,
         origin=origin,
     )
 

@@ -1,0 +1,115 @@
+"""Idempotency stores: first outcome kept and replayed, in memory or shared through Redis.
+
+The Redis cases need the Redis server at 127.0.0.1:6379; without it they are skipped,
+saying so."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import httpx
+import pytest
+from harness import FAST
+
+from adapter.app import create_app
+from adapter.idempotency import MemoryStore, Outcome, RedisStore
+from adapter.sandbox import NyraSandbox
+from adapter.settings import Settings
+from mappings import encode_id
+
+pytestmark = pytest.mark.anyio
+REDIS = "redis://127.0.0.1:6379/15"
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+async def store(request):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    s = RedisStore(REDIS)
+    yield s
+    await s.aclose()
+
+
+async def test_claim_finish_replay(store):
+    key = f"k-{uuid.uuid4()}"
+    assert await store.claim(key, "print-1") is None
+    running = await store.claim(key, "print-1")
+    assert running == Outcome("print-1")  # still running: no status yet
+    done = Outcome("print-1", 201, (("location", "http://x/fhir/Patient/a"),), b'{"id":"a"}')
+    await store.finish(key, done)
+    assert await store.claim(key, "print-1") == done
+    assert (await store.claim(key, "print-2")).fingerprint == "print-1"
+
+
+async def test_a_released_key_can_be_claimed_again(store):
+    key = f"k-{uuid.uuid4()}"
+    assert await store.claim(key, "p") is None
+    await store.finish(key, None)
+    assert await store.claim(key, "p") is None
+
+
+async def test_memory_outcomes_expire():
+    now = [0.0]
+    store = MemoryStore(ttl=10, clock=lambda: now[0])
+    await store.claim("k", "p")
+    await store.finish("k", Outcome("p", 201))
+    now[0] = 9.9
+    assert (await store.claim("k", "p")).status == 201
+    now[0] = 20.0
+    assert await store.claim("k", "p") is None
+
+
+@needs_redis
+async def test_two_workers_sharing_redis_book_once():
+    sandbox = NyraSandbox(seed=4, patients=3, limits=FAST)
+    source = {"connector": "nyra", **sandbox.defaults()}
+
+    def worker():
+        settings = Settings(sources={"nyra-r": source}, cursor_key=b"r" * 32, redis_url=REDIS)
+        return create_app(settings, transports={"nyra-r": sandbox.transport()})
+
+    patient = next(iter(sandbox.patients))
+    doctor = next(iter(sandbox.doctors))
+    body = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": "2031-03-04T10:00:00+05:30",
+        "participant": [
+            {
+                "actor": {"reference": f"Patient/{encode_id('nyra-r', patient['id'])}"},
+                "status": "accepted",
+            },
+            {
+                "actor": {"reference": f"Practitioner/{encode_id('nyra-r', doctor['id'])}"},
+                "status": "accepted",
+            },
+        ],
+    }
+    headers = {"content-type": "application/fhir+json", "Idempotency-Key": f"two-{uuid.uuid4()}"}
+    answers = []
+    for app in (worker(), worker()):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://w"
+        ) as c:
+            answers.append(await c.post("/fhir/Appointment", json=body, headers=headers))
+        await app.state.idempotency.aclose()
+    assert [a.status_code for a in answers] == [201, 201]
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert answers[0].json() == answers[1].json()
+    booked = [
+        a for a in sandbox.appointments if a["appointment_time"].startswith("2031-03-04T10:00")
+    ]
+    assert len(booked) == 1
