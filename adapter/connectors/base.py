@@ -28,6 +28,7 @@ __all__ = [
     "Written",
     "check_supported",
     "iterate",
+    "offset_page",
 ]
 
 
@@ -136,6 +137,18 @@ def check_supported(capabilities: Capabilities, request: SearchRequest) -> None:
     for param in request.params:
         if param.name not in cap.search_params:
             raise UnsupportedParameter(param.name, "not supported by this source")
+
+
+def offset_page(hits: list[dict[str, Any]], count: int, cursor: str | None) -> Page:
+    """A page of a list held whole: the cursor is the offset of the next page."""
+    try:
+        offset = int(cursor) if cursor else 0
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise PaginationLoop("not a cursor of this search")
+    end = offset + count
+    return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
 
 
 class ReadOnly:

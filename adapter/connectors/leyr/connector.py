@@ -20,6 +20,7 @@ from adapter.connectors.base import (
     WriteRefused,
     Written,
     check_supported,
+    offset_page,
 )
 from adapter.connectors.changes import (
     actor_of,
@@ -170,9 +171,7 @@ class LeyrConnector:
         if request.resource_type == "Slot":
             found = await self._slots(request)
             hits = [r for r in found if matches(r, request.params, self.zone)]
-            offset = int(cursor) if cursor else 0
-            end = offset + request.count
-            return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
+            return offset_page(hits, request.count, cursor)
         if request.resource_type == "Patient":
             plan = plan_patients(request, self.source, self.care_units)
         else:
@@ -181,9 +180,7 @@ class LeyrConnector:
         hits = (
             [r for r in found if matches(r, request.params, self.zone)] if request.params else found
         )
-        offset = int(cursor) if cursor else 0
-        end = offset + request.count
-        return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
+        return offset_page(hits, request.count, cursor)
 
     async def _fetch(self, resource_type: str, plan: Plan) -> list[dict[str, Any]]:
         collection, to_fhir = _MAPPERS[resource_type]

@@ -21,6 +21,7 @@ from adapter.connectors.base import (
     WriteRefused,
     Written,
     check_supported,
+    offset_page,
 )
 from adapter.connectors.changes import changed, participants_changed, without_foreign_references
 from adapter.connectors.config import http_for, require, retry_for
@@ -146,9 +147,7 @@ class NyraConnector:
         if request.resource_type == "Slot":
             found = await self._slots(request)
             hits = [r for r in found if matches(r, request.params, self.zone)]
-            offset = int(cursor) if cursor else 0
-            end = offset + request.count
-            return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
+            return offset_page(hits, request.count, cursor)
         p = plan(request, self.source, self.zone)
         if p.empty:
             return Page([], None, total=0)
