@@ -14,9 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from adapter.api.auth import router as auth_router
 from adapter.api.fhir import render
 from adapter.api.fhir import router as fhir_router
+from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.writes import router as writes_router
+from adapter.auth.tokens import AssertionReplay, TokenService
 from adapter.connectors.registry import create_connector
 from adapter.facade import Facade
 from adapter.fhir.cursor import CursorCodec
@@ -64,6 +67,13 @@ def create_app(
     app.state.facade = facade
     app.state.cursors = CursorCodec(settings.cursor_key)
     app.state.idempotency = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    audience = settings.public_base_url or "urn:fhir-adapter"
+    open_access = settings.open_access and not settings.clients
+    app.state.tokens = (
+        None if open_access else TokenService(settings.token_key, audience, settings.token_minutes)
+    )
+    app.state.replay = AssertionReplay()
+    app.include_router(auth_router)  # before /fhir/{type}/{id}: the well-known route
     app.include_router(fhir_router)
     app.include_router(writes_router)
 
@@ -93,6 +103,11 @@ def create_app(
         return render(request, error.body(), error.status, error.headers)
 
     app.add_middleware(_Unexpected)
+    limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
+    audit_file = open(settings.audit_ndjson, "ab") if settings.audit_ndjson else None  # noqa: SIM115
+    app.add_middleware(
+        Guard, settings=settings, tokens=app.state.tokens, limiter=limiter, audit_file=audit_file
+    )
     return app
 
 

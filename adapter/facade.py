@@ -99,10 +99,12 @@ class Facade:
             if interaction in self.connectors[n].capabilities.resources[resource_type].interactions
         ]
 
-    async def source_for_create(self, resource_type: str, resource: dict[str, Any]) -> str:
+    async def source_for_create(
+        self, resource_type: str, resource: dict[str, Any], allowed: frozenset[str] | None = None
+    ) -> str:
         """Where a new resource goes: an Appointment to its Patient's source; a Patient to
         ``meta.source``, else the one source that takes it, else a 422 saying how to choose."""
-        writable = self.writable(resource_type)
+        writable = [n for n in self.writable(resource_type) if allowed is None or n in allowed]
         if not writable:
             raise FhirError.one(405, "not-supported", f"no source takes new {resource_type}s")
         if resource_type == "Appointment":
@@ -120,6 +122,8 @@ class Facade:
                 )
             patient_id = refs[0].split("/", 1)[1]
             source = self.owner(patient_id)
+            if allowed is not None and source not in allowed:
+                source = None
             if source is not None:
                 try:
                     await self.read("Patient", patient_id)
@@ -136,7 +140,7 @@ class Facade:
             return source
         wanted = (resource.get("meta") or {}).get("source")
         if wanted is not None:
-            if wanted not in self.connectors:
+            if wanted not in self.connectors or (allowed is not None and wanted not in allowed):
                 raise FhirError.one(
                     422,
                     "not-found",
@@ -162,10 +166,16 @@ class Facade:
 
     # -- read -----------------------------------------------------------------------------
 
-    async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+    async def read(
+        self, resource_type: str, fhir_id: str, allowed: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """One resource, from the source its id names (``allowed``: the sources the caller
+        may see; any other is as unknown as one that is not configured)."""
         try:
             source = decode_id(fhir_id).source
         except MappingError:
+            source = None
+        if allowed is not None and source not in allowed:
             source = None
         connector = self.connectors.get(source) if source else None
         if connector is None or resource_type not in connector.capabilities.resources:
@@ -304,9 +314,11 @@ class Facade:
             out.append(result)
         return out, issues
 
-    async def count(self, parsed: ParsedSearch) -> tuple[int, list[Issue]]:
+    async def count(
+        self, parsed: ParsedSearch, only: frozenset[str] | None = None
+    ) -> tuple[int, list[Issue]]:
         """The exact number of matches (pages through sources whose total is not exact)."""
-        state, issues = self.first_state(parsed)
+        state, issues = self.first_state(parsed, only=tuple(only) if only is not None else None)
         request = self.request_of(state)
 
         async def one(name: str) -> int:

@@ -87,7 +87,7 @@ class RedisStore:
     ) -> None:
         import redis.asyncio
 
-        self._redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._ttl = int(ttl)
         self._prefix = prefix
 
@@ -96,9 +96,9 @@ class RedisStore:
 
     async def claim(self, key: str, print_: str) -> Outcome | None:
         pending = orjson.dumps({"f": print_})
-        if await self._redis.set(self._key(key), pending, nx=True, ex=self._ttl):
+        if await self.redis.set(self._key(key), pending, nx=True, ex=self._ttl):
             return None
-        held = await self._redis.get(self._key(key))
+        held = await self.redis.get(self._key(key))
         if held is None:  # expired between the two calls: claim again
             return await self.claim(key, print_)
         data = orjson.loads(held)
@@ -113,7 +113,7 @@ class RedisStore:
 
     async def finish(self, key: str, outcome: Outcome | None) -> None:
         if outcome is None:
-            await self._redis.delete(self._key(key))
+            await self.redis.delete(self._key(key))
             return
         value = orjson.dumps(
             {
@@ -123,7 +123,7 @@ class RedisStore:
                 "b": base64.b64encode(outcome.body).decode(),
             }
         )
-        await self._redis.set(self._key(key), value, ex=self._ttl)
+        await self.redis.set(self._key(key), value, ex=self._ttl)
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self.redis.aclose()

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapter.auth.clients import Client, load_clients
+
 __all__ = [
     "CURSOR_KEY_ENV",
+    "DEMO_SECRET_ENV",
     "EMBEDDED_DEFAULT",
     "MAX_COUNT",
+    "TOKEN_KEY_ENV",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -31,6 +35,8 @@ SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_ENV = "FHIR_ADAPTER_CONFIG"
 CURSOR_KEY_ENV = "FHIR_ADAPTER_CURSOR_KEY"
+TOKEN_KEY_ENV = "FHIR_ADAPTER_TOKEN_KEY"
+DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 
@@ -47,7 +53,10 @@ EMBEDDED_DEFAULT: dict[str, Any] = {
             "timezone": "Asia/Kolkata",
             "sandbox": {"seed": 7, "patients": 200, "keys": 3},
         },
-    }
+    },
+    # The demo client's secret is made at start-up (or read from FHIR_ADAPTER_DEMO_SECRET)
+    # and printed by `serve` with the commands that use it.
+    "clients": {"demo": {"secret": "${" + DEMO_SECRET_ENV + "}", "scopes": ["system/*.cruds"]}},
 }
 
 
@@ -58,7 +67,10 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     sources: Mapping[str, Mapping[str, Any]]
-    clients: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    clients: Mapping[str, Client] = field(default_factory=dict)
+    # With no clients and open_access, the FHIR routes take no token: for development and
+    # tests only; a configuration file must ask for it in so many words.
+    open_access: bool = False
     public_base_url: str | None = None
     default_count: int = DEFAULT_COUNT
     max_count: int = MAX_COUNT
@@ -67,6 +79,9 @@ class Settings:
     # made at start-up and handed to the workers this process starts.
     cursor_key: bytes = field(default=b"", repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    token_key: bytes = field(default=b"", repr=False)  # signs access tokens (HS256)
+    token_minutes: float = 5.0
+    audit_ndjson: str | None = None  # AuditEvent NDJSON file, besides the audit log
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -78,6 +93,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     path = path or env.get(CONFIG_ENV) or None
     if path is None:
+        env = {DEMO_SECRET_ENV: secrets.token_urlsafe(24), **env}
         return _settings(EMBEDDED_DEFAULT, env, "embedded default")
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -111,27 +127,44 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     default_count = int(server.get("default_count", DEFAULT_COUNT))
     if not 1 <= default_count <= max_count <= 1000:
         raise SettingsError("[server] needs 1 <= default_count <= max_count <= 1000")
+    open_access = server.get("open_access", False) is True
+    try:
+        clients = load_clients(resolved.get("clients") or {}, list(sources))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if not clients and not open_access:
+        raise SettingsError(
+            "at least one [clients.NAME] table is needed (or, for development only, "
+            "[server] open_access = true)"
+        )
+    minutes = float(server.get("token_minutes", 5))
+    if not 1 <= minutes <= 60:
+        raise SettingsError("[server] token_minutes must be from 1 to 60")
     return Settings(
         sources=sources,
-        clients=resolved.get("clients") or {},
+        clients=clients,
+        open_access=open_access and not clients,
+        token_key=_key("token", server.get("token_key") or env.get(TOKEN_KEY_ENV)),
+        token_minutes=minutes,
+        audit_ndjson=server.get("audit_ndjson") or None,
         public_base_url=base.rstrip("/") if base else None,
         default_count=default_count,
         max_count=max_count,
-        cursor_key=_cursor_key(server.get("cursor_key") or env.get(CURSOR_KEY_ENV)),
+        cursor_key=_key("cursor", server.get("cursor_key") or env.get(CURSOR_KEY_ENV)),
         redis_url=server.get("redis_url") or None,
         origin=origin,
     )
 
 
-def _cursor_key(value: str | None) -> bytes:
+def _key(what: str, value: str | None) -> bytes:
     if not value:
         return secrets.token_bytes(32)
     try:
         key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
-        raise SettingsError("the cursor key must be base64") from None
+        raise SettingsError(f"the {what} key must be base64") from None
     if len(key) < 32:
-        raise SettingsError("the cursor key must hold at least 32 bytes")
+        raise SettingsError(f"the {what} key must hold at least 32 bytes")
     return key
 
 

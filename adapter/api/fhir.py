@@ -98,6 +98,24 @@ def render(request: Request, body: Any, status: int = 200, headers: dict | None 
     return Response(content, status, headers, media_type=f"{media}; charset=utf-8")
 
 
+def allowed_sources(request: Request) -> frozenset[str] | None:
+    """The sources the calling client may use (None: open access, every source)."""
+    client = request.scope.get("fhir.client")
+    return client.sources if client is not None else None
+
+
+def note_ids(request: Request, ids: list[str]) -> None:
+    """Record the ids a request touched, for its audit record."""
+    audit = request.scope.get("fhir.audit")
+    if audit is not None:
+        audit["ids"].extend(ids)
+
+
+def _client_name(request: Request) -> str | None:
+    client = request.scope.get("fhir.client")
+    return client.name if client is not None else None
+
+
 def _state(request: Request) -> tuple[Facade, Settings, CursorCodec]:
     s = request.app.state
     return s.facade, s.settings, s.cursors
@@ -126,7 +144,12 @@ def base_url(request: Request) -> str:
 async def metadata(request: Request) -> Response:
     negotiate(request)
     facade, settings, _ = _state(request)
-    return render(request, capability_statement(facade, base_url(request), settings.max_count))
+    token = None
+    if request.app.state.tokens is not None:
+        token = base_url(request).removesuffix("/fhir") + "/auth/token"
+    return render(
+        request, capability_statement(facade, base_url(request), settings.max_count, token)
+    )
 
 
 @router.get(
@@ -179,7 +202,8 @@ async def read(request: Request) -> Response:
     negotiate(request)
     facade, _, _ = _state(request)
     _served(facade, resource_type)
-    resource = await facade.read(resource_type, fhir_id)
+    resource = await facade.read(resource_type, fhir_id, allowed_sources(request))
+    note_ids(request, [resource["id"]])
     return render(request, resource)
 
 
@@ -210,18 +234,22 @@ async def _search(request: Request, resource_type: str, items: list[tuple[str, s
             state = cursors.decode(parsed.cursor)
         except InvalidCursor as exc:
             raise FhirError.one(400, "invalid", f"_cursor: {exc}", "_cursor") from None
-        if state.get("t") != resource_type:
+        if state.get("t") != resource_type or state.get("cl") != _client_name(request):
             raise FhirError.one(400, "invalid", "_cursor: belongs to another search", "_cursor")
         issues = []
         self_url = f"{base}/{resource_type}?_cursor={parsed.cursor}"
     else:
         if parsed.summary_count or parsed.request.count == 0:
             return await _count_only(request, facade, parsed, base)
-        state, issues = facade.first_state(parsed)
+        allowed = allowed_sources(request)
+        only = tuple(sorted(allowed)) if allowed is not None else None
+        state, issues = facade.first_state(parsed, only=only)
+        state["cl"] = _client_name(request)
         self_url = _first_url(base, resource_type, parsed)
         if parsed.total == "accurate":
-            state["tot"], _ = await facade.count(parsed)
+            state["tot"], _ = await facade.count(parsed, allowed)
     page = await facade.search_page(state, issues)
+    note_ids(request, [r["id"] for r in page.matches] + [r["id"] for r in page.includes])
     links = {"self": self_url}
     if page.next_state is not None:
         links["next"] = (
@@ -250,6 +278,6 @@ def _first_url(base: str, resource_type: str, parsed: ParsedSearch) -> str:
 async def _count_only(
     request: Request, facade: Facade, parsed: ParsedSearch, base: str
 ) -> Response:
-    total, issues = await facade.count(parsed)
+    total, issues = await facade.count(parsed, allowed_sources(request))
     links = {"self": _first_url(base, parsed.request.resource_type, parsed)}
     return render(request, searchset(base, matches=[], issues=issues, total=total, links=links))

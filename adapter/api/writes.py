@@ -23,6 +23,7 @@ from adapter.api.fhir import (
     _TYPE,
     _fhir_json,
     _served,
+    allowed_sources,
     base_url,
     negotiate,
     render,
@@ -91,7 +92,9 @@ async def _idempotent(request: Request, handle) -> Response:
     if not 1 <= len(key) <= 255:
         raise FhirError.one(400, "invalid", "Idempotency-Key must be 1 to 255 characters")
     store = request.app.state.idempotency
-    print_ = fingerprint(request.method, request.url.path, raw)
+    client = request.scope.get("fhir.client")
+    print_ = fingerprint(request.method, request.url.path, raw, client.name if client else "")
+    key = f"{client.name if client else ''}\0{key}"  # one client's keys are not another's
     held = await store.claim(key, print_)
     if held is not None:
         if held.fingerprint != print_:
@@ -228,7 +231,7 @@ async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
     facade: Facade = request.app.state.facade
     _served(facade, resource_type)
     resource = _resource(raw, resource_type)
-    source = await facade.source_for_create(resource_type, resource)
+    source = await facade.source_for_create(resource_type, resource, allowed_sources(request))
     condition = request.headers.get("if-none-exist")
     if condition is not None:
         found = await _matching(request, facade, resource_type, source, condition)
@@ -261,6 +264,7 @@ async def _matching(
         max_count=2,
     )
     state, issues = facade.first_state(parsed, only=(source,))
+    state["cl"] = None
     if issues:
         raise FhirError(
             400, [Issue("error", "not-supported", i.diagnostics, i.expression) for i in issues]
@@ -278,7 +282,8 @@ async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes
             400, "invalid", "the body's id must be the id in the URL", f"{resource_type}.id"
         )
     source = facade.owner(fhir_id)
-    if source is None:
+    allowed = allowed_sources(request)
+    if source is None or (allowed is not None and source not in allowed):
         raise FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
     try:
         written = await facade.connectors[source].update(resource_type, fhir_id, resource)

@@ -50,7 +50,9 @@ def _version() -> str:
         return "0+unknown"
 
 
-def capability_statement(facade: Facade, base: str, max_count: int) -> dict[str, Any]:
+def capability_statement(
+    facade: Facade, base: str, max_count: int, token_url: str | None = None
+) -> dict[str, Any]:
     resources = []
     every = set(facade.connectors)
     for resource_type in facade.resource_types():
@@ -64,15 +66,14 @@ def capability_statement(facade: Facade, base: str, max_count: int) -> dict[str,
             if definition:
                 entry["definition"] = _SP + definition
             if sources != every & set(facade.serving(resource_type)):
-                entry["documentation"] = f"Only from the sources {', '.join(sorted(sources))}."
+                entry["documentation"] = "Not every source takes it: the others are left out."
             params.append(entry)
         params.append(
             {
                 "name": "_source",
                 "type": "uri",
                 "definition": _SP + "Resource-source",
-                "documentation": "The configured source(s) to ask, by name: "
-                + ", ".join(facade.serving(resource_type)),
+                "documentation": "The source(s) to ask, by name (meta.source of what they hold)",
             }
         )
         interactions = set()
@@ -94,6 +95,36 @@ def capability_statement(facade: Facade, base: str, max_count: int) -> dict[str,
         if includes:
             resource["searchInclude"] = includes
         resources.append(resource)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": (
+            f"Search pages hold at most {max_count} matches (_count); paging links "
+            "carry signed cursors. _summary=count and _total are supported. "
+            "Unknown parameters are ignored unless the request says "
+            "Prefer: handling=strict."
+        ),
+        "resource": resources,
+    }
+    if token_url is not None:
+        rest["security"] = {
+            "service": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                            "code": "SMART-on-FHIR",
+                        }
+                    ]
+                }
+            ],
+            "description": "OAuth2 client credentials (SMART Backend Services); system/ scopes.",
+            "extension": [
+                {
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": token_url}],
+                }
+            ],
+        }
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -107,16 +138,5 @@ def capability_statement(facade: Facade, base: str, max_count: int) -> dict[str,
         },
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json", "application/json"],
-        "rest": [
-            {
-                "mode": "server",
-                "documentation": (
-                    f"Search pages hold at most {max_count} matches (_count); paging links "
-                    "carry signed cursors. _summary=count and _total are supported. "
-                    "Unknown parameters are ignored unless the request says "
-                    "Prefer: handling=strict."
-                ),
-                "resource": resources,
-            }
-        ],
+        "rest": [rest],
     }

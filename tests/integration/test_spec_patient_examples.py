@@ -66,7 +66,9 @@ def app():
         "nyra-s": {"connector": "nyra", **nyra.defaults()},
     }
     transports = {"leyr-s": leyr.transport(), "nyra-s": nyra.transport()}
-    return create_app(Settings(sources=sources, cursor_key=b"s" * 32), transports=transports)
+    return create_app(
+        Settings(open_access=True, sources=sources, cursor_key=b"s" * 32), transports=transports
+    )
 
 
 @pytest.mark.parametrize("source", ["leyr-s", "nyra-s"])

@@ -37,7 +37,7 @@ class World:
         }
         transports = {"leyr-w": self.leyr.transport(), "nyra-w": self.nyra.transport()}
         self.app = create_app(
-            Settings(sources=sources, cursor_key=b"w" * 32), transports=transports
+            Settings(open_access=True, sources=sources, cursor_key=b"w" * 32), transports=transports
         )
 
 

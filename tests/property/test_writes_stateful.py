@@ -45,7 +45,7 @@ class WritesMachine(RuleBasedStateMachine):
         self.sandbox = self.make_sandbox()
         source = {"connector": self.vendor, **self.sandbox.defaults()}
         app = create_app(
-            Settings(sources={"src": source}, cursor_key=b"m" * 32),
+            Settings(open_access=True, sources={"src": source}, cursor_key=b"m" * 32),
             transports={"src": self.sandbox.transport()},
         )
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m")

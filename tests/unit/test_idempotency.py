@@ -78,7 +78,9 @@ async def test_two_workers_sharing_redis_book_once():
     source = {"connector": "nyra", **sandbox.defaults()}
 
     def worker():
-        settings = Settings(sources={"nyra-r": source}, cursor_key=b"r" * 32, redis_url=REDIS)
+        settings = Settings(
+            open_access=True, sources={"nyra-r": source}, cursor_key=b"r" * 32, redis_url=REDIS
+        )
         return create_app(settings, transports={"nyra-r": sandbox.transport()})
 
     patient = next(iter(sandbox.patients))

@@ -22,7 +22,7 @@ def settings(**extra) -> Settings:
         "leyr-a": {"connector": "leyr", "timezone": "Europe/Stockholm", "emr": "webdoc"},
         "nyra-b": {"connector": "nyra", "timezone": "Asia/Kolkata", "retry": {"attempts": 1}},
     }
-    return Settings(sources=sources, cursor_key=b"c" * 32, **extra)
+    return Settings(open_access=True, sources=sources, cursor_key=b"c" * 32, **extra)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def _app(sandboxes, key: bytes = b"c" * 32, **extra):
         name: {**config, **sandboxes[name].defaults(), "retry": {"attempts": 1}}
         for name, config in settings().sources.items()
     }
-    s = Settings(sources=sources, cursor_key=key, **extra)
+    s = Settings(open_access=True, sources=sources, cursor_key=key, **extra)
     return create_app(s, transports={n: sb.transport() for n, sb in sandboxes.items()})
 
 
@@ -295,7 +295,7 @@ async def test_a_vendor_asking_to_wait_gives_503_with_retry_after():
         "keys": [{"key": "nyra_k", "secret": "s", "token": "t"}],
     }
     app = create_app(
-        Settings(sources={"nyra-busy": source}, cursor_key=b"c" * 32),
+        Settings(open_access=True, sources={"nyra-busy": source}, cursor_key=b"c" * 32),
         transports={"nyra-busy": httpx.MockTransport(busy)},
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
