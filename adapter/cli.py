@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("openapi", help="print the facade's OpenAPI document (JSON)")
 
+    check = commands.add_parser(
+        "check-config", help="say what is missing or wrong in a configuration (never a value)"
+    )
+    check.add_argument("config", nargs="?", help="TOML file (default: $FHIR_ADAPTER_CONFIG)")
+
     sandbox = commands.add_parser("sandbox", help="run a vendor simulator on a port")
     sandbox.add_argument("vendor", choices=["leyr", "nyra"])
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -55,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "sandbox":
         return _sandbox(args)
+    if args.command == "check-config":
+        return _check_config(args)
     if args.command == "openapi":
         from adapter.openapi import openapi_json
 
@@ -70,14 +77,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from adapter.settings import CONFIG_ENV, CURSOR_KEY_ENV, SettingsError, load_settings
+    from adapter.settings import (
+        CONFIG_ENV,
+        CURSOR_KEY_ENV,
+        DEMO_SECRET_ENV,
+        TOKEN_KEY_ENV,
+        SettingsError,
+        load_settings,
+    )
 
     if args.config:
         os.environ[CONFIG_ENV] = args.config
-    # Workers must sign paging cursors alike: one key for all, unless configured.
-    os.environ.setdefault(
-        CURSOR_KEY_ENV, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    )
+    # Workers must sign cursors and tokens alike: one key each for all, unless configured.
+    for name in (CURSOR_KEY_ENV, TOKEN_KEY_ENV):
+        os.environ.setdefault(name, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    embedded = not os.environ.get(CONFIG_ENV)
+    if embedded:
+        os.environ.setdefault(DEMO_SECRET_ENV, secrets.token_urlsafe(24))
     try:
         settings = load_settings()
         from adapter.app import create_app
@@ -88,6 +104,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     where = f"http://{args.host}:{args.port}/fhir"
     print(f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}")
+    if embedded:
+        token_url = f"http://{args.host}:{args.port}/auth/token"
+        print(
+            "\nA demo client (all sources, system/*.cruds) for this run. Get a token:\n\n"
+            f"  TOKEN=$(curl -s -u demo:{os.environ[DEMO_SECRET_ENV]} "
+            f"-d grant_type=client_credentials {token_url} | jq -r .access_token)\n\n"
+            "and use it:\n\n"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" "{where}/Patient?_count=2"\n',
+            flush=True,
+        )
     uvicorn.run(
         "adapter.app:app_from_env",
         factory=True,
@@ -97,6 +123,28 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="info",
         access_log=False,
     )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from adapter.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+        from adapter.app import create_app
+
+        create_app(settings)  # builds every connector: a wrong source key fails here
+    except (SettingsError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(f"configuration {settings.origin}: OK")
+    for name, source in settings.sources.items():
+        where = "in-process sandbox" if source.get("sandbox") is not None else "vendor"
+        print(f"  source {name}: connector {source['connector']}, {where}")
+    for name, client in settings.clients.items():
+        print(f"  client {name}: sources {', '.join(sorted(client.sources))}")
+    if settings.open_access:
+        print("  open access: no token is needed (development only)")
     return 0
 
 
