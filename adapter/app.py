@@ -42,6 +42,10 @@ def create_app(
     """The service for ``settings``. ``transports`` (source -> transport) lets a caller put
     its own vendor behind a source, as tests and benchmarks do."""
     transports = transports or {}
+    # Vendor URLs carry search values (a name, a phone): the HTTP libraries' request logs
+    # stay off, like uvicorn's access log (`serve` turns it off).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     connectors = {
         name: create_connector(name, config, transport=transports.get(name))
         for name, config in settings.sources.items()

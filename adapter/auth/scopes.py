@@ -32,18 +32,20 @@ def parse_scopes(text_or_list: str | list[str]) -> Grant:
 
 
 def narrow(asked: Grant, held: Grant) -> Grant:
-    """What of ``asked`` the client holds (a wildcard held covers any type asked for)."""
+    """What of ``asked`` the client holds. A wildcard held covers any type asked for; a
+    wildcard asked for gets each type held (and the held wildcard), within its letters."""
     out: Grant = {}
+
+    def add(resource: str, perms: set[str]) -> None:
+        if perms:
+            out.setdefault(resource, set()).update(perms)
+
     for resource, perms in asked.items():
-        have = set(held.get("*", set()))
-        if resource != "*":
-            have |= held.get(resource, set())
+        if resource == "*":
+            for held_resource, held_perms in held.items():
+                add(held_resource, perms & held_perms)
         else:
-            # asking for every type: only what is held for every type
-            pass
-        granted = perms & have
-        if granted:
-            out[resource] = granted
+            add(resource, perms & (held.get(resource, set()) | held.get("*", set())))
     return out
 
 

@@ -51,7 +51,7 @@ def status_from_fhir(resource: dict[str, Any], table: CodeTable, vendor: str) ->
         return kept
     code = table.from_fhir(status)
     if code is None:
-        raise InvalidResource("Appointment.status", f"{vendor} has no status for {status!r}")
+        raise InvalidResource("Appointment.status", f"{vendor} has no such status")
     return code
 
 

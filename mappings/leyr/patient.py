@@ -164,7 +164,7 @@ def from_fhir_patient(resource: dict[str, Any], ctx: LeyrContext) -> dict[str, A
     if gender is not None:
         code = GENDER.from_fhir(gender)
         if code is None:
-            raise InvalidResource("Patient.gender", f"Leyr has no gender for {gender!r}")
+            raise InvalidResource("Patient.gender", "Leyr has no such gender")
         record["gender"] = code
 
     birth_date = resource_str(resource, "birthDate", "Patient")

@@ -143,7 +143,7 @@ def from_fhir_patient(resource: dict[str, Any], ctx: NyraContext) -> dict[str, A
     if gender is not None:
         code = GENDER.from_fhir(gender)
         if code is None:
-            raise InvalidResource("Patient.gender", f"Nyra has no gender for {gender!r}")
+            raise InvalidResource("Patient.gender", "Nyra has no such gender")
         record["gender"] = code
     birth_date = resource_str(resource, "birthDate", "Patient")
     if birth_date is not None:
