@@ -562,3 +562,48 @@ def test_audit_records_name_client_interaction_and_ids(world, caplog):
     assert records[-2]["ids"] == [ids["nyra-b"]["Patient"]] and records[-2]["sources"] == ["nyra-b"]
     assert records[-2]["status"] == 200 and records[-2]["outcome"] == "success"
     assert records[-1]["status"] == 404 and records[-1]["ids"] == []
+
+
+def test_audit_events_as_ndjson(tmp_path):
+    path = tmp_path / "adapter.toml"
+    path.write_text(
+        '[server]\naudit_ndjson = "'
+        + str(tmp_path / "audit.ndjson")
+        + '"\n'
+        + CONFIG.split("[server]\ntoken_minutes = 5\n")[1].split("[clients.signed]")[0]
+    )
+    leyr, nyra = LeyrSandbox(seed=6, patients=3), NyraSandbox(seed=6, patients=3, limits=FAST)
+    grant = nyra.api_keys()[0]
+    env = {
+        **SECRETS,
+        "LEYR_ID": leyr.client_id,
+        "LEYR_SECRET": leyr.client_secret,
+        "NYRA_KEY": grant.key,
+        "NYRA_SECRET": grant.secret,
+        "NYRA_TOKEN": grant.token,
+    }
+    settings = load_settings(path, env)
+    app = create_app(settings, transports={"leyr-a": leyr.transport(), "nyra-b": nyra.transport()})
+
+    async def scenario():
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://a"
+        ) as c:
+            token = (
+                await c.post(
+                    "/auth/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=("all", SECRETS["ALL_SECRET"]),
+                )
+            ).json()["access_token"]
+            await c.get("/fhir/Patient?_count=2", headers=bearer(token))
+            await c.get("/fhir/Patient/nyra-b.nobody", headers=bearer(token))
+
+    asyncio.run(scenario())
+    events = [json.loads(line) for line in (tmp_path / "audit.ndjson").read_bytes().splitlines()]
+    assert len(events) == 2
+    for event in events:
+        validate(event)
+        assert event["agent"][0]["who"]["display"] == "all"
+    assert events[0]["outcome"] == "0" and len(events[0]["entity"]) == 2
+    assert events[1]["outcome"] == "4" and "entity" not in events[1]

@@ -115,3 +115,22 @@ async def test_two_workers_sharing_redis_book_once():
         a for a in sandbox.appointments if a["appointment_time"].startswith("2031-03-04T10:00")
     ]
     assert len(booked) == 1
+
+
+@needs_redis
+async def test_client_rate_limits_are_shared_through_redis():
+    from adapter.api.guard import RedisLimiter
+
+    store = RedisStore(REDIS)
+    clock = [1_900_000_000.0]
+    first, second = (
+        RedisLimiter(store.redis, lambda: clock[0]),
+        RedisLimiter(store.redis, lambda: clock[0]),
+    )
+    client = f"client-{uuid.uuid4()}"
+    counts = [await limiter.hit(client, 3) for limiter in (first, second, first, second)]
+    assert [c for c, _ in counts] == [1, 2, 3, 4]
+    assert counts[0][1] == (1_900_000_000 // 60 + 1) * 60
+    clock[0] += 60
+    assert (await second.hit(client, 3))[0] == 1
+    await store.aclose()
