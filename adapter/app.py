@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -160,5 +161,13 @@ class _Unexpected:
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from ``FHIR_ADAPTER_CONFIG`` (or the default)."""
+    """For ``uvicorn --factory``: settings from ``FHIR_ADAPTER_CONFIG`` (or the default).
+    The audit trail goes to standard output, one JSON record a line."""
+    audit = logging.getLogger("fhir_adapter.audit")
+    if not audit.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        audit.propagate = False
     return create_app(load_settings())

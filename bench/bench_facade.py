@@ -9,7 +9,8 @@ precomputed bytes of one such Bundle: the floor of the same server stack.
 
 The canned vendor answers the same bytes every time, so the connector's memo of mapped
 answers (``adapter/connectors/memo.py``) maps them once; a third server with the memo
-off maps all 20 records on every request, the cost when a vendor's data keeps changing.
+off maps all 20 records on every request, the cost when a vendor's data keeps changing; a
+fourth requires a bearer token (the default outside development), checked per request.
 
     .venv/bin/python bench/bench_facade.py        # needs wrk (Debian: apt-get install wrk)
 """
@@ -50,7 +51,19 @@ def canned_vendor() -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
-def facade_app(memo: bool = True):
+TOKEN_KEY = b"bench-token-key-".ljust(32, b"0")
+
+
+def bench_token() -> str:
+    """A bearer token the "authorized" facade accepts (system/*.rs, an hour)."""
+    from adapter.auth.clients import Client
+    from adapter.auth.tokens import TokenService
+
+    client = Client("bench", {"*": {"r", "s"}}, frozenset({"leyr-bench"}))
+    return TokenService(TOKEN_KEY, "urn:fhir-adapter", minutes=60).issue(client, client.scopes)[0]
+
+
+def facade_app(memo: bool = True, auth: bool = False):
     from adapter.app import create_app
     from adapter.connectors.memo import MappedMemo
     from adapter.settings import Settings
@@ -64,7 +77,27 @@ def facade_app(memo: bool = True):
         "client_id": "bench",
         "client_secret": "bench",
     }
-    settings = Settings(open_access=True, sources={"leyr-bench": source}, cursor_key=b"b" * 32)
+    if auth:
+        from adapter.auth.clients import load_clients
+
+        clients = load_clients(
+            {
+                "bench": {
+                    "secret": "bench-secret-0123456789",
+                    "scopes": ["system/*.rs"],
+                    "rate_limit": {"per_minute": 10**9},  # measure the facade, not the limit
+                }
+            },
+            ["leyr-bench"],
+        )
+        settings = Settings(
+            sources={"leyr-bench": source},
+            clients=clients,
+            cursor_key=b"b" * 32,
+            token_key=TOKEN_KEY,
+        )
+    else:
+        settings = Settings(open_access=True, sources={"leyr-bench": source}, cursor_key=b"b" * 32)
     app = create_app(settings, transports={"leyr-bench": canned_vendor()})
     if not memo:  # map every answer afresh, as if the vendor's bytes changed each time
         app.state.facade.connectors["leyr-bench"].memo = MappedMemo(max_resources=0)
@@ -96,7 +129,12 @@ def bare_app():
 def serve(kind: str, port: int) -> None:
     import uvicorn
 
-    app = {"facade": facade_app, "bare": bare_app, "unmemoised": lambda: facade_app(False)}[kind]()
+    app = {
+        "facade": facade_app,
+        "bare": bare_app,
+        "unmemoised": lambda: facade_app(False),
+        "authorized": lambda: facade_app(auth=True),
+    }[kind]()
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 
@@ -109,9 +147,10 @@ def free_port() -> int:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -> dict[str, float]:
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -134,19 +173,20 @@ def measure(kind: str, seconds: int, connections: int) -> dict[str, float]:
         [sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env
     )
     url = f"http://127.0.0.1:{port}{PATH}"
+    headers = {"Authorization": f"Bearer {bench_token()}"} if kind == "authorized" else {}
     try:
         deadline = time.monotonic() + 60
         while True:  # wait for the server to listen (a benchmark, not a test)
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2, headers=headers).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} server did not start")
             time.sleep(0.2)
-        wrk(url, 2, connections)  # warm-up
-        return wrk(url, seconds, connections)
+        wrk(url, 2, connections, headers)  # warm-up
+        return wrk(url, seconds, connections, headers)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -154,7 +194,9 @@ def measure(kind: str, seconds: int, connections: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["facade", "bare", "unmemoised"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["facade", "bare", "unmemoised", "authorized"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -174,13 +216,25 @@ def main() -> None:
         facade = measure("facade", args.seconds, args.connections)
         bare = measure("bare", args.seconds, args.connections)
         fresh = measure("unmemoised", args.seconds, args.connections)
+        authorized = measure("authorized", args.seconds, args.connections)
         ratio = facade["rps"] / bare["rps"]
-        rows.append((facade, bare, ratio, fresh, fresh["rps"] / bare["rps"]))
+        rows.append(
+            (
+                facade,
+                bare,
+                ratio,
+                fresh,
+                fresh["rps"] / bare["rps"],
+                authorized,
+                authorized["rps"] / bare["rps"],
+            )
+        )
         print(
             f"run {run}: facade {facade['rps']:,.0f} req/s (p50 {facade['p50']:.1f} ms, "
             f"p99 {facade['p99']:.1f} ms); bare {bare['rps']:,.0f} req/s (p50 "
             f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms); ratio {ratio:.2f}; "
-            f"mapping every answer afresh {fresh['rps']:,.0f} req/s (ratio {rows[-1][4]:.2f})"
+            f"mapping every answer afresh {fresh['rps']:,.0f} req/s (ratio {rows[-1][4]:.2f}); "
+            f"with a bearer token {authorized['rps']:,.0f} req/s (ratio {rows[-1][6]:.2f})"
         )
     med = statistics.median
     print(
@@ -190,7 +244,9 @@ def main() -> None:
         f"{med(r[1]['p50'] for r in rows):.1f} ms, p99 {med(r[1]['p99'] for r in rows):.1f} ms; "
         f"ratio {med(r[2] for r in rows):.2f}; mapping afresh "
         f"{med(r[3]['rps'] for r in rows):,.0f} req/s, "
-        f"p50 {med(r[3]['p50'] for r in rows):.1f} ms, ratio {med(r[4] for r in rows):.2f}"
+        f"p50 {med(r[3]['p50'] for r in rows):.1f} ms, ratio {med(r[4] for r in rows):.2f}; "
+        f"with a bearer token {med(r[5]['rps'] for r in rows):,.0f} req/s, "
+        f"p50 {med(r[5]['p50'] for r in rows):.1f} ms, ratio {med(r[6] for r in rows):.2f}"
     )
 
 

@@ -27,7 +27,6 @@ import orjson
 from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.fhir.outcome import FhirError
-from mappings import MappingError, decode_id
 
 __all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of"]
 
@@ -216,13 +215,11 @@ class Guard:
         return None
 
     def _audit(self, scope, audit, interaction, resource_type, status_seen, started) -> None:
+        if self.audit_file is None and not audit_log.isEnabledFor(logging.INFO):
+            return
         status = status_seen[0] if status_seen else 500
-        sources = set()
-        for fhir_id in audit["ids"]:
-            try:
-                sources.add(decode_id(fhir_id).source)
-            except MappingError:
-                continue
+        # A global id begins with its source's name (which holds no dot).
+        sources = {fhir_id.split(".", 1)[0] for fhir_id in audit["ids"]}
         record = {
             "event": "fhir.request",
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),

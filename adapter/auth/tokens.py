@@ -31,6 +31,7 @@ class TokenService:
         self.audience = audience
         self.lifetime = int(minutes * 60)
         self._clock = clock
+        self._verified: dict[str, tuple[str, Grant, float, float]] = {}
 
     def issue(self, client: Client, grant: Grant) -> tuple[str, int]:
         now = int(self._clock())
@@ -47,7 +48,21 @@ class TokenService:
         return jwt.encode(claims, self._key, algorithm="HS256"), self.lifetime
 
     def verify(self, token: str) -> tuple[str, Grant]:
-        """(client name, granted scopes) of a valid token; :class:`TokenError` otherwise."""
+        """(client name, granted scopes) of a valid token; :class:`TokenError` otherwise.
+        A token already verified is not checked again until its time is up."""
+        known = self._verified.get(token)
+        if known is not None:
+            name, grant, not_before, expires = known
+            if not_before <= self._clock() < expires:
+                return name, grant
+            del self._verified[token]
+        name, grant, not_before, expires = self._verify(token)
+        if len(self._verified) >= 4096:
+            self._verified.clear()
+        self._verified[token] = (name, grant, not_before, expires)
+        return name, grant
+
+    def _verify(self, token: str) -> tuple[str, Grant, float, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -73,9 +88,10 @@ class TokenService:
         except jwt.PyJWTError:
             raise TokenError("invalid token") from None
         try:
-            return claims["sub"], parse_scopes(claims.get("scope", ""))
+            grant = parse_scopes(claims.get("scope", ""))
         except ValueError:
             raise TokenError("invalid token") from None
+        return claims["sub"], grant, float(claims["nbf"]), float(claims["exp"])
 
 
 class AssertionReplay:
