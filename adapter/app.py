@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -107,57 +105,12 @@ def create_app(
         error = from_exception(exc)
         return render(request, error.body(), error.status, error.headers)
 
-    app.add_middleware(_Unexpected)
     limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
     audit_file = open(settings.audit_ndjson, "ab") if settings.audit_ndjson else None  # noqa: SIM115
     app.add_middleware(
         Guard, settings=settings, tokens=app.state.tokens, limiter=limiter, audit_file=audit_file
     )
     return app
-
-
-class _Unexpected:
-    """Anything unhandled becomes a 500 OperationOutcome; the log gets its type and place,
-    never its message or traceback text, which may quote patient data."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watch(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1:]
-            place = f"{where[0].filename}:{where[0].lineno}" if where else "?"
-            log.error(
-                "unhandled %s at %s on %s %s",
-                type(exc).__name__,
-                place,
-                scope.get("method"),
-                scope.get("path"),
-            )
-            if started:
-                return
-            error = from_exception(RuntimeError())
-            body = orjson.dumps(error.body())
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/fhir+json; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
 
 
 def app_from_env() -> FastAPI:

@@ -9,6 +9,7 @@ limit, and one audit record.
 - Each client has ``per_minute`` requests (fixed minute windows, shared through Redis when
   configured): every answer says ``X-RateLimit-Limit/Remaining/Reset``; past it, 429 with
   ``Retry-After``.
+- Anything unhandled below is a 500 OperationOutcome, logged by type and place only.
 - The audit record (logger ``fhir_adapter.audit``, one JSON object per line) holds the
   client, interaction, resource type, sources and ids touched, status, outcome and
   duration; never a patient data value or a secret.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,7 @@ from adapter.fhir.outcome import FhirError
 __all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of"]
 
 audit_log = logging.getLogger("fhir_adapter.audit")
+log = logging.getLogger("fhir_adapter")
 MAX_URL = 8192
 MAX_HEADERS = 16384
 _OPEN = {"/fhir/metadata", "/fhir/.well-known/smart-configuration"}
@@ -139,6 +142,18 @@ class Guard:
                 await _send_error(watch, refusal)
             else:
                 await self.app(scope, receive, watch)
+        except Exception as exc:
+            # Anything unhandled is a 500 OperationOutcome. The log gets the exception's
+            # type and place, never its message or traceback text: they may quote
+            # patient data.
+            where = traceback.extract_tb(exc.__traceback__)[-1:]
+            place = f"{where[0].filename}:{where[0].lineno}" if where else "?"
+            log.error(
+                "unhandled %s at %s on %s %s", type(exc).__name__, place, scope["method"], path
+            )
+            if not status_seen:
+                error = FhirError.one(500, "exception", "internal error; the incident was logged")
+                await _send_error(watch, error)
         finally:
             if path.startswith("/fhir/") and path not in _OPEN:
                 self._audit(scope, audit, interaction, resource_type, status_seen, started)

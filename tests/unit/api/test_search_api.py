@@ -306,3 +306,19 @@ async def test_a_vendor_asking_to_wait_gives_503_with_retry_after():
         assert r.headers["retry-after"] == "120"
         issue = outcome(r)["issue"][0]
         assert issue["code"] == "throttled" and "nyra-busy" in issue["diagnostics"]
+
+
+async def test_an_unexpected_failure_is_a_500_outcome_that_quotes_nothing(sandboxes, caplog):
+    app = _app(sandboxes)
+
+    async def broken(*args, **kwargs):
+        raise KeyError("Ravi Kumar +919876543210")
+
+    app.state.facade.read = broken
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+        r = await c.get("/fhir/Patient/nyra-b.p1")
+    assert r.status_code == 500
+    assert outcome(r)["issue"][0]["code"] == "exception"
+    for text in [r.text, *(rec.getMessage() for rec in caplog.records)]:
+        assert "Ravi" not in text and "9876543210" not in text
+    assert any("unhandled KeyError" in rec.getMessage() for rec in caplog.records)
