@@ -271,8 +271,10 @@ async def _search(request: Request, resource_type: str, items: list[tuple[str, s
 
 
 def _first_url(base: str, resource_type: str, parsed: ParsedSearch) -> str:
-    query = [*parsed.used, ("_count", str(parsed.request.count))]
-    return f"{base}/{resource_type}?{urlencode(query)}"
+    count = f"_count={parsed.request.count}"
+    if not parsed.used:
+        return f"{base}/{resource_type}?{count}"
+    return f"{base}/{resource_type}?{urlencode(parsed.used)}&{count}"
 
 
 async def _count_only(
