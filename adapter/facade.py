@@ -30,6 +30,8 @@ from mappings import MappingError, decode_id
 
 __all__ = ["Facade", "SearchPage"]
 
+# The parts of a page's state that differ between pages of one search.
+_MOVING = ("at", "done", "tot", "first")
 _INCLUDE_REFS = {"Appointment:patient": ("Appointment", "Patient")}
 
 
@@ -274,9 +276,12 @@ class Facade:
             page.total = sum(t for t in totals if t is not None)
         following["tot"] = page.total
         if any(n not in following["done"] for n in state["order"]):
-            following["prev"] = {k: v for k, v in state.items() if k != "prev"}
+            # Only what moves from page to page: the search itself is the same.
+            following["prev"] = {k: state[k] for k in _MOVING}
             page.next_state = following
-        page.previous_state = state.get("prev")
+        if state.get("prev") is not None:
+            kept = {k: v for k, v in state.items() if k not in _MOVING and k != "prev"}
+            page.previous_state = {**kept, **state["prev"]}
         if state["inc"]:
             page.includes, include_issues = await self._includes(state["inc"], page.matches)
             page.issues.extend(include_issues)
