@@ -49,7 +49,8 @@ def create_app(
         name: create_connector(name, config, transport=transports.get(name))
         for name, config in settings.sources.items()
     }
-    facade = Facade(connectors)
+    read_only = frozenset(n for n, c in settings.sources.items() if c.get("read_only") is True)
+    facade = Facade(connectors, read_only)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -47,8 +47,11 @@ class SearchPage:
 
 
 class Facade:
-    def __init__(self, connectors: Mapping[str, Connector]) -> None:
+    def __init__(
+        self, connectors: Mapping[str, Connector], read_only: frozenset[str] = frozenset()
+    ) -> None:
         self.connectors = dict(connectors)
+        self.read_only = read_only  # sources configured `read_only = true`: no writes
         self._declared()
 
     async def aclose(self) -> None:
@@ -65,6 +68,16 @@ class Facade:
     def supported_params(self, resource_type: str) -> dict[str, set[str]]:
         """Search parameter -> the sources that take it."""
         return self._params.get(resource_type, {})
+
+    def interactions(self, resource_type: str) -> set[str]:
+        """What some source can do with this type (writes only from writable sources)."""
+        out: set[str] = set()
+        for name in self.serving(resource_type):
+            declared = set(self.connectors[name].capabilities.resources[resource_type].interactions)
+            if name in self.read_only:
+                declared &= {"read", "search-type"}
+            out |= declared
+        return out
 
     def includes(self, resource_type: str) -> set[str]:
         return self._include_map.get(resource_type, set())
@@ -98,7 +111,8 @@ class Facade:
         return [
             n
             for n in self.serving(resource_type)
-            if interaction in self.connectors[n].capabilities.resources[resource_type].interactions
+            if n not in self.read_only
+            and interaction in self.connectors[n].capabilities.resources[resource_type].interactions
         ]
 
     async def source_for_create(

@@ -285,6 +285,8 @@ async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes
     allowed = allowed_sources(request)
     if source is None or (allowed is not None and source not in allowed):
         raise FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
+    if source in facade.read_only:
+        raise FhirError.one(422, "not-supported", f"source {source} is read-only")
     try:
         written = await facade.connectors[source].update(resource_type, fhir_id, resource)
     except FhirError:

@@ -76,11 +76,7 @@ def capability_statement(
                 "documentation": "The source(s) to ask, by name (meta.source of what they hold)",
             }
         )
-        interactions = set()
-        for name in facade.serving(resource_type):
-            interactions |= set(
-                facade.connectors[name].capabilities.resources[resource_type].interactions
-            )
+        interactions = facade.interactions(resource_type)
         resource: dict[str, Any] = {
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",

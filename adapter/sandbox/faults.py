@@ -10,7 +10,8 @@ work the same in-process and on a port:
   so the client's read timeout fires first;
 - ``hang_after_commit``: a write (any method but GET) is carried out, then its answer
   hangs: the vendor committed, the client sees a timeout;
-- ``malformed_rate``: share of answers whose body is cut short (not JSON).
+- ``malformed_rate``: share of answers whose body is cut short (not JSON);
+- ``expired_token`` (Nyra): every hospital token is refused as expired (401).
 
 Which requests a share hits is drawn from a seeded random generator, so a run repeats.
 """
@@ -37,6 +38,7 @@ class Faults:
     hang_after_commit: bool = False
     hang_seconds: float = 30.0
     malformed_rate: float = 0.0
+    expired_token: bool = False  # Nyra: every hospital token is past its time
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False, compare=False)
 

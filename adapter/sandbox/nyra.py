@@ -207,6 +207,7 @@ class NyraSandbox:
             or request.headers.get("x-api-secret") != grant.secret
             or auth != f"Bearer {grant.token}"
             or self.clock() >= grant.token_expires_at
+            or self.faults.expired_token
         ):
             raise Reply(401, _UNAUTHORIZED)
         if permission not in grant.permissions:

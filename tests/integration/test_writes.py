@@ -454,3 +454,29 @@ def test_a_slot_search_names_a_practitioner_and_a_window(served):
     r = served.get("/Slot", params={"start": "ge2030-01-01"})
     assert r.status_code == 400
     assert {e for i in r.json()["issue"] for e in i["expression"]} == {"schedule.actor"}
+
+
+def test_a_read_only_source_takes_no_writes():
+    world = World(read_only=True)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=world.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://r/fhir") as c:
+            made = await c.post("/Patient", json=nyra_patient(), headers=JSON)
+            appointment = (await c.get("/Appointment", params={"_count": "1"})).json()
+            current = appointment["entry"][0]["resource"]
+            moved = await c.put(
+                f"/Appointment/{current['id']}",
+                json={**current, "status": "cancelled"},
+                headers=JSON,
+            )
+            statement = (await c.get("/metadata")).json()
+            return made, moved, statement
+
+    before = len(world.nyra.patients)
+    made, moved, statement = asyncio.run(scenario())
+    assert made.status_code == 405  # no source takes new patients at all
+    assert moved.status_code == 422 and "read-only" in moved.json()["issue"][0]["diagnostics"]
+    assert len(world.nyra.patients) == before
+    codes = {i["code"] for r in statement["rest"][0]["resource"] for i in r["interaction"]}
+    assert codes == {"read", "search-type"}

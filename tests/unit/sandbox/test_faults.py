@@ -155,3 +155,17 @@ async def test_a_write_that_hangs_after_commit_is_a_timeout_that_may_have_happen
     assert len(sandbox.appointments) == before + 1  # the vendor did it
     assert grant.requests == 1  # and the write was not sent again
     await client.aclose()
+
+
+async def test_the_expired_token_switch_from_configuration():
+    from adapter.sandbox import sandbox_for
+
+    sandbox = sandbox_for("nyra", {"patients": 3, "faults": {"expired_token": True}}, {})
+    c, transport = counted("nyra", sandbox)
+    with pytest.raises(AuthenticationRejected, match="rotated"):
+        await c.search(SearchRequest("Patient"))
+    sandbox.faults.reset()
+    with pytest.raises(AuthenticationRejected):  # the key was set aside: no retry storm
+        await c.search(SearchRequest("Patient"))
+    await c.aclose()
+    assert transport.sent == 1
