@@ -263,3 +263,28 @@ async def test_a_missing_permission_is_named(name, sandbox, resource_type):
         assert permission in str(info.value)
     finally:
         await c.aclose()
+
+
+async def test_a_created_patient_reads_back_as_written(connector):
+    cap = connector.capabilities.resources["Patient"]
+    if "create" not in cap.interactions:
+        pytest.skip("this connector takes no new patients")
+    body = {
+        "resourceType": "Patient",
+        "name": [{"given": ["Ingrid"], "family": "Holm"}],
+        "telecom": [{"system": "phone", "value": "+919811100011"}],
+        "gender": "female",
+        "birthDate": "1984-05-06",
+    }
+    written = await connector.create("Patient", body)
+    made = written.resource
+    Patient.model_validate(made)
+    assert made["meta"]["source"] == connector.source
+    assert (made["name"][0]["family"], made["birthDate"], made["gender"]) == (
+        "Holm",
+        "1984-05-06",
+        "female",
+    )
+    assert await connector.read("Patient", made["id"]) == made
+    found = await everything(connector, "Patient", SearchParam("family", ("Holm",), "exact"))
+    assert made["id"] in {p["id"] for p in found}
