@@ -28,7 +28,7 @@ from adapter.settings import Settings, load_settings
 from adapter.transport import VendorError
 from mappings import MappingError
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["app_from_env", "configure_audit_log", "create_app"]
 
 log = logging.getLogger("fhir_adapter")
 
@@ -58,6 +58,8 @@ def create_app(
         await facade.aclose()
         if isinstance(app.state.idempotency, RedisStore):
             await app.state.idempotency.aclose()
+        if app.state.audit_file is not None:
+            app.state.audit_file.close()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -107,16 +109,20 @@ def create_app(
         return render(request, error.body(), error.status, error.headers)
 
     limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
-    audit_file = open(settings.audit_ndjson, "ab") if settings.audit_ndjson else None  # noqa: SIM115
+    # Held open for the app's life; closed when it shuts down.
+    app.state.audit_file = open(settings.audit_ndjson, "ab") if settings.audit_ndjson else None  # noqa: SIM115
     app.add_middleware(
-        Guard, settings=settings, tokens=app.state.tokens, limiter=limiter, audit_file=audit_file
+        Guard,
+        settings=settings,
+        tokens=app.state.tokens,
+        limiter=limiter,
+        audit_file=app.state.audit_file,
     )
     return app
 
 
-def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from ``FHIR_ADAPTER_CONFIG`` (or the default).
-    The audit trail goes to standard output, one JSON record a line."""
+def configure_audit_log() -> None:
+    """The audit trail to standard output, one JSON record a line (once per process)."""
     audit = logging.getLogger("fhir_adapter.audit")
     if not audit.handlers:
         handler = logging.StreamHandler(sys.stdout)
@@ -124,4 +130,10 @@ def app_from_env() -> FastAPI:
         audit.addHandler(handler)
         audit.setLevel(logging.INFO)
         audit.propagate = False
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory`` (each worker): settings from ``FHIR_ADAPTER_CONFIG`` (or
+    the default), the audit trail to standard output."""
+    configure_audit_log()
     return create_app(load_settings())

@@ -94,11 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
     embedded = not os.environ.get(CONFIG_ENV)
     if embedded:
         os.environ.setdefault(DEMO_SECRET_ENV, secrets.token_urlsafe(24))
+    from adapter.app import configure_audit_log, create_app
+
     try:
         settings = load_settings()
-        from adapter.app import create_app
-
-        create_app(settings)  # fail here, before forking workers, on a bad source
+        app = create_app(settings)  # a bad source fails here, before any worker starts
     except (SettingsError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -114,9 +114,13 @@ def _serve(args: argparse.Namespace) -> int:
             f'  curl -s -H "Authorization: Bearer $TOKEN" "{where}/Patient?_count=2"\n',
             flush=True,
         )
+    # One worker serves the app built here; more build their own, from the same
+    # environment (configuration, keys, demo secret).
+    configure_audit_log()
+    target = app if args.workers == 1 else "adapter.app:app_from_env"
     uvicorn.run(
-        "adapter.app:app_from_env",
-        factory=True,
+        target,
+        factory=args.workers != 1,
         host=args.host,
         port=args.port,
         workers=args.workers,

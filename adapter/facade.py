@@ -41,7 +41,6 @@ class SearchPage:
     includes: list[dict[str, Any]] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     total: int | None = None
-    state: dict[str, Any] | None = None  # this page's own state
     next_state: dict[str, Any] | None = None
     previous_state: dict[str, Any] | None = None
 
@@ -265,7 +264,7 @@ class Facade:
         pending = [n for n in state["order"] if n not in state["done"]]
         asked = pending[: state["lanes"]]
         results = await _gather([self._one_source(n, request, state) for n in asked])
-        page = SearchPage(issues=list(issues), state=state)
+        page = SearchPage(issues=list(issues))
         following = {**state, "at": dict(state["at"]), "done": list(state["done"]), "first": False}
         failures: list[tuple[int, Issue]] = []
         totals: list[int | None] = []

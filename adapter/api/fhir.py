@@ -17,20 +17,33 @@ from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import ParsedSearch, parse_search, prefers_strict
 from adapter.settings import Settings
 
-__all__ = ["FHIR_JSON", "negotiate", "render", "router"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "FHIR_JSON",
+    "ID_PARAM",
+    "TYPE_PARAM",
+    "allowed_sources",
+    "base_url",
+    "fhir_json_response",
+    "negotiate",
+    "note_ids",
+    "render",
+    "require_served",
+    "router",
+]
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"json", "application/json", "application/fhir+json"}
 _XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
 
 
-def _fhir_json(description: str) -> dict[str, Any]:
+def fhir_json_response(description: str) -> dict[str, Any]:
     schema = {"type": "object", "description": "a FHIR R4 resource (JSON)"}
     return {"description": description, "content": {FHIR_JSON: {"schema": schema}}}
 
 
-_ERRORS = {
-    status: _fhir_json(f"OperationOutcome: {why}")
+ERROR_RESPONSES = {
+    status: fhir_json_response(f"OperationOutcome: {why}")
     for status, why in {
         400: "a bad parameter or cursor, named in the issue's expression",
         404: "unknown resource type or id",
@@ -40,21 +53,21 @@ _ERRORS = {
         504: "a source did not answer in time",
     }.items()
 }
-_TYPE = {
+TYPE_PARAM = {
     "name": "resource_type",
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
     "description": "a resource type the CapabilityStatement lists (Patient, Appointment)",
 }
-_FHIR_ID = {
+ID_PARAM = {
     "name": "fhir_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
     "description": "the resource's id; it names the source that holds it",
 }
-router = APIRouter(prefix="/fhir", responses=_ERRORS, default_response_class=Response)
+router = APIRouter(prefix="/fhir", responses=ERROR_RESPONSES, default_response_class=Response)
 
 
 def negotiate(request: Request) -> str:
@@ -139,7 +152,7 @@ def base_url(request: Request) -> str:
     "/metadata",
     summary="CapabilityStatement",
     description="What this server does, generated from the configured sources.",
-    responses={200: _fhir_json("CapabilityStatement")},
+    responses={200: fhir_json_response("CapabilityStatement")},
 )
 async def metadata(request: Request) -> Response:
     negotiate(request)
@@ -157,8 +170,8 @@ async def metadata(request: Request) -> Response:
     summary="Search (GET)",
     description="Search parameters as the CapabilityStatement lists them; paging by the "
     "Bundle's next/previous links (signed _cursor).",
-    responses={200: _fhir_json("Bundle of type searchset")},
-    openapi_extra={"parameters": [_TYPE]},
+    responses={200: fhir_json_response("Bundle of type searchset")},
+    openapi_extra={"parameters": [TYPE_PARAM]},
 )
 async def search_get(request: Request) -> Response:
     resource_type = request.path_params["resource_type"]
@@ -168,9 +181,12 @@ async def search_get(request: Request) -> Response:
 @router.post(
     "/{resource_type}/_search",
     summary="Search (POST, form body)",
-    responses={200: _fhir_json("Bundle of type searchset"), 415: _fhir_json("OperationOutcome")},
+    responses={
+        200: fhir_json_response("Bundle of type searchset"),
+        415: fhir_json_response("OperationOutcome"),
+    },
     openapi_extra={
-        "parameters": [_TYPE],
+        "parameters": [TYPE_PARAM],
         "requestBody": {
             "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
         },
@@ -194,20 +210,20 @@ async def search_post(request: Request) -> Response:
 @router.get(
     "/{resource_type}/{fhir_id}",
     summary="Read",
-    responses={200: _fhir_json("the resource")},
-    openapi_extra={"parameters": [_TYPE, _FHIR_ID]},
+    responses={200: fhir_json_response("the resource")},
+    openapi_extra={"parameters": [TYPE_PARAM, ID_PARAM]},
 )
 async def read(request: Request) -> Response:
     resource_type, fhir_id = request.path_params["resource_type"], request.path_params["fhir_id"]
     negotiate(request)
     facade, _, _ = _state(request)
-    _served(facade, resource_type)
+    require_served(facade, resource_type)
     resource = await facade.read(resource_type, fhir_id, allowed_sources(request))
     note_ids(request, [resource["id"]])
     return render(request, resource)
 
 
-def _served(facade: Facade, resource_type: str) -> None:
+def require_served(facade: Facade, resource_type: str) -> None:
     if resource_type not in facade.resource_types():
         raise FhirError.one(
             404, "not-supported", f"resource type {resource_type!r} is not served here"
@@ -217,7 +233,7 @@ def _served(facade: Facade, resource_type: str) -> None:
 async def _search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
     negotiate(request)
     facade, settings, cursors = _state(request)
-    _served(facade, resource_type)
+    require_served(facade, resource_type)
     parsed = parse_search(
         resource_type,
         items,

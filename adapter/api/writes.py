@@ -18,15 +18,15 @@ from fhir.resources.R4B import get_fhir_model_class
 from starlette.responses import Response
 
 from adapter.api.fhir import (
-    _ERRORS,
-    _FHIR_ID,
-    _TYPE,
-    _fhir_json,
-    _served,
+    ERROR_RESPONSES,
+    ID_PARAM,
+    TYPE_PARAM,
     allowed_sources,
     base_url,
+    fhir_json_response,
     negotiate,
     render,
+    require_served,
 )
 from adapter.connectors.base import ResourceNotFound, WriteNotSupported, WriteRefused, Written
 from adapter.facade import Facade
@@ -43,7 +43,7 @@ MAX_BODY = 1 << 20  # bytes: far above any Patient or Appointment
 _JSON_BODIES = {"application/fhir+json", "application/json"}
 _CONFLICT_CODES = {"NO_TIMESLOTS_AVAILABLE", "AMBIGUOUS_TIMESLOTS"}
 
-router = APIRouter(prefix="/fhir", responses=_ERRORS, default_response_class=Response)
+router = APIRouter(prefix="/fhir", responses=ERROR_RESPONSES, default_response_class=Response)
 _BODY = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "required": True}
 
 
@@ -52,15 +52,15 @@ _BODY = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "
     summary="Create (conditional with If-None-Exist; Idempotency-Key honoured)",
     status_code=201,
     responses={
-        201: _fhir_json("the stored resource, as read back from the vendor"),
-        200: _fhir_json("If-None-Exist matched one, or the vendor already held it"),
-        409: _fhir_json("OperationOutcome: the time is not free"),
-        412: _fhir_json("OperationOutcome: If-None-Exist matched more than one"),
-        413: _fhir_json("OperationOutcome: the body is too large"),
-        415: _fhir_json("OperationOutcome: the body is not FHIR JSON"),
-        422: _fhir_json("OperationOutcome: not valid, or not what the source can hold"),
+        201: fhir_json_response("the stored resource, as read back from the vendor"),
+        200: fhir_json_response("If-None-Exist matched one, or the vendor already held it"),
+        409: fhir_json_response("OperationOutcome: the time is not free"),
+        412: fhir_json_response("OperationOutcome: If-None-Exist matched more than one"),
+        413: fhir_json_response("OperationOutcome: the body is too large"),
+        415: fhir_json_response("OperationOutcome: the body is not FHIR JSON"),
+        422: fhir_json_response("OperationOutcome: not valid, or not what the source can hold"),
     },
-    openapi_extra={"parameters": [_TYPE], "requestBody": _BODY},
+    openapi_extra={"parameters": [TYPE_PARAM], "requestBody": _BODY},
 )
 async def create(request: Request) -> Response:
     resource_type = request.path_params["resource_type"]
@@ -71,11 +71,11 @@ async def create(request: Request) -> Response:
     "/{resource_type}/{fhir_id}",
     summary="Update: move or cancel an Appointment",
     responses={
-        200: _fhir_json("the appointment as the vendor now holds it"),
-        409: _fhir_json("OperationOutcome: the time is not free"),
-        422: _fhir_json("OperationOutcome: an element the vendor cannot change"),
+        200: fhir_json_response("the appointment as the vendor now holds it"),
+        409: fhir_json_response("OperationOutcome: the time is not free"),
+        422: fhir_json_response("OperationOutcome: an element the vendor cannot change"),
     },
-    openapi_extra={"parameters": [_TYPE, _FHIR_ID], "requestBody": _BODY},
+    openapi_extra={"parameters": [TYPE_PARAM, ID_PARAM], "requestBody": _BODY},
 )
 async def update(request: Request) -> Response:
     resource_type = request.path_params["resource_type"]
@@ -229,7 +229,7 @@ def _respond(
 
 async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
     facade: Facade = request.app.state.facade
-    _served(facade, resource_type)
+    require_served(facade, resource_type)
     resource = _resource(raw, resource_type)
     source = await facade.source_for_create(resource_type, resource, allowed_sources(request))
     condition = request.headers.get("if-none-exist")
@@ -275,7 +275,7 @@ async def _matching(
 
 async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes) -> Response:
     facade: Facade = request.app.state.facade
-    _served(facade, resource_type)
+    require_served(facade, resource_type)
     resource = _resource(raw, resource_type)
     if resource.get("id") != fhir_id:
         raise FhirError.one(
@@ -289,12 +289,10 @@ async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes
         raise FhirError.one(422, "not-supported", f"source {source} is read-only")
     try:
         written = await facade.connectors[source].update(resource_type, fhir_id, resource)
-    except FhirError:
-        raise
+    except ResourceNotFound:
+        raise FhirError.one(
+            404, "not-found", f"{resource_type}/{fhir_id} is not known here"
+        ) from None
     except Exception as exc:
-        if isinstance(exc, ResourceNotFound):
-            raise FhirError.one(
-                404, "not-found", f"{resource_type}/{fhir_id} is not known here"
-            ) from None
         raise _write_error(exc, source) from None
     return _respond(request, resource_type, written, 200)

@@ -20,7 +20,6 @@ __all__ = [
     "ConnectorConfigError",
     "Page",
     "PaginationLoop",
-    "ReadOnly",
     "ResourceCapability",
     "ResourceNotFound",
     "WriteNotSupported",
@@ -149,18 +148,6 @@ def offset_page(hits: list[dict[str, Any]], count: int, cursor: str | None) -> P
         raise PaginationLoop("not a cursor of this search")
     end = offset + count
     return Page(hits[offset:end], str(end) if end < len(hits) else None, total=len(hits))
-
-
-class ReadOnly:
-    """For a connector that takes no writes (yet): every write is refused, typed."""
-
-    source: str
-
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
-        raise WriteNotSupported(self.source, resource_type, "create")
-
-    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
-        raise WriteNotSupported(self.source, resource_type, "update")
 
 
 async def iterate(connector: Connector, request: SearchRequest) -> AsyncIterator[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from adapter.connectors.base import ConnectorConfigError
-from adapter.transport import RetryPolicy, make_http_client
+from adapter.transport import RetryPolicy, VendorHTTP, make_vendor_http
 
 __all__ = ["http_for", "require", "retry_for"]
 
@@ -32,8 +32,8 @@ def http_for(
     source: str,
     config: Mapping[str, Any],
     transport: httpx.AsyncBaseTransport | None,
-) -> tuple[httpx.AsyncClient, Mapping[str, Any]]:
-    """The pooled client for this source, and the defaults its sandbox implies."""
+) -> tuple[VendorHTTP, Mapping[str, Any]]:
+    """The pooled connections of this source, and the defaults its sandbox implies."""
     defaults: Mapping[str, Any] = {}
     if config.get("sandbox") is not None:
         from adapter.sandbox import sandbox_for
@@ -50,7 +50,7 @@ def http_for(
         base_url = _SANDBOX_BASE.format(vendor=vendor)
     if not isinstance(base_url, str):
         raise ConnectorConfigError(f"source {source!r}: 'base_url' or 'sandbox' is required")
-    return make_http_client(
+    return make_vendor_http(
         base_url, timeout=_timeout(source, config), transport=transport
     ), defaults
 

@@ -11,14 +11,40 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
+from adapter.connectors.base import Page, ResourceCapability, offset_page
 from adapter.fhir.dates import search_window
+from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
 from mappings.common.context import SourceContext
 
-__all__ = ["MAX_DAYS", "SLOT_PARAMS", "SlotQuery", "slot_query", "slot_resource"]
+__all__ = [
+    "MAX_DAYS",
+    "SLOT_PARAMS",
+    "SlotQuery",
+    "slot_capability",
+    "slot_page",
+    "slot_query",
+    "slot_resource",
+]
 
 MAX_DAYS = 31
 SLOT_PARAMS = frozenset({"schedule.actor", "start", "status"})
+
+
+def slot_capability(*extra_params: str) -> ResourceCapability:
+    """Slots are searched, never read by id: the vendors hold no such record."""
+    return ResourceCapability(
+        SLOT_PARAMS | set(extra_params), interactions=frozenset({"search-type"})
+    )
+
+
+def slot_page(
+    slots: list[dict[str, Any]], request: SearchRequest, cursor: str | None, zone: tzinfo
+) -> Page:
+    """A page of the free slots that match every parameter (the vendor list is whole)."""
+    return offset_page(
+        [s for s in slots if matches(s, request.params, zone)], request.count, cursor
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from adapter.transport.client import (
     VendorClient,
     VendorHTTP,
     default_classify,
-    make_http_client,
+    make_vendor_http,
 )
 from adapter.transport.credentials import LeyrCredentials, NyraKey, Secret
 from adapter.transport.errors import (
@@ -22,6 +22,7 @@ from adapter.transport.errors import (
     VendorUnavailable,
     VendorValidation,
     classify_status,
+    json_object,
     parse_retry_after,
 )
 from adapter.transport.ratelimit import KeyPool, Lease, Limit, NoKeysLeft
@@ -53,6 +54,7 @@ __all__ = [
     "VendorValidation",
     "classify_status",
     "default_classify",
-    "make_http_client",
+    "json_object",
+    "make_vendor_http",
     "parse_retry_after",
 ]

@@ -23,7 +23,7 @@ from adapter.transport.errors import (
 from adapter.transport.ratelimit import KeyPool, NoKeysLeft, SlotTooFar
 from adapter.transport.retry import RetryPolicy
 
-__all__ = ["Classifier", "VendorClient", "default_classify", "make_http_client"]
+__all__ = ["Classifier", "VendorClient", "default_classify", "make_vendor_http"]
 
 Classifier = Callable[[str, httpx.Response], VendorError | None]
 
@@ -66,7 +66,7 @@ class VendorHTTP:
         await self.transport.aclose()
 
 
-def make_http_client(
+def make_vendor_http(
     base_url: str,
     *,
     timeout: httpx.Timeout | None = None,

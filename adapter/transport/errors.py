@@ -23,6 +23,7 @@ from __future__ import annotations
 import email.utils
 
 import httpx
+import orjson
 
 __all__ = [
     "AuthenticationRejected",
@@ -38,6 +39,7 @@ __all__ = [
     "VendorUnavailable",
     "VendorValidation",
     "classify_status",
+    "json_object",
     "parse_retry_after",
 ]
 
@@ -108,6 +110,15 @@ class MalformedResponse(FatalVendorError):
 
 class VendorRejected(FatalVendorError):
     pass
+
+
+def json_object(response: httpx.Response) -> dict | None:
+    """An error answer's body as a JSON object, or None when it is not one."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

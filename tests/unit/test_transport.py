@@ -23,7 +23,7 @@ from adapter.transport import (
     VendorUnavailable,
     VendorValidation,
     classify_status,
-    make_http_client,
+    make_vendor_http,
     parse_retry_after,
 )
 
@@ -55,7 +55,7 @@ async def no_sleep(_: float) -> None:
 
 
 def client(vendor: Vendor, keys=None, retry=None) -> VendorClient:
-    http = make_http_client("http://vendor.test", transport=httpx.MockTransport(vendor))
+    http = make_vendor_http("http://vendor.test", transport=httpx.MockTransport(vendor))
     pool = KeyPool.unlimited(keys or [key()])
     return VendorClient("nyra-x", http, pool, retry=retry, sleep=no_sleep, rng=random.Random(1))
 
@@ -139,7 +139,7 @@ async def test_a_rejected_key_is_set_aside_and_the_read_goes_on():
         return ok()
 
     c = client(Vendor(ok()), keys=[key(1), key(2)])
-    c.http = make_http_client("http://v", transport=httpx.MockTransport(vendor))
+    c.http = make_vendor_http("http://v", transport=httpx.MockTransport(vendor))
     for _ in range(3):
         assert await c.get_json("/x") == {"success": True, "data": 1}
     assert c.pool.active() == 1

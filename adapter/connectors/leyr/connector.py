@@ -22,17 +22,17 @@ from adapter.connectors.base import (
     check_supported,
     offset_page,
 )
-from adapter.connectors.changes import (
+from adapter.connectors.config import http_for, require, retry_for
+from adapter.connectors.leyr.errors import classify
+from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
+from adapter.connectors.memo import MappedMemo, serialised
+from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
+from adapter.connectors.writes import (
     actor_of,
     changed,
     participants_changed,
     without_foreign_references,
 )
-from adapter.connectors.config import http_for, require, retry_for
-from adapter.connectors.leyr.errors import classify
-from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
-from adapter.connectors.memo import MappedMemo, serialised
-from adapter.connectors.slots import SLOT_PARAMS, slot_query, slot_resource
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
@@ -74,7 +74,6 @@ _MAPPERS = {
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
-_SEARCH_ONLY = frozenset({"search-type"})
 
 
 class LeyrConnector:
@@ -88,7 +87,7 @@ class LeyrConnector:
                 interactions=_WRITES | {"update"},
                 includes=frozenset({"Appointment:patient"}),
             ),
-            "Slot": ResourceCapability(SLOT_PARAMS | {"service-type"}, interactions=_SEARCH_ONLY),
+            "Slot": slot_capability("service-type"),
         }
     )
 
@@ -169,9 +168,7 @@ class LeyrConnector:
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
         if request.resource_type == "Slot":
-            found = await self._slots(request)
-            hits = [r for r in found if matches(r, request.params, self.zone)]
-            return offset_page(hits, request.count, cursor)
+            return slot_page(await self._slots(request), request, cursor, self.zone)
         if request.resource_type == "Patient":
             plan = plan_patients(request, self.source, self.care_units)
         else:

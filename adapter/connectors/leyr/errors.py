@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import httpx
-import orjson
 
-from adapter.transport import VendorError, classify_status
+from adapter.transport import VendorError, classify_status, json_object
 
 __all__ = ["classify"]
 
@@ -14,11 +13,8 @@ def classify(source: str, response: httpx.Response) -> VendorError | None:
     """Leyr errors: ``{"code", "title", "status", "errors": [{"error_code", ...}]}``
     (docs.leyr.io/api/error-handling). The ``error_code``s are kept; the free-text
     ``detail`` is not, since it may quote what was sent."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict):
+    body = json_object(response)
+    if body is None:
         return None
     codes = tuple(
         e["error_code"]

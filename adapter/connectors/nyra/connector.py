@@ -21,14 +21,13 @@ from adapter.connectors.base import (
     WriteRefused,
     Written,
     check_supported,
-    offset_page,
 )
-from adapter.connectors.changes import changed, participants_changed, without_foreign_references
 from adapter.connectors.config import http_for, require, retry_for
 from adapter.connectors.memo import MappedMemo, serialised
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
-from adapter.connectors.slots import SLOT_PARAMS, slot_query, slot_resource
+from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
+from adapter.connectors.writes import changed, participants_changed, without_foreign_references
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
@@ -57,7 +56,6 @@ MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
-_SEARCH_ONLY = frozenset({"search-type"})
 
 
 class NyraConnector:
@@ -69,7 +67,7 @@ class NyraConnector:
                 interactions=_WRITES | {"update"},
                 includes=frozenset({"Appointment:patient"}),
             ),
-            "Slot": ResourceCapability(SLOT_PARAMS, interactions=_SEARCH_ONLY),
+            "Slot": slot_capability(),
         }
     )
 
@@ -145,9 +143,7 @@ class NyraConnector:
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
         if request.resource_type == "Slot":
-            found = await self._slots(request)
-            hits = [r for r in found if matches(r, request.params, self.zone)]
-            return offset_page(hits, request.count, cursor)
+            return slot_page(await self._slots(request), request, cursor, self.zone)
         p = plan(request, self.source, self.zone)
         if p.empty:
             return Page([], None, total=0)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import httpx
-import orjson
 
-from adapter.transport import VendorError, classify_status
+from adapter.transport import VendorError, classify_status, json_object
 
 __all__ = ["classify"]
 
@@ -16,11 +15,8 @@ _PERMISSION = re.compile(r"Missing required permission: ([a-z_]+:[a-z_]+)")
 
 
 def classify(source: str, response: httpx.Response) -> VendorError | None:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict):
+    body = json_object(response)
+    if body is None:
         return None
     message = body.get("message") if isinstance(body.get("message"), str) else ""
     permission = None

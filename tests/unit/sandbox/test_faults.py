@@ -22,7 +22,7 @@ from adapter.transport import (
     VendorClient,
     VendorTimeout,
     VendorUnavailable,
-    make_http_client,
+    make_vendor_http,
 )
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +133,7 @@ async def test_a_write_that_hangs_after_commit_is_a_timeout_that_may_have_happen
     kolkata = ZoneInfo("Asia/Kolkata")
     sandbox = NyraSandbox(patients=3, faults=Faults(hang_after_commit=True, hang_seconds=30))
     grant = sandbox.api_keys()[0]
-    http = make_http_client(
+    http = make_vendor_http(
         "http://nyra", timeout=httpx.Timeout(0.05), transport=sandbox.transport()
     )
     client = VendorClient(

@@ -1,4 +1,4 @@
-"""What a PUT asks to change, element by element, against the resource as it stands."""
+"""Helpers for writes: what a PUT asks to change, and what a new resource may reference."""
 
 from __future__ import annotations
 
