@@ -1,4 +1,10 @@
-"""``create_app(settings)``: the FastAPI app, with one exception handler -> OperationOutcome."""
+"""``create_app(settings)``: the service as an ASGI app.
+
+The request guard is outermost; ``/fhir`` requests go from it to the FHIR routes, served
+from their table (:mod:`adapter.api.routes`), anything else to FastAPI's router. Every
+exception, wherever it is caught, becomes its answer through one function
+(:func:`adapter.facade.outcome_of`, rendered by :func:`adapter.api.fhir.error_response`).
+"""
 
 from __future__ import annotations
 
@@ -14,19 +20,18 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from adapter.api.auth import router as auth_router
-from adapter.api.fhir import render
+from adapter.api.fhir import error_response
 from adapter.api.fhir import router as fhir_router
 from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
+from adapter.api.routes import FhirRoutes
 from adapter.api.writes import router as writes_router
 from adapter.auth.tokens import AssertionReplay, TokenService
 from adapter.connectors.registry import create_connector
-from adapter.facade import Facade
+from adapter.facade import Facade, SearchLimits
 from adapter.fhir.cursor import CursorCodec
-from adapter.fhir.outcome import FhirError, from_exception
-from adapter.idempotency import MemoryStore, RedisStore
+from adapter.fhir.outcome import FhirError
+from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
 from adapter.settings import Settings, load_settings
-from adapter.transport import VendorError
-from mappings import MappingError
 
 __all__ = ["app_from_env", "configure_audit_log", "create_app"]
 
@@ -50,7 +55,12 @@ def create_app(
         for name, config in settings.sources.items()
     }
     read_only = frozenset(n for n, c in settings.sources.items() if c.get("read_only") is True)
-    facade = Facade(connectors, read_only)
+    facade = Facade(
+        connectors,
+        CursorCodec(settings.cursor_key),
+        read_only=read_only,
+        limits=SearchLimits(settings.default_count, settings.max_count),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,8 +81,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.facade = facade
-    app.state.cursors = CursorCodec(settings.cursor_key)
-    app.state.idempotency = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    store: IdempotencyStore = (
+        RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    )
+    app.state.idempotency = store
     audience = settings.public_base_url or "urn:fhir-adapter"
     open_access = settings.open_access and not settings.clients
     app.state.tokens = (
@@ -83,30 +95,15 @@ def create_app(
     app.include_router(fhir_router)
     app.include_router(writes_router)
 
-    @app.exception_handler(FhirError)
-    async def _fhir_error(request: Request, exc: FhirError) -> Response:
-        return render(request, exc.body(), exc.status, exc.headers)
+    async def _error(request: Request, exc: Exception) -> Response:
+        return error_response(request, exc)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            error = FhirError.one(404, "not-found", f"no such path: {request.url.path}")
-        elif exc.status_code == 405:
-            error = FhirError.one(405, "not-supported", f"{request.method} is not supported here")
-        else:
-            error = FhirError.one(exc.status_code, "processing", str(exc.detail))
-        return render(request, error.body(), error.status, dict(exc.headers or {}))
+    async def _invalid(request: Request, exc: Exception) -> Response:
+        return error_response(request, HTTPException(400, "the request is not valid"))
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        error = FhirError.one(400, "invalid", "the request is not valid")
-        return render(request, error.body(), 400)
-
-    @app.exception_handler(VendorError)
-    @app.exception_handler(MappingError)
-    async def _vendor(request: Request, exc: Exception) -> Response:
-        error = from_exception(exc)
-        return render(request, error.body(), error.status, error.headers)
+    for kind in (FhirError, HTTPException):
+        app.add_exception_handler(kind, _error)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
     # Held open for the app's life; closed when it shuts down.
@@ -117,6 +114,7 @@ def create_app(
         tokens=app.state.tokens,
         limiter=limiter,
         audit_file=app.state.audit_file,
+        fhir=FhirRoutes([*auth_router.routes, *fhir_router.routes, *writes_router.routes]),
     )
     return app
 

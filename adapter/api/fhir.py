@@ -1,4 +1,8 @@
-"""The FHIR routes: parse the request, ask the facade, serialise. Nothing else."""
+"""The FHIR read routes: parse the request, ask the facade once, render. Nothing else.
+
+Also what every route shares: content negotiation, rendering, who the caller is, the
+public base URL, and :func:`error_response`, the answer any exception becomes.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from adapter.facade import Facade
+from adapter.facade import Caller, Facade, SearchResult, outcome_of
 from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
-from adapter.fhir.cursor import CursorCodec, InvalidCursor
 from adapter.fhir.outcome import FhirError
-from adapter.fhir.params import ParsedSearch, parse_search, prefers_strict
+from adapter.fhir.params import prefers_strict
 from adapter.settings import Settings
 
 __all__ = [
@@ -22,19 +25,22 @@ __all__ = [
     "FHIR_JSON",
     "ID_PARAM",
     "TYPE_PARAM",
-    "allowed_sources",
     "base_url",
+    "bundle_of",
+    "caller",
+    "error_response",
+    "facade",
     "fhir_json_response",
     "negotiate",
     "note_ids",
     "render",
-    "require_served",
     "router",
 ]
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"json", "application/json", "application/fhir+json"}
 _XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
+_ANYONE = Caller()
 
 
 def fhir_json_response(description: str) -> dict[str, Any]:
@@ -111,10 +117,12 @@ def render(request: Request, body: Any, status: int = 200, headers: dict | None 
     return Response(content, status, headers, media_type=f"{media}; charset=utf-8")
 
 
-def allowed_sources(request: Request) -> frozenset[str] | None:
-    """The sources the calling client may use (None: open access, every source)."""
+def caller(request: Request) -> Caller:
+    """Who is asking: the client the guard let in, or anyone under open access."""
     client = request.scope.get("fhir.client")
-    return client.sources if client is not None else None
+    if client is None:
+        return _ANYONE
+    return Caller(client.name, client.sources)
 
 
 def note_ids(request: Request, ids: list[str]) -> None:
@@ -124,14 +132,14 @@ def note_ids(request: Request, ids: list[str]) -> None:
         audit["ids"].extend(ids)
 
 
-def _client_name(request: Request) -> str | None:
-    client = request.scope.get("fhir.client")
-    return client.name if client is not None else None
+def facade(request: Request) -> Facade:
+    return request.app.state.facade  # type: ignore[no-any-return]
 
 
-def _state(request: Request) -> tuple[Facade, Settings, CursorCodec]:
-    s = request.app.state
-    return s.facade, s.settings, s.cursors
+def error_response(request: Request, exc: BaseException) -> Response:
+    """Any exception as its OperationOutcome answer (see :func:`outcome_of`)."""
+    error = outcome_of(exc, where=f"{request.method} {request.url.path}")
+    return render(request, error.body(), error.status, error.headers)
 
 
 def base_url(request: Request) -> str:
@@ -156,13 +164,14 @@ def base_url(request: Request) -> str:
 )
 async def metadata(request: Request) -> Response:
     negotiate(request)
-    facade, settings, _ = _state(request)
+    settings: Settings = request.app.state.settings
     token = None
     if request.app.state.tokens is not None:
         token = base_url(request).removesuffix("/fhir") + "/auth/token"
-    return render(
-        request, capability_statement(facade, base_url(request), settings.max_count, token)
+    statement = capability_statement(
+        facade(request).declared, base_url(request), settings.max_count, token
     )
+    return render(request, statement)
 
 
 @router.get(
@@ -174,8 +183,7 @@ async def metadata(request: Request) -> Response:
     openapi_extra={"parameters": [TYPE_PARAM]},
 )
 async def search_get(request: Request) -> Response:
-    resource_type = request.path_params["resource_type"]
-    return await _search(request, resource_type, list(request.query_params.multi_items()))
+    return await _search(request, list(request.query_params.multi_items()))
 
 
 @router.post(
@@ -193,7 +201,6 @@ async def search_get(request: Request) -> Response:
     },
 )
 async def search_post(request: Request) -> Response:
-    resource_type = request.path_params["resource_type"]
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise FhirError.one(
@@ -203,8 +210,7 @@ async def search_post(request: Request) -> Response:
         form = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
         raise FhirError.one(400, "invalid", "the form body is not UTF-8") from None
-    items = list(request.query_params.multi_items()) + form
-    return await _search(request, resource_type, items)
+    return await _search(request, list(request.query_params.multi_items()) + form)
 
 
 @router.get(
@@ -214,88 +220,37 @@ async def search_post(request: Request) -> Response:
     openapi_extra={"parameters": [TYPE_PARAM, ID_PARAM]},
 )
 async def read(request: Request) -> Response:
-    resource_type, fhir_id = request.path_params["resource_type"], request.path_params["fhir_id"]
     negotiate(request)
-    facade, _, _ = _state(request)
-    require_served(facade, resource_type)
-    resource = await facade.read(resource_type, fhir_id, allowed_sources(request))
+    params = request.path_params
+    resource = await facade(request).read(
+        params["resource_type"], params["fhir_id"], caller(request)
+    )
     note_ids(request, [resource["id"]])
     return render(request, resource)
 
 
-def require_served(facade: Facade, resource_type: str) -> None:
-    if resource_type not in facade.resource_types():
-        raise FhirError.one(
-            404, "not-supported", f"resource type {resource_type!r} is not served here"
-        )
-
-
-async def _search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
+async def _search(request: Request, items: list[tuple[str, str]]) -> Response:
     negotiate(request)
-    facade, settings, cursors = _state(request)
-    require_served(facade, resource_type)
-    parsed = parse_search(
-        resource_type,
-        items,
-        supported=facade.supported_params(resource_type),
-        includes=facade.includes(resource_type),
-        sources=facade.connectors,
-        strict=prefers_strict(request.headers.get("prefer")),
-        default_count=settings.default_count,
-        max_count=settings.max_count,
-    )
-    base = base_url(request)
-    if parsed.cursor is not None:
-        try:
-            state = cursors.decode(parsed.cursor)
-        except InvalidCursor as exc:
-            raise FhirError.one(400, "invalid", f"_cursor: {exc}", "_cursor") from None
-        if state.get("t") != resource_type or state.get("cl") != _client_name(request):
-            raise FhirError.one(400, "invalid", "_cursor: belongs to another search", "_cursor")
-        issues = []
-        self_url = f"{base}/{resource_type}?_cursor={parsed.cursor}"
-    else:
-        if parsed.summary_count or parsed.request.count == 0:
-            return await _count_only(request, facade, parsed, base)
-        allowed = allowed_sources(request)
-        only = tuple(sorted(allowed)) if allowed is not None else None
-        state, issues = facade.first_state(parsed, only=only)
-        state["cl"] = _client_name(request)
-        self_url = _first_url(base, resource_type, parsed)
-        if parsed.total == "accurate":
-            state["tot"], _ = await facade.count(parsed, allowed)
-    page = await facade.search_page(state, issues)
-    note_ids(request, [r["id"] for r in page.matches] + [r["id"] for r in page.includes])
-    links = {"self": self_url}
-    if page.next_state is not None:
-        links["next"] = (
-            f"{base}/{resource_type}?{urlencode({'_cursor': cursors.encode(page.next_state)})}"
-        )
-    if page.previous_state is not None:
-        links["previous"] = (
-            f"{base}/{resource_type}?{urlencode({'_cursor': cursors.encode(page.previous_state)})}"
-        )
-    bundle = searchset(
+    strict = prefers_strict(request.headers.get("prefer"))
+    resource_type = request.path_params["resource_type"]
+    result = await facade(request).search(resource_type, items, caller(request), strict=strict)
+    note_ids(request, [r["id"] for r in result.matches] + [r["id"] for r in result.includes])
+    return render(request, bundle_of(result, base_url(request)))
+
+
+def bundle_of(result: SearchResult, base: str) -> dict[str, Any]:
+    """A page of a search as a searchset Bundle, with its paging links."""
+    here = f"{base}/{result.resource_type}?"
+    links = {"self": here + result.self_query}
+    if result.next_cursor is not None:
+        links["next"] = here + urlencode({"_cursor": result.next_cursor})
+    if result.previous_cursor is not None:
+        links["previous"] = here + urlencode({"_cursor": result.previous_cursor})
+    return searchset(
         base,
-        matches=page.matches,
-        includes=page.includes,
-        issues=page.issues,
-        total=None if parsed.total == "none" else page.total,
+        matches=result.matches,
+        includes=result.includes,
+        issues=result.issues,
+        total=result.total,
         links=links,
     )
-    return render(request, bundle)
-
-
-def _first_url(base: str, resource_type: str, parsed: ParsedSearch) -> str:
-    count = f"_count={parsed.request.count}"
-    if not parsed.used:
-        return f"{base}/{resource_type}?{count}"
-    return f"{base}/{resource_type}?{urlencode(parsed.used)}&{count}"
-
-
-async def _count_only(
-    request: Request, facade: Facade, parsed: ParsedSearch, base: str
-) -> Response:
-    total, issues = await facade.count(parsed, allowed_sources(request))
-    links = {"self": _first_url(base, parsed.request.resource_type, parsed)}
-    return render(request, searchset(base, matches=[], issues=issues, total=total, links=links))

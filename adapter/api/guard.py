@@ -9,7 +9,9 @@ limit, and one audit record.
 - Each client has ``per_minute`` requests (fixed minute windows, shared through Redis when
   configured): every answer says ``X-RateLimit-Limit/Remaining/Reset``; past it, 429 with
   ``Retry-After``.
-- Anything unhandled below is a 500 OperationOutcome, logged by type and place only.
+- ``/fhir`` requests go to the FHIR routes (:class:`adapter.api.routes.FhirRoutes`);
+  anything else to the app. Anything unhandled below becomes its OperationOutcome
+  through :func:`adapter.facade.outcome_of` (a 500 logged by type and place only).
 - The audit record (logger ``fhir_adapter.audit``, one JSON object per line) holds the
   client, interaction, resource type, sources and ids touched, status, outcome and
   duration; never a patient data value or a secret.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import orjson
 
 from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
+from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError
 
 __all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of"]
@@ -102,9 +104,11 @@ class Guard:
         tokens: TokenService | None,
         limiter: Any,
         audit_file: Any = None,
+        fhir: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
+        self.fhir = fhir or app  # the /fhir routes
         self.settings = settings
         self.tokens = tokens
         self.limiter = limiter
@@ -140,19 +144,13 @@ class Guard:
                 )
             if refusal is not None:
                 await _send_error(watch, refusal)
+            elif path.startswith("/fhir/"):
+                await self.fhir(scope, receive, watch)
             else:
                 await self.app(scope, receive, watch)
         except Exception as exc:
-            # Anything unhandled is a 500 OperationOutcome. The log gets the exception's
-            # type and place, never its message or traceback text: they may quote
-            # patient data.
-            where = traceback.extract_tb(exc.__traceback__)[-1:]
-            place = f"{where[0].filename}:{where[0].lineno}" if where else "?"
-            log.error(
-                "unhandled %s at %s on %s %s", type(exc).__name__, place, scope["method"], path
-            )
+            error = outcome_of(exc, where=f"{scope['method']} {path}")
             if not status_seen:
-                error = FhirError.one(500, "exception", "internal error; the incident was logged")
                 await _send_error(watch, error)
         finally:
             if path.startswith("/fhir/") and path not in _OPEN:

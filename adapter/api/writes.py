@@ -8,8 +8,8 @@ replays a write's first outcome; ``If-None-Exist`` finds before it creates.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 import pydantic
@@ -21,27 +21,23 @@ from adapter.api.fhir import (
     ERROR_RESPONSES,
     ID_PARAM,
     TYPE_PARAM,
-    allowed_sources,
     base_url,
+    caller,
+    error_response,
+    facade,
     fhir_json_response,
     negotiate,
     render,
-    require_served,
 )
-from adapter.connectors.base import ResourceNotFound, WriteNotSupported, WriteRefused, Written
-from adapter.facade import Facade
-from adapter.fhir.outcome import FhirError, Issue, operation_outcome, vendor_issue
-from adapter.fhir.params import parse_search
-from adapter.idempotency import Outcome, fingerprint
-from adapter.transport import VendorError, VendorTimeout, VendorValidation
-from mappings import MappingError
-from mappings.errors import InvalidResource
+from adapter.facade import Written
+from adapter.fhir.outcome import FhirError, Issue, operation_outcome
+from adapter.idempotency import IdempotencyStore, Outcome, fingerprint
 
 __all__ = ["MAX_BODY", "router"]
 
 MAX_BODY = 1 << 20  # bytes: far above any Patient or Appointment
 _JSON_BODIES = {"application/fhir+json", "application/json"}
-_CONFLICT_CODES = {"NO_TIMESLOTS_AVAILABLE", "AMBIGUOUS_TIMESLOTS"}
+Handler = Callable[[bytes], Awaitable[Response]]
 
 router = APIRouter(prefix="/fhir", responses=ERROR_RESPONSES, default_response_class=Response)
 _BODY = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "required": True}
@@ -83,7 +79,7 @@ async def update(request: Request) -> Response:
     return await _idempotent(request, lambda raw: _update(request, resource_type, fhir_id, raw))
 
 
-async def _idempotent(request: Request, handle) -> Response:
+async def _idempotent(request: Request, handle: Handler) -> Response:
     negotiate(request)
     raw = await _read_body(request)
     key = request.headers.get("idempotency-key")
@@ -91,7 +87,7 @@ async def _idempotent(request: Request, handle) -> Response:
         return await _answer(request, handle, raw)
     if not 1 <= len(key) <= 255:
         raise FhirError.one(400, "invalid", "Idempotency-Key must be 1 to 255 characters")
-    store = request.app.state.idempotency
+    store: IdempotencyStore = request.app.state.idempotency
     client = request.scope.get("fhir.client")
     print_ = fingerprint(request.method, request.url.path, raw, client.name if client else "")
     key = f"{client.name if client else ''}\0{key}"  # one client's keys are not another's
@@ -123,12 +119,12 @@ async def _idempotent(request: Request, handle) -> Response:
         await store.finish(key, outcome)
 
 
-async def _answer(request: Request, handle, raw: bytes) -> Response:
+async def _answer(request: Request, handle: Handler, raw: bytes) -> Response:
     """The write's response, errors included (so an idempotent replay keeps them too)."""
     try:
         return await handle(raw)
-    except FhirError as exc:
-        return render(request, exc.body(), exc.status, exc.headers)
+    except Exception as exc:
+        return error_response(request, exc)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -176,38 +172,6 @@ def _issue(resource_type: str, error: Any) -> Issue:
     return Issue("error", "invalid", message, (path,))
 
 
-def _write_error(exc: Exception, source: str) -> FhirError:
-    if isinstance(exc, WriteRefused):
-        return FhirError(
-            exc.status,
-            [Issue("error", "not-supported", f"source {source}: {exc.reason}", (exc.expression,))],
-        )
-    if isinstance(exc, InvalidResource):
-        return FhirError(
-            422, [Issue("error", "invalid", f"source {source}: {exc.reason}", (exc.expression,))]
-        )
-    if isinstance(exc, WriteNotSupported):
-        return FhirError.one(422, "not-supported", f"source {source} does not take this write")
-    if isinstance(exc, VendorValidation):
-        codes = ", ".join(exc.error_codes) or "no reason given"
-        if exc.status == 409 or _CONFLICT_CODES & set(exc.error_codes):
-            return FhirError.one(
-                409, "conflict", f"source {source}: the time is not available ({codes})"
-            )
-        return FhirError.one(422, "business-rule", f"source {source} refused the write ({codes})")
-    if isinstance(exc, VendorTimeout):
-        return FhirError.one(
-            504,
-            "timeout",
-            f"source {source} did not answer in time and holds no such record; "
-            "send the request again with the same Idempotency-Key",
-        )
-    if isinstance(exc, VendorError | MappingError):
-        status, issue = vendor_issue(exc, source)
-        return FhirError(status, [issue])
-    raise exc
-
-
 def _respond(
     request: Request, resource_type: str, written: Written, created_status: int
 ) -> Response:
@@ -228,71 +192,18 @@ def _respond(
 
 
 async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
-    facade: Facade = request.app.state.facade
-    require_served(facade, resource_type)
-    resource = _resource(raw, resource_type)
-    source = await facade.source_for_create(resource_type, resource, allowed_sources(request))
-    condition = request.headers.get("if-none-exist")
-    if condition is not None:
-        found = await _matching(request, facade, resource_type, source, condition)
-        if len(found) > 1:
-            raise FhirError.one(412, "duplicate", "If-None-Exist matches more than one resource")
-        if found:
-            return _respond(request, resource_type, Written(found[0], created=False), 201)
-    try:
-        written = await facade.connectors[source].create(resource_type, resource)
-    except Exception as exc:
-        raise _write_error(exc, source) from None
+    facade(request).require_served(resource_type)
+    written = await facade(request).create(
+        resource_type,
+        _resource(raw, resource_type),
+        caller(request),
+        if_none_exist=request.headers.get("if-none-exist"),
+    )
     return _respond(request, resource_type, written, 201)
 
 
-async def _matching(
-    request: Request, facade: Facade, resource_type: str, source: str, condition: str
-) -> list[dict[str, Any]]:
-    """What an ``If-None-Exist`` search finds at the target source (two at the most)."""
-    items = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
-    if not items:
-        raise FhirError.one(400, "invalid", "If-None-Exist holds no search", "If-None-Exist")
-    parsed = parse_search(
-        resource_type,
-        [*items, ("_count", "2")],
-        supported=facade.supported_params(resource_type),
-        includes=(),
-        sources=facade.connectors,
-        strict=True,  # a condition that cannot be checked must not create blindly
-        default_count=2,
-        max_count=2,
-    )
-    state, issues = facade.first_state(parsed, only=(source,))
-    state["cl"] = None
-    if issues:
-        raise FhirError(
-            400, [Issue("error", "not-supported", i.diagnostics, i.expression) for i in issues]
-        )
-    page = await facade.search_page(state, [])
-    return page.matches
-
-
 async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes) -> Response:
-    facade: Facade = request.app.state.facade
-    require_served(facade, resource_type)
+    facade(request).require_served(resource_type)
     resource = _resource(raw, resource_type)
-    if resource.get("id") != fhir_id:
-        raise FhirError.one(
-            400, "invalid", "the body's id must be the id in the URL", f"{resource_type}.id"
-        )
-    source = facade.owner(fhir_id)
-    allowed = allowed_sources(request)
-    if source is None or (allowed is not None and source not in allowed):
-        raise FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
-    if source in facade.read_only:
-        raise FhirError.one(422, "not-supported", f"source {source} is read-only")
-    try:
-        written = await facade.connectors[source].update(resource_type, fhir_id, resource)
-    except ResourceNotFound:
-        raise FhirError.one(
-            404, "not-found", f"{resource_type}/{fhir_id} is not known here"
-        ) from None
-    except Exception as exc:
-        raise _write_error(exc, source) from None
+    written = await facade(request).update(resource_type, fhir_id, resource, caller(request))
     return _respond(request, resource_type, written, 200)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from adapter.facade import Facade
+from adapter.fhir.declared import Declared
 from adapter.fhir.match import KINDS
 
 __all__ = ["capability_statement"]
@@ -51,13 +51,13 @@ def _version() -> str:
 
 
 def capability_statement(
-    facade: Facade, base: str, max_count: int, token_url: str | None = None
+    declared: Declared, base: str, max_count: int, token_url: str | None = None
 ) -> dict[str, Any]:
     resources = []
-    every = set(facade.connectors)
-    for resource_type in facade.resource_types():
+    every = set(declared.sources)
+    for resource_type in declared.types:
         params = []
-        for name, sources in sorted(facade.supported_params(resource_type).items()):
+        for name, sources in sorted(declared.supported_params(resource_type).items()):
             kind = KINDS.get(resource_type, {}).get(name)
             if kind is None:
                 continue  # declared by a connector, but not a parameter this server parses
@@ -65,7 +65,7 @@ def capability_statement(
             definition = _DEFINITIONS.get((resource_type, name))
             if definition:
                 entry["definition"] = _SP + definition
-            if sources != every & set(facade.serving(resource_type)):
+            if sources != every & set(declared.serving(resource_type)):
                 entry["documentation"] = "Not every source takes it: the others are left out."
             params.append(entry)
         params.append(
@@ -76,7 +76,7 @@ def capability_statement(
                 "documentation": "The source(s) to ask, by name (meta.source of what they hold)",
             }
         )
-        interactions = facade.interactions(resource_type)
+        interactions = declared.interactions(resource_type)
         resource: dict[str, Any] = {
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
@@ -87,7 +87,7 @@ def capability_statement(
             "conditionalCreate": "create" in interactions,
             "searchParam": params,
         }
-        includes = sorted(facade.includes(resource_type))
+        includes = sorted(declared.includes(resource_type))
         if includes:
             resource["searchInclude"] = includes
         resources.append(resource)

@@ -1,9 +1,10 @@
 """Opaque, signed, stateless paging cursors.
 
-A cursor carries the whole state of a search page (the search itself, each source's own
-position, the total when known) so any worker can serve the next page with no shared
-store. It is ``base64url(deflate(json)) "." base64url(hmac-sha256)``: readable by nobody's code
-but ours, and a changed byte is refused (:class:`InvalidCursor`), never trusted.
+A cursor carries the whole state of a search page (:class:`SearchState`: the search
+itself, each source's own position, the total when known) so any worker can serve the
+next page with no shared store. It is ``base64url(deflate(json)) "." base64url(hmac-sha256)``:
+readable by nobody's code but ours, and a changed byte is refused (:class:`InvalidCursor`),
+never trusted. This module is the only place a state becomes a cursor and back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from adapter.fhir.dates import parse_date
+from adapter.fhir.search import Position, SearchParam, SearchRequest, SearchState
 
 __all__ = ["CursorCodec", "InvalidCursor"]
 
@@ -70,3 +74,79 @@ class CursorCodec:
         if self._clock() - issued > self._max_age:
             raise InvalidCursor("the cursor has expired; start the search again")
         return state
+
+    def encode_state(self, state: SearchState) -> str:
+        return self.encode(_state_json(state))
+
+    def decode_state(self, cursor: str) -> SearchState:
+        """The state a cursor of ours carries (:class:`InvalidCursor` for anything else)."""
+        data = self.decode(cursor)
+        try:
+            return _state_of(data)
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise InvalidCursor("not a cursor of this server") from None
+
+
+# Short keys: a cursor travels in every next/previous link.
+def _position_json(position: Position) -> dict[str, Any]:
+    return {
+        "at": dict(position.at),
+        "done": sorted(position.done),
+        "tot": position.total,
+        "first": position.first,
+    }
+
+
+def _state_json(state: SearchState) -> dict[str, Any]:
+    request = state.request
+    out: dict[str, Any] = {
+        "t": request.resource_type,
+        "p": [[p.name, p.modifier, p.prefix, list(p.values)] for p in request.params],
+        "n": request.count,
+        "inc": list(state.includes),
+        "order": list(state.order),
+        "share": list(state.shares),
+        "lanes": state.lanes,
+        "skip": state.skipped,
+        "cl": state.client,
+        **_position_json(state.position),
+    }
+    if state.previous is not None:
+        out["prev"] = _position_json(state.previous)
+    return out
+
+
+def _position_of(data: dict[str, Any]) -> Position:
+    at = data["at"]
+    if not isinstance(at, dict) or not all(isinstance(v, str) for v in at.values()):
+        raise TypeError("at")
+    total = data["tot"]
+    if total is not None and not isinstance(total, int):
+        raise TypeError("tot")
+    return Position(dict(at), frozenset(str(n) for n in data["done"]), total, bool(data["first"]))
+
+
+def _param_of(item: list[Any]) -> SearchParam:
+    name, modifier, prefix, values = item
+    values = tuple(str(v) for v in values)
+    # Dates are parsed once more here, from the cursor, as they were from the request.
+    dates = tuple(parse_date(v) for v in values) if prefix is not None else ()
+    return SearchParam(str(name), values, modifier, prefix, dates)
+
+
+def _state_of(data: dict[str, Any]) -> SearchState:
+    request = SearchRequest(
+        str(data["t"]), tuple(_param_of(p) for p in data["p"]), count=int(data["n"])
+    )
+    previous = data.get("prev")
+    return SearchState(
+        request,
+        order=tuple(str(n) for n in data["order"]),
+        shares=tuple(int(n) for n in data["share"]),
+        lanes=int(data["lanes"]),
+        includes=tuple(str(i) for i in data["inc"]),
+        skipped=int(data["skip"]),
+        client=data["cl"],
+        position=_position_of(data),
+        previous=_position_of(previous) if previous is not None else None,
+    )

@@ -10,12 +10,21 @@ that day where the appointment takes place.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
-__all__ = ["DateRange", "compare", "local_window", "parse_range", "search_window"]
+__all__ = [
+    "DateRange",
+    "FhirDate",
+    "compare",
+    "local_window",
+    "parse_date",
+    "parse_range",
+    "search_window",
+]
 
 
 _DATE = re.compile(
@@ -32,34 +41,74 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=moment.year + month // 12, month=month % 12 + 1)
 
 
-def parse_range(value: str, default_zone: tzinfo = UTC) -> DateRange:
-    """The interval a FHIR date/dateTime/instant value stands for. ``ValueError`` if bad."""
+@dataclass(frozen=True, slots=True)
+class FhirDate:
+    """A FHIR date, dateTime or instant as written: its parts down to its precision.
+
+    Parsed once; :meth:`range` gives the interval it stands for in a zone (the zone only
+    matters when the value carries no offset of its own)."""
+
+    text: str
+    year: int
+    month: int | None = None
+    day: int | None = None
+    hour: int | None = None
+    minute: int | None = None
+    second: int | None = None
+    micro: int | None = None  # set when fractional seconds were written
+    offset: timedelta | None = None  # the value's own offset, if it gave one
+
+    def range(self, default_zone: tzinfo = UTC) -> DateRange:
+        zone: tzinfo = default_zone if self.offset is None else timezone(self.offset)
+        if self.month is None:
+            low = datetime(self.year, 1, 1, tzinfo=zone)
+            return _normalise(low, low.replace(year=self.year + 1))
+        if self.day is None:
+            low = datetime(self.year, self.month, 1, tzinfo=zone)
+            return _normalise(low, _add_months(low, 1))
+        if self.hour is None or self.minute is None:
+            low = datetime(self.year, self.month, self.day, tzinfo=zone)
+            return _normalise(low, low + timedelta(days=1))
+        if self.second is None:
+            low = datetime(self.year, self.month, self.day, self.hour, self.minute, tzinfo=zone)
+            return _normalise(low, low + timedelta(minutes=1))
+        low = datetime(
+            self.year,
+            self.month,
+            self.day,
+            self.hour,
+            self.minute,
+            self.second,
+            self.micro or 0,
+            tzinfo=zone,
+        )
+        step = timedelta(microseconds=1) if self.micro is not None else timedelta(seconds=1)
+        return _normalise(low, low + step)
+
+
+def parse_date(value: str) -> FhirDate:
+    """A FHIR date/dateTime/instant value, checked (``ValueError`` if it is none)."""
     m = _DATE.fullmatch(value)
     if not m:
         raise ValueError("not a FHIR date, dateTime or instant")
     g = m.groupdict()
-    zone: tzinfo = default_zone
+    offset = None
     if g["tz"]:
-        zone = datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz'].replace('Z', '+00:00')}").tzinfo
-    year = int(g["y"])
-    if g["m"] is None:
-        low = datetime(year, 1, 1, tzinfo=zone)
-        return _normalise(low, low.replace(year=year + 1))
-    if g["d"] is None:
-        low = datetime(year, int(g["m"]), 1, tzinfo=zone)
-        return _normalise(low, _add_months(low, 1))
-    day = date(year, int(g["m"]), int(g["d"]))
-    if g["H"] is None:
-        low = datetime(day.year, day.month, day.day, tzinfo=zone)
-        return _normalise(low, low + timedelta(days=1))
-    hour, minute = int(g["H"]), int(g["M"])
-    if g["S"] is None:
-        low = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-        return _normalise(low, low + timedelta(minutes=1))
-    micro = int((g["f"] or ".0")[1:].ljust(6, "0")[:6])
-    low = datetime(day.year, day.month, day.day, hour, minute, int(g["S"]), micro, tzinfo=zone)
-    step = timedelta(microseconds=1) if g["f"] else timedelta(seconds=1)
-    return _normalise(low, low + step)
+        tz = g["tz"]
+        sign = -1 if tz[0] == "-" else 1
+        offset = (
+            timedelta() if tz == "Z" else sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        )
+    parts = [int(g[k]) if g[k] is not None else None for k in ("y", "m", "d", "H", "M", "S")]
+    micro = int(g["f"][1:].ljust(6, "0")[:6]) if g["f"] else None
+    parsed = FhirDate(value, parts[0] or 0, *parts[1:], micro=micro, offset=offset)
+    parsed.range()  # a day or month that does not exist is refused here, once
+    return parsed
+
+
+def parse_range(value: str, default_zone: tzinfo = UTC) -> DateRange:
+    """The interval a FHIR date/dateTime/instant value stands for. ``ValueError`` if bad."""
+    return parse_date(value).range(default_zone)
 
 
 def _normalise(low: datetime, high: datetime) -> DateRange:
@@ -92,7 +141,7 @@ def compare(prefix: str, search: DateRange, target: DateRange) -> bool:
 
 
 def local_window(
-    params: Iterable[tuple[str | None, tuple[str, ...]]], zone: tzinfo
+    params: Iterable[tuple[str | None, Sequence[str | FhirDate]]], zone: tzinfo
 ) -> tuple[date | None, date | None]:
     """Local dates, first and last inclusive, that surely hold every match of ANDed date
     params given as ``(prefix, values)``; an open end is ``None``.
@@ -106,7 +155,8 @@ def local_window(
     for prefix, values in params:
         if len(values) != 1:
             continue  # ORed values: no single window
-        s_low, s_high = parse_range(values[0], zone)
+        value = values[0]
+        s_low, s_high = (parse_date(value) if isinstance(value, str) else value).range(zone)
         prefix = prefix or "eq"
         if prefix in ("eq", "ge", "gt", "sa"):
             bound = s_low if prefix in ("eq", "ge") else s_high
@@ -126,7 +176,7 @@ def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | No
     """:func:`local_window` of ``date`` search params, as ISO dates for a vendor query."""
     params = tuple(params)
     try:
-        first, last = local_window(((p.prefix, p.values) for p in params), zone)
+        first, last = local_window(((p.prefix, p.dates or p.values) for p in params), zone)
     except ValueError:
         raise UnsupportedParameter(params[0].name, "not a FHIR date") from None
     return (first.isoformat() if first else None, last.isoformat() if last else None)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import tzinfo
 from typing import Any
 
-from adapter.fhir.dates import compare, parse_range
+from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
-__all__ = ["KINDS", "MODIFIERS", "matches", "normalise"]
+__all__ = ["KINDS", "MODIFIERS", "actor_references", "matches", "normalise"]
 
 Resource = dict[str, Any]
 
@@ -75,12 +75,19 @@ def _plain(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
     return extract
 
 
+def actor_references(resource: Resource, kind: str | None = None) -> Iterator[str]:
+    """The references of a resource's participants' actors (``kind``: only to that type),
+    in order: ``Patient/{id}`` and the like."""
+    for member in resource.get("participant") or ():
+        actor = member.get("actor") if isinstance(member, dict) else None
+        ref = actor.get("reference") if isinstance(actor, dict) else None
+        if isinstance(ref, str) and (kind is None or ref.startswith(f"{kind}/")):
+            yield ref
+
+
 def _actors(kind: str | None) -> Callable[[Resource], Iterator[str]]:
     def extract(r: Resource) -> Iterator[str]:
-        for member in r.get("participant") or ():
-            ref = (member.get("actor") or {}).get("reference")
-            if isinstance(ref, str) and (kind is None or ref.startswith(f"{kind}/")):
-                yield ref
+        return actor_references(r, kind)
 
     return extract
 
@@ -178,14 +185,21 @@ def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
         except ValueError:
             continue  # an unreadable stored value matches nothing
     prefix = param.prefix or "eq"
-    for wanted in param.values:
-        try:
-            search = parse_range(wanted, zone)
-        except ValueError:
-            raise UnsupportedParameter(param.name, "not a FHIR date") from None
+    for wanted in _wanted_dates(param):
+        search = wanted.range(zone)
         if any(compare(prefix, search, target) for target in targets):
             return True
     return False
+
+
+def _wanted_dates(param: SearchParam) -> tuple[FhirDate, ...]:
+    """The search's dates: parsed with the search, or (a request built by hand) now."""
+    if param.dates:
+        return param.dates
+    try:
+        return tuple(parse_date(v) for v in param.values)
+    except ValueError:
+        raise UnsupportedParameter(param.name, "not a FHIR date") from None
 
 
 _REF_TYPES = {

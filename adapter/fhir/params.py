@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from adapter.fhir.dates import parse_range
+from adapter.fhir.dates import FhirDate, parse_date
 from adapter.fhir.match import KINDS, MODIFIERS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest
@@ -30,6 +30,8 @@ _PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=\d)")
 
 @dataclass
 class ParsedSearch:
+    """A search request as the client asked it, with what only the first page needs."""
+
     request: SearchRequest
     includes: tuple[str, ...] = ()
     summary_count: bool = False
@@ -37,7 +39,11 @@ class ParsedSearch:
     cursor: str | None = None
     # The parameters honoured, as (name, value) for the self link, in the order given.
     used: list[tuple[str, str]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def count_only(self) -> bool:
+        """``_summary=count`` or ``_count=0``: the total, no matches."""
+        return self.summary_count or self.request.count == 0
 
 
 def prefers_strict(prefer: str | None) -> bool:
@@ -152,7 +158,6 @@ def parse_search(
                 for u in unsupported
             ],
         )
-    parsed.ignored = unsupported
     if narrowed is not None:
         narrowed = tuple(s for s in narrowed if s in known_sources)
     parsed.request = SearchRequest(resource_type, tuple(params), count=count, sources=narrowed)
@@ -161,13 +166,15 @@ def parse_search(
 
 def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
     """One date parameter; ORed values must share their prefix (one comparator)."""
-    prefixes, bare = set(), []
+    prefixes: set[str] = set()
+    bare: list[str] = []
+    dates: list[FhirDate] = []
     for value in values:
         match = _PREFIXED.match(value)
         prefix = match.group(1) if match else "eq"
         value = value[2:] if match else value
         try:
-            parse_range(value)
+            dates.append(parse_date(value))
         except ValueError:
             raise _bad(key, "a value is not a FHIR date or dateTime") from None
         prefixes.add(prefix)
@@ -179,4 +186,4 @@ def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
         )
     (prefix,) = prefixes
     assert prefix in DATE_PREFIXES
-    return SearchParam(key, tuple(bare), None, prefix)
+    return SearchParam(key, tuple(bare), None, prefix, tuple(dates))

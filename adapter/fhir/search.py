@@ -1,14 +1,29 @@
 """A FHIR search, parsed once into a typed request (https://hl7.org/fhir/R4/search.html).
 
-Routes build a :class:`SearchRequest`; connectors translate it into vendor parameters or
-say plainly that they cannot (:class:`UnsupportedParameter`). Nothing here knows a vendor.
+:func:`adapter.fhir.params.parse_search` builds a :class:`SearchRequest`; connectors
+translate it into vendor parameters or say plainly that they cannot
+(:class:`UnsupportedParameter`). A :class:`SearchState` is a search with its position
+across sources: what a paging cursor carries (:mod:`adapter.fhir.cursor`). Nothing here
+knows a vendor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-__all__ = ["DATE_PREFIXES", "SearchParam", "SearchRequest", "UnsupportedParameter"]
+if TYPE_CHECKING:
+    from adapter.fhir.dates import FhirDate
+
+__all__ = [
+    "DATE_PREFIXES",
+    "Position",
+    "SearchParam",
+    "SearchRequest",
+    "SearchState",
+    "UnsupportedParameter",
+]
 
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 
@@ -19,12 +34,14 @@ class SearchParam:
 
     ``prefix`` is the comparator of a date parameter (``eq`` when none was given); other
     kinds of parameter leave it ``None``. Several params of the same name are ANDed.
+    ``dates`` are a date parameter's values, parsed once when the search was parsed.
     """
 
     name: str
     values: tuple[str, ...]
     modifier: str | None = None
     prefix: str | None = None
+    dates: tuple[FhirDate, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         head = f"{self.name}:{self.modifier}" if self.modifier else self.name
@@ -54,3 +71,55 @@ class UnsupportedParameter(Exception):
         self.parameter = parameter
         self.reason = reason
         super().__init__(f"search parameter {parameter!r}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a search stands: the part of its state that moves from page to page."""
+
+    at: Mapping[str, str] = field(default_factory=dict)  # source -> its connector's cursor
+    done: frozenset[str] = frozenset()  # sources with nothing more to give
+    total: int | None = None  # the number of matches, once known exactly
+    first: bool = True  # no page has been served yet
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """A search and where it stands: parsed once, from the request or from a cursor.
+
+    ``order`` are the sources asked, in turn; ``shares`` their part of a page (aligned
+    with ``order``); ``lanes`` how many are asked at once (all of them, or one after
+    another when ``_count`` is smaller than their number). ``skipped`` counts sources left
+    out because they cannot take a parameter (a total is then not exact). ``previous`` is
+    the position one page back, for the Bundle's ``previous`` link.
+    """
+
+    request: SearchRequest
+    order: tuple[str, ...]
+    shares: tuple[int, ...]
+    lanes: int
+    includes: tuple[str, ...] = ()
+    skipped: int = 0
+    client: str | None = None
+    position: Position = field(default_factory=Position)
+    previous: Position | None = None
+
+    @property
+    def resource_type(self) -> str:
+        return self.request.resource_type
+
+    def share(self, source: str) -> int:
+        return self.shares[self.order.index(source)]
+
+    def pending(self) -> tuple[str, ...]:
+        return tuple(n for n in self.order if n not in self.position.done)
+
+    def moved_to(self, position: Position) -> SearchState:
+        """The state of the next page: ``position`` ahead, this one kept as previous."""
+        return replace(self, position=position, previous=self.position)
+
+    def moved_back(self) -> SearchState | None:
+        """The state of the page before, when known (one page back only)."""
+        if self.previous is None:
+            return None
+        return replace(self, position=self.previous, previous=None)

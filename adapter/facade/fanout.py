@@ -1,0 +1,160 @@
+"""A search across sources: who is asked, for how much, and how their pages merge.
+
+Every source serving the type (narrowed by ``_source`` and by what the caller may see)
+is asked at once, and the pages are merged:
+
+- with ``_count`` at least the number of sources, each source has a fixed share of the
+  page (20 over two sources: 10 each) and is asked concurrently; a source that runs out
+  leaves its share empty, so later pages may be shorter than ``_count``;
+- with fewer, the sources are served one after another, ``_count`` at a time.
+
+A source that fails, in any way, is named in an OperationOutcome entry and asked again on
+the next page; only when every source asked fails is the whole search an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from adapter.connectors.base import Connector, Page, iterate
+from adapter.facade.failures import all_failed, outcome_of
+from adapter.fhir.declared import Declared
+from adapter.fhir.outcome import FhirError, Issue
+from adapter.fhir.params import ParsedSearch
+from adapter.fhir.search import Position, SearchState
+
+__all__ = ["Merged", "count", "first_state", "page"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Merged:
+    """One merged page: the matches of every source asked, and where the search goes."""
+
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    total: int | None = None
+    following: SearchState | None = None  # the next page's state; None on the last
+
+
+def first_state(
+    declared: Declared,
+    parsed: ParsedSearch,
+    allowed: frozenset[str] | None,
+    client: str | None,
+) -> tuple[SearchState, list[Issue]]:
+    """The state of a search's first page, and issues about sources left out."""
+    request = parsed.request
+    names = declared.serving(request.resource_type)
+    if request.sources is not None:
+        names = [n for n in names if n in request.sources]
+    if allowed is not None:
+        names = [n for n in names if n in allowed]
+    issues = []
+    order = []
+    for name in names:
+        cap = declared.capability(name, request.resource_type)
+        taken = cap.search_params if cap is not None else frozenset()
+        missing = sorted({p.name for p in request.params} - set(taken))
+        if missing:
+            issues.append(
+                Issue(
+                    "warning",
+                    "not-supported",
+                    f"source {name} cannot search by {', '.join(missing)}; "
+                    "its results are left out",
+                    tuple(missing),
+                )
+            )
+        else:
+            order.append(name)
+    count = request.count
+    lanes = len(order) if count >= len(order) else 1
+    shares = [count] * len(order)
+    if lanes > 1:
+        shares = [count // lanes + (1 if i < count % lanes else 0) for i in range(len(order))]
+    state = SearchState(
+        replace(request, sources=None),
+        order=tuple(order),
+        shares=tuple(shares),
+        lanes=lanes,
+        includes=parsed.includes,
+        skipped=len(issues),
+        client=client,
+    )
+    return state, issues
+
+
+async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merged:
+    """One page of ``state``: its pending sources asked (``lanes`` at a time), merged."""
+    asked = state.pending()[: state.lanes]
+    results = await _gather([_one(connectors[n], n, state) for n in asked])
+    merged = Merged(total=state.position.total)
+    at = dict(state.position.at)
+    done = set(state.position.done)
+    failures: list[FhirError] = []
+    totals: list[int | None] = []
+    for name, result in zip(asked, results, strict=True):
+        if isinstance(result, BaseException):
+            failures.append(outcome_of(result, name, where=f"search of {name}"))
+            totals.append(None)
+            continue
+        merged.matches.extend(result.resources)
+        totals.append(result.total)
+        if result.next_cursor is None:
+            done.add(name)
+            at.pop(name, None)
+        else:
+            at[name] = result.next_cursor
+    if failures and len(failures) == len(asked):
+        raise all_failed(failures)
+    merged.issues.extend(i for f in failures for i in f.issues)
+    complete = not failures and not state.skipped and len(asked) == len(state.order)
+    if state.position.first and complete and all(t is not None for t in totals):
+        merged.total = sum(t for t in totals if t is not None)
+    if any(n not in done for n in state.order):
+        following = Position(at, frozenset(done), merged.total, first=False)
+        merged.following = state.moved_to(following)
+    return merged
+
+
+async def _one(connector: Connector, name: str, state: SearchState) -> Page:
+    request = replace(state.request, count=state.share(name))
+    return await connector.search(request, state.position.at.get(name))
+
+
+async def count(connectors: Mapping[str, Connector], state: SearchState) -> int:
+    """The exact number of matches (pages through sources whose total is not exact).
+
+    A count with a source missing is not a count: any failure fails it."""
+    request = state.request
+
+    async def one(connector: Connector) -> int:
+        first = await connector.search(replace(request, count=1))
+        if first.total is not None:
+            return first.total
+        return sum([1 async for _ in iterate(connector, request)])
+
+    results = await _gather([one(connectors[n]) for n in state.order])
+    failures = [
+        outcome_of(r, n, where=f"count at {n}")
+        for n, r in zip(state.order, results, strict=True)
+        if isinstance(r, BaseException)
+    ]
+    if failures:
+        raise all_failed(failures)
+    return sum(r for r in results if isinstance(r, int))
+
+
+async def _gather(calls: list[Awaitable[T]]) -> list[T | BaseException]:
+    """``asyncio.gather(..., return_exceptions=True)``, without a task for a lone call."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*calls, return_exceptions=True)

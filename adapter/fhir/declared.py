@@ -1,0 +1,86 @@
+"""What the configured sources declare they can do, per resource type.
+
+Each connector declares its :class:`Capabilities` (resource types, interactions, search
+parameters, includes); :class:`Declared` gathers them over every source once, minus the
+writes of read-only sources. It is the single truth for what the facade accepts and what
+the CapabilityStatement advertises: nothing here knows a connector, only its declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["READS", "Capabilities", "Declared", "ResourceCapability"]
+
+READS = frozenset({"read", "search-type"})
+
+
+@dataclass(frozen=True)
+class ResourceCapability:
+    search_params: frozenset[str]
+    interactions: frozenset[str] = READS
+    includes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    resources: Mapping[str, ResourceCapability] = field(default_factory=dict)
+
+
+class Declared:
+    """Every source's declaration, gathered once (the sources are fixed for a facade)."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, Capabilities],
+        read_only: frozenset[str] = frozenset(),
+        known_includes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.sources = dict(sources)
+        self.read_only = read_only  # sources configured `read_only = true`: no writes
+        self.types = sorted({t for c in self.sources.values() for t in c.resources})
+        self._serving: dict[str, list[str]] = {}
+        self._params: dict[str, dict[str, set[str]]] = {}
+        self._includes: dict[str, set[str]] = {}
+        for name, capabilities in self.sources.items():
+            for resource_type, cap in capabilities.resources.items():
+                self._serving.setdefault(resource_type, []).append(name)
+                params = self._params.setdefault(resource_type, {})
+                for param in cap.search_params:
+                    params.setdefault(param, set()).add(name)
+                known = set(cap.includes) & known_includes
+                self._includes.setdefault(resource_type, set()).update(known)
+
+    def capability(self, source: str, resource_type: str) -> ResourceCapability | None:
+        capabilities = self.sources.get(source)
+        return capabilities.resources.get(resource_type) if capabilities else None
+
+    def serving(self, resource_type: str) -> list[str]:
+        return self._serving.get(resource_type, [])
+
+    def supported_params(self, resource_type: str) -> dict[str, set[str]]:
+        """Search parameter -> the sources that take it."""
+        return self._params.get(resource_type, {})
+
+    def includes(self, resource_type: str) -> set[str]:
+        return self._includes.get(resource_type, set())
+
+    def interactions(self, resource_type: str) -> set[str]:
+        """What some source can do with this type (writes only from writable sources)."""
+        out: set[str] = set()
+        for name in self.serving(resource_type):
+            declared = set(self.sources[name].resources[resource_type].interactions)
+            if name in self.read_only:
+                declared &= READS
+            out |= declared
+        return out
+
+    def writable(self, resource_type: str, interaction: str = "create") -> list[str]:
+        """The sources that take ``interaction`` (create, update) of this type."""
+        return [
+            n
+            for n in self.serving(resource_type)
+            if n not in self.read_only
+            and interaction in self.sources[n].resources[resource_type].interactions
+        ]
