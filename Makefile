@@ -20,9 +20,13 @@ run: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/fhir-adapter openapi > openapi/openapi.json
 
+# Style, the layer contracts (pyproject.toml [tool.importlinter]) and static types
+# (strict for mappings/ and adapter/fhir/): any of them broken fails `make test`.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q

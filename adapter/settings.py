@@ -3,7 +3,7 @@
 ``fhir-adapter serve --config adapter.toml`` (or ``FHIR_ADAPTER_CONFIG``). A ``${NAME}``
 anywhere in a string value is replaced by the environment variable ``NAME`` at start-up;
 a missing one is an error naming the variable, never a value. With no file, the
-embedded default serves two in-process sandbox sources (DESIGN.md, Configuration).
+embedded default serves two in-process sandbox sources (README, Configuration).
 """
 
 from __future__ import annotations

@@ -144,10 +144,10 @@ async def token(request: Request) -> Response:
     if not granted:
         return _oauth_error(400, "invalid_scope", "none of the scopes asked for is held")
     access, lifetime = tokens.issue(client, granted)
-    body = {
+    answer = {
         "access_token": access,
         "token_type": "bearer",
         "expires_in": lifetime,
         "scope": format_scopes(granted),
     }
-    return Response(orjson.dumps(body), 200, _NO_STORE, media_type="application/json")
+    return Response(orjson.dumps(answer), 200, _NO_STORE, media_type="application/json")

@@ -48,7 +48,7 @@ def fhir_json_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {FHIR_JSON: {"schema": schema}}}
 
 
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: fhir_json_response(f"OperationOutcome: {why}")
     for status, why in {
         400: "a bad parameter or cursor, named in the issue's expression",
@@ -107,7 +107,9 @@ def _negotiate(request: Request) -> str:
     )
 
 
-def render(request: Request, body: Any, status: int = 200, headers: dict | None = None) -> Response:
+def render(
+    request: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     try:
         media = negotiate(request)
     except FhirError:

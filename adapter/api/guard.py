@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from starlette.types import Message, Receive, Scope, Send
 
 from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
@@ -115,7 +116,7 @@ class Guard:
         self.audit_file = audit_file
         self.clock = clock
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -129,7 +130,7 @@ class Guard:
         status_seen: list[int] = []
         extra_headers: list[tuple[bytes, bytes]] = []
 
-        async def watch(message: dict) -> None:
+        async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 if extra_headers:
@@ -154,9 +155,9 @@ class Guard:
                 await _send_error(watch, error)
         finally:
             if path.startswith("/fhir/") and path not in _OPEN:
-                self._audit(scope, audit, interaction, resource_type, status_seen, started)
+                self._audit(audit, interaction, resource_type, status_seen, started)
 
-    def _limits(self, scope: dict) -> FhirError | None:
+    def _limits(self, scope: Scope) -> FhirError | None:
         url_length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if url_length > MAX_URL:
             return FhirError.one(414, "too-long", f"the URL is over {MAX_URL} bytes")
@@ -169,11 +170,11 @@ class Guard:
 
     async def _authorize(
         self,
-        scope: dict,
+        scope: Scope,
         interaction: str | None,
         resource_type: str | None,
-        audit: dict,
-        extra_headers: list,
+        audit: dict[str, Any],
+        extra_headers: list[tuple[bytes, bytes]],
     ) -> FhirError | None:
         if self.tokens is None:  # open access (development)
             return None
@@ -227,7 +228,14 @@ class Guard:
         scope["fhir.client"] = client
         return None
 
-    def _audit(self, scope, audit, interaction, resource_type, status_seen, started) -> None:
+    def _audit(
+        self,
+        audit: dict[str, Any],
+        interaction: str | None,
+        resource_type: str | None,
+        status_seen: list[int],
+        started: float,
+    ) -> None:
         if self.audit_file is None and not audit_log.isEnabledFor(logging.INFO):
             return
         status = status_seen[0] if status_seen else 500
@@ -278,7 +286,7 @@ def _audit_event(record: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-async def _send_error(send: Callable, error: FhirError) -> None:
+async def _send_error(send: Send, error: FhirError) -> None:
     headers = [(b"content-type", b"application/fhir+json; charset=utf-8")]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

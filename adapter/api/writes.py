@@ -1,9 +1,10 @@
 """The write routes: ``POST /fhir/{type}`` (create, conditional create) and ``PUT`` (update).
 
 Nothing reaches a vendor until the body has been read within the size limit, parsed,
-validated as an R4 resource and mapped into the vendor's terms; each failure is an
-OperationOutcome naming what was wrong (with its FHIRPath expression). ``Idempotency-Key``
-replays a write's first outcome; ``If-None-Exist`` finds before it creates.
+validated against the R4B model of ``fhir.resources`` (the R4-era models) and mapped into
+the vendor's terms; each failure is an OperationOutcome naming what was wrong (with its
+FHIRPath expression). Then one call to the facade. ``Idempotency-Key`` replays a write's
+first outcome; ``If-None-Exist`` finds before it creates.
 """
 
 from __future__ import annotations
@@ -104,18 +105,17 @@ async def _idempotent(request: Request, handle: Handler) -> Response:
                 "a request with this Idempotency-Key is still running",
                 **{"Retry-After": "1"},
             )
-        headers = dict(held.headers) | {"Idempotent-Replayed": "true"}
-        return Response(held.body, held.status, headers)
+        replayed = dict(held.headers) | {"Idempotent-Replayed": "true"}
+        return Response(held.body, held.status, replayed)
     response: Response | None = None
     try:
         response = await _answer(request, handle, raw)
         return response
     finally:
-        keep = response is not None and response.status_code < 500
         outcome = None
-        if keep:
-            headers = tuple((k, v) for k, v in response.headers.items() if k != "content-length")
-            outcome = Outcome(print_, response.status_code, headers, bytes(response.body))
+        if response is not None and response.status_code < 500:  # a 5xx may be tried again
+            kept = tuple((k, v) for k, v in response.headers.items() if k != "content-length")
+            outcome = Outcome(print_, response.status_code, kept, bytes(response.body))
         await store.finish(key, outcome)
 
 

@@ -128,7 +128,9 @@ def verify_assertion(
         raise TokenError("malformed client assertion") from None
     if header.get("alg") not in _ASSERTION_ALGORITHMS:
         raise TokenError("client assertion must be signed with RS384 or ES384")
-    client = clients.get(unverified.get("iss"))
+    issuer = unverified.get("iss")
+    # A non-string iss (a JSON array, say) names no client: refused, not a TypeError.
+    client = clients.get(issuer) if isinstance(issuer, str) else None
     if client is None or unverified.get("sub") != client.name:
         raise TokenError("unknown client")
     key = client.key_for(header.get("kid"))

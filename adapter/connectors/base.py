@@ -2,16 +2,18 @@
 
 A connector owns one configured source: it turns reads and :class:`SearchRequest`s into
 vendor calls (through :mod:`adapter.transport`) and vendor records into FHIR dicts
-(through :mod:`mappings`). Its :class:`Capabilities` are the single truth for what the
-CapabilityStatement advertises: a parameter not declared is refused, never ignored.
+(through :mod:`mappings`). Its :class:`Capabilities` (declared with the FHIR side, in
+:mod:`adapter.fhir.declared`) are the single truth for what the CapabilityStatement
+advertises: a parameter not declared is refused, never ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
+from adapter.fhir.declared import Capabilities, ResourceCapability
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
 
 __all__ = [
@@ -29,22 +31,6 @@ __all__ = [
     "iterate",
     "offset_page",
 ]
-
-
-@dataclass(frozen=True)
-class ResourceCapability:
-    search_params: frozenset[str]
-    interactions: frozenset[str] = frozenset({"read", "search-type"})
-    includes: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    resources: Mapping[str, ResourceCapability] = field(default_factory=dict)
-
-    def supports(self, resource_type: str, param: str) -> bool:
-        cap = self.resources.get(resource_type)
-        return cap is not None and param in cap.search_params
 
 
 @dataclass

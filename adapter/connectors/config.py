@@ -1,7 +1,7 @@
 """Reading a source's configuration: required keys, and the HTTP client to its vendor.
 
 A source either names its vendor's ``base_url`` or asks for an in-process ``sandbox``
-(DESIGN.md, Configuration); with a sandbox, the connector runs unchanged against the
+(README, Configuration); with a sandbox, the connector runs unchanged against the
 simulator and the simulator's own credentials are the defaults.
 """
 
@@ -77,9 +77,10 @@ def retry_for(source: str, config: Mapping[str, Any]) -> RetryPolicy:
     """``retry = {attempts = 3, base = 0.2, cap = 5, max_retry_after = 30}`` for reads."""
     table = config.get("retry") or {}
     try:
-        policy = RetryPolicy(
-            **{k: float(v) if k != "attempts" else int(v) for k, v in table.items()}
-        )
+        values: dict[str, Any] = {
+            k: float(v) if k != "attempts" else int(v) for k, v in table.items()
+        }
+        policy = RetryPolicy(**values)
     except (AttributeError, TypeError, ValueError):
         known = "attempts, base, cap, max_retry_after"
         raise ConnectorConfigError(f"source {source!r}: 'retry' takes {known}") from None

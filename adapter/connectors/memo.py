@@ -19,15 +19,17 @@ import orjson
 __all__ = ["MappedMemo", "Serialised", "serialised"]
 
 
-class Serialised(dict):
+class Serialised(dict[str, Any]):
     """A FHIR resource dict that also holds its own JSON, made once: a Bundle embeds the
     bytes (``orjson.Fragment``) instead of serialising the resource again."""
 
     __slots__ = ("fragment",)
 
+    fragment: orjson.Fragment
+
 
 def serialised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for resource in resources:
         frozen = Serialised(resource)
         frozen.fragment = orjson.Fragment(orjson.dumps(resource))
@@ -41,8 +43,16 @@ class MappedMemo:
         self._entries: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
         self._held = 0
 
-    def get_or_map(self, call: str, body: bytes, build: Callable[[bytes], Any], size=len) -> Any:
-        """``build(body)`` once per distinct (call, body); ``size`` counts what it holds."""
+    def get_or_map(
+        self,
+        call: str,
+        body: bytes,
+        build: Callable[[bytes], Any],
+        size: Callable[[Any], int] = len,
+    ) -> Any:
+        """``build(body)`` once per distinct (call, body); ``size`` counts what it holds.
+
+        Entries of every call share one memo, so what comes back is typed by the caller."""
         if self._max <= 0:
             return build(body)
         key = (call, hashlib.blake2b(body, digest_size=16).digest())

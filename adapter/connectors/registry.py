@@ -49,4 +49,6 @@ def create_connector(
     name = config.get("connector")
     if not isinstance(name, str):
         raise ConnectorConfigError(f"source {source!r}: 'connector' is required")
-    return connector_class(name).from_config(source, config, transport=transport)
+    # What a plug-in's from_config gives is a Connector by contract (see above), unchecked.
+    connector: Connector = connector_class(name).from_config(source, config, transport=transport)
+    return connector

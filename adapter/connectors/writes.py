@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter.fhir.match import actor_references
 from mappings import MappingError, decode_id
 
 __all__ = ["actor_of", "changed", "participants_changed", "without_foreign_references"]
@@ -20,11 +21,7 @@ def changed(current: dict[str, Any], wanted: dict[str, Any]) -> set[str]:
 
 def actor_of(resource: dict[str, Any], kind: str) -> str | None:
     """The reference of the first participant whose actor is a ``kind``."""
-    for p in resource.get("participant") or ():
-        ref = ((p or {}).get("actor") or {}).get("reference") or ""
-        if ref.startswith(f"{kind}/"):
-            return ref
-    return None
+    return next(actor_references(resource, kind), None)
 
 
 def participants_changed(current: dict[str, Any], wanted: dict[str, Any]) -> set[str]:

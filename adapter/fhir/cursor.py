@@ -71,6 +71,8 @@ class CursorCodec:
             issued, state = data["at"], data["s"]
         except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError):
             raise InvalidCursor("not a cursor of this server") from None
+        if not isinstance(issued, int) or not isinstance(state, dict):
+            raise InvalidCursor("not a cursor of this server")
         if self._clock() - issued > self._max_age:
             raise InvalidCursor("the cursor has expired; start the search again")
         return state

@@ -99,9 +99,11 @@ def parse_date(value: str) -> FhirDate:
         offset = (
             timedelta() if tz == "Z" else sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
         )
-    parts = [int(g[k]) if g[k] is not None else None for k in ("y", "m", "d", "H", "M", "S")]
+    month, day, hour, minute, second = (
+        int(g[k]) if g[k] is not None else None for k in ("m", "d", "H", "M", "S")
+    )
     micro = int(g["f"][1:].ljust(6, "0")[:6]) if g["f"] else None
-    parsed = FhirDate(value, parts[0] or 0, *parts[1:], micro=micro, offset=offset)
+    parsed = FhirDate(value, int(g["y"]), month, day, hour, minute, second, micro, offset)
     parsed.range()  # a day or month that does not exist is refused here, once
     return parsed
 

@@ -130,7 +130,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "service-type": ("token", _codings("serviceType")),
     },
 }
-MODIFIERS = {
+MODIFIERS: dict[str, set[str | None]] = {
     "string": {None, "exact", "contains"},
     "token": {None},
     "reference": {None},

@@ -123,8 +123,7 @@ def parse_search(
             unsupported.append(key)
             continue
         kind = kinds[name][0]
-        modifier = modifier or None
-        if modifier not in MODIFIERS[kind]:
+        if (modifier or None) not in MODIFIERS[kind]:
             raise FhirError(
                 400,
                 [
@@ -142,7 +141,7 @@ def parse_search(
         if kind == "date":
             params.append(_date_param(key, values))
         else:
-            params.append(SearchParam(name, values, modifier))
+            params.append(SearchParam(name, values, modifier or None))
         parsed.used.append((key, raw))
 
     if unsupported and strict:

@@ -2,7 +2,7 @@
 
 Each runs in-process (``sandbox.transport()``, an httpx ASGI transport) or standalone
 (``fhir-adapter sandbox nyra --port 5001``). :func:`sandbox_for` builds one from a
-source's ``sandbox = {...}`` configuration (DESIGN.md, Configuration).
+source's ``sandbox = {...}`` configuration (README, Configuration).
 """
 
 from __future__ import annotations
@@ -50,18 +50,18 @@ def sandbox_for(vendor: str, spec: Mapping[str, Any], source: Mapping[str, Any])
     patients = int(spec.get("patients", 200))
     zone = {"timezone": source["timezone"]} if source.get("timezone") else {}
     if vendor == "leyr":
-        data = load_leyr(spec["data"]) if spec.get("data") else None
+        leyr_data = load_leyr(spec["data"]) if spec.get("data") else None
         extra = {"emr": source["emr"]} if source.get("emr") else {}
         if spec.get("id_types"):
             extra["id_types"] = tuple(spec["id_types"])
-        return LeyrSandbox(data, seed=seed, patients=patients, faults=faults, **zone, **extra)
+        return LeyrSandbox(leyr_data, seed=seed, patients=patients, faults=faults, **zone, **extra)
     if vendor == "nyra":
-        data = load_nyra(spec["data"]) if spec.get("data") else None
+        nyra_data = load_nyra(spec["data"]) if spec.get("data") else None
         table = spec.get("rate_limit") or source.get("rate_limit") or {}
         known = {f.name for f in fields(RateLimits)}
         limits = RateLimits(**{k: v for k, v in table.items() if k in known})
         return NyraSandbox(
-            data,
+            nyra_data,
             seed=seed,
             patients=patients,
             keys=int(spec.get("keys", 1)),

@@ -5,7 +5,7 @@ anchor date the data is always the same; appointments lie within about a year ei
 of the anchor (by default today), so there are always past and future ones, and every
 status the vendor documents occurs.
 
-A data file is vendor-shaped JSON (DESIGN.md, Configuration): ``{"patients": [...],
+A data file is vendor-shaped JSON (README, Configuration): ``{"patients": [...],
 "appointments": [...]}`` plus ``care_units``, ``resources`` and ``healthcare_services``
 (Leyr) or ``doctors`` (Nyra).
 """
@@ -13,7 +13,7 @@ A data file is vendor-shaped JSON (DESIGN.md, Configuration): ``{"patients": [..
 from __future__ import annotations
 
 import random
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -21,6 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+
+from adapter.sandbox.common import seeded_uuid, zulu
 
 __all__ = [
     "LeyrData",
@@ -82,10 +84,6 @@ def luhn_digit(digits: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
 def _birth(rng: random.Random, anchor: date) -> date:
     return anchor - timedelta(days=rng.randrange(365, 95 * 365))
 
@@ -100,10 +98,6 @@ def _indian_mobile(rng: random.Random) -> str:
     # Indian mobile numbers: 10 digits starting 6-9; Nyra stores some with +91, most without.
     number = f"{rng.choice('6789')}{rng.randrange(10**9):09d}"
     return f"+91{number}" if rng.random() < 0.2 else number
-
-
-def _zulu(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _slot_start(rng: random.Random, anchor: date, zone: ZoneInfo, step: int) -> datetime:
@@ -128,7 +122,13 @@ class LeyrData:
     healthcare_services: list[dict[str, Any]] = field(default_factory=list)
 
 
-def leyr_patients(n: int, seed: int = 1, *, care_units=("L0_1", "L0_2"), anchor=None) -> list:
+def leyr_patients(
+    n: int,
+    seed: int = 1,
+    *,
+    care_units: Sequence[str] = ("L0_1", "L0_2"),
+    anchor: date | None = None,
+) -> list[dict[str, Any]]:
     """``n`` Leyr patients from Swedish EHRs: valid personnummer, Swedish names."""
     rng = random.Random(seed)
     anchor = anchor or date(2026, 4, 1)
@@ -213,11 +213,12 @@ def generate_leyr(seed: int = 7, patients: int = 200, anchor: date | None = None
     """A Swedish EHR with two care units (``L0_1``, ``L0_2``, as in Leyr's test data)."""
     anchor = anchor or datetime.now(UTC).date()
     rng = random.Random(seed)
-    units = [
+    units: list[dict[str, Any]] = [
         {"id": "L0_1", "name": "Vårdcentralen Söder"},
         {"id": "L0_2", "name": "Vårdcentralen Norr", "cancel_requires_confirmation": True},
     ]
-    resources, by_unit = [], {}
+    resources: list[dict[str, Any]] = []
+    by_unit: dict[str, list[str]] = {}
     for n, cu in enumerate(u["id"] for u in units):
         ids = []
         for j in range(3):
@@ -234,7 +235,8 @@ def generate_leyr(seed: int = 7, patients: int = 200, anchor: date | None = None
             )
             ids.append(rid)
         by_unit[cu] = ids
-    services, svc_by_unit = [], {}
+    services: list[dict[str, Any]] = []
+    svc_by_unit: dict[str, list[tuple[str, int]]] = {}
     for cu in by_unit:
         svc_by_unit[cu] = []
         for k, (name, minutes) in enumerate(
@@ -282,13 +284,18 @@ class NyraData:
 
 
 def nyra_patients(
-    n: int, seed: int = 3, *, branches=None, doctors=None, anchor: date | None = None
+    n: int,
+    seed: int = 3,
+    *,
+    branches: Sequence[str] | None = None,
+    doctors: Sequence[str] | None = None,
+    anchor: date | None = None,
 ) -> list[dict[str, Any]]:
     """``n`` Nyra patients of a Hyderabad hospital: Indian names and mobile numbers."""
     rng = random.Random(seed)
     anchor = anchor or date(2026, 4, 1)
-    branches = branches or [_uuid(rng)]
-    doctors = doctors or [_uuid(rng)]
+    branches = branches or [seeded_uuid(rng)]
+    doctors = doctors or [seeded_uuid(rng)]
     out = []
     for i in range(n):
         gender = rng.choice(("MALE", "FEMALE"))
@@ -296,7 +303,7 @@ def nyra_patients(
         created = datetime.combine(anchor, time(8), UTC) - timedelta(minutes=rng.randrange(500000))
         first, last = rng.choice(INDIAN_FIRST[gender]), rng.choice(INDIAN_LAST)
         record: dict[str, Any] = {
-            "id": _uuid(rng),
+            "id": seeded_uuid(rng),
             "name": f"{first} {last}",
             "phone": _indian_mobile(rng),
             "age": anchor.year - born.year - ((anchor.month, anchor.day) < (born.month, born.day)),
@@ -307,8 +314,8 @@ def nyra_patients(
             "status": "INACTIVE" if i % 13 == 4 else "ACTIVE",
             "branch_id": branches[i % len(branches)],
             "doctor_id": rng.choice(doctors),
-            "created_at": _zulu(created),
-            "updated_at": _zulu(created + timedelta(hours=rng.randrange(1, 48))),
+            "created_at": zulu(created),
+            "updated_at": zulu(created + timedelta(hours=rng.randrange(1, 48))),
         }
         if i % 11 == 3:
             record["gender"] = "OTHER"
@@ -342,7 +349,7 @@ def nyra_appointments(
         created = min(start, datetime.combine(anchor, time(8), UTC)) - timedelta(days=3)
         out.append(
             {
-                "id": _uuid(rng),
+                "id": seeded_uuid(rng),
                 "patient_id": patient["id"],
                 "patient_name": patient["name"],
                 "doctor_id": doctor["id"],
@@ -352,7 +359,7 @@ def nyra_appointments(
                 "branch_id": patient["branch_id"],
                 "type": rng.choice(NYRA_TYPES),
                 "notes": rng.choice(("Review of blood reports", "Fever for 3 days", "")),
-                "created_at": _zulu(created),
+                "created_at": zulu(created),
             }
         )
     return out
@@ -362,13 +369,13 @@ def generate_nyra(seed: int = 7, patients: int = 200, anchor: date | None = None
     """A hospital with two branches and four doctors (15-minute slots)."""
     anchor = anchor or datetime.now(UTC).date()
     rng = random.Random(seed)
-    branches = [_uuid(rng), _uuid(rng)]
-    doctors = []
+    branches = [seeded_uuid(rng), seeded_uuid(rng)]
+    doctors: list[dict[str, Any]] = []
     for j in range(4):
         gender = rng.choice(("MALE", "FEMALE"))
         doctors.append(
             {
-                "id": _uuid(rng),
+                "id": seeded_uuid(rng),
                 "name": f"Dr. {rng.choice(INDIAN_FIRST[gender])} {rng.choice(INDIAN_LAST)}",
                 "branch_id": branches[j % 2],
                 "specialization": ("General Medicine", "Cardiology", "Paediatrics", "ENT")[j],

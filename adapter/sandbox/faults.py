@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["FaultMiddleware", "Faults", "SandboxTransport"]
 
@@ -71,12 +72,12 @@ class FaultMiddleware:
     """Applies :class:`Faults` around an ASGI app; ``error_body(status)`` gives the
     vendor's own error body for a simulated 5xx."""
 
-    def __init__(self, app: Any, faults: Faults, error_body: Callable[[int], bytes]) -> None:
+    def __init__(self, app: ASGIApp, faults: Faults, error_body: Callable[[int], bytes]) -> None:
         self.app = app
         self.faults = faults
         self.error_body = error_body
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -93,9 +94,9 @@ class FaultMiddleware:
         if not hang and not malformed:
             await self.app(scope, receive, send)
             return
-        held: list[dict] = []
+        held: list[Message] = []
 
-        async def hold(message: dict) -> None:
+        async def hold(message: Message) -> None:
             held.append(message)
 
         await self.app(scope, receive, hold)
@@ -116,7 +117,7 @@ def _cut(body: bytes) -> bytes:
     return body[: len(body) // 2] or b"{"
 
 
-async def _send_body(send: Callable, status: int, body: bytes) -> None:
+async def _send_body(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

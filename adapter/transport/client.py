@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ from adapter.transport.retry import RetryPolicy
 __all__ = ["Classifier", "VendorClient", "default_classify", "make_vendor_http"]
 
 Classifier = Callable[[str, httpx.Response], VendorError | None]
+_T = TypeVar("_T")
 
 
 def default_classify(source: str, response: httpx.Response) -> VendorError | None:
@@ -81,7 +82,7 @@ def make_vendor_http(
 
 
 class VendorClient:
-    """Reads (``get_json``) are retried on temporary failures; writes (``send_json``) are
+    """Reads (``get_json``) are retried on temporary failures; writes (``send``) are
     tried once. A key whose credentials are rejected is set aside and the read goes on
     with the others, without counting as a retry; when none is left the source's
     credentials must be rotated, and that is said once, not retried."""
@@ -104,7 +105,7 @@ class VendorClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._urls: dict[tuple, httpx.URL] = {}
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         self._key_headers: dict[int, tuple[Any, dict[str, str]]] = {}
 
     async def aclose(self) -> None:
@@ -134,6 +135,14 @@ class VendorClient:
             self._urls[key] = url
         return url
 
+    @overload
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any: ...
+
+    @overload
+    async def get_json(
+        self, path: str, params: dict[str, str] | None = None, *, decode: Callable[[bytes], _T]
+    ) -> _T: ...
+
     async def get_json(
         self,
         path: str,
@@ -146,7 +155,7 @@ class VendorClient:
         attempt = 1
         while True:
             try:
-                return await self._once("GET", path, params=params, decode=decode or _json)
+                return (await self._once("GET", path, params=params, decode=decode or _json))[1]
             except _KeyRejected:
                 continue  # another key, same attempt
             except TemporaryVendorError as exc:
@@ -156,20 +165,13 @@ class VendorClient:
                 attempt += 1
                 await self._sleep(delay)
 
-    async def send_json(
-        self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
-        return (await self.send(method, path, json, params))[1]
-
     async def send(
         self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         """A write, tried once: (status, parsed body)."""
         while True:
             try:
-                return await self._once(
-                    method, path, params=params, json=json, write=True, with_status=True
-                )
+                return await self._once(method, path, params=params, json=json, write=True)
             except _KeyRejected:
                 continue  # rejected before anything was done: safe on another key
 
@@ -182,8 +184,8 @@ class VendorClient:
         json: Any = None,
         write: bool = False,
         decode: Callable[[bytes], Any] | None = None,
-        with_status: bool = False,
-    ) -> Any:
+    ) -> tuple[int, Any]:
+        """One try of a call: (status, parsed body) of a success, else a typed error."""
         try:
             lease_cm = self.pool.acquire()
             lease = await lease_cm.__aenter__()
@@ -203,9 +205,9 @@ class VendorClient:
                     method, self._url(path, params), content=content, headers=headers
                 )
             except httpx.TimeoutException:
-                error = VendorTimeout(self.source, None, f"{method} timed out")
-                error.committed_unknown = write
-                raise error from None
+                timeout = VendorTimeout(self.source, None, f"{method} timed out")
+                timeout.committed_unknown = write
+                raise timeout from None
             except httpx.TransportError as exc:
                 raise VendorUnavailable(
                     self.source, None, f"connection failed ({type(exc).__name__})"
@@ -214,7 +216,7 @@ class VendorClient:
             if response.is_success:
                 try:
                     body = (decode or _json)(response.content)
-                    return (response.status_code, body) if with_status else body
+                    return response.status_code, body
                 except orjson.JSONDecodeError:
                     raise MalformedResponse(
                         self.source, response.status_code, "body is not JSON"

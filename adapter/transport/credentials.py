@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import NoReturn
 
 __all__ = ["LeyrCredentials", "NyraKey", "Secret"]
 
@@ -25,7 +26,7 @@ class Secret:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # no pickling a secret into a cache or a crash dump
+    def __reduce__(self) -> NoReturn:  # no pickling a secret into a cache or a crash dump
         raise TypeError("secrets cannot be pickled")
 
 

@@ -21,6 +21,7 @@ credentials, request bodies or the vendor's free text, which may quote patient d
 from __future__ import annotations
 
 import email.utils
+from typing import Any
 
 import httpx
 import orjson
@@ -112,7 +113,7 @@ class VendorRejected(FatalVendorError):
     pass
 
 
-def json_object(response: httpx.Response) -> dict | None:
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
     """An error answer's body as a JSON object, or None when it is not one."""
     try:
         body = orjson.loads(response.content)

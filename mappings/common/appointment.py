@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from mappings.common.codes import CodeTable
@@ -13,7 +14,9 @@ from mappings.errors import InvalidResource
 __all__ = ["actor", "instant_field", "status_from_fhir", "status_to_fhir"]
 
 
-def instant_field(r: VendorRecord, key: str, *, required: bool = False) -> tuple[Any, str] | None:
+def instant_field(
+    r: VendorRecord, key: str, *, required: bool = False
+) -> tuple[datetime, str] | None:
     """A vendor timestamp with offset as ``(datetime, FHIR instant text)``."""
     text = r.text(key, required=required)
     if text is None:
@@ -47,7 +50,7 @@ def status_from_fhir(resource: dict[str, Any], table: CodeTable, vendor: str) ->
         raise InvalidResource("Appointment.status", "missing required element")
     kept = extension_value(resource, EXT_VENDOR_STATUS, "valueCode")
     # The kept vendor code wins only while it still means the FHIR status given.
-    if kept is not None and table.to_fhir(kept) == status:
+    if isinstance(kept, str) and table.to_fhir(kept) == status:
         return kept
     code = table.from_fhir(status)
     if code is None:

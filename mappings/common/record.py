@@ -9,7 +9,7 @@ vendor -> FHIR -> vendor loses nothing.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 from mappings.errors import InvalidVendorRecord
 
@@ -35,8 +35,15 @@ class VendorRecord:
     def error(self, key: str, reason: str) -> InvalidVendorRecord:
         return InvalidVendorRecord(self.vendor, f"{self.prefix}{key}", reason)
 
+    @overload
+    def text(self, key: str, *, required: Literal[True]) -> str: ...
+
+    @overload
+    def text(self, key: str, *, required: bool = False) -> str | None: ...
+
     def text(self, key: str, *, required: bool = False) -> str | None:
-        """A non-blank string, or ``None`` when absent, null or blank."""
+        """A non-blank string, or ``None`` when absent, null or blank (an error instead when
+        ``required``: a required text is always a ``str``)."""
         value = self.data.get(key)
         if type(value) is str and value and not value.isspace():
             self.used.add(key)

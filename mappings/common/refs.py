@@ -45,7 +45,9 @@ def participant(
     """The first Appointment.participant whose actor references ``resource_type``."""
     for i, item in enumerate(resource.get("participant") or ()):
         actor = item.get("actor") if isinstance(item, dict) else None
-        ref = actor.get("reference") if isinstance(actor, dict) else None
+        if not isinstance(actor, dict):
+            continue
+        ref = actor.get("reference")
         if isinstance(ref, str) and ref.rpartition("/")[0].rpartition("/")[2] == resource_type:
             return i, actor
     return None, None

@@ -162,9 +162,9 @@ def from_fhir_appointment(resource: dict[str, Any], ctx: NyraContext) -> dict[st
     start = resource_str(resource, "start", "Appointment")
     if start is not None:
         record["appointment_time"] = _in_hospital_zone(start, ctx)
-    kind = _appointment_type(resource)
-    if kind is not None:
-        record["type"] = kind
+    appointment_type = _appointment_type(resource)
+    if appointment_type is not None:
+        record["type"] = appointment_type
     notes = resource_str(resource, "comment", "Appointment")
     if notes is not None:
         record["notes"] = notes
@@ -245,7 +245,7 @@ def to_nyra_booking(resource: dict[str, Any], ctx: NyraContext) -> dict[str, Any
         local = instant_to_local(moment, ctx.timezone)
     except LocalTimeError as exc:
         raise InvalidResource("Appointment.start", str(exc)) from None
-    body = {
+    body: dict[str, Any] = {
         k: record[k]
         for k in ("patient_id", "patient_name", "doctor_id", "branch_id", "type", "notes")
         if k in record

@@ -133,9 +133,9 @@ def from_fhir_patient(resource: dict[str, Any], ctx: NyraContext) -> dict[str, A
             record["name"] = text
     for point in resource_list(resource, "telecom", "Patient"):
         if isinstance(point, dict) and isinstance(point.get("value"), str):
-            key = {"phone": "phone", "email": "email"}.get(point.get("system"))
-            if key is not None:
-                record.setdefault(key, point["value"])
+            system = point.get("system")
+            if system in ("phone", "email"):
+                record.setdefault(system, point["value"])
     age = extension_value(resource, EXT_AGE, "valueAge")
     if isinstance(age, dict) and isinstance(age.get("value"), int):
         record["age"] = age["value"]
@@ -187,8 +187,9 @@ def from_fhir_patient(resource: dict[str, Any], ctx: NyraContext) -> dict[str, A
 
 def _address_text(address: dict[str, Any]) -> str | None:
     """Nyra keeps one free-text address: Address.text, else its parts joined."""
-    if isinstance(address.get("text"), str):
-        return address["text"]
+    text = address.get("text")
+    if isinstance(text, str):
+        return text
     parts = [*(address.get("line") or ())]
     parts += [address.get(k) for k in ("city", "district", "state", "postalCode", "country")]
     return ", ".join(p for p in parts if isinstance(p, str) and p.strip()) or None

@@ -148,7 +148,7 @@ class LeyrConnector:
             raise ResourceNotFound(resource_type, fhir_id)
         return record
 
-    async def _get_one(self, resource_type: str, cu: str, vendor_id: str) -> dict | None:
+    async def _get_one(self, resource_type: str, cu: str, vendor_id: str) -> dict[str, Any] | None:
         collection, to_fhir = _MAPPERS[resource_type]
         path = f"{self._cu(cu)}/{collection}/{quote(vendor_id, safe=':')}"
         try:
@@ -198,7 +198,10 @@ class LeyrConnector:
             call = f"{path}?{sorted(plan.query.items())}"
 
             def mapped(body: bytes, cu: str = cu, call: str = call) -> list[dict[str, Any]]:
-                return self.memo.get_or_map(call, body, lambda b: self._map_list(b, cu, to_fhir))
+                resources: list[dict[str, Any]] = self.memo.get_or_map(
+                    call, body, lambda b: self._map_list(b, cu, to_fhir)
+                )
+                return resources
 
             out.extend(await self.client.get_json(path, params=plan.query or None, decode=mapped))
         return out
@@ -318,7 +321,7 @@ class LeyrConnector:
         record = leyr.from_fhir_appointment(resource, self.ctx)
         if record.get("status") not in ("booked", None):
             raise WriteRefused("Appointment.status", "a new appointment is booked")
-        body = {
+        body: dict[str, Any] = {
             k: record[k]
             for k in (
                 "patient_id",

@@ -69,8 +69,8 @@ def _own(fhir_id: str, source: str, care_units: list[str]) -> tuple[str, str] | 
 
 
 def _narrow_ids(plan: Plan, values: tuple[str, ...], source: str) -> None:
-    owned = [_own(v.rsplit("/", 1)[-1], source, plan.care_units) for v in values]
-    owned = [o for o in owned if o is not None]
+    found = [_own(v.rsplit("/", 1)[-1], source, plan.care_units) for v in values]
+    owned = [o for o in found if o is not None]
     if not owned:
         plan.empty = True
         return

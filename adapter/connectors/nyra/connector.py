@@ -155,14 +155,16 @@ class NyraConnector:
             return await self._exact_page(request, p.query, cursor)
         return await self._filtered_page(request, p.query, cursor)
 
-    async def _list(self, resource_type: str, query: dict, page: int, limit: int) -> dict:
+    async def _list(
+        self, resource_type: str, query: dict[str, str], page: int, limit: int
+    ) -> dict[str, Any]:
         """One vendor page: ``data`` with ``results`` mapped to FHIR (``records`` keeps the
         vendor's ids, for loop detection). Mapped once per distinct answer."""
         path, to_fhir = _MAPPERS[resource_type]
         params = {**query, "page": str(page), "limit": str(limit)}
         call = f"{path}?{sorted(params.items())}"
 
-        def build(body: bytes) -> dict:
+        def build(body: bytes) -> dict[str, Any]:
             data = self._data(orjson.loads(body))
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise MalformedResponse(self.source, None, "expected data.results to be a list")
@@ -171,12 +173,17 @@ class NyraConnector:
             ids = [r.get("id") for r in records if isinstance(r, dict)]
             return {**data, "results": mapped, "ids": ids}
 
-        def decode(body: bytes) -> dict:
-            return self.memo.get_or_map(call, body, build, size=lambda d: len(d["results"]))
+        def decode(body: bytes) -> dict[str, Any]:
+            answer: dict[str, Any] = self.memo.get_or_map(
+                call, body, build, size=lambda d: len(d["results"])
+            )
+            return answer
 
         return await self.client.get_json(path, params=params, decode=decode)
 
-    async def _exact_page(self, request: SearchRequest, query: dict, cursor: str | None) -> Page:
+    async def _exact_page(
+        self, request: SearchRequest, query: dict[str, str], cursor: str | None
+    ) -> Page:
         """Every param answered natively: one vendor page is one FHIR page."""
         limit = min(request.count, MAX_LIMIT)
         page = int(cursor) if cursor else 1
@@ -186,7 +193,9 @@ class NyraConnector:
         more = bool(data["results"]) and (total is None or page * limit < total)
         return Page(resources, str(page + 1) if more else None, total=total)
 
-    async def _filtered_page(self, request: SearchRequest, query: dict, cursor: str | None) -> Page:
+    async def _filtered_page(
+        self, request: SearchRequest, query: dict[str, str], cursor: str | None
+    ) -> Page:
         """Scan vendor pages of 100, keeping FHIR matches, until the page is full.
 
         The cursor is ``page:skip``: the vendor page to read next and how many of its
@@ -306,7 +315,8 @@ class NyraConnector:
         }
         data = await self._list("Appointment", query, 1, MAX_LIMIT)
         local = f"{body['appointment_date']}T{body['appointment_time']}"
-        for resource in data["results"]:
+        results: list[dict[str, Any]] = data["results"]
+        for resource in results:
             start = resource.get("start", "")
             if start.startswith(local) and resource.get("status") == "booked":
                 return resource

@@ -18,7 +18,8 @@ def classify(source: str, response: httpx.Response) -> VendorError | None:
     body = json_object(response)
     if body is None:
         return None
-    message = body.get("message") if isinstance(body.get("message"), str) else ""
+    said = body.get("message")
+    message = said if isinstance(said, str) else ""
     permission = None
     if response.status_code == 403:
         found = _PERMISSION.search(message)

@@ -66,8 +66,8 @@ def plan(request: SearchRequest, source: str, zone: tzinfo) -> Plan:
             p.exact = False
         elif param.name == "active" and value in ("true", "false"):
             p.query["status"] = "ACTIVE" if value == "true" else "INACTIVE"
-        elif param.name == "status" and value is not None and _one_code(value):
-            p.query["status"] = APPOINTMENT_STATUS.from_fhir(value)
+        elif param.name == "status" and value is not None and (code := _only_code(value)):
+            p.query["status"] = code
         elif param.name in ("patient", "practitioner", "actor") and value is not None:
             _reference(p, param, value, source)
         elif param.name == "date":
@@ -82,10 +82,11 @@ def plan(request: SearchRequest, source: str, zone: tzinfo) -> Plan:
     return p
 
 
-def _one_code(fhir_status: str) -> bool:
-    """Does exactly one Nyra status mean this FHIR status? (booked: BOOKED and CONFIRMED)"""
+def _only_code(fhir_status: str) -> str | None:
+    """The Nyra status, when exactly one means this FHIR status (booked: BOOKED and
+    CONFIRMED, so None)."""
     rows = [v for v, f, _ in APPOINTMENT_STATUS.rows if f == fhir_status]
-    return len(rows) == 1
+    return APPOINTMENT_STATUS.from_fhir(fhir_status) if len(rows) == 1 else None
 
 
 def _reference(p: Plan, param: SearchParam, value: str, source: str) -> None:

@@ -150,7 +150,7 @@ async def test_a_write_that_hangs_after_commit_is_a_timeout_that_may_have_happen
     }
     before = len(sandbox.appointments)
     with pytest.raises(VendorTimeout) as info:
-        await client.send_json("POST", "/appointments", body)
+        await client.send("POST", "/appointments", body)
     assert info.value.committed_unknown is True
     assert len(sandbox.appointments) == before + 1  # the vendor did it
     assert grant.requests == 1  # and the write was not sent again

@@ -1,0 +1,1 @@
+"""The HTTP face: the request guard, the FHIR routes, the token endpoint."""

@@ -1,0 +1,1 @@
+"""API clients, their scopes, and the access tokens the service issues them."""
