@@ -8,6 +8,7 @@ exception, wherever it is caught, becomes its answer through one function
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -64,6 +65,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What start-up made lives as long as the process: keep it out of the garbage
+        # collector's full passes (fewer pauses while serving).
+        gc.freeze()
         yield
         await facade.aclose()
         if isinstance(app.state.idempotency, RedisStore):

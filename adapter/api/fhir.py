@@ -85,7 +85,7 @@ def negotiate(request: Request) -> str:
 
 
 def _negotiate(request: Request) -> str:
-    wanted = request.query_params.get("_format")
+    wanted = _query_value(request, "_format")
     if wanted is not None:
         wanted = wanted.split(";")[0].strip().lower()
         if wanted in _JSON_TYPES:
@@ -114,7 +114,7 @@ def render(
         media = negotiate(request)
     except FhirError:
         media = FHIR_JSON  # an error about the format is itself sent as JSON
-    pretty = request.query_params.get("_pretty") == "true"
+    pretty = _query_value(request, "_pretty") == "true"
     content = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
     return Response(content, status, headers, media_type=f"{media}; charset=utf-8")
 
@@ -185,7 +185,7 @@ async def metadata(request: Request) -> Response:
     openapi_extra={"parameters": [TYPE_PARAM]},
 )
 async def search_get(request: Request) -> Response:
-    return await _search(request, list(request.query_params.multi_items()))
+    return await _search(request, _query_items(request))
 
 
 @router.post(
@@ -212,7 +212,7 @@ async def search_post(request: Request) -> Response:
         form = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
         raise FhirError.one(400, "invalid", "the form body is not UTF-8") from None
-    return await _search(request, list(request.query_params.multi_items()) + form)
+    return await _search(request, _query_items(request) + form)
 
 
 @router.get(
@@ -229,6 +229,19 @@ async def read(request: Request) -> Response:
     )
     note_ids(request, [resource["id"]])
     return render(request, resource)
+
+
+def _query_value(request: Request, name: str) -> str | None:
+    """One query parameter's first value; a query that never names it (even percent-
+    encoded) is not parsed."""
+    if name.lstrip("_").encode() not in request.scope.get("query_string", b""):
+        return None
+    return request.query_params.get(name)
+
+
+def _query_items(request: Request) -> list[tuple[str, str]]:
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return parse_qsl(query, keep_blank_values=True)
 
 
 async def _search(request: Request, items: list[tuple[str, str]]) -> Response:

@@ -10,17 +10,56 @@ through :func:`adapter.api.fhir.error_response`, the same as anywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Match, Route
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from adapter.api.fhir import error_response
 
 __all__ = ["FhirRoutes"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A path as its segments: a literal, or ``None`` for a ``{parameter}`` (named in
+    ``names`` by position). Parameters take one whole segment, as FastAPI's do."""
+
+    methods: frozenset[str]
+    segments: tuple[str | None, ...]
+    names: tuple[str | None, ...]
+    endpoint: Endpoint
+
+    @classmethod
+    def of(cls, route: APIRoute) -> _Route:
+        parts = route.path.strip("/").split("/")
+        names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
+        segments = tuple(None if n is not None else p for p, n in zip(parts, names, strict=True))
+        methods = set(route.methods or ())
+        if "GET" in methods:
+            methods.add("HEAD")
+        return cls(frozenset(methods), segments, names, route.endpoint)
+
+    def params(self, parts: list[str]) -> dict[str, str] | None:
+        """The path parameters if ``parts`` is this path, else None."""
+        if len(parts) != len(self.segments):
+            return None
+        found = {}
+        for part, literal, name in zip(parts, self.segments, self.names, strict=True):
+            if literal is not None:
+                if part != literal:
+                    return None
+            elif not part:
+                return None
+            else:
+                found[name or ""] = part
+        return found
 
 
 class FhirRoutes:
@@ -28,26 +67,28 @@ class FhirRoutes:
 
     def __init__(self, routes: Iterable[object]) -> None:
         self._routes = [
-            Route(r.path, r.endpoint, methods=list(r.methods or ()))
-            for r in routes
-            if isinstance(r, APIRoute) and r.path.startswith("/fhir/")
+            _Route.of(r) for r in routes if isinstance(r, APIRoute) and r.path.startswith("/fhir/")
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        method = scope["method"]
         allowed: set[str] = set()
         for route in self._routes:
-            match, child = route.matches(scope)
-            if match is Match.FULL:
-                scope.update(child)
-                request = Request(scope, receive, send)
-                try:
-                    response = await route.endpoint(request)
-                except Exception as exc:
-                    response = error_response(request, exc)
-                await response(scope, receive, send)
-                return
-            if match is Match.PARTIAL:
-                allowed |= route.methods or set()
+            params = route.params(parts)
+            if params is None:
+                continue
+            if method not in route.methods:
+                allowed |= route.methods
+                continue
+            scope["path_params"] = params
+            request = Request(scope, receive, send)
+            try:
+                response = await route.endpoint(request)
+            except Exception as exc:
+                response = error_response(request, exc)
+            await response(scope, receive, send)
+            return
         request = Request(scope, receive, send)
         if allowed:
             refusal = HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from adapter.connectors.base import Connector, Page, iterate
@@ -24,7 +24,7 @@ from adapter.facade.failures import all_failed, outcome_of
 from adapter.fhir.declared import Declared
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch
-from adapter.fhir.search import Position, SearchState
+from adapter.fhir.search import Position, SearchRequest, SearchState
 
 __all__ = ["Merged", "count", "first_state", "page"]
 
@@ -78,7 +78,7 @@ def first_state(
     if lanes > 1:
         shares = [count // lanes + (1 if i < count % lanes else 0) for i in range(len(order))]
     state = SearchState(
-        replace(request, sources=None),
+        SearchRequest(request.resource_type, request.params, request.count),
         order=tuple(order),
         shares=tuple(shares),
         lanes=lanes,
@@ -123,7 +123,7 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
 
 
 async def _one(connector: Connector, name: str, state: SearchState) -> Page:
-    request = replace(state.request, count=state.share(name))
+    request = state.request.with_count(state.share(name))
     return await connector.search(request, state.position.at.get(name))
 
 
@@ -134,7 +134,7 @@ async def count(connectors: Mapping[str, Connector], state: SearchState) -> int:
     request = state.request
 
     async def one(connector: Connector) -> int:
-        first = await connector.search(replace(request, count=1))
+        first = await connector.search(request.with_count(1))
         if first.total is not None:
             return first.total
         return sum([1 async for _ in iterate(connector, request)])

@@ -39,10 +39,14 @@ def searchset(
     return bundle
 
 
+# Shared by every entry of every Bundle: they are serialised, never changed.
+_MODES = {mode: {"mode": mode} for mode in ("match", "include", "outcome")}
+
+
 def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
     return {
         "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
         # A resource that carries its own JSON is embedded as those bytes.
         "resource": getattr(resource, "fragment", resource),
-        "search": {"mode": mode},
+        "search": _MODES[mode],
     }

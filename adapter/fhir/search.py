@@ -59,6 +59,10 @@ class SearchRequest:
     def named(self, name: str) -> tuple[SearchParam, ...]:
         return tuple(p for p in self.params if p.name == name)
 
+    def with_count(self, count: int) -> SearchRequest:
+        # The constructor, not dataclasses.replace: this is on every search's hot path.
+        return SearchRequest(self.resource_type, self.params, count, self.sources)
+
 
 class UnsupportedParameter(Exception):
     """A connector cannot honour a search parameter (or this use of it).
@@ -116,7 +120,17 @@ class SearchState:
 
     def moved_to(self, position: Position) -> SearchState:
         """The state of the next page: ``position`` ahead, this one kept as previous."""
-        return replace(self, position=position, previous=self.position)
+        return SearchState(
+            self.request,
+            self.order,
+            self.shares,
+            self.lanes,
+            self.includes,
+            self.skipped,
+            self.client,
+            position,
+            self.position,
+        )
 
     def moved_back(self) -> SearchState | None:
         """The state of the page before, when known (one page back only)."""
