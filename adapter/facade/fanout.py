@@ -49,29 +49,17 @@ def first_state(
 ) -> tuple[SearchState, list[Issue]]:
     """The state of a search's first page, and issues about sources left out."""
     request = parsed.request
-    names = declared.serving(request.resource_type)
-    if request.sources is not None:
-        names = [n for n in names if n in request.sources]
-    if allowed is not None:
-        names = [n for n in names if n in allowed]
-    issues = []
-    order = []
-    for name in names:
-        cap = declared.capability(name, request.resource_type)
-        taken = cap.search_params if cap is not None else frozenset()
-        missing = sorted({p.name for p in request.params} - set(taken))
-        if missing:
-            issues.append(
-                Issue(
-                    "warning",
-                    "not-supported",
-                    f"source {name} cannot search by {', '.join(missing)}; "
-                    "its results are left out",
-                    tuple(missing),
-                )
-            )
-        else:
-            order.append(name)
+    names = frozenset(p.name for p in request.params)
+    order, left_out = declared.routing(request.resource_type, names, request.sources, allowed)
+    issues = [
+        Issue(
+            "warning",
+            "not-supported",
+            f"source {name} cannot search by {', '.join(missing)}; its results are left out",
+            missing,
+        )
+        for name, missing in left_out
+    ]
     count = request.count
     lanes = len(order) if count >= len(order) else 1
     shares = [count] * len(order)

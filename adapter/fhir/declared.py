@@ -43,6 +43,10 @@ class Declared:
         self._serving: dict[str, list[str]] = {}
         self._params: dict[str, dict[str, set[str]]] = {}
         self._includes: dict[str, set[str]] = {}
+        self._routing: dict[
+            tuple[str, frozenset[str], tuple[str, ...] | None, frozenset[str] | None],
+            tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]],
+        ] = {}
         for name, capabilities in self.sources.items():
             for resource_type, cap in capabilities.resources.items():
                 self._serving.setdefault(resource_type, []).append(name)
@@ -65,6 +69,38 @@ class Declared:
 
     def includes(self, resource_type: str) -> set[str]:
         return self._includes.get(resource_type, set())
+
+    def routing(
+        self,
+        resource_type: str,
+        params: frozenset[str],
+        narrowed: tuple[str, ...] | None,
+        allowed: frozenset[str] | None,
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+        """The sources a search asks, in order, and those left out with the parameters
+        they cannot take: for the type, narrowed by ``_source`` and by what the caller
+        may see. Remembered per distinct question (the declarations are fixed)."""
+        key = (resource_type, params, narrowed, allowed)
+        found = self._routing.get(key)
+        if found is None:
+            asked: list[str] = []
+            left_out: list[tuple[str, tuple[str, ...]]] = []
+            for name in self.serving(resource_type):
+                if (narrowed is not None and name not in narrowed) or (
+                    allowed is not None and name not in allowed
+                ):
+                    continue
+                taken = self.sources[name].resources[resource_type].search_params
+                missing = tuple(sorted(params - taken))
+                if missing:
+                    left_out.append((name, missing))
+                else:
+                    asked.append(name)
+            found = (tuple(asked), tuple(left_out))
+            if len(self._routing) >= 1024:
+                self._routing.clear()
+            self._routing[key] = found
+        return found
 
     def interactions(self, resource_type: str) -> set[str]:
         """What some source can do with this type (writes only from writable sources)."""
