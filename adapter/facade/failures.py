@@ -8,8 +8,11 @@ entry). Which exception means what:
     ResourceNotFound                 404
     UnsupportedParameter             400, naming the parameter
     PaginationLoop                   502: the vendor repeated a page
+    CallBudgetExceeded               400: the request needs more vendor calls than allowed
     MappingError                     502: a vendor record that cannot be mapped
-    VendorError                      502/503/504 by kind, Retry-After when known
+    VendorError                      502/503/504 by kind; Retry-After (whole seconds) on
+                                     every 503 and 504: the vendor's wait, the circuit's,
+                                     the budget's, else a few seconds
     during a write, besides:
       WriteRefused, InvalidResource  its status (422), naming the element
       WriteNotSupported              422
@@ -36,6 +39,8 @@ from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import UnsupportedParameter
 from adapter.transport import (
     AuthenticationRejected,
+    BudgetRefused,
+    CircuitRefused,
     MalformedResponse,
     NotFound,
     PermissionMissing,
@@ -45,12 +50,15 @@ from adapter.transport import (
     VendorUnavailable,
     VendorValidation,
 )
+from adapter.transport.budget import whole_seconds
+from adapter.transport.scope import CallBudgetExceeded
 from mappings import MappingError
 from mappings.errors import InvalidResource
 
 __all__ = ["all_failed", "outcome_of"]
 
 log = logging.getLogger("fhir_adapter")
+_SOON = 5.0  # seconds: the wait suggested when nothing better is known
 _CONFLICT_CODES = {"NO_TIMESLOTS_AVAILABLE", "AMBIGUOUS_TIMESLOTS"}
 
 
@@ -78,6 +86,13 @@ def outcome_of(
                 )
             ],
         )
+    if isinstance(exc, CallBudgetExceeded):
+        return FhirError.one(
+            400,
+            "too-costly",
+            f"the request needs more than {exc.limit} vendor calls ([server] max_vendor_calls): "
+            "narrow the search or ask for fewer at a time",
+        )
     if isinstance(exc, PaginationLoop):
         return FhirError.one(
             502, "processing", f"source {source or 'a source'} repeated a page of results"
@@ -89,7 +104,9 @@ def outcome_of(
     if isinstance(exc, VendorError | MappingError):
         status, issue = vendor_issue(exc, source)
         after = getattr(exc, "retry_after", None)
-        headers = {"Retry-After": str(max(1, round(after)))} if after is not None else {}
+        if after is None and status in (503, 504):
+            after = _SOON
+        headers = {"Retry-After": str(whole_seconds(after))} if after is not None else {}
         return FhirError(status, [issue], headers)
     http_status = getattr(exc, "status_code", None)
     if isinstance(http_status, int) and 400 <= http_status < 500:
@@ -137,8 +154,16 @@ def vendor_issue(exc: VendorError | MappingError, source: str | None = None) -> 
         )
     if isinstance(exc, VendorTimeout):
         return 504, Issue("error", "timeout", f"source {where} did not answer in time")
+    if isinstance(exc, BudgetRefused):
+        return 503, Issue(
+            "error", "throttled", f"source {where}: its vendor budget is spent for now; try later"
+        )
     if isinstance(exc, RateLimited):
         return 503, Issue("error", "throttled", f"source {where} is rate limiting; try later")
+    if isinstance(exc, CircuitRefused):
+        return 503, Issue(
+            "error", "transient", f"source {where} keeps failing and is left alone for now"
+        )
     if isinstance(exc, VendorUnavailable):
         status = 503 if exc.status in (None, 503) else 502
         return status, Issue("error", "transient", f"source {where} is unavailable")

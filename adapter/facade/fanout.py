@@ -25,6 +25,7 @@ from adapter.fhir.declared import Declared
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch
 from adapter.fhir.search import Position, SearchRequest, SearchState
+from adapter.transport.scope import CallBudgetExceeded
 
 __all__ = ["Merged", "count", "first_state", "page"]
 
@@ -87,6 +88,8 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
     failures: list[FhirError] = []
     totals: list[int | None] = []
     for name, result in zip(asked, results, strict=True):
+        if isinstance(result, CallBudgetExceeded):
+            raise outcome_of(result)  # the request as a whole is too costly
         if isinstance(result, BaseException):
             failures.append(outcome_of(result, name, where=f"search of {name}"))
             totals.append(None)

@@ -11,7 +11,8 @@ Choosing the source, checking what the caller may see and what a source may be a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -25,6 +26,7 @@ from adapter.fhir.match import actor_references
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch, parse_search
 from adapter.fhir.search import SearchState
+from adapter.transport import scope
 from mappings import MappingError, decode_id
 
 __all__ = ["Caller", "Facade", "SearchLimits", "SearchResult"]
@@ -58,8 +60,18 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchLimits:
+    """What one request may ask for: page sizes, its time (``request_seconds``) and the
+    vendor calls it may make (``max_vendor_calls``)."""
+
     default_count: int = 20
     max_count: int = 100
+    request_seconds: float | None = 30.0
+    max_vendor_calls: int | None = 20
+
+
+# The transport's deadline falls this much before the request's: a source that hangs is
+# then that source's outcome, and the others are still served within the request's time.
+_GRACE = 0.5
 
 
 class Facade:
@@ -110,10 +122,11 @@ class Facade:
         source = self.owner(fhir_id, caller)
         if source is None or self.declared.capability(source, resource_type) is None:
             raise _not_found(resource_type, fhir_id)
-        try:
-            return await self.connectors[source].read(resource_type, fhir_id)
-        except Exception as exc:
-            raise outcome_of(exc, source, where=f"read at {source}") from None
+        async with self._within_deadline():
+            try:
+                return await self.connectors[source].read(resource_type, fhir_id)
+            except Exception as exc:
+                raise outcome_of(exc, source, where=f"read at {source}") from None
 
     # -- search ---------------------------------------------------------------------------
 
@@ -129,6 +142,13 @@ class Facade:
         ``_cursor`` among them, or only the total (``_summary=count``, ``_count=0``)."""
         self.require_served(resource_type)
         parsed = self._parse(resource_type, items, strict=strict)
+        self._check_cost(parsed)
+        async with self._within_deadline():
+            return await self._search(parsed, resource_type, caller)
+
+    async def _search(
+        self, parsed: ParsedSearch, resource_type: str, caller: Caller
+    ) -> SearchResult:
         if parsed.cursor is not None:
             state = self._resume(parsed.cursor, resource_type, caller)
             return await self._page(state, [], f"_cursor={parsed.cursor}", shows_total=True)
@@ -156,6 +176,36 @@ class Facade:
             default_count=self.limits.default_count,
             max_count=self.limits.max_count,
         )
+
+    def _check_cost(self, parsed: ParsedSearch) -> None:
+        """Refuse up front what would surely need more vendor calls than a request may
+        make (one read per id)."""
+        cap = self.limits.max_vendor_calls
+        ids = sum(len(p.values) for p in parsed.request.named("_id"))
+        if cap is not None and ids > cap:
+            raise _too_costly(cap, f"_id lists {ids} ids", "_id")
+
+    @asynccontextmanager
+    async def _within_deadline(self) -> AsyncIterator[None]:
+        """The request's time and call budget (one scope: a read inside a search shares
+        the search's). Past the deadline: 503, or 504 when a vendor call was cut off."""
+        if scope.current() is not None:
+            yield
+            return
+        seconds = self.limits.request_seconds
+        with scope.spending(
+            None if seconds is None else max(0.1, seconds - _GRACE), self.limits.max_vendor_calls
+        ):
+            try:
+                async with asyncio.timeout(seconds):
+                    yield
+            except TimeoutError:
+                raise FhirError.one(
+                    503,
+                    "timeout",
+                    f"the request did not finish within {seconds:g} s; try again later",
+                    **{"Retry-After": "5"},
+                ) from None
 
     def _resume(self, cursor: str, resource_type: str, caller: Caller) -> SearchState:
         try:
@@ -196,6 +246,11 @@ class Facade:
             for resource in matches:
                 for ref in actor_references(resource, target):
                     wanted[ref] = (target, ref.rpartition("/")[2])
+        spent = scope.current()
+        left = spent.calls_left() if spent is not None else None
+        if left is not None and len(wanted) > left and spent is not None:
+            what = f"_include needs {len(wanted)} reads after the page's own calls"
+            raise _too_costly(spent.max_calls or 0, what, "_include")
         found = await asyncio.gather(
             *(self.read(kind, fhir_id) for kind, fhir_id in wanted.values()),
             return_exceptions=True,
@@ -350,6 +405,29 @@ class Facade:
             refused = [Issue("error", "not-supported", i.diagnostics, i.expression) for i in issues]
             raise FhirError(400, refused)
         return (await fanout.page(self.connectors, state)).matches
+
+    # -- operations -----------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, str]:
+        """Each source's state for ``/readyz``, as its connector's ``health()`` tells it
+        (``up``, ``degraded``, ``circuit open``, ``credentials refused``, ``budget
+        exhausted``); ``up`` for a connector that keeps no such state. Asks no vendor: a
+        probe must stay cheap and must not spend rate limits."""
+        states = {}
+        for name, connector in self.connectors.items():
+            health = getattr(connector, "health", None)
+            states[name] = str(health()) if callable(health) else "up"
+        return states
+
+
+def _too_costly(cap: int, what: str, parameter: str) -> FhirError:
+    return FhirError.one(
+        400,
+        "too-costly",
+        f"{what}; a request may make at most {cap} vendor calls ([server] max_vendor_calls): "
+        "narrow the search or ask for fewer at a time",
+        parameter,
+    )
 
 
 def _not_found(resource_type: str, fhir_id: str) -> FhirError:

@@ -1,6 +1,8 @@
 """HTTP to the vendors: pooled clients, credentials, limits, retries, typed errors."""
 
 from adapter.transport.client import (
+    BudgetRefused,
+    CircuitRefused,
     Classifier,
     VendorClient,
     VendorHTTP,
@@ -30,6 +32,8 @@ from adapter.transport.retry import RetryPolicy
 
 __all__ = [
     "AuthenticationRejected",
+    "BudgetRefused",
+    "CircuitRefused",
     "Classifier",
     "FatalVendorError",
     "KeyPool",

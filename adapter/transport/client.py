@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 import httpx
 import orjson
 
+from adapter.transport import budget, hooks, scope
+from adapter.transport.cache import ReadCache
+from adapter.transport.circuit import Circuit, CircuitOpen
 from adapter.transport.errors import (
     AuthenticationRejected,
     MalformedResponse,
@@ -20,10 +26,19 @@ from adapter.transport.errors import (
     VendorUnavailable,
     classify_status,
 )
-from adapter.transport.ratelimit import KeyPool, NoKeysLeft, SlotTooFar
+from adapter.transport.ratelimit import KeyPool, NoKeysLeft, QueueFull, SlotTooFar
 from adapter.transport.retry import RetryPolicy
 
-__all__ = ["Classifier", "VendorClient", "default_classify", "make_vendor_http"]
+__all__ = [
+    "BudgetRefused",
+    "CircuitRefused",
+    "Classifier",
+    "VendorClient",
+    "default_classify",
+    "make_vendor_http",
+]
+
+log = logging.getLogger("fhir_adapter")
 
 Classifier = Callable[[str, httpx.Response], VendorError | None]
 _T = TypeVar("_T")
@@ -47,6 +62,7 @@ class VendorHTTP:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.transport = transport
+        self.read_timeout = timeout.read if timeout.read is not None else math.inf
         self._timeouts = timeout.as_dict()
         self._gets: dict[tuple[httpx.URL, int], tuple[dict[str, str], httpx.Request]] = {}
 
@@ -105,9 +121,12 @@ def make_vendor_http(
 
 class VendorClient:
     """Reads (``get_json``) are retried on temporary failures; writes (``send``) are
-    tried once. A key whose credentials are rejected is set aside and the read goes on
-    with the others, without counting as a retry; when none is left the source's
-    credentials must be rotated, and that is said once, not retried."""
+    tried once. Identical reads in flight at once share one call, and may be served from
+    a short cache (``cache_seconds``). A key whose credentials are refused is paused and
+    the read goes on with the others, without counting as a retry; when none is left
+    that is said at once, with when the first is tried again. A vendor that keeps failing
+    opens the source's circuit (:mod:`adapter.transport.circuit`). Everything draws on
+    the current request's deadline and call budget (:mod:`adapter.transport.scope`)."""
 
     def __init__(
         self,
@@ -117,6 +136,8 @@ class VendorClient:
         classify: Classifier = default_classify,
         retry: RetryPolicy | None = None,
         *,
+        circuit: Circuit | None = None,
+        cache_seconds: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -125,13 +146,35 @@ class VendorClient:
         self.pool = pool
         self.classify = classify
         self.retry = retry or RetryPolicy()
+        self.circuit = circuit or Circuit()
+        budgets = budget.current()
+        budgets.bind(source, pool)
+        self.cache = ReadCache(source, cache_seconds, budgets.redis)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         self._key_headers: dict[int, tuple[Any, dict[str, str]]] = {}
+        self._flights: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Future[bytes]] = {}
+        self._exhausted_at = -math.inf
+        # Leyr asks for Content-Type: application/json on every request, bodiless or not.
+        self.json_always = False
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def health(self) -> str:
+        """up | degraded | circuit open | credentials refused | budget exhausted"""
+        if self.circuit.state == "open":
+            return "circuit open"
+        if self.pool.refused_for() is not None:
+            return "credentials refused"
+        if time.monotonic() - self._exhausted_at < 5.0:
+            return "budget exhausted"
+        if self.circuit.state == "half-open" or self.circuit.failing:
+            return "degraded"
+        if self.pool.active() < len(self.pool.keys):
+            return "degraded"
+        return "up"
 
     def _headers(self, key: Any) -> dict[str, str]:
         """A key's request headers, made once per key."""
@@ -174,15 +217,57 @@ class VendorClient:
     ) -> Any:
         """The parsed JSON of a read; ``decode`` may replace the parsing (it gets the body
         and raises ``orjson.JSONDecodeError`` for one that is not JSON)."""
+        content = await self._read(path, params)
+        try:
+            return (decode or _json)(content)
+        except orjson.JSONDecodeError:
+            raise MalformedResponse(self.source, 200, "body is not JSON") from None
+
+    async def _read(self, path: str, params: dict[str, str] | None) -> bytes:
+        """A read's body: from the cache, from the same read in flight, or from the vendor."""
+        key = (path, tuple(sorted(params.items())) if params else ())
+        cached = await self.cache.get(key)
+        if cached is not None:
+            hooks.cache_hit(self.source)
+            return cached
+        while (flight := self._flights.get(key)) is not None:
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if flight.cancelled() and not (task and task.cancelling()):
+                    continue  # the call's own request went away: make the call here
+                raise
+        made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._flights[key] = made
+        try:
+            content = await self._read_with_retries(path, params)
+        except asyncio.CancelledError:
+            made.cancel()
+            raise
+        except BaseException as exc:
+            made.set_exception(exc)
+            made.exception()  # those waiting get it; nobody waiting is fine too
+            raise
+        finally:
+            self._flights.pop(key, None)
+        made.set_result(content)
+        await self.cache.put(key, content)
+        return content
+
+    async def _read_with_retries(self, path: str, params: dict[str, str] | None) -> bytes:
         attempt = 1
         while True:
             try:
-                return (await self._once("GET", path, params=params, decode=decode or _json))[1]
+                return (await self._once("GET", path, params=params))[1]
             except _KeyRejected:
                 continue  # another key, same attempt
+            except (CircuitRefused, BudgetRefused):
+                raise  # asking again would not help before the wait it names
             except TemporaryVendorError as exc:
                 delay = self.retry.delay(attempt, exc, self._rng)
-                if delay is None:
+                left = scope.remaining()
+                if delay is None or (left is not None and delay >= left):
                     raise
                 attempt += 1
                 await self._sleep(delay)
@@ -190,12 +275,20 @@ class VendorClient:
     async def send(
         self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        """A write, tried once: (status, parsed body)."""
+        """A write, tried once: (status, parsed body). It empties the read cache: what
+        was read before may have changed."""
         while True:
             try:
-                return await self._once(method, path, params=params, json=json, write=True)
+                status, content = await self._once(
+                    method, path, params=params, json=json, write=True
+                )
             except _KeyRejected:
                 continue  # rejected before anything was done: safe on another key
+            await self.cache.clear()
+            try:
+                return status, _json(content)
+            except orjson.JSONDecodeError:
+                raise MalformedResponse(self.source, status, "body is not JSON") from None
 
     async def _once(
         self,
@@ -205,53 +298,123 @@ class VendorClient:
         params: dict[str, str] | None = None,
         json: Any = None,
         write: bool = False,
-        decode: Callable[[bytes], Any] | None = None,
-    ) -> tuple[int, Any]:
-        """One try of a call: (status, parsed body) of a success, else a typed error."""
+    ) -> tuple[int, bytes]:
+        """One try of a call: (status, body) of a success, else a typed error."""
+        try:
+            self.circuit.before_call()
+        except CircuitOpen as exc:
+            raise CircuitRefused(self.source, exc.retry_after) from None
+        scope.count_call()
         try:
             lease_cm = self.pool.acquire()
             lease = await lease_cm.__aenter__()
-        except NoKeysLeft:
-            raise AuthenticationRejected(self.source) from None
+        except NoKeysLeft as exc:
+            self.circuit.abandoned()
+            refused = AuthenticationRejected(self.source)
+            refused.retry_after = exc.retry_after
+            raise refused from None
         except SlotTooFar as exc:
-            raise RateLimited(
-                self.source, None, "rate limited: no key free soon", exc.wait
-            ) from None
+            self.circuit.abandoned()
+            self._exhausted_at = time.monotonic()
+            raise BudgetRefused(self.source, exc.wait, isinstance(exc, QueueFull)) from None
+        except BaseException:
+            self.circuit.abandoned()
+            raise
+        started = time.perf_counter()
         try:
-            content = None if json is None else orjson.dumps(json)
-            headers = self._headers(lease.key)
-            if content is not None:
-                headers = {**headers, "content-type": "application/json"}
-            try:
-                response = await self.http.request(
-                    method, self._url(path, params), content=content, headers=headers
-                )
-            except httpx.TimeoutException:
-                timeout = VendorTimeout(self.source, None, f"{method} timed out")
-                timeout.committed_unknown = write
-                raise timeout from None
-            except httpx.TransportError as exc:
-                raise VendorUnavailable(
-                    self.source, None, f"connection failed ({type(exc).__name__})"
-                ) from None
+            response = await self._send(lease, method, path, params, json, write)
             lease.observe(response.headers, response.status_code)
+            hooks.vendor_call(self.source, str(response.status_code), started)
             if response.is_success:
-                try:
-                    body = (decode or _json)(response.content)
-                    return response.status_code, body
-                except orjson.JSONDecodeError:
-                    raise MalformedResponse(
-                        self.source, response.status_code, "body is not JSON"
-                    ) from None
+                self.circuit.succeeded()
+                return response.status_code, response.content
             error = self.classify(self.source, response) or classify_status(self.source, response)
-            if isinstance(error, AuthenticationRejected) and self.pool.active() > 1:
-                lease.disable()
-                raise _KeyRejected()
+            self._judge(error)
             if isinstance(error, AuthenticationRejected):
-                lease.disable()
+                lease.refused()
+                if self.pool.active() > 0:
+                    raise _KeyRejected()
+                error.retry_after = self.pool.refused_for()
             raise error
+        except (VendorTimeout, VendorUnavailable) as exc:
+            if exc.status is None:  # no answer at all
+                hooks.vendor_call(
+                    self.source, "timeout" if isinstance(exc, VendorTimeout) else "error", started
+                )
+                self._judge(exc)
+            raise
+        except asyncio.CancelledError:
+            self.circuit.abandoned()
+            raise
         finally:
             await lease_cm.__aexit__(None, None, None)
+
+    async def _send(
+        self,
+        lease: Any,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        json: Any,
+        write: bool,
+    ) -> httpx.Response:
+        content = None if json is None else orjson.dumps(json)
+        headers = self._headers(lease.key)
+        if content is not None or self.json_always:
+            headers = {**headers, "content-type": "application/json"}
+        left = scope.remaining()
+        try:
+            if left is not None and left < self.http.read_timeout:
+                if left <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(left):
+                    return await self.http.request(
+                        method, self._url(path, params), content=content, headers=headers
+                    )
+            return await self.http.request(
+                method, self._url(path, params), content=content, headers=headers
+            )
+        except (httpx.TimeoutException, TimeoutError):
+            timeout = VendorTimeout(self.source, None, f"{method} timed out")
+            timeout.committed_unknown = write
+            raise timeout from None
+        except httpx.TransportError as exc:
+            raise VendorUnavailable(
+                self.source, None, f"connection failed ({type(exc).__name__})"
+            ) from None
+
+    def _judge(self, error: VendorError) -> None:
+        """Count a failure of the vendor's own against its circuit; any other answer
+        shows the vendor is there."""
+        if isinstance(error, RateLimited):
+            hooks.rate_limited(self.source)
+            return
+        if not isinstance(error, VendorTimeout | VendorUnavailable):
+            self.circuit.succeeded()
+            return
+        hooks.vendor_failure(self.source, error.status, type(error).__name__)
+        if self.circuit.failed():
+            log.warning(
+                "source %s: %d failures in a row; the circuit is open for %d s",
+                self.source,
+                self.circuit.failures,
+                round(self.circuit.open_seconds),
+            )
+
+
+class CircuitRefused(VendorUnavailable):
+    """The source's circuit is open: the vendor was not asked."""
+
+    def __init__(self, source: str, retry_after: float) -> None:
+        super().__init__(source, None, "circuit open: the vendor keeps failing", retry_after)
+
+
+class BudgetRefused(RateLimited):
+    """No key can call before the request's deadline (or the queue is full)."""
+
+    def __init__(self, source: str, wait: float, queue_full: bool = False) -> None:
+        what = "too many requests wait for its keys" if queue_full else "no key free in time"
+        super().__init__(source, None, f"rate limited: {what}", wait)
 
 
 def _json(content: bytes) -> Any:

@@ -79,12 +79,15 @@ class FatalVendorError(VendorError):
 
 
 class AuthenticationRejected(FatalVendorError):
+    """``retry_after``: when a refused key is next tried, when every key is refused."""
+
     def __init__(self, source: str, status: int | None = 401, detail: str = "") -> None:
         super().__init__(
             source,
             status,
             detail or "credentials rejected; they must be rotated in the source's configuration",
         )
+        self.retry_after: float | None = None
 
 
 class PermissionMissing(FatalVendorError):

@@ -10,20 +10,45 @@ back: for every (limit, window), a new request may start on a key only while few
 window the vendor counts can ever hold more than ``limit``: in steady state the client
 never causes a 429, and loses only about one round trip per window of throughput.
 
+Where the slots are counted is a :class:`Ledger`: in this process (:class:`LocalLedger`),
+or in Redis (:class:`adapter.transport.budget.RedisLedger`) so that every worker and
+replica draws on one budget per key. Without Redis, ``--workers N`` gives each worker
+1/N of each key's limits (:meth:`KeyPool.bind`).
+
 The vendor's own view is followed too: ``X-RateLimit-Remaining: 0`` pauses the key until
 ``X-RateLimit-Reset``, a 429 until ``Retry-After`` (another process may share the key).
+A key whose credentials are refused (401) is paused, then tried again by one request
+after 30 s, then 60 s, ... up to 10 minutes: it serves again as soon as the vendor takes
+it (a Nyra hospital token is renewed about daily).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["KeyPool", "Lease", "Limit", "NoKeysLeft", "SlotTooFar"]
+from adapter.transport import scope
+
+__all__ = [
+    "KeyPool",
+    "Lease",
+    "Ledger",
+    "Limit",
+    "LocalLedger",
+    "NoKeysLeft",
+    "QueueFull",
+    "SlotTooFar",
+]
+
+log = logging.getLogger("fhir_adapter")
+
+AUTH_PAUSE_FIRST = 30.0  # seconds before a refused key is tried again
+AUTH_PAUSE_MAX = 600.0
 
 
 @dataclass(frozen=True)
@@ -33,50 +58,135 @@ class Limit:
 
 
 class _Key:
-    __slots__ = ("credentials", "disabled", "entries", "paused_until", "sent")
+    __slots__ = ("auth_failures", "auth_until", "credentials", "paused_until", "probing", "sent")
 
     def __init__(self, credentials: Any) -> None:
         self.credentials = credentials
-        self.entries: list[list[float | None]] = []  # [answered at] or [None] in flight
-        self.paused_until = 0.0
-        self.disabled = False
+        self.paused_until = 0.0  # the vendor asked this key to wait
+        self.auth_until = 0.0  # credentials refused: not before this (then one probe)
+        self.auth_failures = 0
+        self.probing = False
         self.sent = 0
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.credentials, "label", "key"))
+
+
+class Ledger(Protocol):
+    """Where a pool's slots are counted, per key and limit."""
+
+    async def take(self, key: str, limits: Sequence[Limit], hold: float) -> tuple[float, Any]:
+        """(0, ticket) when a slot was taken in every limit; else (seconds until one may be
+        free, None), ``math.inf`` when every slot is held by a call in flight."""
+        ...
+
+    async def release(self, key: str, limits: Sequence[Limit], ticket: Any) -> None:
+        """The call of ``ticket`` was answered now: its slots free a window from now."""
+        ...
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """The vendor asked this key to wait (shared with the ledger's other users)."""
+        ...
+
+    async def paused(self, key: str) -> float:
+        """Seconds this key must still wait by what the vendor asked (0: none)."""
+        ...
+
+
+class LocalLedger:
+    """Slots counted in this process's memory."""
+
+    def __init__(self, slack: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
+        self._slack = slack
+        self._clock = clock
+        self._entries: dict[str, list[list[float | None]]] = {}
+        self._paused: dict[str, float] = {}
+
+    def _ready_in(self, entries: list[list[float | None]], limits: Sequence[Limit]) -> float:
+        now = self._clock()
+        horizon = max(lim.window for lim in limits) * (1 + self._slack)
+        # Answers older than every window no longer hold a slot.
+        entries[:] = [e for e in entries if e[0] is None or e[0] + horizon > now]
+        ready = now
+        for limit in limits:
+            window = limit.window * (1 + self._slack)
+            expiries = sorted(
+                math.inf if e[0] is None else e[0] + window
+                for e in entries
+                if e[0] is None or e[0] + window > now
+            )
+            if len(expiries) >= limit.count:
+                ready = max(ready, expiries[len(expiries) - limit.count])
+        return ready - now
+
+    async def take(self, key: str, limits: Sequence[Limit], hold: float) -> tuple[float, Any]:
+        entries = self._entries.setdefault(key, [])
+        wait = self._ready_in(entries, limits)
+        if wait > 0:
+            return wait, None
+        entry: list[float | None] = [None]
+        entries.append(entry)
+        return 0.0, entry
+
+    async def release(self, key: str, limits: Sequence[Limit], ticket: Any) -> None:
+        ticket[0] = self._clock()
+
+    async def pause(self, key: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._paused.get(key, 0.0):
+            self._paused[key] = until
+
+    async def paused(self, key: str) -> float:
+        return max(0.0, self._paused.get(key, 0.0) - self._clock())
 
 
 class Lease:
     """One request's use of one key; report the answer's headers with :meth:`observe`."""
 
-    __slots__ = ("_entry", "_pool", "_state")
+    __slots__ = ("_pause", "_pool", "_state", "_ticket")
 
-    def __init__(self, pool: KeyPool, state: _Key, entry: list[float | None]) -> None:
+    def __init__(self, pool: KeyPool, state: _Key, ticket: Any) -> None:
         self._pool = pool
         self._state = state
-        self._entry = entry
+        self._ticket = ticket
+        self._pause = 0.0  # what the vendor asked, to share when the lease ends
 
     @property
     def key(self) -> Any:
         return self._state.credentials
 
+    @property
+    def label(self) -> str:
+        return self._state.label
+
     def observe(self, headers: Mapping[str, str], status: int | None = None) -> None:
         if self._pool._limits:  # a vendor with no limits has no windows to follow
-            self._pool._observe(self._state, headers, status)
+            self._pause = max(self._pause, self._pool._observe(self._state, headers, status))
+        if status is not None and status != 401:
+            self._pool._accepted(self._state)
 
-    def disable(self) -> None:
-        self._pool.disable(self._state.credentials)
+    def refused(self) -> None:
+        """The vendor refused this key's credentials."""
+        self._pool._refused(self._state)
 
-    async def __aenter__(self) -> Lease:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._entry[0] = self._pool._clock()
+    async def release(self) -> None:
+        state = self._state
+        state.probing = False
+        ledger = self._pool._ledger
+        if self._ticket is not None:
+            await ledger.release(state.label, self._pool._limits, self._ticket)
+        if self._pause > 0 and self._pool.shared:
+            await ledger.pause(state.label, self._pause)
         self._pool._changed.set()
 
 
 class KeyPool:
     """Keys and their limits; ``async with pool.acquire() as lease`` waits for a slot on
     the key that can start soonest (so N keys give about N times the throughput), serving
-    waiters in order. A slot further than ``max_wait`` seconds away (a vendor asked for a
-    long pause) is not waited for: :class:`SlotTooFar` says how long it would be."""
+    waiters in order. A slot further than ``max_wait`` seconds away, or past the current
+    request's deadline, is not waited for: :class:`SlotTooFar` says how long it would be.
+    More than ``queue`` requests waiting at once: :class:`QueueFull`."""
 
     def __init__(
         self,
@@ -86,6 +196,7 @@ class KeyPool:
         slack: float = 0.01,
         max_pause: float = 120.0,
         max_wait: float = 65.0,
+        queue: int = 64,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -93,16 +204,23 @@ class KeyPool:
         if not keys:
             raise ValueError("a key pool needs at least one key")
         self._keys = [_Key(k) for k in keys]
+        self._declared = tuple(limits)
         self._limits = tuple(limits)
         self._slack = slack
         self._max_pause = max_pause
         self._max_wait = max_wait
+        self.queue = queue
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._horizon = max((lim.window for lim in self._limits), default=0.0) * (1 + slack)
+        self._ledger: Ledger = LocalLedger(slack, clock)
+        self._waiting = 0
+        self.source = "?"
+        self.shared = False  # slots counted with other processes (Redis)
+        # An in-flight slot held by a process that died frees after this long.
+        self._hold = max((lim.window for lim in self._limits), default=0.0) + 120.0
 
     @classmethod
     def unlimited(cls, keys: Sequence[Any]) -> KeyPool:
@@ -124,96 +242,182 @@ class KeyPool:
         limits = (Limit(per_second, second_window), Limit(per_minute, minute_window))
         return cls(keys, limits, **options)
 
+    def bind(self, source: str, ledger: Ledger | None = None, share: float = 1.0) -> None:
+        """Name the pool's source and say where its slots are counted: ``ledger`` shared
+        with other processes, else this process's ``share`` of each limit."""
+        self.source = source
+        if ledger is not None:
+            self._ledger = ledger
+            self.shared = True
+            self._limits = self._declared
+        else:
+            self._ledger = LocalLedger(self._slack, self._clock)
+            self.shared = False
+            self._limits = tuple(
+                Limit(max(1, math.floor(lim.count * share)), lim.window) for lim in self._declared
+            )
+
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self._limits
+
     @property
     def keys(self) -> list[Any]:
         return [k.credentials for k in self._keys]
 
     def sent(self) -> dict[str, int]:
         """Requests started per key label."""
-        return {getattr(k.credentials, "label", str(i)): k.sent for i, k in enumerate(self._keys)}
-
-    def disable(self, credentials: Any) -> None:
-        for state in self._keys:
-            if state.credentials is credentials:
-                state.disabled = True
-        self._changed.set()
+        return {k.label: k.sent for k in self._keys}
 
     def active(self) -> int:
-        return sum(not k.disabled for k in self._keys)
+        """Keys whose credentials the vendor has not refused (or that are due a probe)."""
+        now = self._clock()
+        return sum(k.auth_until <= now for k in self._keys)
 
-    def _ready_at(self, state: _Key, now: float) -> float:
-        if self._limits:
-            # Answers older than every window no longer hold a slot.
-            state.entries = [e for e in state.entries if e[0] is None or e[0] + self._horizon > now]
-        ready = max(now, state.paused_until)
-        for limit in self._limits:
-            window = limit.window * (1 + self._slack)
-            expiries = sorted(
-                math.inf if e[0] is None else e[0] + window
-                for e in state.entries
-                if e[0] is None or e[0] + window > now
-            )
-            if len(expiries) >= limit.count:
-                ready = max(ready, expiries[len(expiries) - limit.count])
-        return ready
+    def refused_for(self) -> float | None:
+        """Seconds until a refused key is tried again, when every key is refused."""
+        now = self._clock()
+        if any(k.auth_until <= now for k in self._keys):
+            return None
+        return min(k.auth_until for k in self._keys) - now
 
     def acquire(self) -> _Acquire:
         return _Acquire(self)
 
     async def _take(self) -> Lease:
         if not self._limits:  # nothing to wait for: the least used live key, at once
-            live = [k for k in self._keys if not k.disabled]
-            if not live:
-                raise NoKeysLeft()
-            state = min(live, key=lambda k: k.sent)
+            state = self._live_key()
             state.sent += 1
-            return Lease(self, state, [None])
-        async with self._lock:
-            while True:
-                live = [k for k in self._keys if not k.disabled]
-                if not live:
-                    raise NoKeysLeft()
-                now = self._clock()
-                when, state = min(((self._ready_at(k, now), k) for k in live), key=_first)
-                if when <= now:
-                    entry: list[float | None] = [None]
-                    state.entries.append(entry)
-                    state.sent += 1
-                    return Lease(self, state, entry)
-                if when - now > self._max_wait and not math.isinf(when):
-                    raise SlotTooFar(when - now)
-                self._changed.clear()
-                if math.isinf(when):
-                    await self._changed.wait()  # every slot is held by a request in flight
-                else:
-                    await self._sleep(when - now)
+            return Lease(self, state, None)
+        if self._waiting >= self.queue:
+            raise QueueFull(self._estimate())
+        self._waiting += 1
+        try:
+            async with self._lock:
+                return await self._wait_for_slot()
+        finally:
+            self._waiting -= 1
 
-    def _observe(self, state: _Key, headers: Mapping[str, str], status: int | None) -> None:
+    def _live_key(self) -> _Key:
         now = self._clock()
-        pause_until = state.paused_until
+        live = [k for k in self._keys if k.auth_until <= now and not k.probing]
+        if not live:
+            raise NoKeysLeft(self.refused_for())
+        state = min(live, key=lambda k: k.sent)
+        if state.auth_failures:
+            state.probing = True  # one request at a time tries a refused key again
+        return state
+
+    async def _wait_for_slot(self) -> Lease:
+        while True:
+            now = self._clock()
+            live = [k for k in self._keys if k.auth_until <= now and not k.probing]
+            if not live:
+                raise NoKeysLeft(self.refused_for())
+            soonest = math.inf
+            for state in sorted(live, key=lambda k: k.sent):
+                wait = max(state.paused_until - now, await self._ledger.paused(state.label))
+                if wait <= 0:
+                    wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
+                    if wait <= 0:
+                        state.sent += 1
+                        if state.auth_failures:
+                            state.probing = True
+                        return Lease(self, state, ticket)
+                soonest = min(soonest, wait)
+            limit = self._max_wait
+            left = scope.remaining()
+            if left is not None:
+                limit = min(limit, max(0.0, left))
+            if soonest > limit and not math.isinf(soonest):
+                raise SlotTooFar(soonest)
+            self._changed.clear()
+            if math.isinf(soonest):
+                # Every slot is held by a call in flight: its answer frees one.
+                await self._wait_changed(limit)
+            elif self.shared:
+                await self._sleep(min(soonest, 0.25))  # other processes may free it sooner
+            else:
+                await self._sleep(soonest)
+
+    async def _wait_changed(self, limit: float) -> None:
+        if math.isinf(limit) or limit >= self._max_wait:
+            await self._changed.wait()
+            return
+        try:
+            await asyncio.wait_for(self._changed.wait(), limit)
+        except TimeoutError:
+            raise SlotTooFar(self._estimate()) from None
+
+    def _estimate(self) -> float:
+        """About how long a new request would wait: a minute window's worth per waiter
+        per key, as a rough and honest upper figure."""
+        if not self._limits:
+            return 1.0
+        per_key = max(lim.count / lim.window for lim in self._limits)
+        return max(1.0, (self._waiting + 1) / (per_key * max(1, len(self._keys))))
+
+    def _observe(self, state: _Key, headers: Mapping[str, str], status: int | None) -> float:
+        """Pause the key as the vendor asks; the pause, in seconds (0: none)."""
+        now = self._clock()
+        pause = 0.0
         retry_after = _number(headers.get("retry-after"))
         if status == 429 and retry_after is not None:
-            pause_until = max(pause_until, now + min(retry_after, self._max_pause))
+            pause = max(pause, min(retry_after, self._max_pause))
         remaining = _number(headers.get("x-ratelimit-remaining"))
         reset = _number(headers.get("x-ratelimit-reset"))
         if remaining is not None and remaining <= 0 and reset is not None:
-            wait = min(max(0.0, reset - self._wall()), self._max_pause)
-            pause_until = max(pause_until, now + wait)
-        if pause_until != state.paused_until:
-            state.paused_until = pause_until
+            pause = max(pause, min(max(0.0, reset - self._wall()), self._max_pause))
+        if pause > 0 and now + pause > state.paused_until:
+            state.paused_until = now + pause
             self._changed.set()
+        return pause
+
+    def _refused(self, state: _Key) -> None:
+        state.auth_failures += 1
+        wait = min(AUTH_PAUSE_FIRST * 2 ** (state.auth_failures - 1), AUTH_PAUSE_MAX)
+        state.auth_until = self._clock() + wait
+        state.probing = False
+        log.warning(
+            "source %s: the vendor refused the credentials of %s; paused, tried again in %d s",
+            self.source,
+            state.label,
+            round(wait),
+        )
+        self._changed.set()
+
+    def _accepted(self, state: _Key) -> None:
+        if state.auth_failures:
+            log.warning(
+                "source %s: the vendor accepts the credentials of %s again",
+                self.source,
+                state.label,
+            )
+            state.auth_failures = 0
+            state.auth_until = 0.0
+        state.probing = False
 
 
 class SlotTooFar(Exception):
-    """No key is free within ``max_wait`` (a vendor asked every key to wait longer)."""
+    """No key is free within ``max_wait`` or the request's deadline (a vendor asked every
+    key to wait longer, or the budget is spent for longer)."""
 
     def __init__(self, wait: float) -> None:
         self.wait = wait
         super().__init__(f"no key free for {wait:.0f} s")
 
 
+class QueueFull(SlotTooFar):
+    """More requests wait for this source's keys than its queue admits."""
+
+
 class NoKeysLeft(Exception):
-    """Every key of the pool was disabled (their credentials were rejected)."""
+    """The vendor refused the credentials of every key; ``retry_after`` is when the first
+    is tried again."""
+
+    def __init__(self, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__("every key was refused")
 
 
 class _Acquire:
@@ -229,12 +433,7 @@ class _Acquire:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._lease is not None:
-            await self._lease.__aexit__(*exc)
-
-
-def _first(pair: tuple[float, _Key]) -> tuple[float, int]:
-    # Soonest first; among keys ready alike, the least used, to spread the load.
-    return pair[0], pair[1].sent
+            await self._lease.release()
 
 
 def _number(value: str | None) -> float | None:

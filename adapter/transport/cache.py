@@ -1,0 +1,72 @@
+"""A short cache of vendor reads, per source (``cache_seconds``; off by default).
+
+Only successful answers are kept, for ``seconds``; errors never. A write through the
+source empties its cache, since it may change what was read. In memory, or in Redis
+(``[server] redis_url``) so that every worker sees one cache and one write empties it for
+all: there a generation number per source is part of every key, and a write moves it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["ReadCache"]
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+_MAX_ENTRIES = 2048
+
+
+class ReadCache:
+    def __init__(self, source: str, seconds: float = 0.0, redis: Any = None) -> None:
+        self.source = source
+        self.seconds = seconds
+        self._redis = redis
+        self._local: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
+        self._generation = f"fhir-adapter:cache:{source}:generation"
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds > 0
+
+    async def get(self, key: Key) -> bytes | None:
+        if self.seconds <= 0:
+            return None
+        if self._redis is not None:
+            generation = await self._redis.get(self._generation) or b"0"
+            found = await self._redis.get(self._name(key, generation))
+            return bytes(found) if found is not None else None
+        held = self._local.get(key)
+        if held is None:
+            return None
+        if held[0] <= time.monotonic():
+            del self._local[key]
+            return None
+        return held[1]
+
+    async def put(self, key: Key, content: bytes) -> None:
+        if self.seconds <= 0:
+            return
+        if self._redis is not None:
+            generation = await self._redis.get(self._generation) or b"0"
+            await self._redis.set(self._name(key, generation), content, px=int(self.seconds * 1000))
+            return
+        self._local[key] = (time.monotonic() + self.seconds, content)
+        self._local.move_to_end(key)
+        while len(self._local) > _MAX_ENTRIES:
+            self._local.popitem(last=False)
+
+    async def clear(self) -> None:
+        if self.seconds <= 0:
+            return
+        if self._redis is not None:
+            await self._redis.incr(self._generation)
+            return
+        self._local.clear()
+
+    def _name(self, key: Key, generation: bytes | str) -> str:
+        generation = generation.decode() if isinstance(generation, bytes) else generation
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+        return f"fhir-adapter:cache:{self.source}:{generation}:{digest}"

@@ -1,0 +1,80 @@
+"""What one facade request may spend at the vendors: time and calls.
+
+The facade opens a :func:`spending` scope around each request; everything the transport
+does inside it (waiting for a key's budget, retrying, the call itself) draws on it:
+
+- the **deadline**: no wait for budget is started that cannot end before it (the caller
+  gets the wait the budget implies, at once), no retry sleeps past it, and a call is cut
+  off when it is reached;
+- the **calls**: each vendor call made for the request counts (a read served by another
+  request's call in flight, or from the cache, does not); past the cap the request stops
+  with :class:`CallBudgetExceeded` rather than drain a vendor's budget for everyone.
+
+Outside a scope (tests, the export command) nothing is limited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+__all__ = ["CallBudgetExceeded", "Spending", "count_call", "current", "remaining", "spending"]
+
+
+class CallBudgetExceeded(Exception):
+    """A request needs more vendor calls than ``limit`` allows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"more than {limit} vendor calls")
+
+
+@dataclass
+class Spending:
+    deadline: float | None  # time.monotonic() by which the request must be answered
+    max_calls: int | None
+    calls: int = 0
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def calls_left(self) -> int | None:
+        return None if self.max_calls is None else self.max_calls - self.calls
+
+
+_current: ContextVar[Spending | None] = ContextVar("fhir_adapter_spending", default=None)
+
+
+@contextmanager
+def spending(seconds: float | None, max_calls: int | None) -> Iterator[Spending]:
+    """A request's scope: ``seconds`` from now, at most ``max_calls`` vendor calls."""
+    scope = Spending(None if seconds is None else time.monotonic() + seconds, max_calls)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+def current() -> Spending | None:
+    return _current.get()
+
+
+def remaining() -> float | None:
+    """Seconds left before the current request's deadline (None: no deadline)."""
+    scope = _current.get()
+    return None if scope is None else scope.remaining()
+
+
+def count_call() -> None:
+    """One more vendor call for the current request; :class:`CallBudgetExceeded` past
+    its cap (raised before the call is made)."""
+    scope = _current.get()
+    if scope is None:
+        return
+    if scope.max_calls is not None and scope.calls >= scope.max_calls:
+        raise CallBudgetExceeded(scope.max_calls)
+    scope.calls += 1
