@@ -4,17 +4,20 @@ The request guard is outermost; ``/fhir`` requests go from it to the FHIR routes
 from their table (:mod:`adapter.api.routes`), anything else to FastAPI's router. Every
 exception, wherever it is caught, becomes its answer through one function
 (:func:`adapter.facade.outcome_of`, rendered by :func:`adapter.api.fhir.error_response`).
+The operator's routes (``/healthz``, ``/readyz``, ``/metrics``) come from
+:mod:`adapter.ops.probes`.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import sys
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -32,7 +35,12 @@ from adapter.facade import Facade, SearchLimits
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.settings import Settings, load_settings
+from adapter.ops import logs as ops_logs
+from adapter.ops import metrics
+from adapter.ops.observer import observer as ops_observer
+from adapter.ops.probes import probes_router
+from adapter.settings import WORKERS_ENV, Settings, load_settings
+from adapter.transport import budget, hooks
 
 __all__ = ["app_from_env", "configure_audit_log", "create_app"]
 
@@ -51,6 +59,16 @@ def create_app(
     # stay off, like uvicorn's access log (`serve` turns it off).
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # What the transport reports (calls, 429s, failures, cache hits) becomes metrics and
+    # console lines; one observer per process, whatever the number of apps.
+    hooks.install(ops_observer)
+    # Vendor budgets: shared by every process through Redis, else this worker's share.
+    budget_redis = (
+        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        if settings.redis_url
+        else None
+    )
+    budget.configure(budget.Budgets(budget_redis, workers=int(os.environ.get(WORKERS_ENV, "1"))))
     connectors = {
         name: create_connector(name, config, transport=transports.get(name))
         for name, config in settings.sources.items()
@@ -60,7 +78,12 @@ def create_app(
         connectors,
         CursorCodec(settings.cursor_key),
         read_only=read_only,
-        limits=SearchLimits(settings.default_count, settings.max_count),
+        limits=SearchLimits(
+            settings.default_count,
+            settings.max_count,
+            settings.request_seconds,
+            settings.max_vendor_calls,
+        ),
     )
 
     @asynccontextmanager
@@ -70,10 +93,13 @@ def create_app(
         gc.freeze()
         yield
         await facade.aclose()
+        if budget_redis is not None:
+            await budget_redis.aclose()
         if isinstance(app.state.idempotency, RedisStore):
             await app.state.idempotency.aclose()
         if app.state.audit_file is not None:
             app.state.audit_file.close()
+        metrics.worker_exiting()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -98,6 +124,7 @@ def create_app(
     app.include_router(auth_router)  # before /fhir/{type}/{id}: the well-known route
     app.include_router(fhir_router)
     app.include_router(writes_router)
+    app.include_router(probes_router(facade.readiness))
 
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
@@ -111,31 +138,29 @@ def create_app(
 
     limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
     # Held open for the app's life; closed when it shuts down.
-    app.state.audit_file = open(settings.audit_ndjson, "ab") if settings.audit_ndjson else None  # noqa: SIM115
+    app.state.audit_file = ops_logs.open_audit_ndjson(settings)
     app.add_middleware(
         Guard,
         settings=settings,
         tokens=app.state.tokens,
         limiter=limiter,
         audit_file=app.state.audit_file,
+        types=facade.declared.types,
         fhir=FhirRoutes([*auth_router.routes, *fhir_router.routes, *writes_router.routes]),
     )
     return app
 
 
-def configure_audit_log() -> None:
-    """The audit trail to standard output, one JSON record a line (once per process)."""
-    audit = logging.getLogger("fhir_adapter.audit")
-    if not audit.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        audit.addHandler(handler)
-        audit.setLevel(logging.INFO)
-        audit.propagate = False
+def configure_audit_log(settings: Settings | None = None) -> None:
+    """The console log and the audit trail for this process, as
+    :func:`adapter.ops.logs.configure` sets them up (settings from the environment when
+    not given). Kept for callers that predate it; new code calls that directly."""
+    ops_logs.configure(settings if settings is not None else load_settings())
 
 
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory`` (each worker): settings from ``FHIR_ADAPTER_CONFIG`` (or
-    the default), the audit trail to standard output."""
-    configure_audit_log()
-    return create_app(load_settings())
+    the default), the console log and the audit trail set up for this worker."""
+    settings = load_settings()
+    ops_logs.configure(settings)
+    return create_app(settings)

@@ -1,8 +1,14 @@
 """The ``fhir-adapter`` command.
 
     fhir-adapter serve [--config FILE] [--host 127.0.0.1] [--port 8080] [--workers 1]
+    fhir-adapter check-config [FILE] [--probe]
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
+
+A configuration mistake, in ``serve`` or ``check-config``, is one line on standard error
+per mistake (``configuration error: ...``) and exit code 2, never a traceback.
+``check-config --probe`` also makes one cheap call per source and says what the vendor
+answered (exit code 1 when a source fails it).
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are
 not secrets of anyone's) and a source configuration that reaches it.
@@ -16,6 +22,7 @@ import json
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -41,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="say what is missing or wrong in a configuration (never a value)"
     )
     check.add_argument("config", nargs="?", help="TOML file (default: $FHIR_ADAPTER_CONFIG)")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also make one cheap call per source and say what its vendor answered",
+    )
 
     sandbox = commands.add_parser("sandbox", help="run a vendor simulator on a port")
     sandbox.add_argument("vendor", choices=["leyr", "nyra"])
@@ -70,6 +82,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # argparse refuses unknown commands before this
 
 
+def _config_error(exc: BaseException) -> int:
+    """Each mistake in ``exc`` on its own line of standard error; exit code 2."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    for line in lines or [type(exc).__name__]:
+        print(f"configuration error: {line}", file=sys.stderr)
+    return 2
+
+
+def _unforeseen(exc: Exception) -> int:
+    # A mistake no check foresaw still ends in one line, not a traceback; by its type
+    # only, since its message may quote a value (a secret among them).
+    where = exc.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    place = ""
+    if where is not None:
+        place = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}"
+    print(
+        f"configuration error: the service cannot be built ({type(exc).__name__}{place})",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _network_checks(settings: Any, workers: int = 1) -> None:
+    """What holds only where the service really runs, checked before anything is built:
+    a vendor reached over the network is reached over https (or on this machine), and
+    an in-process sandbox is served by one worker."""
+    from adapter.connectors.config import url_problems
+    from adapter.settings import SettingsError
+
+    problems = [
+        problem
+        for name, source in settings.sources.items()
+        if source.get("sandbox") is None
+        for problem in url_problems(name, source)
+    ]
+    sandboxed = [n for n, source in settings.sources.items() if source.get("sandbox") is not None]
+    if workers < 1:
+        problems.append("--workers must be at least 1")
+    elif workers > 1 and sandboxed:
+        problems.append(
+            f"--workers {workers} with in-process sandbox source(s) {', '.join(sandboxed)}: "
+            "each worker would hold its own sandbox, so a record created through one worker "
+            "is not found through another; serve them with one worker, or run each sandbox "
+            "on a port (fhir-adapter sandbox) and give its source that base_url"
+        )
+    if problems:
+        raise SettingsError(problems)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import base64
     import os
@@ -86,22 +149,31 @@ def _serve(args: argparse.Namespace) -> int:
         load_settings,
     )
 
+    # The workers read their configuration from the environment. What they need is made
+    # here, and exported only once the configuration is known to be good: a refusal
+    # leaves the environment as it was.
+    exported: dict[str, str] = {}
     if args.config:
-        os.environ[CONFIG_ENV] = args.config
+        exported[CONFIG_ENV] = args.config
     # Workers must sign cursors and tokens alike: one key each for all, unless configured.
     for name in (CURSOR_KEY_ENV, TOKEN_KEY_ENV):
-        os.environ.setdefault(name, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-    embedded = not os.environ.get(CONFIG_ENV)
-    if embedded:
-        os.environ.setdefault(DEMO_SECRET_ENV, secrets.token_urlsafe(24))
+        if name not in os.environ:
+            exported[name] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    env = {**os.environ, **exported}
+    embedded = not env.get(CONFIG_ENV)
+    if embedded and DEMO_SECRET_ENV not in env:
+        exported[DEMO_SECRET_ENV] = env[DEMO_SECRET_ENV] = secrets.token_urlsafe(24)
     from adapter.app import configure_audit_log, create_app
 
     try:
-        settings = load_settings()
+        settings = load_settings(env=env)
+        _network_checks(settings, args.workers)
         app = create_app(settings)  # a bad source fails here, before any worker starts
-    except (SettingsError, ValueError) as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    except (SettingsError, ValueError, OSError) as exc:
+        return _config_error(exc)
+    except Exception as exc:
+        return _unforeseen(exc)
+    os.environ.update(exported)
     where = f"http://{args.host}:{args.port}/fhir"
     print(f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}")
     if embedded:
@@ -135,12 +207,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config)
+        _network_checks(settings)
         from adapter.app import create_app
 
         create_app(settings)  # builds every connector: a wrong source key fails here
-    except (SettingsError, ValueError) as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    except (SettingsError, ValueError, OSError) as exc:
+        return _config_error(exc)
+    except Exception as exc:
+        return _unforeseen(exc)
     print(f"configuration {settings.origin}: OK")
     for name, source in settings.sources.items():
         where = "in-process sandbox" if source.get("sandbox") is not None else "vendor"
@@ -149,7 +223,63 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"  client {name}: sources {', '.join(sorted(client.sources))}")
     if settings.open_access:
         print("  open access: no token is needed (development only)")
-    return 0
+    if not args.probe:
+        return 0
+    results = asyncio.run(_probe_all(settings.sources))
+    print("probe (one call per source):")
+    for name, (_, said) in results.items():
+        print(f"  source {name}: {said}")
+    return 0 if all(ok for ok, _ in results.values()) else 1
+
+
+PROBE_SECONDS = 60.0  # a vendor that has not answered by then is reported as timed out
+
+
+async def _probe_all(sources: Any) -> dict[str, tuple[bool, str]]:
+    """Each source's probe, all at once: (passed, what to say)."""
+    from adapter.connectors.registry import create_connector
+
+    async def one(name: str, config: Any) -> tuple[bool, str]:
+        connector = create_connector(name, config)
+        try:
+            probe = getattr(connector, "probe", None)
+            if probe is None:
+                return True, "not probed (its connector offers no probe)"
+            await asyncio.wait_for(probe(), PROBE_SECONDS)
+            return True, "ok"
+        except Exception as exc:
+            return False, _probe_failure(exc)
+        finally:
+            await connector.aclose()
+
+    names = list(sources)
+    said = await asyncio.gather(*(one(name, sources[name]) for name in names))
+    return dict(zip(names, said, strict=True))
+
+
+def _probe_failure(exc: Exception) -> str:
+    """What a failed probe says: the kind of failure and the vendor's status, or the
+    permission it names; never the message (the vendor's words may quote anything)."""
+    from adapter.transport import errors
+
+    status = f" ({exc.status})" if isinstance(exc, errors.VendorError) and exc.status else ""
+    if isinstance(exc, errors.AuthenticationRejected):
+        return "credentials refused" + status
+    if isinstance(exc, errors.PermissionMissing):
+        return f"permission missing: {exc.permission or 'one the vendor does not name'}"
+    if isinstance(exc, errors.VendorTimeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, errors.RateLimited):
+        return "rate limited" + status
+    if isinstance(exc, errors.VendorUnavailable):
+        return f"unavailable{status}" if status else "unreachable"
+    if isinstance(exc, errors.NotFound):
+        return "not found (404): the vendor knows no such route; check base_url"
+    if isinstance(exc, errors.MalformedResponse):
+        return "answered in a shape the connector does not know" + status
+    if isinstance(exc, errors.VendorError):
+        return "refused" + status
+    return f"failed ({type(exc).__name__})"
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -2,30 +2,47 @@
 
 ``fhir-adapter serve --config adapter.toml`` (or ``FHIR_ADAPTER_CONFIG``). A ``${NAME}``
 anywhere in a string value is replaced by the environment variable ``NAME`` at start-up;
-a missing one is an error naming the variable, never a value. With no file, the
-embedded default serves two in-process sandbox sources (README, Configuration).
+missing ones are one error naming them all, never a value. With no file, the embedded
+default serves two in-process sandbox sources (README, Configuration).
+
+The configuration is strict, so that a deployment never runs on a typo: an unknown key in
+``[server]``, ``[sources.NAME]`` or ``[clients.NAME]`` (or in their nested tables), or a
+value of the wrong type, is an error naming the key, its table and the nearest known key.
+Every mistake found is reported, one line each (:class:`SettingsError`), before anything
+is built. The declarations and the checker are in :mod:`adapter.connectors.config`.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapter.auth.clients import Client, load_clients
+from adapter.auth.clients import CLIENT_KEYS, Client, load_clients
+from adapter.connectors.config import (
+    AtLeast,
+    OneOf,
+    check_table,
+    declared_keys,
+    source_problems,
+    unresolved,
+)
 
 __all__ = [
     "CURSOR_KEY_ENV",
     "DEMO_SECRET_ENV",
     "EMBEDDED_DEFAULT",
     "MAX_COUNT",
+    "SERVER_KEYS",
     "TOKEN_KEY_ENV",
+    "WORKERS_ENV",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -37,8 +54,31 @@ CONFIG_ENV = "FHIR_ADAPTER_CONFIG"
 CURSOR_KEY_ENV = "FHIR_ADAPTER_CURSOR_KEY"
 TOKEN_KEY_ENV = "FHIR_ADAPTER_TOKEN_KEY"
 DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
+# Set by `serve --workers N` for its workers: without Redis each takes 1/N of every
+# vendor key's limits.
+WORKERS_ENV = "FHIR_ADAPTER_WORKERS"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
+_TABLES = ("server", "sources", "clients")
+
+# What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
+# ranges that tie keys together are checked after the types.
+SERVER_KEYS: dict[str, Any] = {
+    "public_base_url": str,
+    "default_count": int,
+    "max_count": int,
+    "cursor_key": str,
+    "token_key": str,
+    "token_minutes": float,
+    "redis_url": str,
+    "open_access": bool,
+    "audit_ndjson": str,
+    "audit_stdout": bool,
+    "request_seconds": AtLeast(float, 0, strictly=True),
+    "max_vendor_calls": AtLeast(int, 1),
+    "shutdown_seconds": AtLeast(float, 0),
+    "log_format": OneOf(("json", "text")),
+}
 
 EMBEDDED_DEFAULT: dict[str, Any] = {
     "sources": {
@@ -61,7 +101,12 @@ EMBEDDED_DEFAULT: dict[str, Any] = {
 
 
 class SettingsError(ValueError):
-    """The configuration is wrong; the message names the key or variable, not a value."""
+    """The configuration is wrong. ``problems`` holds one line per mistake found, each
+    naming the key or variable, never a value; the message is those lines."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -82,6 +127,11 @@ class Settings:
     token_key: bytes = field(default=b"", repr=False)  # signs access tokens (HS256)
     token_minutes: float = 5.0
     audit_ndjson: str | None = None  # AuditEvent NDJSON file, besides the audit log
+    audit_stdout: bool = False  # whether the audit records also go to standard output
+    request_seconds: float = 30.0  # how long one FHIR request may take, vendor calls included
+    max_vendor_calls: int = 20  # vendor calls one FHIR request may make
+    shutdown_seconds: float = 10.0  # how long requests in flight may finish on shutdown
+    log_format: str = "json"  # operator logs: "json" or "text"
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -105,83 +155,187 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
 
 def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Settings:
-    unknown = set(raw) - {"server", "sources", "clients"}
-    if unknown:
-        raise SettingsError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
-    resolved = _substitute(raw, env, "")
-    server = resolved.get("server") or {}
-    sources = resolved.get("sources") or {}
-    if not isinstance(sources, dict) or not sources:
-        raise SettingsError("at least one [sources.NAME] table is required")
-    for name, source in sources.items():
-        if not SOURCE_NAME.fullmatch(name):
-            raise SettingsError(f"source name {name!r} must match [a-z0-9-]{{1,32}}")
-        if not isinstance(source, dict) or not isinstance(source.get("connector"), str):
-            raise SettingsError(f'[sources.{name}] needs connector = "..."')
-        if not isinstance(source.get("timezone"), str):
-            raise SettingsError(f'[sources.{name}] needs timezone = "Area/City" (IANA)')
+    # First every key and type, and every missing variable: mistakes that do not depend
+    # on one another, all reported at once.
+    problems = [_unknown_table(name) for name in raw if name not in _TABLES]
+    missing: dict[str, str] = {}
+    resolved = _substitute(raw, env, (), missing)
+    if missing:
+        names = ", ".join(f"{name} ({where})" for name, where in missing.items())
+        plural = "s" if len(missing) > 1 else ""
+        problems.append(f"environment variable{plural} not set: {names}")
+    server = resolved.get("server", {})
+    problems += check_table("[server]", server, SERVER_KEYS)
+    audit = (server.get("audit_ndjson") or None) if isinstance(server, Mapping) else None
+    if isinstance(audit, str) and not unresolved(audit):
+        problems += _audit_problems(audit)
+    sources = resolved.get("sources")
+    if not isinstance(sources, Mapping) or not sources:
+        problems.append("at least one [sources.NAME] table is required")
+    else:
+        for name, source in sources.items():
+            problems += _source_problems(name, source)
+    raw_clients = resolved.get("clients", {})
+    if not isinstance(raw_clients, Mapping):
+        problems.append("[clients] must hold [clients.NAME] tables")
+    else:
+        for name, table in raw_clients.items():
+            problems += check_table(f"[clients.{name}]", table, CLIENT_KEYS)
+    if problems:
+        raise SettingsError(problems)
+
+    # Then the values, each key now of its declared type.
     base = server.get("public_base_url")
-    if base is not None and not (isinstance(base, str) and re.match(r"https?://", base)):
-        raise SettingsError("[server] public_base_url must be an http(s) URL")
-    max_count = int(server.get("max_count", MAX_COUNT))
-    default_count = int(server.get("default_count", DEFAULT_COUNT))
+    if base is not None and not re.match(r"https?://", base):
+        problems.append("[server] public_base_url must be an http(s) URL")
+    max_count = server.get("max_count", MAX_COUNT)
+    default_count = server.get("default_count", DEFAULT_COUNT)
     if not 1 <= default_count <= max_count <= 1000:
-        raise SettingsError("[server] needs 1 <= default_count <= max_count <= 1000")
-    open_access = server.get("open_access", False) is True
-    try:
-        clients = load_clients(resolved.get("clients") or {}, list(sources))
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    if not clients and not open_access:
-        raise SettingsError(
-            "at least one [clients.NAME] table is needed (or, for development only, "
-            "[server] open_access = true)"
-        )
+        problems.append("[server] needs 1 <= default_count <= max_count <= 1000")
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
-        raise SettingsError("[server] token_minutes must be from 1 to 60")
+        problems.append("[server] token_minutes must be from 1 to 60")
+    token_key = _key("token", server.get("token_key") or env.get(TOKEN_KEY_ENV), problems)
+    cursor_key = _key("cursor", server.get("cursor_key") or env.get(CURSOR_KEY_ENV), problems)
+    open_access = server.get("open_access", False)
+    clients: dict[str, Client] = {}
+    try:
+        clients = load_clients(raw_clients, list(sources))
+    except ValueError as exc:
+        problems.append(str(exc))
+    else:
+        if not clients and not open_access:
+            problems.append(
+                "at least one [clients.NAME] table is needed (or, for development only, "
+                "[server] open_access = true)"
+            )
+    if problems:
+        raise SettingsError(problems)
+    default = Settings(sources={})
     return Settings(
         sources=sources,
         clients=clients,
         open_access=open_access and not clients,
-        token_key=_key("token", server.get("token_key") or env.get(TOKEN_KEY_ENV)),
+        token_key=token_key,
         token_minutes=minutes,
-        audit_ndjson=server.get("audit_ndjson") or None,
+        audit_ndjson=audit,
+        audit_stdout=server.get("audit_stdout", default.audit_stdout),
+        request_seconds=float(server.get("request_seconds", default.request_seconds)),
+        max_vendor_calls=server.get("max_vendor_calls", default.max_vendor_calls),
+        shutdown_seconds=float(server.get("shutdown_seconds", default.shutdown_seconds)),
+        log_format=server.get("log_format", default.log_format),
         public_base_url=base.rstrip("/") if base else None,
         default_count=default_count,
         max_count=max_count,
-        cursor_key=_key("cursor", server.get("cursor_key") or env.get(CURSOR_KEY_ENV)),
+        cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
         origin=origin,
     )
 
 
-def _key(what: str, value: str | None) -> bytes:
+def _unknown_table(name: str) -> str:
+    near = difflib.get_close_matches(name, _TABLES, n=1)
+    hint = f"did you mean [{near[0]}]?" if near else "known: server, sources, clients"
+    return f"unknown top-level table [{name}] ({hint})"
+
+
+def _source_problems(name: str, source: Any) -> list[str]:
+    """A source's name, connector and time zone, then its keys: the common ones and
+    those its connector declares."""
+    problems = []
+    if not SOURCE_NAME.fullmatch(name):
+        problems.append(f"source name {name!r} must match [a-z0-9-]{{1,32}}")
+    if not isinstance(source, Mapping):
+        return [*problems, f"[sources.{name}] must be a table"]
+    keys = None
+    connector = source.get("connector")
+    if connector is None:
+        problems.append(f'[sources.{name}] needs connector = "..."')
+    elif isinstance(connector, str):
+        keys, problem = _connector_keys(name, connector)
+        problems += [problem] if problem else []
+    if "timezone" not in source:
+        problems.append(f'[sources.{name}] needs timezone = "Area/City" (IANA)')
+    return problems + source_problems(name, source, keys)
+
+
+def _connector_keys(source: str, connector: str) -> tuple[Any, str | None]:
+    """The keys the named connector declares (None if it declares none), or why not."""
+    from adapter.connectors.registry import available, connector_class
+
+    known = available()
+    if connector not in known:
+        near = difflib.get_close_matches(connector, list(known), n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"registered: {', '.join(sorted(known))}"
+        return None, f"[sources.{source}] connector: unknown connector {connector!r} ({hint})"
+    try:
+        return declared_keys(connector_class(connector)), None
+    except Exception as exc:  # a third party's plug-in that does not import
+        return (
+            None,
+            f"[sources.{source}] connector {connector!r} cannot be loaded ({type(exc).__name__})",
+        )
+
+
+def _audit_problems(path: str) -> list[str]:
+    """The audit file must be writable where it is said to be: found at start-up, not at
+    the first request."""
+    target = Path(path)
+    folder = target.parent
+    if not folder.exists():
+        return [f"[server] audit_ndjson: directory {folder} does not exist"]
+    if not folder.is_dir():
+        return [f"[server] audit_ndjson: {folder} is not a directory"]
+    if target.is_dir():
+        return [f"[server] audit_ndjson: {target} is a directory, not a file"]
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            return [f"[server] audit_ndjson: file {target} is not writable"]
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        return [f"[server] audit_ndjson: directory {folder} is not writable"]
+    return []
+
+
+def _key(what: str, value: str | None, problems: list[str]) -> bytes:
     if not value:
         return secrets.token_bytes(32)
     try:
         key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
-        raise SettingsError(f"the {what} key must be base64") from None
+        problems.append(f"the {what} key must be base64")
+        return b""
     if len(key) < 32:
-        raise SettingsError(f"the {what} key must hold at least 32 bytes")
+        problems.append(f"the {what} key must hold at least 32 bytes")
     return key
 
 
-def _substitute(value: Any, env: Mapping[str, str], where: str) -> Any:
+def _substitute(
+    value: Any, env: Mapping[str, str], where: tuple[str, ...], missing: dict[str, str]
+) -> Any:
+    """``value`` with each ``${NAME}`` replaced; a missing variable is left as written and
+    recorded in ``missing`` (name -> the key that first uses it)."""
     if isinstance(value, str):
 
         def one(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                raise SettingsError(
-                    f"{where or 'configuration'}: environment variable {name} is not set"
-                )
+                missing.setdefault(name, _place(where))
+                return match.group(0)
             return env[name]
 
         return _VARIABLE.sub(one, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, env, f"{where}.{k}" if where else k) for k, v in value.items()}
+        return {k: _substitute(v, env, (*where, k), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_substitute(v, env, (*where, f"[{i}]"), missing) for i, v in enumerate(value)]
     return value
+
+
+def _place(where: tuple[str, ...]) -> str:
+    """A key's place as the errors name it: ``[sources.nyra-city] keys[0].secret``."""
+    table, rest = where[:1], where[1:]
+    if where[:1] in (("sources",), ("clients",)) and len(where) > 1:
+        table, rest = where[:2], where[2:]
+    key = "".join(part if part.startswith("[") else f".{part}" for part in rest).lstrip(".")
+    label = f"[{'.'.join(table)}]" if table else "configuration"
+    return f"{label} {key}" if key else label

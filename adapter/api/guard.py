@@ -1,5 +1,5 @@
 """Around every request: size limits, the bearer token and its scopes, the client's rate
-limit, and one audit record.
+limit, and for each ``/fhir`` request its timing, one console line and one audit record.
 
 - URL over 8 KiB: 414; request headers over 16 KiB: 431 (bodies are limited per route).
 - Every ``/fhir`` route but ``metadata`` needs ``Authorization: Bearer <token>``: 401 with
@@ -15,6 +15,11 @@ limit, and one audit record.
 - The audit record (logger ``fhir_adapter.audit``, one JSON object per line) holds the
   client, interaction, resource type, sources and ids touched, status, outcome and
   duration; never a patient data value or a secret.
+- Each ``/fhir`` request is timed into ``fhir_requests_seconds`` and told on the console
+  (:mod:`adapter.ops.metrics`, :mod:`adapter.ops.logs`) by its route template, never its
+  path or query as sent, and by the count of ids it touched, never the ids. The labels
+  come from fixed sets (a resource type not served is ``other``): a client must not be
+  able to grow the metrics or put its own words in the operator's log.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -32,14 +37,20 @@ from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError
+from adapter.ops.logs import log_request
+from adapter.ops.metrics import observe_request
 
-__all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of"]
+__all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of", "route_of"]
 
 audit_log = logging.getLogger("fhir_adapter.audit")
 log = logging.getLogger("fhir_adapter")
 MAX_URL = 8192
 MAX_HEADERS = 16384
 _OPEN = {"/fhir/metadata", "/fhir/.well-known/smart-configuration"}
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Path segments kept in a route template; any other segment is a placeholder.
+_LITERALS = frozenset({"_search", "_history"})
+_PLACEHOLDERS = ("{type}", "{id}", "{part}")
 
 
 def interaction_of(method: str, path: str) -> tuple[str | None, str | None]:
@@ -61,6 +72,17 @@ def interaction_of(method: str, path: str) -> tuple[str | None, str | None]:
     if method == "DELETE":
         return "delete", resource_type
     return "read", resource_type
+
+
+def route_of(path: str) -> str:
+    """The template of a ``/fhir`` path (``/fhir/{type}/{id}``): what a log may say of it.
+    The segments a client chose (types, ids) become placeholders."""
+    if path in _OPEN:
+        return path
+    parts = [p for p in path.split("/")[2:] if p]
+    return "/fhir/" + "/".join(
+        p if p in _LITERALS else _PLACEHOLDERS[min(i, 2)] for i, p in enumerate(parts)
+    )
 
 
 class MemoryLimiter:
@@ -106,6 +128,7 @@ class Guard:
         limiter: Any,
         audit_file: Any = None,
         fhir: Any = None,
+        types: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -114,6 +137,7 @@ class Guard:
         self.tokens = tokens
         self.limiter = limiter
         self.audit_file = audit_file
+        self.types = frozenset(types)  # the served resource types: the metrics' type labels
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,8 +178,10 @@ class Guard:
             if not status_seen:
                 await _send_error(watch, error)
         finally:
-            if path.startswith("/fhir/") and path not in _OPEN:
-                self._audit(audit, interaction, resource_type, status_seen, started)
+            if path.startswith("/fhir/"):
+                self._finish(
+                    scope["method"], path, audit, interaction, resource_type, status_seen, started
+                )
 
     def _limits(self, scope: Scope) -> FhirError | None:
         url_length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
@@ -228,19 +254,61 @@ class Guard:
         scope["fhir.client"] = client
         return None
 
-    def _audit(
+    def _finish(
         self,
+        method: str,
+        path: str,
         audit: dict[str, Any],
         interaction: str | None,
         resource_type: str | None,
         status_seen: list[int],
         started: float,
     ) -> None:
-        if self.audit_file is None and not audit_log.isEnabledFor(logging.INFO):
-            return
+        """A ``/fhir`` request answered: its timing, its console line, its audit record."""
+        seconds = time.perf_counter() - started
         status = status_seen[0] if status_seen else 500
+        if path in _OPEN:
+            kind, type_label = "capabilities", "-"
+        else:
+            kind = interaction or "unknown"
+            type_label = (
+                resource_type
+                if resource_type in self.types
+                else ("-" if resource_type is None else "other")
+            )
+        observe_request(kind, type_label, status, seconds)
+        logging_on = log.isEnabledFor(logging.INFO)
+        auditing = path not in _OPEN and (
+            self.audit_file is not None or audit_log.isEnabledFor(logging.INFO)
+        )
+        if not (logging_on or auditing):
+            return
         # A global id begins with its source's name (which holds no dot).
         sources = {fhir_id.split(".", 1)[0] for fhir_id in audit["ids"]}
+        if logging_on:
+            log_request(
+                method=method if method in _METHODS else "other",
+                route=route_of(path),
+                interaction=kind,
+                resource_type=type_label,
+                status=status,
+                duration_ms=round(seconds * 1000, 1),
+                client=audit["client"],
+                sources=sources,
+                count=len(audit["ids"]),
+            )
+        if auditing:
+            self._audit(audit, interaction, resource_type, status, sources, seconds)
+
+    def _audit(
+        self,
+        audit: dict[str, Any],
+        interaction: str | None,
+        resource_type: str | None,
+        status: int,
+        sources: set[str],
+        seconds: float,
+    ) -> None:
         record = {
             "event": "fhir.request",
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
@@ -251,7 +319,7 @@ class Guard:
             "ids": audit["ids"][:200],
             "status": status,
             "outcome": "success" if status < 400 else "failure",
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "duration_ms": round(seconds * 1000, 1),
         }
         audit_log.info(orjson.dumps(record).decode())
         if self.audit_file is not None:

@@ -7,6 +7,7 @@ dump, repr or log line holds it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import secrets
@@ -19,9 +20,21 @@ import orjson
 
 from adapter.auth.scopes import Grant, parse_scopes
 
-__all__ = ["Client", "load_clients"]
+__all__ = ["CLIENT_KEYS", "Client", "load_clients"]
 
 _SALT = secrets.token_bytes(16)
+
+# What a [clients.NAME] table takes, each key with its type (a Python type standing for
+# the TOML one; the settings check every table against it, see adapter.connectors.config):
+# any other key is an error naming the nearest.
+CLIENT_KEYS: dict[str, Any] = {
+    "secret": str,
+    "jwks": str | dict,  # a JWK set as JSON text, or as a table
+    "scopes": list[str],
+    "sources": list[str],
+    "rate_limit": {"per_minute": int},
+    "require_if_match": bool,
+}
 
 
 def _digest(secret: str) -> bytes:
@@ -36,6 +49,9 @@ class Client:
     per_minute: int = 600
     _secret: bytes | None = field(default=None, repr=False)
     _keys: Any = field(default=None, repr=False)  # jwt.PyJWKSet for private_key_jwt
+    # Its updates must name the version they change (If-Match), so that one partner does
+    # not overwrite another's change unseen.
+    require_if_match: bool = False
 
     def secret_matches(self, given: str) -> bool:
         if self._secret is None:
@@ -55,6 +71,12 @@ class Client:
         return f"Client({self.name!r}, sources={sorted(self.sources)})"
 
 
+def _unknown_key(where: str, key: str) -> str:
+    near = difflib.get_close_matches(key, list(CLIENT_KEYS), n=1)
+    hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(sorted(CLIENT_KEYS))}"
+    return f"{where}: unknown key {key!r} ({hint})"
+
+
 def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client]:
     """Clients from the ``[clients.*]`` tables; ``ValueError`` names the key at fault."""
     out = {}
@@ -62,9 +84,9 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
         where = f"[clients.{name}]"
         if not isinstance(table, Mapping):
             raise ValueError(f"{where} must be a table")
-        unknown = set(table) - {"secret", "jwks", "scopes", "sources", "rate_limit"}
+        unknown = sorted(set(table) - set(CLIENT_KEYS))
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise ValueError("\n".join(_unknown_key(where, key) for key in unknown))
         secret, jwks = table.get("secret"), table.get("jwks")
         if not secret and not jwks:
             raise ValueError(f"{where} needs a secret or a jwks (for private_key_jwt)")
@@ -87,6 +109,8 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
         if unknown_sources:
             raise ValueError(f"{where}: unknown source(s) {', '.join(sorted(unknown_sources))}")
         per_minute = int((table.get("rate_limit") or {}).get("per_minute", 600))
+        if per_minute < 1:
+            raise ValueError(f"{where}: rate_limit.per_minute must be >= 1")
         out[name] = Client(
             name,
             scopes,
@@ -94,5 +118,6 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
             per_minute,
             _digest(secret) if secret else None,
             keys,
+            require_if_match=table.get("require_if_match", False) is True,
         )
     return out

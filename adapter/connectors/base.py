@@ -38,12 +38,15 @@ class Page:
     """One page of a connector's search.
 
     ``next_cursor`` is the connector's own opaque position (``None`` on the last page);
-    ``total`` is the number of matches of the whole search, set only when it is exact.
+    ``total`` is the number of matches of the whole search, set only when it is exact;
+    ``left_out`` the vendor ids of records the mapping refused, which the page would
+    otherwise have held.
     """
 
     resources: list[dict[str, Any]]
     next_cursor: str | None = None
     total: int | None = None
+    left_out: tuple[str, ...] = ()
 
 
 @dataclass

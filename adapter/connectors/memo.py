@@ -10,13 +10,19 @@ requests: callers must not change them (the facade only wraps them in Bundles).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["MappedMemo", "Serialised", "serialised"]
+from adapter.transport import MalformedResponse
+from mappings import MappingError
+
+__all__ = ["Mapped", "MappedMemo", "Serialised", "map_records", "serialised"]
+
+log = logging.getLogger("fhir_adapter")
 
 
 class Serialised(dict[str, Any]):
@@ -34,6 +40,35 @@ def serialised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frozen = Serialised(resource)
         frozen.fragment = orjson.Fragment(orjson.dumps(resource))
         out.append(frozen)
+    return out
+
+
+class Mapped(list[dict[str, Any]]):
+    """The records of one vendor answer as FHIR, and the vendor ids of those whose mapping
+    refused them (left out: one bad record must not break every page that reaches it)."""
+
+    left_out: tuple[str, ...] = ()
+
+
+def map_records(
+    source: str, records: list[Any], to_fhir: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Mapped:
+    """Each record mapped, pre-serialised; a record the mapping refuses is left out, said
+    once in the log (the mapping's message names the field and rule, never a value)."""
+    mapped: list[dict[str, Any]] = []
+    left_out: list[str] = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise MalformedResponse(source, None, "a record that is not a JSON object")
+        try:
+            mapped.append(to_fhir(record))
+        except MappingError as exc:
+            vendor_id = record.get("id")
+            shown = str(vendor_id) if isinstance(vendor_id, str | int) else "without an id"
+            log.warning("source %s: vendor record %s left out: %s", source, shown, exc)
+            left_out.append(shown)
+    out = Mapped(serialised(mapped))
+    out.left_out = tuple(left_out)
     return out
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, tzinfo
 from typing import Any
 
+from adapter.connectors.base import WriteRefused
 from adapter.fhir.match import actor_references
 from mappings import MappingError, decode_id
 
-__all__ = ["actor_of", "changed", "participants_changed", "without_foreign_references"]
+__all__ = [
+    "actor_of",
+    "changed",
+    "participants_changed",
+    "refuse_future_birth",
+    "without_foreign_references",
+]
 
 # Elements a server sets, not the client: never a change the client asked for.
 _SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
@@ -57,3 +65,21 @@ def without_foreign_references(patient: dict[str, Any], source: str) -> dict[str
         else:
             del out["generalPractitioner"]
     return out
+
+
+def refuse_future_birth(patient: dict[str, Any], zone: tzinfo, vendor: str) -> None:
+    """A birth date after today, where the source is: a vendor that derives an age from it
+    stores the record, then cannot give it back (Nyra: a negative age), so it is refused
+    before the vendor is called."""
+    born = patient.get("birthDate")
+    if not isinstance(born, str):
+        return
+    try:
+        day = date.fromisoformat(born[:10]) if len(born) >= 10 else date(int(born[:4]), 1, 1)
+    except ValueError:
+        return  # not a full date: the R4 validation has already judged it
+    if day > datetime.now(zone).date():
+        raise WriteRefused(
+            "Patient.birthDate",
+            f"is after today; {vendor} would keep it but could not give the patient back",
+        )

@@ -95,6 +95,7 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
             totals.append(None)
             continue
         merged.matches.extend(result.resources)
+        merged.issues.extend(_left_out(name, vendor_id) for vendor_id in result.left_out)
         totals.append(result.total)
         if result.next_cursor is None:
             done.add(name)
@@ -111,6 +112,15 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
         following = Position(at, frozenset(done), merged.total, first=False)
         merged.following = state.moved_to(following)
     return merged
+
+
+def _left_out(source: str, vendor_id: str) -> Issue:
+    return Issue(
+        "warning",
+        "processing",
+        f"source {source}: vendor record {vendor_id} cannot be mapped and is left out; "
+        "reading it by id says why",
+    )
 
 
 async def _one(connector: Connector, name: str, state: SearchState) -> Page:

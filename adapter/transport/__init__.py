@@ -1,5 +1,6 @@
 """HTTP to the vendors: pooled clients, credentials, limits, retries, typed errors."""
 
+from adapter.transport import scope
 from adapter.transport.client import (
     BudgetRefused,
     CircuitRefused,
@@ -61,4 +62,5 @@ __all__ = [
     "json_object",
     "make_vendor_http",
     "parse_retry_after",
+    "scope",
 ]

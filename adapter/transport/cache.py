@@ -8,12 +8,14 @@ all: there a generation number per source is part of every key, and a write move
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["ReadCache"]
+__all__ = ["ReadCache", "SharedFlights"]
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 _MAX_ENTRIES = 2048
@@ -70,3 +72,38 @@ class ReadCache:
         generation = generation.decode() if isinstance(generation, bytes) else generation
         digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
         return f"fhir-adapter:cache:{self.source}:{generation}:{digest}"
+
+
+class SharedFlights:
+    """Identical reads in flight in several processes at once share one vendor call.
+
+    The first process to ask takes a short lease on the read in Redis and makes the call;
+    the others wait for its answer, which it leaves for a moment beside the lease. When
+    the one asking fails or goes, the others ask the vendor themselves (a failure is not
+    shared: it would be an error cached)."""
+
+    LEASE = 30.0  # seconds: the longest a lease outlives a process that died holding it
+    KEEP = 2.0  # seconds the answer stays for those who waited for it
+    POLL = 0.01
+
+    def __init__(self, source: str, redis: Any) -> None:
+        self._redis = redis
+        self._prefix = f"fhir-adapter:flight:{source}"
+
+    async def share(self, key: Key, call: Callable[[], Awaitable[bytes]]) -> bytes:
+        name = f"{self._prefix}:{hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()}"
+        answer = f"{name}:answer"
+        if await self._redis.set(name, b"1", nx=True, px=int(self.LEASE * 1000)):
+            try:
+                content = await call()
+                await self._redis.set(answer, content, px=int(self.KEEP * 1000))
+                return content
+            finally:
+                await self._redis.delete(name)
+        while True:
+            found = await self._redis.get(answer)
+            if found is not None:
+                return bytes(found)
+            if not await self._redis.exists(name):
+                return await call()  # the one asking failed or went: ask ourselves
+            await asyncio.sleep(self.POLL)

@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from adapter.transport import budget, hooks, scope
-from adapter.transport.cache import ReadCache
+from adapter.transport.cache import ReadCache, SharedFlights
 from adapter.transport.circuit import Circuit, CircuitOpen
 from adapter.transport.errors import (
     AuthenticationRejected,
@@ -150,6 +150,7 @@ class VendorClient:
         budgets = budget.current()
         budgets.bind(source, pool)
         self.cache = ReadCache(source, cache_seconds, budgets.redis)
+        self._shared = SharedFlights(source, budgets.redis) if budgets.redis is not None else None
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
@@ -241,7 +242,12 @@ class VendorClient:
         made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._flights[key] = made
         try:
-            content = await self._read_with_retries(path, params)
+            if self._shared is not None:
+                content = await self._shared.share(
+                    key, lambda: self._read_with_retries(path, params)
+                )
+            else:
+                content = await self._read_with_retries(path, params)
         except asyncio.CancelledError:
             made.cancel()
             raise

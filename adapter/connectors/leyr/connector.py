@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -22,10 +23,10 @@ from adapter.connectors.base import (
     check_supported,
     offset_page,
 )
-from adapter.connectors.config import http_for, require, retry_for
+from adapter.connectors.config import check_source, http_for, require, vendor_client
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
-from adapter.connectors.memo import MappedMemo, serialised
+from adapter.connectors.memo import Mapped, MappedMemo, map_records
 from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
 from adapter.connectors.writes import (
     actor_of,
@@ -49,6 +50,8 @@ from mappings.common.time import zone
 from mappings.leyr.appointment import healthcare_service_system
 
 __all__ = ["LeyrConnector"]
+
+log = logging.getLogger("fhir_adapter")
 
 _PATIENT_PARAMS = frozenset(
     {
@@ -74,6 +77,15 @@ _MAPPERS = {
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+
+# The keys a Leyr source takes besides those every source takes (connectors/config.py);
+# any other key is a configuration error naming the nearest.
+SOURCE_KEYS: dict[str, Any] = {
+    "emr": str,
+    "care_units": list[str],
+    "client_id": str,
+    "client_secret": str,
+}
 
 
 class LeyrConnector:
@@ -112,14 +124,14 @@ class LeyrConnector:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> LeyrConnector:
+        check_source(source, config, SOURCE_KEYS, transport)
         http, defaults = http_for("leyr", source, config, transport)
         credentials = LeyrCredentials(
             require(source, config, "client_id", defaults),
             require(source, config, "client_secret", defaults),
         )
-        client = VendorClient(
-            source, http, KeyPool.unlimited([credentials]), classify, retry_for(source, config)
-        )
+        client = vendor_client(source, config, http, KeyPool.unlimited([credentials]), classify)
+        client.json_always = True  # Leyr: Content-Type: application/json on every request
         return cls(
             source,
             emr=require(source, config, "emr", defaults),
@@ -133,6 +145,16 @@ class LeyrConnector:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def health(self) -> str:
+        return self.client.health()
+
+    async def probe(self) -> None:
+        """One cheap call that needs the credentials and the EHR code (``check-config
+        --probe``): the EHR's care units, the lightest route of the Leyr contract. Tried
+        once, so the answer is what the vendor says, not what retries make of it; a
+        failure is the transport's typed error."""
+        await self.client.send("GET", f"/emrs/{quote(self.emr, safe='')}/care-units")
 
     async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
         if resource_type not in _MAPPERS:
@@ -173,19 +195,33 @@ class LeyrConnector:
             plan = plan_patients(request, self.source, self.care_units)
         else:
             plan = plan_appointments(request, self.source, self.care_units, self.zone)
-        found = [] if plan.empty else await self._fetch(request.resource_type, plan)
+        found, left_out = ([], []) if plan.empty else await self._fetch(request.resource_type, plan)
         hits = (
             [r for r in found if matches(r, request.params, self.zone)] if request.params else found
         )
-        return offset_page(hits, request.count, cursor)
+        page = offset_page(hits, request.count, cursor)
+        if cursor is None:  # the whole list is read for every page: say it once
+            page.left_out = tuple(left_out)
+        return page
 
-    async def _fetch(self, resource_type: str, plan: Plan) -> list[dict[str, Any]]:
+    async def _fetch(
+        self, resource_type: str, plan: Plan
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """What the plan finds, and the vendor ids of records that could not be mapped."""
         collection, to_fhir = _MAPPERS[resource_type]
         out: list[dict[str, Any]] = []
+        left_out: list[str] = []
         for cu in plan.care_units:
             if cu in plan.ids:
                 for vendor_id in sorted(plan.ids[cu]):
-                    one = await self._get_one(resource_type, cu, vendor_id)
+                    try:
+                        one = await self._get_one(resource_type, cu, vendor_id)
+                    except MappingError as exc:
+                        log.warning(
+                            "source %s: vendor record %s left out: %s", self.source, vendor_id, exc
+                        )
+                        left_out.append(vendor_id)
+                        continue
                     if one is not None:
                         out.append(one)
                 continue
@@ -197,20 +233,22 @@ class LeyrConnector:
             path = f"{self._cu(cu)}/{collection}"
             call = f"{path}?{sorted(plan.query.items())}"
 
-            def mapped(body: bytes, cu: str = cu, call: str = call) -> list[dict[str, Any]]:
-                resources: list[dict[str, Any]] = self.memo.get_or_map(
+            def mapped(body: bytes, cu: str = cu, call: str = call) -> Mapped:
+                resources: Mapped = self.memo.get_or_map(
                     call, body, lambda b: self._map_list(b, cu, to_fhir)
                 )
                 return resources
 
-            out.extend(await self.client.get_json(path, params=plan.query or None, decode=mapped))
-        return out
+            listed = await self.client.get_json(path, params=plan.query or None, decode=mapped)
+            out.extend(listed)
+            left_out.extend(listed.left_out)
+        return out, left_out
 
-    def _map_list(self, body: bytes, cu: str, to_fhir: Any) -> list[dict[str, Any]]:
+    def _map_list(self, body: bytes, cu: str, to_fhir: Any) -> Mapped:
         records = orjson.loads(body)
         if not isinstance(records, list):
             raise MalformedResponse(self.source, None, "expected a JSON array")
-        return serialised([to_fhir(self._in_unit(r, cu), self.ctx) for r in records])
+        return map_records(self.source, records, lambda r: to_fhir(self._in_unit(r, cu), self.ctx))
 
     async def _lookup(self, cu: str, typed_ids: list[str]) -> list[dict[str, Any]] | None:
         """Patients found by typed id; None when the EHR does not take that id type."""

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import httpx
 
-from adapter.transport import VendorError, classify_status, json_object
+from adapter.transport import NotFound, VendorError, classify_status, json_object
 
 __all__ = ["classify"]
+
+# Leyr answers an id in the path that names no record with 400 and one of these codes
+# (leyr.md, Errors): for a read or a change of that record it is "not found", not a
+# request the vendor could not take. In a new booking's body it stays a refusal.
+_NOT_FOUND_CODES = frozenset({"INVALID_PATIENT_ID", "INVALID_APPOINTMENT_ID"})
 
 
 def classify(source: str, response: httpx.Response) -> VendorError | None:
@@ -24,4 +29,14 @@ def classify(source: str, response: httpx.Response) -> VendorError | None:
     if not codes and isinstance(body.get("code"), str):
         codes = (body["code"],)
     title = body.get("title") if isinstance(body.get("title"), str) else None
+    unknown_id = response.status_code == 400 and codes and set(codes) <= _NOT_FOUND_CODES
+    if unknown_id and _method(response) != "POST":
+        return NotFound(source, 404, "not found")
     return classify_status(source, response, error_codes=codes, detail=title)
+
+
+def _method(response: httpx.Response) -> str | None:
+    try:
+        return response.request.method
+    except RuntimeError:  # a response built without its request (tests)
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import Any
@@ -22,15 +23,21 @@ from adapter.connectors.base import (
     Written,
     check_supported,
 )
-from adapter.connectors.config import http_for, require, retry_for
-from adapter.connectors.memo import MappedMemo, serialised
+from adapter.connectors.config import AtLeast, check_source, http_for, require, vendor_client
+from adapter.connectors.memo import MappedMemo, map_records
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
-from adapter.connectors.writes import changed, participants_changed, without_foreign_references
+from adapter.connectors.writes import (
+    changed,
+    participants_changed,
+    refuse_future_birth,
+    without_foreign_references,
+)
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.transport import (
+    AuthenticationRejected,
     KeyPool,
     MalformedResponse,
     NotFound,
@@ -44,6 +51,8 @@ from mappings.errors import LocalTimeError
 
 __all__ = ["NyraConnector"]
 
+log = logging.getLogger("fhir_adapter")
+
 _PATIENT_PARAMS = frozenset(
     {"_id", "name", "family", "given", "birthdate", "gender", "phone", "email", "telecom", "active"}
 )
@@ -56,6 +65,20 @@ MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+
+# The keys a Nyra source takes besides those every source takes (connectors/config.py);
+# any other key is a configuration error naming the nearest.
+SOURCE_KEYS: dict[str, Any] = {
+    "keys": [{"key": str, "secret": str, "token": str}],
+    "rate_limit": {
+        "per_second": AtLeast(int, 1),
+        "per_minute": AtLeast(int, 1),
+        "second_window": AtLeast(float, 0, strictly=True),
+        "minute_window": AtLeast(float, 0, strictly=True),
+        "max_wait": AtLeast(float, 0),
+    },
+    "slot_minutes": AtLeast(int, 1),
+}
 
 
 class NyraConnector:
@@ -88,17 +111,18 @@ class NyraConnector:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> NyraConnector:
+        check_source(source, config, SOURCE_KEYS, transport)
         http, defaults = http_for("nyra", source, config, transport)
         raw_keys = require(source, config, "keys", defaults)
         if not isinstance(raw_keys, list) or not raw_keys:
-            raise ConnectorConfigError(f"source {source!r}: 'keys' must list at least one key")
+            raise ConnectorConfigError(f"[sources.{source}] keys: must list at least one key")
         keys = []
         for i, entry in enumerate(raw_keys):
             try:
                 keys.append(NyraKey(entry["key"], entry["secret"], entry["token"]))
             except (KeyError, TypeError):
                 raise ConnectorConfigError(
-                    f"source {source!r}: keys[{i}] needs 'key', 'secret' and 'token'"
+                    f"[sources.{source}] keys[{i}]: needs 'key', 'secret' and 'token'"
                 ) from None
         limits = config.get("rate_limit") or {}
         pool = KeyPool.nyra(keys, **limits)
@@ -106,11 +130,24 @@ class NyraConnector:
             source,
             timezone=require(source, config, "timezone", defaults),
             slot_minutes=int(config.get("slot_minutes", 15)),
-            client=VendorClient(source, http, pool, classify, retry_for(source, config)),
+            client=vendor_client(source, config, http, pool, classify),
         )
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def health(self) -> str:
+        return self.client.health()
+
+    async def probe(self) -> None:
+        """One cheap call that needs the key and ``patients:read`` (``check-config
+        --probe``): one patient of the first page. Tried once, so the answer is what the
+        vendor says, not what retries make of it; a failure is the transport's typed
+        error. A key refused on the way (the call then goes on with another) is a
+        failure too: it must be rotated all the same."""
+        await self.client.send("GET", "/patients", params={"page": "1", "limit": "1"})
+        if self.client.pool.active() < len(self.client.pool.keys):
+            raise AuthenticationRejected(self.source, 401, "one of the source's keys was refused")
 
     def _data(self, body: Any) -> Any:
         # Nyra: every success is {"success": true, "data": ...} (nyra.md, List envelope).
@@ -148,9 +185,17 @@ class NyraConnector:
         if p.empty:
             return Page([], None, total=0)
         if p.by_id:
-            found = [await self._get_one(request.resource_type, i) for i in p.ids]
+            found, left_out = [], []
+            for vendor_id in p.ids:
+                try:
+                    found.append(await self._get_one(request.resource_type, vendor_id))
+                except MappingError as exc:
+                    log.warning(
+                        "source %s: vendor record %s left out: %s", self.source, vendor_id, exc
+                    )
+                    left_out.append(vendor_id)
             hits = [r for r in found if r and matches(r, request.params, self.zone)]
-            return Page(hits, None, total=len(hits))
+            return Page(hits, None, len(hits), tuple(left_out))
         if p.exact:
             return await self._exact_page(request, p.query, cursor)
         return await self._filtered_page(request, p.query, cursor)
@@ -169,9 +214,10 @@ class NyraConnector:
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise MalformedResponse(self.source, None, "expected data.results to be a list")
             records = data["results"]
-            mapped = serialised([to_fhir(r, self.ctx) for r in records])
+            mapped = map_records(self.source, records, lambda r: to_fhir(r, self.ctx))
             ids = [r.get("id") for r in records if isinstance(r, dict)]
-            return {**data, "results": mapped, "ids": ids}
+            # ``size``: the vendor's own count on the page, left-out records included.
+            return {**data, "results": mapped, "ids": ids, "size": len(records)}
 
         def decode(body: bytes) -> dict[str, Any]:
             answer: dict[str, Any] = self.memo.get_or_map(
@@ -190,8 +236,8 @@ class NyraConnector:
         data = await self._list(request.resource_type, query, page, limit)
         total = data.get("total") if isinstance(data.get("total"), int) else None
         resources = data["results"]
-        more = bool(data["results"]) and (total is None or page * limit < total)
-        return Page(resources, str(page + 1) if more else None, total=total)
+        more = data["size"] > 0 and (total is None or page * limit < total)
+        return Page(resources, str(page + 1) if more else None, total, resources.left_out)
 
     async def _filtered_page(
         self, request: SearchRequest, query: dict[str, str], cursor: str | None
@@ -203,6 +249,7 @@ class NyraConnector:
         """
         page, skip = (int(x) for x in cursor.split(":")) if cursor else (1, 0)
         hits: list[dict[str, Any]] = []
+        left_out: list[str] = []
         previous: list[Any] | None = None
         while True:
             data = await self._list(request.resource_type, query, page, MAX_LIMIT)
@@ -211,17 +258,19 @@ class NyraConnector:
             if previous is not None and ids and ids == previous:
                 raise PaginationLoop(f"{self.source}: loop detected in pagination")
             previous = ids
+            if skip == 0:  # said with the page that first reaches this vendor page
+                left_out.extend(records.left_out)
             for index, resource in enumerate(records):
                 if index < skip or not matches(resource, request.params, self.zone):
                     continue
                 hits.append(resource)
                 if len(hits) == request.count:
-                    last = index + 1 == len(records) and len(records) < MAX_LIMIT
+                    last = index + 1 == len(records) and data["size"] < MAX_LIMIT
                     nxt = None if last else f"{page}:{index + 1}"
-                    return Page(hits, nxt, total=None)
+                    return Page(hits, nxt, None, tuple(left_out))
             skip = 0
-            if len(records) < MAX_LIMIT or page >= int(data.get("total_pages") or page):
-                return Page(hits, None, total=None)
+            if data["size"] < MAX_LIMIT or page >= int(data.get("total_pages") or page):
+                return Page(hits, None, None, tuple(left_out))
             page += 1
 
     async def _slots(self, request: SearchRequest) -> list[dict[str, Any]]:
@@ -264,6 +313,7 @@ class NyraConnector:
         resource = {k: v for k, v in resource.items() if k != "id"}
         if resource_type == "Patient":
             resource = without_foreign_references(resource, self.source)
+            refuse_future_birth(resource, self.zone, "Nyra")
             record = nyra.from_fhir_patient(resource, self.ctx)
             if not record.get("name"):
                 raise WriteRefused("Patient.name", "Nyra needs the patient's name")

@@ -96,5 +96,5 @@ def _seconds(value: float) -> str:
 
 
 def _delay(seconds: float) -> str:
-    """``Retry-After``: whole seconds, rounded up; a fraction only below one second."""
-    return str(math.ceil(seconds)) if seconds >= 1 else _seconds(max(seconds, 0.001))
+    """``Retry-After``: whole seconds, rounded up, at least one (RFC 9110, delay-seconds)."""
+    return str(max(1, math.ceil(seconds)))

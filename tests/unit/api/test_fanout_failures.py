@@ -88,11 +88,11 @@ async def test_a_vendor_repeating_a_page_is_its_outcome_entry_beside_the_other_s
     [
         orjson.dumps([{"id": "p1"}]),  # no envelope
         orjson.dumps({"success": True, "data": {"results": [7, "x", None]}}),  # not records
-        orjson.dumps({"success": True, "data": {"results": [{"id": []}]}}),  # wrong types
+        orjson.dumps({"success": True, "data": {"results": ["x", {"id": 3}]}}),  # not records
         orjson.dumps({"success": True, "data": "results"}),
         b"<html>Bad gateway</html>",
     ],
-    ids=["bare-list", "not-records", "wrong-types", "data-string", "not-json"],
+    ids=["bare-list", "not-records", "some-not-records", "data-string", "not-json"],
 )
 async def test_a_vendor_answering_the_wrong_shape_is_its_outcome_entry(body):
     leyr = LeyrSandbox(seed=4, patients=8)
@@ -115,3 +115,31 @@ async def test_when_every_source_fails_the_search_is_an_error_naming_each():
     assert r.status_code in (502, 503)
     text = " ".join(i["diagnostics"] for i in r.json()["issue"])
     assert "leyr-a" in text and "nyra-b" in text
+
+
+async def test_a_record_its_mapping_refuses_is_left_out_with_a_warning_and_paging_goes_on(
+    caplog,
+):
+    leyr = LeyrSandbox(seed=6, patients=4)
+    nyra = NyraSandbox(seed=6, patients=30, limits=FAST)
+    bad = list(nyra.patients)[3]
+    bad["gender"] = "SOMETHING_ELSE"  # a code outside Nyra's vocabulary
+    app = _app(nyra.transport(), leyr, nyra)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fhir.test") as c:
+        seen: list[str] = []
+        warnings: list[str] = []
+        url = "/fhir/Patient?_source=nyra-b&_count=10"
+        while url:
+            r = await c.get(url)
+            assert r.status_code == 200
+            matches, outcomes = _served(r)
+            seen += matches
+            warnings += [i["diagnostics"] for o in outcomes for i in o["issue"]]
+            url = next((x["url"] for x in r.json()["link"] if x["relation"] == "next"), "")
+        read = await c.get(f"/fhir/Patient/nyra-b.{bad['id']}")
+    assert len(seen) == 29 == len(set(seen))  # every other record, each once
+    assert len(warnings) == 1 and bad["id"] in warnings[0] and "nyra-b" in warnings[0]
+    assert read.status_code == 502 and "cannot be mapped" in read.text
+    for text in [*warnings, read.text, *(rec.getMessage() for rec in caplog.records)]:
+        assert bad["name"] not in text and bad["phone"] not in text

@@ -1,0 +1,168 @@
+"""The operator's console log and the audit trail: two sinks, set up once per process by
+:func:`configure`.
+
+Console (logger ``fhir_adapter`` and its children, standard error): one JSON object per
+line, for people and log shippers alike. What it says is safe to show to whoever runs the
+service: counts, states, route templates, never a search value, an id or a secret.
+
+- ``{"event": "request", ...}``, one per ``/fhir`` request (:func:`log_request`): method,
+  route template (``/fhir/{type}``, never the query string: it holds search values),
+  interaction, type, status, duration_ms, client, sources, and ``count``, how many ids the
+  request touched (the ids themselves are the audit trail's).
+- ``{"event": "vendor_failure", ...}`` (:func:`log_vendor_failure`): source, status, kind.
+- ``{"event": "message", "message": ...}``: any other record of those loggers. Their
+  messages are written to quote no patient data; an exception is shown by its type only,
+  since its text and traceback may quote some.
+
+Audit trail (logger ``fhir_adapter.audit``): one record per ``/fhir`` request with every
+id touched, so it never mixes with the console. It goes to the AuditEvent NDJSON file when
+``[server] audit_ndjson`` names one (:func:`open_audit_ndjson`), and to standard output,
+one JSON object a line, only when ``[server] audit_stdout = true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Any, TextIO
+
+import orjson
+
+__all__ = [
+    "AUDIT_LOGGER",
+    "LOGGER",
+    "JsonLines",
+    "configure",
+    "log_request",
+    "log_vendor_failure",
+    "open_audit_ndjson",
+]
+
+LOGGER = "fhir_adapter"
+AUDIT_LOGGER = "fhir_adapter.audit"
+
+log = logging.getLogger(LOGGER)
+
+
+class JsonLines(logging.Formatter):
+    """A record as one JSON object: time (UTC), level, logger, then the event's fields
+    (records made here) or ``event: message`` and the message (any other record)."""
+
+    _second = -1
+    _prefix = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = record.created
+        second = int(created)
+        if second != self._second:  # a line per request: format the date once a second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        line: dict[str, Any] = {
+            "at": f"{self._prefix}.{int(created * 1000) % 1000:03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["event"] = "message"
+            line["message"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__
+        return orjson.dumps(line, default=str).decode()
+
+
+class _OpsHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler :func:`configure` installed (and so may replace when called again)."""
+
+
+def configure(
+    settings: Any,
+    *,
+    console: TextIO | None = None,
+    audit_stream: TextIO | None = None,
+) -> None:
+    """Both sinks for this process; call it once per process before serving (again, it
+    replaces what it installed before, nothing else). ``settings.audit_stdout`` (default
+    false) sends the audit trail to standard output. ``console`` and ``audit_stream``
+    default to standard error and standard output."""
+    _install(log, _OpsHandler(console or sys.stderr), JsonLines())
+    audit = logging.getLogger(AUDIT_LOGGER)
+    # Never up to the console's handler: audit records carry every id.
+    audit.propagate = False
+    if getattr(settings, "audit_stdout", False):
+        _install(audit, _OpsHandler(audit_stream or sys.stdout), logging.Formatter("%(message)s"))
+    else:
+        _remove_ours(audit)
+        # Disabled, so the guard skips building records no one reads (the NDJSON file,
+        # when configured, is written regardless).
+        audit.setLevel(logging.WARNING)
+
+
+def open_audit_ndjson(settings: Any) -> IO[bytes] | None:
+    """The AuditEvent NDJSON file ``settings.audit_ndjson`` names, opened for appending
+    (the caller closes it), or None."""
+    path = getattr(settings, "audit_ndjson", None)
+    return open(path, "ab") if path else None
+
+
+def log_request(
+    *,
+    method: str,
+    route: str,
+    interaction: str,
+    resource_type: str,
+    status: int,
+    duration_ms: float,
+    client: str | None,
+    sources: Iterable[str],
+    count: int,
+) -> None:
+    """One ``/fhir`` request on the console. ``route`` is the path's template, never the
+    path or query as sent."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "event": "request",
+        "method": method,
+        "route": route,
+        "interaction": interaction,
+        "type": resource_type,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": client,
+        "sources": sorted(sources),
+        "count": count,
+    }
+    # Made and handled directly: ``log.info`` would also look up the caller's frame, a
+    # cost paid on every request for a place no line shows.
+    record = log.makeRecord(LOGGER, logging.INFO, "", 0, "request", (), None)
+    record.fields = fields
+    log.handle(record)
+
+
+def log_vendor_failure(source: str, status: int | str | None, kind: str) -> None:
+    """A vendor call that failed: ``status`` is the vendor's HTTP status (or ``timeout``,
+    ``error``, None), ``kind`` a fixed word for what went wrong (``rate_limited``,
+    ``credentials``, ``unavailable``, ...). Never a vendor's body or message: those may
+    quote patient data."""
+    fields = {"event": "vendor_failure", "source": source, "status": status, "kind": kind}
+    log.warning("vendor failure", extra={"fields": fields})
+
+
+def _install(
+    logger: logging.Logger, handler: logging.Handler, formatter: logging.Formatter
+) -> None:
+    _remove_ours(logger)
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the line is written here; not again by the root's handlers
+
+
+def _remove_ours(logger: logging.Logger) -> None:
+    for handler in [h for h in logger.handlers if isinstance(h, _OpsHandler)]:
+        logger.removeHandler(handler)
