@@ -42,7 +42,7 @@ from adapter.ops.probes import probes_router
 from adapter.settings import WORKERS_ENV, Settings, load_settings
 from adapter.transport import budget, hooks
 
-__all__ = ["app_from_env", "configure_audit_log", "create_app"]
+__all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger("fhir_adapter")
 
@@ -51,9 +51,11 @@ def create_app(
     settings: Settings,
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    workers: int | None = None,
 ) -> FastAPI:
     """The service for ``settings``. ``transports`` (source -> transport) lets a caller put
-    its own vendor behind a source, as tests and benchmarks do."""
+    its own vendor behind a source, as tests and benchmarks do; ``workers``: how many
+    processes serve it (default: as ``serve`` says in the environment)."""
     transports = transports or {}
     # Vendor URLs carry search values (a name, a phone): the HTTP libraries' request logs
     # stay off, like uvicorn's access log (`serve` turns it off).
@@ -68,7 +70,9 @@ def create_app(
         if settings.redis_url
         else None
     )
-    budget.configure(budget.Budgets(budget_redis, workers=int(os.environ.get(WORKERS_ENV, "1"))))
+    if workers is None:
+        workers = int(os.environ.get(WORKERS_ENV, "1"))
+    budget.configure(budget.Budgets(budget_redis, workers=workers))
     connectors = {
         name: create_connector(name, config, transport=transports.get(name))
         for name, config in settings.sources.items()
@@ -92,6 +96,12 @@ def create_app(
         # collector's full passes (fewer pauses while serving).
         gc.freeze()
         yield
+        await app.state.aclose()
+        metrics.worker_exiting()
+
+    async def aclose() -> None:
+        """Release what this app holds: vendor connections, Redis clients, the audit file
+        (at shutdown, or when a reloaded configuration replaces it)."""
         await facade.aclose()
         if budget_redis is not None:
             await budget_redis.aclose()
@@ -99,7 +109,6 @@ def create_app(
             await app.state.idempotency.aclose()
         if app.state.audit_file is not None:
             app.state.audit_file.close()
-        metrics.worker_exiting()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -111,6 +120,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.facade = facade
+    app.state.aclose = aclose
     store: IdempotencyStore = (
         RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     )
@@ -149,13 +159,6 @@ def create_app(
         fhir=FhirRoutes([*auth_router.routes, *fhir_router.routes, *writes_router.routes]),
     )
     return app
-
-
-def configure_audit_log(settings: Settings | None = None) -> None:
-    """The console log and the audit trail for this process, as
-    :func:`adapter.ops.logs.configure` sets them up (settings from the environment when
-    not given). Kept for callers that predate it; new code calls that directly."""
-    ops_logs.configure(settings if settings is not None else load_settings())
 
 
 def app_from_env() -> FastAPI:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
         CURSOR_KEY_ENV,
         DEMO_SECRET_ENV,
         TOKEN_KEY_ENV,
+        WORKERS_ENV,
         SettingsError,
         load_settings,
     )
@@ -159,16 +161,19 @@ def _serve(args: argparse.Namespace) -> int:
     for name in (CURSOR_KEY_ENV, TOKEN_KEY_ENV):
         if name not in os.environ:
             exported[name] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    exported[WORKERS_ENV] = str(args.workers)  # without Redis, each takes 1/N of a budget
     env = {**os.environ, **exported}
     embedded = not env.get(CONFIG_ENV)
     if embedded and DEMO_SECRET_ENV not in env:
         exported[DEMO_SECRET_ENV] = env[DEMO_SECRET_ENV] = secrets.token_urlsafe(24)
-    from adapter.app import configure_audit_log, create_app
+    from adapter.app import create_app
+    from adapter.ops import logs
 
     try:
         settings = load_settings(env=env)
         _network_checks(settings, args.workers)
-        app = create_app(settings)  # a bad source fails here, before any worker starts
+        # A bad source fails here, before any worker starts; the budget share is said here.
+        app = create_app(settings, workers=args.workers)
     except (SettingsError, ValueError, OSError) as exc:
         return _config_error(exc)
     except Exception as exc:
@@ -186,20 +191,79 @@ def _serve(args: argparse.Namespace) -> int:
             f'  curl -s -H "Authorization: Bearer $TOKEN" "{where}/Patient?_count=2"\n',
             flush=True,
         )
-    # One worker serves the app built here; more build their own, from the same
-    # environment (configuration, keys, demo secret).
-    configure_audit_log()
-    target = app if args.workers == 1 else "adapter.app:app_from_env"
-    uvicorn.run(
-        target,
-        factory=args.workers != 1,
+    logs.configure(settings)
+    if args.workers == 1:
+        return _serve_one(app, args, settings.shutdown_seconds)
+    # More workers build their own app from the same environment (configuration, keys,
+    # demo secret); uvicorn's SIGHUP starts fresh ones, which read the configuration anew.
+    with _metrics_directory():
+        uvicorn.run(
+            "adapter.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.shutdown_seconds),
+        )
+    return 0
+
+
+def _serve_one(app: Any, args: argparse.Namespace, grace: float) -> int:
+    """One worker: the app built here, replaced on SIGHUP by one built from the
+    configuration as it is then (:class:`adapter.ops.reload.Reloadable`); one SIGTERM
+    stops it after the requests in flight finish, or after ``grace`` seconds."""
+    import signal
+
+    import uvicorn
+
+    from adapter.app import create_app
+    from adapter.ops.reload import Reloadable
+    from adapter.settings import load_settings
+
+    served = Reloadable(app, lambda: create_app(load_settings(), workers=1))
+    config = uvicorn.Config(
+        served,
         host=args.host,
         port=args.port,
-        workers=args.workers,
         log_level="info",
         access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(grace),
     )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, served.reload)
+        await server.serve()
+
+    asyncio.run(run())
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """Several workers write their metrics to files one scrape adds up (prometheus-client's
+    multiprocess mode): a fresh directory for this run unless the operator named one."""
+    import os
+    import tempfile
+
+    from adapter.ops.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="fhir-adapter-metrics-") as made:
+        os.environ[MULTIPROC_ENV] = made
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -171,7 +171,7 @@ def test_serve_refuses_several_workers_over_sandboxes(capsys, no_server):
 def test_serve_takes_several_workers_over_vendors(tmp_path, capsys, monkeypatch):
     served = {}
     monkeypatch.setattr("uvicorn.run", lambda target, **kw: served.update(kw, target=target))
-    monkeypatch.setattr("adapter.app.configure_audit_log", lambda: None)  # stdout is captured
+    monkeypatch.setattr("adapter.ops.logs.configure", lambda settings: None)  # stdout is captured
     text = OPEN + NYRA_VENDOR.format(base_url="https://nyra.example")
     assert main(["serve", "--config", write(tmp_path, text), "--workers", "3"]) == 0
     assert served["workers"] == 3 and served["target"] == "adapter.app:app_from_env"

@@ -1,0 +1,159 @@
+"""`fhir-adapter serve` as an operator runs it: SIGHUP re-reads the configuration with no
+request dropped, one SIGTERM stops it, and what it writes to the console is JSON lines.
+
+Each test starts the real command in a subprocess on a loopback port and follows what it
+prints (no sleeps: it reads the server's output until the line it waits for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+COMMAND = Path(sys.executable).with_name("fhir-adapter")
+CONFIG = """
+[server]
+request_seconds = 10
+
+[sources.nyra-demo]
+connector = "nyra"
+timezone = "Asia/Kolkata"
+sandbox = {{ seed = 3, patients = 20, keys = 3 }}
+
+[clients.first]
+secret = "first-client-secret-0123"
+scopes = ["system/*.rs"]
+{extra}
+"""
+SECOND = """
+[clients.second]
+secret = "second-client-secret-0123"
+scopes = ["system/Patient.rs"]
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = tmp_path / "adapter.toml"
+        self.config.write_text(CONFIG.format(extra=""))
+        self.port = _port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        self.proc = subprocess.Popen(
+            [str(COMMAND), "serve", "--config", str(self.config), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.wait_for("Application startup complete")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """Read the server's console until a line holds ``text``."""
+        assert self.proc.stderr is not None
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if text in line:
+                    return line
+        finally:
+            timer.cancel()
+        raise AssertionError(f"the server ended before saying {text!r}: {self.lines[-5:]}")
+
+    def token(self, client: str, secret: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.base}/auth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client, secret),
+            timeout=10,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path)
+    yield s
+    s.stop()
+
+
+def test_sighup_reads_the_configuration_anew_without_dropping_a_request(server):
+    first = server.token("first", "first-client-secret-0123").json()["access_token"]
+    assert server.token("second", "second-client-secret-0123").status_code == 401
+    statuses: list[int | str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.base, timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    r = c.get(
+                        "/fhir/Patient?_count=2", headers={"Authorization": f"Bearer {first}"}
+                    )
+                    statuses.append(r.status_code)
+                except httpx.HTTPError as exc:
+                    statuses.append(type(exc).__name__)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        server.config.write_text(CONFIG.format(extra=SECOND))
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for("configuration reloaded")
+        second = server.token("second", "second-client-secret-0123")
+        assert second.status_code == 200
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert statuses and set(statuses) == {200}, set(statuses)
+
+
+def test_a_configuration_that_does_not_load_is_refused_and_the_old_one_serves_on(server):
+    server.config.write_text(CONFIG.format(extra="[clients.broken]\nsecrt = 'x'\n"))
+    server.proc.send_signal(signal.SIGHUP)
+    line = server.wait_for("configuration not reloaded")
+    assert "secrt" in line and "did you mean 'secret'" in line
+    assert server.token("first", "first-client-secret-0123").status_code == 200
+
+
+def test_one_sigterm_stops_the_server(server):
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("Finished server process")
+    # uvicorn ends by raising the signal it handled, as a process stopped by it would.
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_the_console_gets_json_lines_without_patient_data(server):
+    token = server.token("first", "first-client-secret-0123").json()["access_token"]
+    r = httpx.get(
+        f"{server.base}/fhir/Patient",
+        params={"name": "Zebulon", "phone": "9876543210"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200
+    line = server.wait_for('"event"')
+    record = json.loads(line)
+    assert record["event"] == "request" and record["status"] == 200
+    assert "Zebulon" not in line and "9876543210" not in line
