@@ -10,6 +10,7 @@ through :func:`adapter.api.fhir.error_response`, the same as anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,37 @@ from adapter.api.fhir import error_response
 __all__ = ["FhirRoutes"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_READS = frozenset({"GET", "HEAD"})
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _unless_client_goes(work: Awaitable[Response], receive: Receive) -> Response:
+    """``work``'s answer, or :class:`_ClientGone` (with ``work`` cancelled, its vendor calls
+    too) when the client disconnects first: its request costs nobody's budget any more."""
+    task = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass  # a read's body is empty: only the disconnect is of interest
+        gone = True
+        if task is not None:
+            task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task is not None:
+            task.uncancel()
+            raise _ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 @dataclass(frozen=True)
@@ -84,7 +116,12 @@ class FhirRoutes:
             scope["path_params"] = params
             request = Request(scope, receive, send)
             try:
-                response = await route.endpoint(request)
+                if method in _READS:
+                    response = await _unless_client_goes(route.endpoint(request), receive)
+                else:  # a write runs to its end: half a write is worse than a late answer
+                    response = await route.endpoint(request)
+            except _ClientGone:
+                return  # nobody to answer; the vendor calls were cancelled with it
             except Exception as exc:
                 response = error_response(request, exc)
             await response(scope, receive, send)

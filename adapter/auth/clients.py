@@ -33,7 +33,6 @@ CLIENT_KEYS: dict[str, Any] = {
     "scopes": list[str],
     "sources": list[str],
     "rate_limit": {"per_minute": int},
-    "require_if_match": bool,
 }
 
 
@@ -51,7 +50,6 @@ class Client:
     _keys: Any = field(default=None, repr=False)  # jwt.PyJWKSet for private_key_jwt
     # Its updates must name the version they change (If-Match), so that one partner does
     # not overwrite another's change unseen.
-    require_if_match: bool = False
 
     def secret_matches(self, given: str) -> bool:
         if self._secret is None:
@@ -118,6 +116,5 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
             per_minute,
             _digest(secret) if secret else None,
             keys,
-            require_if_match=table.get("require_if_match", False) is True,
         )
     return out

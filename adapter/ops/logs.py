@@ -34,6 +34,7 @@ __all__ = [
     "AUDIT_LOGGER",
     "LOGGER",
     "JsonLines",
+    "PlainLines",
     "configure",
     "log_request",
     "log_vendor_failure",
@@ -75,6 +76,16 @@ class JsonLines(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class PlainLines(JsonLines):
+    """The same fields as ``key=value`` pairs after the time and level, for a person
+    reading a terminal (``[server] log_format = "text"``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = orjson.loads(super().format(record))
+        head = f"{line.pop('at')} {line.pop('level').upper():7} {line.pop('logger')}"
+        return head + "".join(f" {k}={v}" for k, v in line.items())
+
+
 class _OpsHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A handler :func:`configure` installed (and so may replace when called again)."""
 
@@ -89,7 +100,8 @@ def configure(
     replaces what it installed before, nothing else). ``settings.audit_stdout`` (default
     false) sends the audit trail to standard output. ``console`` and ``audit_stream``
     default to standard error and standard output."""
-    _install(log, _OpsHandler(console or sys.stderr), JsonLines())
+    plain = getattr(settings, "log_format", "json") == "text"
+    _install(log, _OpsHandler(console or sys.stderr), PlainLines() if plain else JsonLines())
     audit = logging.getLogger(AUDIT_LOGGER)
     # Never up to the console's handler: audit records carry every id.
     audit.propagate = False

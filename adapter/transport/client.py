@@ -154,7 +154,7 @@ class VendorClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
-        self._key_headers: dict[int, tuple[Any, dict[str, str]]] = {}
+        self._key_headers: dict[int, tuple[Any, dict[str, str], dict[str, str]]] = {}
         self._flights: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Future[bytes]] = {}
         self._exhausted_at = -math.inf
         # Leyr asks for Content-Type: application/json on every request, bodiless or not.
@@ -177,15 +177,18 @@ class VendorClient:
             return "degraded"
         return "up"
 
-    def _headers(self, key: Any) -> dict[str, str]:
-        """A key's request headers, made once per key."""
+    def _headers(self, key: Any, body: bool = False) -> dict[str, str]:
+        """A key's request headers, with or without a JSON body's, made once per key (the
+        same dict each time, so that a GET built for it can be reused)."""
         made = self._key_headers.get(id(key))
         if made is None or made[0] is not key:
+            plain = {**key.headers(), "accept": "application/json"}
             made = self._key_headers[id(key)] = (
                 key,
-                {**key.headers(), "accept": "application/json"},
+                plain,
+                {**plain, "content-type": "application/json"},
             )
-        return made[1]
+        return made[2] if body or self.json_always else made[1]
 
     def _url(self, path: str, params: dict[str, str] | None) -> httpx.URL:
         """The absolute URL of a call, built once per distinct call (httpx's URL parsing
@@ -331,8 +334,11 @@ class VendorClient:
             response = await self._send(lease, method, path, params, json, write)
             lease.observe(response.headers, response.status_code)
             hooks.vendor_call(self.source, str(response.status_code), started)
+            remaining = response.headers.get("x-ratelimit-remaining")
+            if remaining is not None and remaining.isdigit():
+                hooks.key_budget(self.source, lease.label, float(remaining))
             if response.is_success:
-                self.circuit.succeeded()
+                self._closed()
                 return response.status_code, response.content
             error = self.classify(self.source, response) or classify_status(self.source, response)
             self._judge(error)
@@ -365,9 +371,7 @@ class VendorClient:
         write: bool,
     ) -> httpx.Response:
         content = None if json is None else orjson.dumps(json)
-        headers = self._headers(lease.key)
-        if content is not None or self.json_always:
-            headers = {**headers, "content-type": "application/json"}
+        headers = self._headers(lease.key, body=content is not None)
         left = scope.remaining()
         try:
             if left is not None and left < self.http.read_timeout:
@@ -389,6 +393,13 @@ class VendorClient:
                 self.source, None, f"connection failed ({type(exc).__name__})"
             ) from None
 
+    def _closed(self) -> None:
+        """The vendor answered: the circuit closes, if it was open."""
+        if self.circuit.state != "closed":
+            log.warning("source %s: the vendor answers again; the circuit is closed", self.source)
+            hooks.circuit(self.source, False)
+        self.circuit.succeeded()
+
     def _judge(self, error: VendorError) -> None:
         """Count a failure of the vendor's own against its circuit; any other answer
         shows the vendor is there."""
@@ -396,10 +407,11 @@ class VendorClient:
             hooks.rate_limited(self.source)
             return
         if not isinstance(error, VendorTimeout | VendorUnavailable):
-            self.circuit.succeeded()
+            self._closed()
             return
         hooks.vendor_failure(self.source, error.status, type(error).__name__)
         if self.circuit.failed():
+            hooks.circuit(self.source, True)
             log.warning(
                 "source %s: %d failures in a row; the circuit is open for %d s",
                 self.source,

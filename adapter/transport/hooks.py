@@ -10,7 +10,16 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Observer", "cache_hit", "install", "rate_limited", "vendor_call", "vendor_failure"]
+__all__ = [
+    "Observer",
+    "cache_hit",
+    "circuit",
+    "install",
+    "key_budget",
+    "rate_limited",
+    "vendor_call",
+    "vendor_failure",
+]
 
 
 class Observer(Protocol):
@@ -21,6 +30,10 @@ class Observer(Protocol):
     def vendor_failure(self, source: str, status: int | None, kind: str) -> None: ...
 
     def cache_hit(self, source: str) -> None: ...
+
+    def circuit(self, source: str, is_open: bool) -> None: ...
+
+    def key_budget(self, source: str, key: str, remaining: float) -> None: ...
 
 
 _observer: Observer | None = None
@@ -51,3 +64,15 @@ def vendor_failure(source: str, status: int | None, kind: str) -> None:
 def cache_hit(source: str) -> None:
     if _observer is not None:
         _observer.cache_hit(source)
+
+
+def circuit(source: str, is_open: bool) -> None:
+    """The source's circuit opened or closed."""
+    if _observer is not None:
+        _observer.circuit(source, is_open)
+
+
+def key_budget(source: str, key: str, remaining: float) -> None:
+    """What the vendor says is left of a key's budget (``key``: its public label)."""
+    if _observer is not None:
+        _observer.key_budget(source, key, remaining)

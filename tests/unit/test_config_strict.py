@@ -195,10 +195,6 @@ def test_server_values_have_their_types(tmp_path, toml, expected):
 
 
 def test_client_values_have_their_types(tmp_path):
-    text = NYRA + CLIENT + 'require_if_match = "yes"\n'
-    assert problems(tmp_path, text) == [
-        "[clients.acme-crm] require_if_match: expected a boolean, got a string"
-    ]
     text = NYRA + CLIENT.replace('sources = ["nyra-city"]', 'sources = "nyra-city"')
     assert problems(tmp_path, text) == [
         "[clients.acme-crm] sources: expected a list of strings, got a string"
@@ -367,7 +363,6 @@ def test_new_keys_are_taken_with_their_defaults(tmp_path):
         settings.log_format,
     ) == (30.0, 20, 10.0, False, "json")
     assert source_options(settings.sources["nyra-city"]) == SourceOptions(0.0, 5, 30.0, 64)
-    assert settings.clients["acme-crm"].require_if_match is False
 
 
 def test_new_keys_are_carried(tmp_path):
@@ -377,7 +372,6 @@ def test_new_keys_are_carried(tmp_path):
         + NYRA
         + "cache_seconds = 2\ncircuit = { failures = 3, open_seconds = 7.5 }\nqueue = 10\n"
         + CLIENT
-        + "require_if_match = true\n"
     )
     settings = load(tmp_path, text)
     assert (
@@ -388,7 +382,6 @@ def test_new_keys_are_carried(tmp_path):
         settings.log_format,
     ) == (12.5, 8, 0.0, True, "text")
     assert source_options(settings.sources["nyra-city"]) == SourceOptions(2.0, 3, 7.5, 10)
-    assert settings.clients["acme-crm"].require_if_match is True
 
 
 def test_the_documented_configuration_still_loads(tmp_path):

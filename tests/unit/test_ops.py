@@ -257,6 +257,15 @@ def test_an_exception_is_logged_by_its_type_only(restore_loggers):
     assert line["exception"] == "KeyError" and "Ravi" not in console.getvalue()
 
 
+def test_the_text_format_holds_the_same_fields_for_a_terminal(restore_loggers):
+    console = io.StringIO()
+    logs.configure(SimpleNamespace(log_format="text"), console=console)
+    logs.log_vendor_failure("leyr-a", 503, "VendorUnavailable")
+    (line,) = console.getvalue().splitlines()
+    assert line.endswith("event=vendor_failure source=leyr-a status=503 kind=VendorUnavailable")
+    assert " WARNING " in line and not line.startswith("{")
+
+
 # -- the audit trail --------------------------------------------------------------------
 
 
