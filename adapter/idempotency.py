@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,15 +51,55 @@ class IdempotencyStore(Protocol):
 
 
 class MemoryStore:
-    def __init__(self, ttl: float = 24 * 3600, clock: Callable[[], float] = time.monotonic) -> None:
+    """Outcomes in this process, bounded: at most ``max_entries`` keys and ``max_bytes``
+    of outcomes (the oldest go first when either is reached), each kept ``ttl`` seconds.
+    Entries are kept in the order they were written, so expiry and eviction look only at
+    the oldest: the cost of a request does not grow with the keys held."""
+
+    def __init__(
+        self,
+        ttl: float = 24 * 3600,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 16 << 20,
+    ) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, Outcome]] = {}
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[float, Outcome, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = asyncio.Lock()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def _drop(self, key: str) -> None:
+        held = self._entries.pop(key, None)
+        if held is not None:
+            self._bytes -= held[2]
+
+    def _put(self, key: str, at: float, outcome: Outcome) -> None:
+        self._drop(key)
+        size = _size(key, outcome)
+        self._entries[key] = (at, outcome, size)
+        self._bytes += size
+        while self._entries and (
+            len(self._entries) > self._max_entries or self._bytes > self._max_bytes
+        ):
+            self._drop(next(iter(self._entries)))
+
     def _expire(self, now: float) -> None:
-        for key in [k for k, (at, _) in self._entries.items() if at + self._ttl <= now]:
-            del self._entries[key]
+        while self._entries:
+            key, (at, _, _) = next(iter(self._entries.items()))
+            if at + self._ttl > now:
+                return
+            self._drop(key)
 
     async def claim(self, key: str, print_: str) -> Outcome | None:
         async with self._lock:
@@ -67,15 +108,21 @@ class MemoryStore:
             held = self._entries.get(key)
             if held is not None:
                 return held[1]
-            self._entries[key] = (now, Outcome(print_))
+            self._put(key, now, Outcome(print_))
             return None
 
     async def finish(self, key: str, outcome: Outcome | None) -> None:
         async with self._lock:
             if outcome is None:
-                self._entries.pop(key, None)
+                self._drop(key)
             else:
-                self._entries[key] = (self._clock(), outcome)
+                self._put(key, self._clock(), outcome)
+
+
+def _size(key: str, outcome: Outcome) -> int:
+    """About what an entry costs in memory (the body, headers, key and fixed overhead)."""
+    headers = sum(len(k) + len(v) for k, v in outcome.headers)
+    return len(outcome.body) + headers + len(key) + len(outcome.fingerprint) + 256
 
 
 class RedisStore:

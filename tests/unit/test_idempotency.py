@@ -134,3 +134,28 @@ async def test_client_rate_limits_are_shared_through_redis():
     clock[0] += 60
     assert (await second.hit(client, 3))[0] == 1
     await store.aclose()
+
+
+async def test_a_hundred_thousand_keys_stay_under_the_bound():
+    store = MemoryStore(max_entries=10_000, max_bytes=4 << 20)
+    body = b"x" * 500
+    for n in range(100_000):
+        key = f"client\0key-{n}"
+        assert await store.claim(key, "p") is None
+        await store.finish(key, Outcome("p", 201, (("location", f"/fhir/Patient/{n}"),), body))
+    assert len(store) <= 10_000 and store.held_bytes <= 4 << 20
+    # the newest are kept and replayed; the oldest were let go
+    assert (await store.claim("client\0key-99999", "p")).status == 201
+    assert await store.claim("client\0key-0", "p") is None
+
+
+async def test_the_oldest_outcomes_expire_first_whatever_their_number():
+    now = [0.0]
+    store = MemoryStore(ttl=10, clock=lambda: now[0])
+    for n in range(1000):
+        now[0] = n / 100  # ten seconds of writes
+        await store.claim(f"k{n}", "p")
+        await store.finish(f"k{n}", Outcome("p", 201))
+    now[0] = 15.0  # the first half is older than ten seconds
+    await store.claim("new", "p")
+    assert 499 <= len(store) <= 502
