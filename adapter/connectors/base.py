@@ -25,6 +25,7 @@ __all__ = [
     "ResourceCapability",
     "ResourceNotFound",
     "WriteNotSupported",
+    "WriteOutcomeUnknown",
     "WriteRefused",
     "Written",
     "check_supported",
@@ -89,6 +90,15 @@ class WriteNotSupported(Exception):
         self.resource_type = resource_type
         self.interaction = interaction
         super().__init__(f"{source}: {interaction} of {resource_type} is not supported")
+
+
+class WriteOutcomeUnknown(Exception):
+    """A write's answer never came, and asking the vendor whether it was made failed too:
+    the client must look before it sends the write again."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: a write's outcome is unknown")
 
 
 class ConnectorConfigError(ValueError):

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from adapter.connectors.base import WriteRefused
+from adapter.connectors.base import WriteOutcomeUnknown, WriteRefused, Written
 from adapter.fhir.match import actor_references
+from adapter.transport import VendorTimeout
 from mappings import MappingError, decode_id
 
 __all__ = [
+    "Ambiguous",
     "actor_of",
     "changed",
+    "look_after_timeout",
     "participants_changed",
     "refuse_future_birth",
+    "same_fields",
     "without_foreign_references",
 ]
 
@@ -83,3 +88,32 @@ def refuse_future_birth(patient: dict[str, Any], zone: tzinfo, vendor: str) -> N
             "Patient.birthDate",
             f"is after today; {vendor} would keep it but could not give the patient back",
         )
+
+
+async def look_after_timeout(
+    source: str,
+    timeout: VendorTimeout,
+    look: Callable[[], Awaitable[dict[str, Any] | None]],
+) -> Written:
+    """A create timed out, and the vendor may have made the record all the same: look for
+    it before anyone is told to send again. Found: it is the write's answer. Surely absent:
+    the timeout stands (the client may send again, with its Idempotency-Key). Looking
+    failed or was ambiguous: :class:`WriteOutcomeUnknown` (the client must search first)."""
+    try:
+        found = await look()
+    except Exception:
+        raise WriteOutcomeUnknown(source) from None
+    if found is None:
+        raise timeout
+    return Written(found)
+
+
+def same_fields(sent: dict[str, Any], record: Any, keys: tuple[str, ...]) -> bool:
+    """Does a vendor record hold what a create sent, in every one of ``keys`` it sent?"""
+    if not isinstance(record, dict):
+        return False
+    return all(record.get(k) == sent[k] for k in keys if sent.get(k) not in (None, ""))
+
+
+class Ambiguous(Exception):
+    """More than one record could be the one a timed-out create made."""

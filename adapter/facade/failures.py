@@ -17,7 +17,8 @@ entry). Which exception means what:
       WriteRefused, InvalidResource  its status (422), naming the element
       WriteNotSupported              422
       VendorValidation               409 for a time that is not free, else 422
-      VendorTimeout                  504: nothing was made; send again with the same key
+      VendorTimeout                  504: nothing was made (the connector looked); send again
+      WriteOutcomeUnknown            504: the connector could not look; search before sending
     an HTTP error of the framework   404 (no such path), 405 (method), its own status
     anything else                    500 that quotes nothing; logged by type and place
 
@@ -33,6 +34,7 @@ from adapter.connectors.base import (
     PaginationLoop,
     ResourceNotFound,
     WriteNotSupported,
+    WriteOutcomeUnknown,
     WriteRefused,
 )
 from adapter.fhir.outcome import FhirError, Issue
@@ -120,6 +122,14 @@ def outcome_of(
 
 
 def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
+    if isinstance(exc, WriteOutcomeUnknown):
+        return FhirError.one(
+            504,
+            "timeout",
+            f"source {source} did not answer in time, and whether it made the record could "
+            "not be checked: search for it before sending the write again",
+            **{"Retry-After": str(whole_seconds(_SOON))},
+        )
     if isinstance(exc, WriteRefused):
         issue = Issue("error", "not-supported", f"source {source}: {exc.reason}", (exc.expression,))
         return FhirError(exc.status, [issue])
@@ -141,6 +151,7 @@ def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
             "timeout",
             f"source {source} did not answer in time and holds no such record; "
             "send the request again with the same Idempotency-Key",
+            **{"Retry-After": str(whole_seconds(exc.retry_after or _SOON))},
         )
     return None
 

@@ -29,9 +29,12 @@ from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patient
 from adapter.connectors.memo import Mapped, MappedMemo, map_records
 from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
 from adapter.connectors.writes import (
+    Ambiguous,
     actor_of,
     changed,
+    look_after_timeout,
     participants_changed,
+    same_fields,
     without_foreign_references,
 )
 from adapter.fhir.match import matches
@@ -337,10 +340,33 @@ class LeyrConnector:
         if not record.get("first_name") or not record.get("last_name"):
             raise WriteRefused("Patient.name", "Leyr needs a given and a family name")
         # Leyr: create-or-return-existing (upsert by identity); 201 only when created.
-        status, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
+        try:
+            status, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
+        except VendorTimeout as exc:
+            return await look_after_timeout(
+                self.source, exc, lambda: self._find_patient(cu, record)
+            )
         if not isinstance(body, dict):
             raise MalformedResponse(self.source, status, "expected the patient")
         return Written(leyr.to_fhir_patient(self._in_unit(body, cu), self.ctx), status == 201)
+
+    async def _find_patient(self, cu: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The patient a create that timed out may have made. With an identity (an
+        external or EHR id) the upsert itself is the question: asked again, it answers
+        the patient it holds, or makes it once. Without one, the care unit's patients of
+        that name that hold every field sent; more than one cannot be told apart."""
+        if record.get("external_id") or record.get("emr_id"):
+            _, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
+            if not isinstance(body, dict):
+                raise MalformedResponse(self.source, None, "expected the patient")
+            return leyr.to_fhir_patient(self._in_unit(body, cu), self.ctx)
+        query = {"first_name": record["first_name"], "last_name": record["last_name"]}
+        listed = await self.client.get_json(f"{self._cu(cu)}/patients", params=query)
+        keys = tuple(k for k, v in record.items() if isinstance(v, str | int | bool))
+        same = [r for r in listed or () if same_fields(record, r, keys)]
+        if len(same) > 1:
+            raise Ambiguous()
+        return leyr.to_fhir_patient(self._in_unit(same[0], cu), self.ctx) if same else None
 
     def _booking(self, resource: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """(care unit, Leyr booking body) of a FHIR Appointment; the care unit is the
@@ -387,10 +413,7 @@ class LeyrConnector:
             status, made = await self.client.send("POST", f"{self._cu(cu)}/appointments", body)
         except VendorTimeout as exc:
             # The booking may have been made: look before anyone tries again.
-            found = await self._find_booking(cu, body)
-            if found is None:
-                raise exc from None
-            return Written(found)
+            return await look_after_timeout(self.source, exc, lambda: self._find_booking(cu, body))
         # Leyr returns a list of appointments from a create.
         if not isinstance(made, list) or not made or not isinstance(made[0], dict):
             raise MalformedResponse(self.source, status, "expected a list of appointments")

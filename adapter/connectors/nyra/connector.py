@@ -29,9 +29,12 @@ from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
 from adapter.connectors.writes import (
+    Ambiguous,
     changed,
+    look_after_timeout,
     participants_changed,
     refuse_future_birth,
+    same_fields,
     without_foreign_references,
 )
 from adapter.fhir.match import matches
@@ -321,7 +324,12 @@ class NyraConnector:
                 raise WriteRefused("Patient.telecom", "Nyra needs a phone number")
             for key in ("created_at", "updated_at", "age"):
                 record.pop(key, None)  # set by Nyra
-            status, body = await self.client.send("POST", "/patients", record)
+            try:
+                status, body = await self.client.send("POST", "/patients", record)
+            except VendorTimeout as exc:
+                return await look_after_timeout(
+                    self.source, exc, lambda: self._find_patient(record)
+                )
             made = self._data(body)
             vendor_id = made.get("patient_id") if isinstance(made, dict) else None
         elif resource_type == "Appointment":
@@ -336,17 +344,30 @@ class NyraConnector:
             raise MalformedResponse(self.source, None, "the created record cannot be read")
         return Written(stored)
 
+    async def _find_patient(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The patient a create that timed out may have made: Nyra's patients found by the
+        phone sent (``q``) that hold every field sent; more than one cannot be told apart."""
+        answer = await self.client.get_json(
+            "/patients", params={"q": str(record["phone"]), "limit": str(MAX_LIMIT)}
+        )
+        data = self._data(answer)
+        rows = data.get("results") if isinstance(data, dict) else None
+        keys = tuple(k for k, v in record.items() if isinstance(v, str | int | bool))
+        same = [r for r in rows or () if same_fields(record, r, keys)]
+        if len(same) > 1:
+            raise Ambiguous()
+        if not same:
+            return None
+        return await self._get_one("Patient", str(same[0]["id"]))
+
     async def _book(self, resource: dict[str, Any]) -> Written:
         if resource.get("status") not in ("booked", None):
             raise WriteRefused("Appointment.status", "a new appointment is booked")
         body = nyra.to_nyra_booking(resource, self.ctx)
         try:
             status, answer = await self.client.send("POST", "/appointments", body)
-        except VendorTimeout as exc:
-            found = await self._find_booking(body)  # look before anyone tries again
-            if found is None:
-                raise exc from None
-            return Written(found)
+        except VendorTimeout as exc:  # look before anyone tries again
+            return await look_after_timeout(self.source, exc, lambda: self._find_booking(body))
         made = self._data(answer)
         vendor_id = made.get("appointment_id") if isinstance(made, dict) else None
         if not isinstance(vendor_id, str):
