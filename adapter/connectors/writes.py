@@ -8,7 +8,7 @@ from typing import Any
 
 from adapter.connectors.base import WriteOutcomeUnknown, WriteRefused, Written
 from adapter.fhir.match import actor_references
-from adapter.transport import VendorTimeout
+from adapter.transport import VendorTimeout, scope
 from mappings import MappingError, decode_id
 
 __all__ = [
@@ -100,7 +100,8 @@ async def look_after_timeout(
     the timeout stands (the client may send again, with its Idempotency-Key). Looking
     failed or was ambiguous: :class:`WriteOutcomeUnknown` (the client must search first)."""
     try:
-        found = await look()
+        with scope.reserved():
+            found = await look()
     except Exception:
         raise WriteOutcomeUnknown(source) from None
     if found is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -207,6 +207,15 @@ class Facade:
                     **{"Retry-After": "5"},
                 ) from None
 
+    def _write_deadline(self) -> AbstractContextManager[scope.Spending]:
+        """A write's time: its vendor calls are cut off at 70% of ``request_seconds``, and
+        a quarter more is kept to look whether a write that timed out was made. Nothing
+        cancels a write from outside: half a write is worse than a late answer."""
+        seconds = self.limits.request_seconds
+        if seconds is None:
+            return scope.spending(None, self.limits.max_vendor_calls)
+        return scope.spending(seconds * 0.7, self.limits.max_vendor_calls, seconds * 0.25)
+
     def _resume(self, cursor: str, resource_type: str, caller: Caller) -> SearchState:
         try:
             state = self.cursors.decode_state(cursor)
@@ -278,6 +287,16 @@ class Facade:
         """Create at the source the resource belongs to; with ``if_none_exist`` (a search),
         the one match instead, if there is one (412 for more)."""
         self.require_served(resource_type)
+        with self._write_deadline():
+            return await self._create(resource_type, resource, caller, if_none_exist)
+
+    async def _create(
+        self,
+        resource_type: str,
+        resource: dict[str, Any],
+        caller: Caller,
+        if_none_exist: str | None,
+    ) -> Written:
         source = await self._source_for_create(resource_type, resource, caller)
         if if_none_exist is not None:
             found = await self._matching(resource_type, source, if_none_exist)
@@ -307,7 +326,8 @@ class Facade:
         if source in self.declared.read_only:
             raise FhirError.one(422, "not-supported", f"source {source} is read-only")
         try:
-            return await self.connectors[source].update(resource_type, fhir_id, resource)
+            with self._write_deadline():
+                return await self.connectors[source].update(resource_type, fhir_id, resource)
         except Exception as exc:
             raise outcome_of(exc, source, writing=True, where=f"update at {source}") from None
 

@@ -21,7 +21,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["CallBudgetExceeded", "Spending", "count_call", "current", "remaining", "spending"]
+__all__ = [
+    "CallBudgetExceeded",
+    "Spending",
+    "count_call",
+    "current",
+    "remaining",
+    "reserved",
+    "spending",
+]
 
 
 class CallBudgetExceeded(Exception):
@@ -37,6 +45,7 @@ class Spending:
     deadline: float | None  # time.monotonic() by which the request must be answered
     max_calls: int | None
     calls: int = 0
+    reserve: float | None = None  # seconds kept back to look after a write that timed out
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -49,13 +58,34 @@ _current: ContextVar[Spending | None] = ContextVar("fhir_adapter_spending", defa
 
 
 @contextmanager
-def spending(seconds: float | None, max_calls: int | None) -> Iterator[Spending]:
-    """A request's scope: ``seconds`` from now, at most ``max_calls`` vendor calls."""
+def spending(
+    seconds: float | None, max_calls: int | None, reserve: float | None = None
+) -> Iterator[Spending]:
+    """A request's scope: ``seconds`` from now, at most ``max_calls`` vendor calls; a
+    write keeps ``reserve`` seconds back for :func:`reserved`."""
     scope = Spending(None if seconds is None else time.monotonic() + seconds, max_calls)
+    scope.reserve = reserve
     token = _current.set(scope)
     try:
         yield scope
     finally:
+        _current.reset(token)
+
+
+@contextmanager
+def reserved() -> Iterator[Spending | None]:
+    """The time a write kept back, for looking at the vendor after its call timed out
+    (the request's own deadline has passed by then); its calls still count."""
+    outer = _current.get()
+    if outer is None or outer.reserve is None:
+        yield outer
+        return
+    inner = Spending(time.monotonic() + outer.reserve, outer.max_calls, outer.calls)
+    token = _current.set(inner)
+    try:
+        yield inner
+    finally:
+        outer.calls = inner.calls
         _current.reset(token)
 
 
