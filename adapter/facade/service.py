@@ -11,10 +11,10 @@ Choosing the source, checking what the caller may see and what a source may be a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import Coroutine, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from adapter.connectors.base import Connector, Written
@@ -30,6 +30,8 @@ from adapter.transport import scope
 from mappings import MappingError, decode_id
 
 __all__ = ["Caller", "Facade", "SearchLimits", "SearchResult"]
+
+T = TypeVar("T")
 
 # _include -> (the type searched, the type its references name)
 _INCLUDES = {"Appointment:patient": ("Appointment", "Patient")}
@@ -122,11 +124,13 @@ class Facade:
         source = self.owner(fhir_id, caller)
         if source is None or self.declared.capability(source, resource_type) is None:
             raise _not_found(resource_type, fhir_id)
-        async with self._within_deadline():
-            try:
-                return await self.connectors[source].read(resource_type, fhir_id)
-            except Exception as exc:
-                raise outcome_of(exc, source, where=f"read at {source}") from None
+        return await self._within_deadline(self._read(source, resource_type, fhir_id))
+
+    async def _read(self, source: str, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        try:
+            return await self.connectors[source].read(resource_type, fhir_id)
+        except Exception as exc:
+            raise outcome_of(exc, source, where=f"read at {source}") from None
 
     # -- search ---------------------------------------------------------------------------
 
@@ -143,8 +147,7 @@ class Facade:
         self.require_served(resource_type)
         parsed = self._parse(resource_type, items, strict=strict)
         self._check_cost(parsed)
-        async with self._within_deadline():
-            return await self._search(parsed, resource_type, caller)
+        return await self._within_deadline(self._search(parsed, resource_type, caller))
 
     async def _search(
         self, parsed: ParsedSearch, resource_type: str, caller: Caller
@@ -185,27 +188,30 @@ class Facade:
         if cap is not None and ids > cap:
             raise _too_costly(cap, f"_id lists {ids} ids", "_id")
 
-    @asynccontextmanager
-    async def _within_deadline(self) -> AsyncIterator[None]:
-        """The request's time and call budget (one scope: a read inside a search shares
-        the search's). Past the deadline: 503, or 504 when a vendor call was cut off."""
+    async def _within_deadline(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` within the request's time and call budget (one scope: a read inside a
+        search shares the search's). Past the deadline: 503, or 504 when a vendor call was
+        cut off."""
         if scope.current() is not None:
-            yield
-            return
+            return await work
         seconds = self.limits.request_seconds
-        with scope.spending(
+        token = scope.enter(
             None if seconds is None else max(0.1, seconds - _GRACE), self.limits.max_vendor_calls
-        ):
-            try:
-                async with asyncio.timeout(seconds):
-                    yield
-            except TimeoutError:
-                raise FhirError.one(
-                    503,
-                    "timeout",
-                    f"the request did not finish within {seconds:g} s; try again later",
-                    **{"Retry-After": "5"},
-                ) from None
+        )
+        try:
+            if seconds is None:
+                return await work
+            async with asyncio.timeout(seconds):
+                return await work
+        except TimeoutError:
+            raise FhirError.one(
+                503,
+                "timeout",
+                f"the request did not finish within {seconds:g} s; try again later",
+                **{"Retry-After": "5"},
+            ) from None
+        finally:
+            scope.leave(token)
 
     def _write_deadline(self) -> AbstractContextManager[scope.Spending]:
         """A write's time: its vendor calls are cut off at 70% of ``request_seconds``, and

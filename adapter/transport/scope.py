@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "Spending",
     "count_call",
     "current",
+    "enter",
+    "leave",
     "remaining",
     "reserved",
     "spending",
@@ -55,6 +57,16 @@ class Spending:
 
 
 _current: ContextVar[Spending | None] = ContextVar("fhir_adapter_spending", default=None)
+
+
+def enter(seconds: float | None, max_calls: int | None) -> Token[Spending | None]:
+    """Open a request's scope without a ``with`` (the hot path); :func:`leave` closes it."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    return _current.set(Spending(deadline, max_calls))
+
+
+def leave(token: Token[Spending | None]) -> None:
+    _current.reset(token)
 
 
 @contextmanager
