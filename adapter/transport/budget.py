@@ -42,16 +42,23 @@ local slack = tonumber(ARGV[1])
 local wait = 0
 local paused = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
 if paused > now then wait = paused - now end
+local in_flight = false
 for i = 1, n do
   local count = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[3 + 2 * i])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   local held = redis.call('ZCARD', KEYS[i])
   if held >= count then
     local nth = redis.call('ZRANGE', KEYS[i], held - count, held - count, 'WITHSCORES')
-    local w = tonumber(nth[2]) - now
-    if w > wait then wait = w end
+    local frees = tonumber(nth[2])
+    if frees > now + window * (1 + slack) then
+      in_flight = true  -- held by a call still in flight: its answer frees it
+    elseif frees - now > wait then
+      wait = frees - now
+    end
   end
 end
+if in_flight and wait == 0 then return 'inf' end
 if wait > 0 then return tostring(wait) end
 local hold = tonumber(ARGV[2])
 for i = 1, n do
@@ -116,7 +123,8 @@ class RedisLedger:
         for lim in limits:
             args += [lim.count, lim.window]
         keys = [*self._keys(key, limits), f"{self._prefix}:{key}:pause"]
-        wait = float(await self._take(keys=keys, args=args))
+        answer = await self._take(keys=keys, args=args)
+        wait = math.inf if answer in (b"inf", "inf") else float(answer)
         return (wait, None) if wait > 0 else (0.0, member)
 
     async def release(self, key: str, limits: Sequence[Limit], ticket: Any) -> None:

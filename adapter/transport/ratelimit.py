@@ -293,8 +293,18 @@ class KeyPool:
             raise QueueFull(self._estimate())
         self._waiting += 1
         try:
-            async with self._lock:
+            left = scope.remaining()
+            if left is None:
+                await self._lock.acquire()
+            else:
+                try:  # waiting in line is bounded by the deadline too
+                    await asyncio.wait_for(self._lock.acquire(), max(0.0, left))
+                except TimeoutError:
+                    raise SlotTooFar(self._estimate()) from None
+            try:
                 return await self._wait_for_slot()
+            finally:
+                self._lock.release()
         finally:
             self._waiting -= 1
 
@@ -310,6 +320,9 @@ class KeyPool:
 
     async def _wait_for_slot(self) -> Lease:
         while True:
+            left = scope.remaining()
+            if left is not None and left <= 0:  # no slot is taken that cannot be used
+                raise SlotTooFar(self._estimate())
             now = self._clock()
             live = [k for k in self._keys if k.auth_until <= now and not k.probing]
             if not live:
@@ -332,11 +345,12 @@ class KeyPool:
             if soonest > limit and not math.isinf(soonest):
                 raise SlotTooFar(soonest)
             self._changed.clear()
-            if math.isinf(soonest):
+            if self.shared:
+                # Other processes' answers free slots too, and nothing here hears of them.
+                await self._sleep(min(soonest, 0.05 if math.isinf(soonest) else 0.25, limit))
+            elif math.isinf(soonest):
                 # Every slot is held by a call in flight: its answer frees one.
                 await self._wait_changed(limit)
-            elif self.shared:
-                await self._sleep(min(soonest, 0.25))  # other processes may free it sooner
             else:
                 await self._sleep(soonest)
 
@@ -350,11 +364,11 @@ class KeyPool:
             raise SlotTooFar(self._estimate()) from None
 
     def _estimate(self) -> float:
-        """About how long a new request would wait: a minute window's worth per waiter
-        per key, as a rough and honest upper figure."""
+        """About how long a new request would wait: the requests waiting ahead of it at
+        the slowest of the limits' rates (a minute's, for Nyra), over the keys."""
         if not self._limits:
             return 1.0
-        per_key = max(lim.count / lim.window for lim in self._limits)
+        per_key = min(lim.count / lim.window for lim in self._limits)
         return max(1.0, (self._waiting + 1) / (per_key * max(1, len(self._keys))))
 
     def _observe(self, state: _Key, headers: Mapping[str, str], status: int | None) -> float:

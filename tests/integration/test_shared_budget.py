@@ -97,3 +97,25 @@ async def test_a_vendor_pause_is_seen_by_every_process():
         assert ticket is None and wait > 1.5
     finally:
         await client.aclose()
+
+
+async def test_more_calls_at_once_than_a_window_holds_wait_for_answers_not_refusals():
+    source = f"flight-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(REDIS, socket_connect_timeout=1)
+    pool = KeyPool.nyra([NyraKey("nyra_busy_key", "s", "t")], max_wait=10)  # Nyra's own windows
+    pool.bind(source, RedisLedger(client, source))
+    done: list[float] = []
+
+    async def call() -> None:
+        async with pool.acquire():
+            await asyncio.sleep(0.05)  # the vendor takes a moment to answer
+            done.append(time.monotonic())
+
+    started = time.monotonic()
+    try:
+        # 20 at once: 12 start, the other 8 wait for the first answers' second to pass
+        await asyncio.gather(*(call() for _ in range(20)))
+    finally:
+        await client.aclose()
+    assert len(done) == 20
+    assert max(done) - started < 3.0
