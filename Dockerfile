@@ -1,6 +1,6 @@
 # fhir-adapter: the FHIR facade, served by uvicorn workers as a non-root user.
 #   docker build -t fhir-adapter .
-#   docker run -p 8080:8080 fhir-adapter                       # embedded sandbox sources
+#   docker run -p 8080:8080 fhir-adapter    # embedded sandbox sources, at localhost:8080
 #   docker run -p 8080:8080 -v $PWD/adapter.toml:/etc/fhir-adapter.toml \
 #     -e FHIR_ADAPTER_CONFIG=/etc/fhir-adapter.toml -e FHIR_ADAPTER_CURSOR_KEY=... fhir-adapter
 FROM python:3.11-slim AS build

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from adapter.api.auth import LoginThrottle
 from adapter.api.auth import router as auth_router
 from adapter.api.fhir import error_response
 from adapter.api.fhir import router as fhir_router
@@ -131,6 +132,7 @@ def create_app(
         None if open_access else TokenService(settings.token_key, audience, settings.token_minutes)
     )
     app.state.replay = AssertionReplay()
+    app.state.login_throttle = LoginThrottle()  # failed logins, per client and address
     app.include_router(auth_router)  # before /fhir/{type}/{id}: the well-known route
     app.include_router(fhir_router)
     app.include_router(writes_router)

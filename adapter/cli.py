@@ -6,7 +6,9 @@
     fhir-adapter sandbox leyr --port 5002
 
 A configuration mistake, in ``serve`` or ``check-config``, is one line on standard error
-per mistake (``configuration error: ...``) and exit code 2, never a traceback.
+per mistake (``configuration error: ...``) and exit code 2, never a traceback. ``serve``
+on an address other than loopback also needs ``[server] public_base_url`` or
+``trusted_hosts`` (:func:`_origin_checks`).
 ``check-config --probe`` also makes one cheap call per source and says what the vendor
 answered (exit code 1 when a source fails it).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import socket
 import sys
@@ -134,6 +137,32 @@ def _network_checks(settings: Any, workers: int = 1) -> None:
         raise SettingsError(problems)
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_checks(settings: Any, host: str) -> None:
+    """Without ``public_base_url`` the links the service gives out (Bundle links,
+    ``Location``, the SMART token endpoint) are made from each request's Host header, which
+    any client chooses. On a loopback address only loopback Hosts are taken (the guard's
+    rule, :func:`adapter.api.guard.host_policy`); anywhere else the operator must say
+    which Hosts are this server's, or where it is published."""
+    from adapter.settings import SettingsError
+
+    if settings.public_base_url or settings.trusted_hosts or _loopback(host):
+        return
+    raise SettingsError(
+        f"serving on {host} (not a loopback address) needs [server] public_base_url or "
+        "trusted_hosts: the links it gives out would otherwise be made from whatever Host "
+        "header a client sends"
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import base64
     import os
@@ -172,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(env=env)
         _network_checks(settings, args.workers)
+        _origin_checks(settings, args.host)
         # A bad source fails here, before any worker starts; the budget share is said here.
         app = create_app(settings, workers=args.workers)
     except (SettingsError, ValueError, OSError) as exc:
@@ -222,7 +252,12 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float) -> int:
     from adapter.ops.reload import Reloadable
     from adapter.settings import load_settings
 
-    served = Reloadable(app, lambda: create_app(load_settings(), workers=1))
+    def rebuild() -> Any:
+        settings = load_settings()
+        _origin_checks(settings, args.host)  # a reload is held to what start-up was
+        return create_app(settings, workers=1)
+
+    served = Reloadable(app, rebuild)
     config = uvicorn.Config(
         served,
         host=args.host,

@@ -1,6 +1,26 @@
-"""The facade's OpenAPI document, as committed in ``openapi/openapi.json``."""
+"""The facade's OpenAPI document, as committed in ``openapi/openapi.json``.
+
+FastAPI's document of the routes is completed here with what the routes themselves cannot
+declare: what every answer is shaped like (an OperationOutcome for every error but the
+token endpoint's OAuth errors), every status a route can answer, with the headers that
+come with some of them, the resource types as an enum, and the SMART token as the
+security scheme. The statuses follow from where a request goes:
+
+- every path, through the request guard (:mod:`adapter.api.guard`): 400 (a Host this
+  server does not answer for), 405 (``Allow`` lists the path's methods:
+  :mod:`adapter.api.routes`), 414, 431, 500;
+- a body: 408 (it did not arrive in time) and 413 (too large); 415 for a FHIR route's;
+- ``/fhir/{resource_type}...``: a token (401, 403, 429), an unknown type or id (404), a
+  format (406), and the sources behind them (502, 503, 504);
+- the writes' and the token endpoint's own, as their routes declare them.
+
+A client generated from this document, or a fuzzer, then finds no answer it was not told
+of (``tests/integration/test_api_fuzz.py``).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 
@@ -9,19 +29,322 @@ from adapter.settings import load_settings
 
 __all__ = ["openapi_json"]
 
+FHIR_JSON = "application/fhir+json"
+JSON = "application/json"
+_SCHEMAS = "#/components/schemas/"
+
+_WHY = {
+    400: "a bad parameter, cursor or body, named in the issue's expression; or a Host header "
+    "this server does not answer for",
+    401: "no bearer token, or one that was refused (WWW-Authenticate says why)",
+    403: "the token's scopes do not allow this interaction",
+    404: "unknown resource type or id",
+    405: "a method this path does not take, or an interaction no source offers for the type",
+    406: "a format other than JSON was asked for",
+    408: "the request body did not arrive whole within [server] body_seconds",
+    413: "the body is larger than this route takes (1 MiB at most)",
+    414: "the URL is over 8 KiB",
+    415: "the body is not of the media type this route takes",
+    422: "the resource is not valid, or not what the source can hold",
+    429: "this client's requests per minute are spent (Retry-After)",
+    431: "the request headers are over 16 KiB",
+    500: "an unexpected failure (it quotes nothing)",
+    502: "a source failed or answered wrongly",
+    503: "a source is unavailable or rate limiting (Retry-After when known)",
+    504: "a source did not answer in time",
+}
+# The one search parameter every type takes with the same meaning; the others, per type,
+# are the CapabilityStatement's to list.
+_COUNT = {
+    "name": "_count",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 999999},
+    "description": "matches per page; above [server] max_count it is capped (the self "
+    "link says so), 0 gives the total alone",
+}
+_EVERYWHERE = (400, 405, 414, 431, 500)
+_WITH_BODY = (408, 413)
+_WITH_TOKEN = (401, 403, 429)
+_FHIR = (404, 406, 502, 503, 504)
+_HEADERS: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": "the Bearer challenge, with error and error_description"},
+    405: {"Allow": "the methods this path takes"},
+    429: {"Retry-After": "seconds until the client's next window"},
+    503: {"Retry-After": "seconds to wait, when known"},
+    504: {"Retry-After": "seconds to wait"},
+}
+_REQUIRED_HEADERS = {(401, "WWW-Authenticate"), (405, "Allow"), (429, "Retry-After")}
+# The bodies the write routes take (adapter.api.writes): either JSON media type.
+_WRITE_PATHS = frozenset({"/fhir/{resource_type}", "/fhir/{resource_type}/{fhir_id}"})
+
 
 def openapi_json() -> str:
     """Deterministic text: sorted keys, two-space indent, a final newline."""
     app = create_app(load_settings(env={}))
-    document = app.openapi()
-    # Every route answers errors as OperationOutcomes (declared per route), never
-    # FastAPI's own 422 validation body.
-    for path in document.get("paths", {}).values():
-        for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    schemas = document.get("components", {}).get("schemas", {})
+    document = complete(app.openapi(), sorted(app.state.facade.declared.types))
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+def complete(document: dict[str, Any], types: list[str]) -> dict[str, Any]:
+    """FastAPI's ``document`` with every answer described (see the module's docstring);
+    ``types``: the resource types served."""
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    if not schemas:
-        document.pop("components", None)
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    schemas.update(_schemas(types))
+    components["securitySchemes"] = {
+        "smart": {
+            "type": "oauth2",
+            "description": "SMART Backend Services: a client credentials token from "
+            "/auth/token (client_secret_basic, client_secret_post or private_key_jwt)",
+            "flows": {
+                "clientCredentials": {
+                    "tokenUrl": "/auth/token",
+                    "scopes": {
+                        "system/*.cruds": "create, read, update, delete and search every type",
+                        "system/*.rs": "read and search every type",
+                        "system/Patient.rs": "read and search Patients (one type, likewise)",
+                    },
+                }
+            },
+        }
+    }
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            _complete_operation(path, method, operation, types)
+    return document
+
+
+def _complete_operation(
+    path: str, method: str, operation: dict[str, Any], types: list[str]
+) -> None:
+    fhir = path.startswith("/fhir/{resource_type}")
+    for parameter in operation.get("parameters", []):
+        if parameter.get("name") == "resource_type":
+            parameter["schema"] = {"type": "string", "enum": types}
+            parameter["description"] = "a resource type the CapabilityStatement lists"
+    if path == "/fhir/{resource_type}" and method == "get":
+        operation["parameters"].append(_COUNT)
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    # FastAPI's own 422 (its validation body) is never sent: every error is an
+    # OperationOutcome. A 422 a route declares itself stays.
+    validation = responses.get("422", {}).get("content", {}).get(JSON, {}).get("schema", {})
+    if "HTTPValidationError" in validation.get("$ref", ""):
+        responses.pop("422")
+    statuses = set(_EVERYWHERE)
+    if "requestBody" in operation:
+        statuses |= set(_WITH_BODY)
+        operation["requestBody"].setdefault("required", True)
+        if fhir:
+            statuses.add(415)
+        if path in _WRITE_PATHS:
+            content = operation["requestBody"].setdefault("content", {})
+            content.setdefault(JSON, content.get(FHIR_JSON, {"schema": {"type": "object"}}))
+    if fhir:
+        statuses |= set(_WITH_TOKEN) | set(_FHIR)
+        operation["security"] = [{"smart": []}]
+    elif path == "/fhir/metadata":
+        statuses.add(406)
+    elif path == "/auth/token":
+        # 404: under open access no tokens are given; 429: too many failed requests for
+        # the client or from the address (adapter.api.auth.LoginThrottle)
+        statuses |= {401, 404, 429}
+    declared = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
+    if not fhir:  # the FHIR router's defaults name vendor failures no such route meets
+        for status in declared - statuses:
+            del responses[str(status)]
+        declared &= statuses
+    for status in sorted(statuses | declared):
+        responses[str(status)] = _error(path, status, responses.get(str(status)))
+    for code, response in responses.items():
+        if code.isdigit() and int(code) < 400:
+            response["content"] = _success(path, method)
+
+
+def _error(path: str, status: int, given: dict[str, Any] | None) -> dict[str, Any]:
+    """An error answer: an OperationOutcome, in either JSON media type (the one asked
+    for), but for the token endpoint's RFC 6749 errors."""
+    # A route's own words, but for 400, which the guard answers too (a Host refused).
+    why = (given or {}).get("description", "").removeprefix("OperationOutcome: ")
+    if status == 400 or not why or why.startswith("Successful"):
+        why = _WHY[status]
+    outcome = {"schema": {"$ref": _SCHEMAS + "OperationOutcome"}}
+    content: dict[str, Any] = {FHIR_JSON: outcome, JSON: outcome}
+    description = f"OperationOutcome: {why}"
+    if path == "/auth/token" and status == 429:
+        description = "OperationOutcome: too many failed token requests for this client or "
+        description += "from this address (Retry-After)"
+    elif path == "/auth/token" and status in (400, 401):
+        # RFC 6749 errors, but for a Host the guard refused before the route ran.
+        either = {"schema": {"oneOf": [{"$ref": _SCHEMAS + "OAuthError"}, outcome["schema"]]}}
+        content = {FHIR_JSON: outcome, JSON: either}
+        description = (
+            "OAuth2 error (invalid_request, unsupported_grant_type, invalid_scope); or an "
+            "OperationOutcome for a Host this server does not answer for"
+            if status == 400
+            else "OAuth2 invalid_client: the client could not be authenticated"
+        )
+    answer: dict[str, Any] = {"description": description, "content": content}
+    headers = _HEADERS.get(status)
+    if headers:
+        answer["headers"] = {
+            name: {
+                "description": text,
+                # The token endpoint's own 401s follow RFC 6749, some without a challenge.
+                "required": (status, name) in _REQUIRED_HEADERS
+                and not (status == 401 and path == "/auth/token"),
+                "schema": {"type": "string"},
+            }
+            for name, text in headers.items()
+        }
+    return answer
+
+
+def _success(path: str, method: str) -> dict[str, Any]:
+    """The content of a 2xx: the FHIR resource it is, in either JSON media type."""
+    if path == "/auth/token":
+        return {JSON: {"schema": {"$ref": _SCHEMAS + "TokenResponse"}}}
+    if path.endswith("/.well-known/smart-configuration"):
+        return {JSON: {"schema": {"$ref": _SCHEMAS + "SmartConfiguration"}}}
+    if path == "/fhir/metadata":
+        name = "CapabilityStatement"
+    elif path.endswith("/_search") or (path == "/fhir/{resource_type}" and method == "get"):
+        name = "Bundle"
+    elif method in ("post", "put"):
+        name = "WriteAnswer"
+    else:
+        name = "Resource"
+    schema = {"$ref": _SCHEMAS + name}
+    return {FHIR_JSON: {"schema": schema}, JSON: {"schema": schema}}
+
+
+def _schemas(types: list[str]) -> dict[str, Any]:
+    """What the answers hold, as far as a client may rely on it (the full FHIR R4 models
+    are https://hl7.org/fhir/R4/)."""
+    strings = {"type": "array", "items": {"type": "string"}}
+    resource = {
+        "type": "object",
+        "description": "a FHIR R4 resource of a type the CapabilityStatement lists",
+        "required": ["resourceType", "id"],
+        "properties": {
+            "resourceType": {"type": "string", "enum": types},
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+        },
+    }
+    outcome = {
+        "type": "object",
+        "description": "FHIR R4 OperationOutcome: what went wrong, each issue with the "
+        "FHIRPath of what it concerns",
+        "required": ["resourceType", "issue"],
+        "properties": {
+            "resourceType": {"const": "OperationOutcome"},
+            "issue": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["severity", "code"],
+                    "properties": {
+                        "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                        "code": {"type": "string"},
+                        "diagnostics": {"type": "string"},
+                        "expression": strings,
+                    },
+                },
+            },
+        },
+    }
+    return {
+        "Resource": resource,
+        "OperationOutcome": outcome,
+        "WriteAnswer": {
+            "description": "the resource as stored, or with Prefer: return=OperationOutcome "
+            "an OperationOutcome (return=minimal: no body)",
+            "oneOf": [{"$ref": _SCHEMAS + "Resource"}, {"$ref": _SCHEMAS + "OperationOutcome"}],
+        },
+        "Bundle": {
+            "type": "object",
+            "description": "FHIR R4 Bundle of type searchset: one page, with its self, next "
+            "and previous links",
+            "required": ["resourceType", "type", "link"],
+            "properties": {
+                "resourceType": {"const": "Bundle"},
+                "type": {"const": "searchset"},
+                "total": {"type": "integer", "minimum": 0},
+                "link": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["relation", "url"],
+                        "properties": {"relation": {"type": "string"}, "url": {"type": "string"}},
+                    },
+                },
+                "entry": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "fullUrl": {"type": "string"},
+                            "resource": {"type": "object"},
+                            "search": {
+                                "type": "object",
+                                "properties": {"mode": {"enum": ["match", "include", "outcome"]}},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "CapabilityStatement": {
+            "type": "object",
+            "description": "FHIR R4 CapabilityStatement, generated from the configured sources",
+            "required": ["resourceType", "fhirVersion", "rest"],
+            "properties": {
+                "resourceType": {"const": "CapabilityStatement"},
+                "fhirVersion": {"const": "4.0.1"},
+                "rest": {"type": "array", "minItems": 1},
+            },
+        },
+        "OAuthError": {
+            "type": "object",
+            "description": "RFC 6749 error: what kind of problem, never which part of a "
+            "credential was wrong",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "enum": [
+                        "invalid_request",
+                        "invalid_client",
+                        "invalid_grant",
+                        "unauthorized_client",
+                        "unsupported_grant_type",
+                        "invalid_scope",
+                    ]
+                },
+                "error_description": {"type": "string"},
+            },
+        },
+        "TokenResponse": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in", "scope"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"const": "bearer"},
+                "expires_in": {"type": "integer", "minimum": 1},
+                "scope": {"type": "string"},
+            },
+        },
+        "SmartConfiguration": {
+            "type": "object",
+            "required": ["token_endpoint", "grant_types_supported"],
+            "properties": {
+                "token_endpoint": {"type": "string"},
+                "grant_types_supported": strings,
+                "token_endpoint_auth_methods_supported": strings,
+                "scopes_supported": strings,
+                "capabilities": strings,
+            },
+        },
+    }

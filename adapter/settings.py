@@ -49,6 +49,14 @@ __all__ = [
 ]
 
 SOURCE_NAME = re.compile(r"[a-z0-9-]{1,32}")
+# A trusted Host pattern: a name or address, ``*.`` before a name for any subdomain of
+# it, and ``:port`` or ``:*`` (any port, or none); without a port, only a Host that names
+# none (adapter.api.guard.HostPolicy).
+_HOST_PATTERN = re.compile(
+    r"(\*\.)?([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+    r"(:(\d{1,5}|\*))?"
+    r"|\[[0-9a-f:.]+\](:(\d{1,5}|\*))?"
+)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CONFIG_ENV = "FHIR_ADAPTER_CONFIG"
 CURSOR_KEY_ENV = "FHIR_ADAPTER_CURSOR_KEY"
@@ -78,9 +86,13 @@ SERVER_KEYS: dict[str, Any] = {
     "max_vendor_calls": AtLeast(int, 1),
     "shutdown_seconds": AtLeast(float, 0),
     "log_format": OneOf(("json", "text")),
+    "trusted_hosts": list[str],
+    "body_seconds": AtLeast(float, 0, strictly=True),
 }
 
 EMBEDDED_DEFAULT: dict[str, Any] = {
+    # The demo is reached as localhost, also from outside a container publishing its port.
+    "server": {"trusted_hosts": ["localhost:*", "127.0.0.1:*", "[::1]:*"]},
     "sources": {
         "leyr-sandbox": {
             "connector": "leyr",
@@ -117,6 +129,13 @@ class Settings:
     # tests only; a configuration file must ask for it in so many words.
     open_access: bool = False
     public_base_url: str | None = None
+    # The Host header values (``host[:port]`` patterns, ``*.example.org`` for any
+    # subdomain) this server answers for when it builds links from the request's Host,
+    # that is without public_base_url (adapter.api.guard.host_policy). Empty: a request
+    # that reached a loopback address may name loopback Hosts only, one that reached
+    # another address none; `serve` refuses a non-loopback address without either. An
+    # app made in process (no IP address to judge by) is not held to a Host.
+    trusted_hosts: tuple[str, ...] = ()
     default_count: int = DEFAULT_COUNT
     max_count: int = MAX_COUNT
     # Signs paging cursors. Workers of one deployment must share it: set it (base64, at
@@ -131,6 +150,7 @@ class Settings:
     request_seconds: float = 30.0  # how long one FHIR request may take, vendor calls included
     max_vendor_calls: int = 20  # vendor calls one FHIR request may make
     shutdown_seconds: float = 10.0  # how long requests in flight may finish on shutdown
+    body_seconds: float = 10.0  # how long a request body may take to arrive, whole
     log_format: str = "json"  # operator logs: "json" or "text"
     origin: str = "embedded default"
 
@@ -192,6 +212,13 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     default_count = server.get("default_count", DEFAULT_COUNT)
     if not 1 <= default_count <= max_count <= 1000:
         problems.append("[server] needs 1 <= default_count <= max_count <= 1000")
+    hosts = tuple(host.strip().lower() for host in server.get("trusted_hosts", ()))
+    problems += [
+        f"[server] trusted_hosts[{i}]: not a host[:port] pattern "
+        '(e.g. "fhir.example.org", "*.example.org", "10.0.0.5:8080")'
+        for i, host in enumerate(hosts)
+        if not _HOST_PATTERN.fullmatch(host)
+    ]
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
         problems.append("[server] token_minutes must be from 1 to 60")
@@ -223,6 +250,8 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         request_seconds=float(server.get("request_seconds", default.request_seconds)),
         max_vendor_calls=server.get("max_vendor_calls", default.max_vendor_calls),
         shutdown_seconds=float(server.get("shutdown_seconds", default.shutdown_seconds)),
+        body_seconds=float(server.get("body_seconds", default.body_seconds)),
+        trusted_hosts=hosts,
         log_format=server.get("log_format", default.log_format),
         public_base_url=base.rstrip("/") if base else None,
         default_count=default_count,

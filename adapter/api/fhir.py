@@ -6,6 +6,7 @@ public base URL, and :func:`error_response`, the answer any exception becomes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -13,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from adapter.api.guard import MAX_URL
 from adapter.facade import Caller, Facade, SearchResult, outcome_of
 from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
@@ -33,6 +35,9 @@ __all__ = [
     "fhir_json_response",
     "negotiate",
     "note_ids",
+    "parse_form",
+    "path_of",
+    "read_body",
     "render",
     "router",
 ]
@@ -41,6 +46,10 @@ FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"json", "application/json", "application/fhir+json"}
 _XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
 _ANYONE = Caller()
+# A ``%`` that does not start two hex digits: the text is not percent-encoded at all.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A form sent to POST _search is the query it stands for: held to the URL's limit.
+MAX_FORM = MAX_URL
 
 
 def fhir_json_response(description: str) -> dict[str, Any]:
@@ -90,10 +99,14 @@ def _negotiate(request: Request) -> str:
         wanted = wanted.split(";")[0].strip().lower()
         if wanted in _JSON_TYPES:
             return "application/json" if wanted == "application/json" else FHIR_JSON
-        what = "XML" if wanted in _XML_TYPES else repr(wanted)
-        raise FhirError.one(
-            406, "not-supported", f"_format {what} is not served; use json", "_format"
-        )
+        # Quoted back only when short: it is the caller's own text.
+        if wanted in _XML_TYPES:
+            what = "_format XML"
+        elif len(wanted) <= 40:
+            what = f"_format {wanted!r}"
+        else:
+            what = "this _format"
+        raise FhirError.one(406, "not-supported", f"{what} is not served; use json", "_format")
     accept = request.headers.get("accept")
     if not accept:
         return FHIR_JSON
@@ -140,8 +153,14 @@ def facade(request: Request) -> Facade:
 
 def error_response(request: Request, exc: BaseException) -> Response:
     """Any exception as its OperationOutcome answer (see :func:`outcome_of`)."""
-    error = outcome_of(exc, where=f"{request.method} {request.url.path}")
+    error = outcome_of(exc, where=f"{request.method} {path_of(request)}")
     return render(request, error.body(), error.status, error.headers)
+
+
+def path_of(request: Request) -> str:
+    """The request's path, as ``request.url.path`` has it but without building the URL:
+    that decodes the query too, and raises on one that is not UTF-8."""
+    return f"{request.scope.get('root_path', '')}{request.scope.get('path', '')}"
 
 
 def base_url(request: Request) -> str:
@@ -208,10 +227,7 @@ async def search_post(request: Request) -> Response:
         raise FhirError.one(
             415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
         )
-    try:
-        form = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise FhirError.one(400, "invalid", "the form body is not UTF-8") from None
+    form = parse_form(await read_body(request, MAX_FORM, "the form body"), "the form body")
     return await _search(request, _query_items(request) + form)
 
 
@@ -240,8 +256,46 @@ def _query_value(request: Request, name: str) -> str | None:
 
 
 def _query_items(request: Request) -> list[tuple[str, str]]:
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    return parse_qsl(query, keep_blank_values=True)
+    return parse_form(request.scope.get("query_string", b""), "the query")
+
+
+def parse_form(raw: bytes, what: str) -> list[tuple[str, str]]:
+    """``application/x-www-form-urlencoded`` text (a query or a form body) as its items.
+
+    400 for what is not such text: bytes or percent-escapes that are not UTF-8, or a
+    ``%`` that escapes nothing. Read leniently, they would become other characters (or
+    stay escapes), and the search would quietly be for something else."""
+    try:
+        text = raw.decode("utf-8")
+        if _BAD_ESCAPE.search(text):
+            raise ValueError
+        return parse_qsl(text, keep_blank_values=True, errors="strict")
+    except ValueError:  # UnicodeDecodeError is one
+        raise FhirError.one(
+            400, "invalid", f"{what} is not UTF-8 text in percent-encoding"
+        ) from None
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, read as it arrives and refused (413) as soon as it passes
+    ``limit`` bytes, or at once when its ``Content-Length`` says it will: a large body is
+    never held whole."""
+    declared = request.headers.get("content-length", "")
+    # ASCII digits only (``isdigit`` alone takes "²"), and not converted when there are
+    # more of them than any limit has.
+    digits = declared.isascii() and declared.isdigit()
+    if digits and (len(declared) > 18 or int(declared) > limit):
+        raise _too_large(what, limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise _too_large(what, limit)
+        body += chunk
+    return bytes(body)
+
+
+def _too_large(what: str, limit: int) -> FhirError:
+    return FhirError.one(413, "too-costly", f"{what} is over {limit} bytes")
 
 
 async def _search(request: Request, items: list[tuple[str, str]]) -> Response:

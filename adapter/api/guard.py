@@ -1,7 +1,24 @@
-"""Around every request: size limits, the bearer token and its scopes, the client's rate
-limit, and for each ``/fhir`` request its timing, one console line and one audit record.
+"""Around every request: size limits, the Host it names, the bearer token and its scopes,
+the client's rate limit, the time its body may take, the security headers of every answer,
+and for each ``/fhir`` request its timing, one console line and one audit record.
 
-- URL over 8 KiB: 414; request headers over 16 KiB: 431 (bodies are limited per route).
+- URL over 8 KiB: 414; request headers over 16 KiB: 431; a body over 1 MiB: 413 (routes
+  may take less); a body that has not arrived whole within ``[server] body_seconds``
+  (10 s): 408, so a client that trickles its body in does not hold a worker's request
+  open for as long as it likes.
+- The Host header: without ``[server] public_base_url`` the routes build their links (Bundle
+  links, ``Location``, the SMART token endpoint) from it, so a Host this server does not
+  answer for would put someone else's address into them. With ``trusted_hosts``, any other
+  Host is a 400 (which never repeats it); with neither, a request that reached a loopback
+  address may name only a loopback Host (a DNS-rebinding page cannot borrow a local
+  server), and one that reached another address is refused (``serve`` does not start that
+  way; see :func:`host_policy`). With ``public_base_url`` the Host is not used, so not
+  checked. The probes (``/healthz``, ``/readyz``, ``/metrics``) build no links and are
+  asked by orchestrators by address: they are never refused for their Host.
+- Every answer, errors and probes included, says ``Cache-Control: no-store`` (patient data
+  must not be kept by a shared cache), ``X-Content-Type-Options: nosniff`` and
+  ``Content-Security-Policy: default-src 'none'`` (a JSON answer opened in a browser runs
+  nothing).
 - Every ``/fhir`` route but ``metadata`` needs ``Authorization: Bearer <token>``: 401 with
   ``WWW-Authenticate`` when it is missing, expired, altered or not ours; 403 when its
   scopes lack the interaction. The client is then ``scope["fhir.client"]``; the routes
@@ -24,8 +41,11 @@ limit, and for each ``/fhir`` request its timing, one console line and one audit
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,12 +60,34 @@ from adapter.fhir.outcome import FhirError
 from adapter.ops.logs import log_request
 from adapter.ops.metrics import observe_request
 
-__all__ = ["Guard", "MemoryLimiter", "RedisLimiter", "interaction_of", "route_of"]
+__all__ = [
+    "MAX_BODY",
+    "SECURITY_HEADERS",
+    "Guard",
+    "HostPolicy",
+    "MemoryLimiter",
+    "RedisLimiter",
+    "host_policy",
+    "interaction_of",
+    "route_of",
+]
 
 audit_log = logging.getLogger("fhir_adapter.audit")
 log = logging.getLogger("fhir_adapter")
 MAX_URL = 8192
 MAX_HEADERS = 16384
+MAX_BODY = 1 << 20  # bytes: no route takes more (writes: adapter.api.writes.MAX_BODY)
+# Added to every answer that does not set them itself; computed once.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'"),
+)
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+# Answered whatever their Host: they build no links, and are asked by address.
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
 _OPEN = {"/fhir/metadata", "/fhir/.well-known/smart-configuration"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Path segments kept in a route template; any other segment is a placeholder.
@@ -118,6 +160,110 @@ class RedisLimiter:
         return int(count), (window + 1) * 60.0
 
 
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """A Host header value (lower case) as (name, port), or None when it is not one."""
+    name, port = value, None
+    if value.startswith("["):
+        end = value.find("]")
+        name, rest = value[: end + 1], value[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            return None
+        digits = rest[1:] if rest else None
+    else:
+        name, colon, digits_ = value.partition(":")
+        digits = digits_ if colon else None
+    if digits is not None:
+        if not digits.isdigit() or len(digits) > 5:
+            return None
+        port = int(digits)
+    if not _HOST_NAME.fullmatch(name):
+        return None
+    return name, port
+
+
+def _split_pattern(pattern: str) -> tuple[str, int | str | None]:
+    """A ``trusted_hosts`` pattern (checked by :mod:`adapter.settings`) as (name, port)."""
+    end = pattern.rfind("]")  # a bracketed IPv6 address holds colons of its own
+    name, colon, port = pattern[end + 1 :].partition(":")
+    name = pattern[: end + 1] + name
+    if not colon:
+        return name, None
+    return name, "*" if port == "*" else int(port)
+
+
+def _loopback_name(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HostPolicy:
+    """Which Host header values a request may name. ``patterns`` as ``[server]
+    trusted_hosts`` holds them: ``name``, ``*.name`` (any subdomain of it, not the name
+    itself), each with ``:port`` or ``:*`` (any port, or none); a pattern without a port
+    takes only a Host that names none, so a client cannot choose the port of the links
+    either.
+    ``loopback``: instead of patterns, any port of 127.0.0.0/8, ``localhost`` and ``[::1]``."""
+
+    def __init__(self, patterns: Iterable[str] = (), *, loopback: bool = False) -> None:
+        self.loopback = loopback
+        # (name, port): the port None for none, "*" for any
+        self._exact: set[tuple[str, int | str | None]] = set()
+        self._suffixes: list[tuple[str, int | str | None]] = []
+        for pattern in patterns:
+            name, port = _split_pattern(pattern.strip().lower())
+            if name.startswith("*."):
+                self._suffixes.append((name[1:], port))
+            else:
+                self._exact.add((name, port))
+
+    def allows(self, host: bytes) -> bool:
+        split = _split_host(host.decode("latin-1").lower())
+        if split is None:
+            return False
+        name, port = split
+        if self.loopback:
+            return _loopback_name(name)
+        if (name, port) in self._exact or (name, "*") in self._exact:
+            return True
+        return any(
+            name.endswith(suffix) and (wanted == "*" or wanted == port)
+            for suffix, wanted in self._suffixes
+        )
+
+
+_LOOPBACK = HostPolicy(loopback=True)
+_NOBODY = HostPolicy()
+
+
+def host_policy(settings: Any, server: Any) -> HostPolicy | None:
+    """The Host values a request that reached ``server`` (the ASGI scope's address) may
+    name; None: any (the Host is not used, or no server address is known to judge by).
+
+    - ``public_base_url``: None; links come from it, never from the Host.
+    - ``trusted_hosts``: those.
+    - neither: a request that reached a loopback address (``serve --host 127.0.0.1``, the
+      default) may name loopback Hosts only; one that reached another address, none at
+      all (``serve`` refuses to start that way, but an app run by other means is held to
+      the same); an app served without an IP address (in process, over a Unix socket
+      behind a proxy) is not judged here."""
+    if settings.public_base_url:
+        return None
+    if settings.trusted_hosts:
+        return HostPolicy(settings.trusted_hosts)
+    address = server[0] if server else None
+    if not isinstance(address, str):
+        return None
+    try:
+        reached = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return _LOOPBACK if reached.is_loopback else _NOBODY
+
+
 class Guard:
     def __init__(
         self,
@@ -139,6 +285,12 @@ class Guard:
         self.audit_file = audit_file
         self.types = frozenset(types)  # the served resource types: the metrics' type labels
         self.clock = clock
+        self._configured_hosts = (
+            None
+            if settings.public_base_url or not settings.trusted_hosts
+            else HostPolicy(settings.trusted_hosts)
+        )
+        self._body_seconds = float(settings.body_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,12 +309,19 @@ class Guard:
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
-                if extra_headers:
-                    message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
+                message = {
+                    **message,
+                    "headers": _secured(message.get("headers") or [], extra_headers),
+                }
             await send(message)
 
         try:
             refusal = self._limits(scope)
+            if refusal is None and path not in _PROBES:
+                refusal = self._host(scope)
+            if refusal is None and _has_body(scope):
+                refusal = _declared_length(scope)
+                receive = self._timed(receive)
             if refusal is None and path.startswith("/fhir/") and path not in _OPEN:
                 refusal = await self._authorize(
                     scope, interaction, resource_type, audit, extra_headers
@@ -193,6 +352,61 @@ class Guard:
                 431, "too-long", f"the request headers are over {MAX_HEADERS} bytes"
             )
         return None
+
+    def _host(self, scope: Scope) -> FhirError | None:
+        """400 when the Host header is not one this server answers for (never quoted: it
+        is the caller's own text)."""
+        policy = self._configured_hosts
+        if policy is None:
+            policy = host_policy(self.settings, scope.get("server"))
+            if policy is None:
+                return None
+        hosts = [value for key, value in scope.get("headers") or () if key == b"host"]
+        if len(hosts) == 1 and policy.allows(hosts[0]):
+            return None
+        return FhirError.one(400, "invalid", "the Host header is not one this server answers for")
+
+    def _timed(self, receive: Receive) -> Receive:
+        """``receive`` held to ``body_seconds`` for the whole body (counted from the first
+        read) and to :data:`MAX_BODY`: a 408 or 413 raised where the route reads it, which
+        becomes its OperationOutcome there. What comes after the body (a disconnect) is
+        waited for as long as the route likes."""
+        seconds = self._body_seconds
+        deadline: float | None = None
+        size = 0
+        done = False
+
+        async def timed() -> Message:
+            nonlocal deadline, size, done
+            if done:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + seconds
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                done = True
+                raise FhirError.one(
+                    408,
+                    "timeout",
+                    f"the request body did not arrive within {seconds:g} s",
+                    Connection="close",
+                ) from None
+            if message["type"] != "http.request":
+                done = True
+                return message
+            size += len(message.get("body") or b"")
+            if size > MAX_BODY:
+                done = True
+                raise FhirError.one(
+                    413, "too-costly", f"the body is over {MAX_BODY} bytes", Connection="close"
+                )
+            done = not message.get("more_body", False)
+            return message
+
+        return timed
 
     async def _authorize(
         self,
@@ -352,6 +566,41 @@ def _audit_event(record: dict[str, Any]) -> dict[str, Any]:
     if entities:
         event["entity"] = entities
     return event
+
+
+def _secured(
+    headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with :data:`SECURITY_HEADERS` (those it does not set itself)
+    and ``extra`` (the client's rate limit) added."""
+    headers = list(headers)
+    present = {name for name, _ in headers if name in _SECURITY_NAMES}
+    if present:
+        headers += [h for h in SECURITY_HEADERS if h[0] not in present]
+    else:
+        headers += SECURITY_HEADERS
+    headers += extra
+    return headers
+
+
+def _has_body(scope: Scope) -> bool:
+    return any(key in _BODY_HEADERS for key, _ in scope.get("headers") or ())
+
+
+def _declared_length(scope: Scope) -> FhirError | None:
+    """413 at once for a ``Content-Length`` over :data:`MAX_BODY`: nothing of it is read."""
+    for key, value in scope.get("headers") or ():
+        # ASCII digits (bytes.isdigit takes no others), not converted when there are more
+        # of them than any limit has.
+        if (
+            key == b"content-length"
+            and value.isdigit()
+            and (len(value) > 18 or int(value) > MAX_BODY)
+        ):
+            return FhirError.one(
+                413, "too-costly", f"the body is over {MAX_BODY} bytes", Connection="close"
+            )
+    return None
 
 
 async def _send_error(send: Send, error: FhirError) -> None:

@@ -6,6 +6,13 @@ against the same paths and calls the endpoint with a plain ``Request``, without
 FastAPI's per-request routing and dependency machinery (a third of a search's time).
 Every endpoint takes only the request; what goes wrong becomes its OperationOutcome
 through :func:`adapter.api.fhir.error_response`, the same as anywhere else.
+
+A path belongs to the most specific of the declared paths it matches, a literal segment
+before a parameter (as OpenAPI reads paths): ``/fhir/metadata`` is not a resource type
+``metadata``, nor ``/fhir/Patient/_search`` a Patient with the id ``_search``. A method
+that path does not take is a 405 whose ``Allow`` lists the methods it does (HEAD
+wherever GET is); a path no route declares is a 404. The method is judged before
+anything about the body, so an unsupported method is a 405, never a 415.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from adapter.api.fhir import error_response
+from adapter.fhir.outcome import FhirError
 
 __all__ = ["FhirRoutes"]
 
@@ -40,8 +48,11 @@ async def _unless_client_goes(work: Awaitable[Response], receive: Receive) -> Re
 
     async def watch() -> None:
         nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass  # a read's body is empty: only the disconnect is of interest
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass  # a read's body is empty: only the disconnect is of interest
+        except FhirError:
+            return  # a body sent anyway that did not arrive in time: the read goes on
         gone = True
         if task is not None:
             task.cancel()
@@ -67,6 +78,11 @@ class _Route:
     segments: tuple[str | None, ...]
     names: tuple[str | None, ...]
     endpoint: Endpoint
+
+    @property
+    def rank(self) -> tuple[bool, ...]:
+        """Of two paths that match the same request, the greater rank owns it."""
+        return tuple(s is not None for s in self.segments)
 
     @classmethod
     def of(cls, route: APIRoute) -> _Route:
@@ -95,40 +111,64 @@ class _Route:
 
 
 class FhirRoutes:
-    """An ASGI app for the ``/fhir`` paths of ``routes``, in their declared order."""
+    """An ASGI app for the ``/fhir`` paths of ``routes``: the most specific path first, in
+    their declared order among equals."""
 
     def __init__(self, routes: Iterable[object]) -> None:
-        self._routes = [
+        declared = [
             _Route.of(r) for r in routes if isinstance(r, APIRoute) and r.path.startswith("/fhir/")
         ]
+        self._routes = sorted(declared, key=lambda r: r.rank, reverse=True)  # stable
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parts = scope["path"].strip("/").split("/")
-        method = scope["method"]
+    def _match(
+        self, parts: list[str], method: str
+    ) -> tuple[_Route | None, dict[str, str], frozenset[str]]:
+        """The route for ``method`` on the path and its parameters (None: not taken), and
+        every method the path takes (empty: no such path)."""
+        owner: tuple[bool, ...] | None = None
+        chosen: tuple[_Route | None, dict[str, str]] = (None, {})
         allowed: set[str] = set()
         for route in self._routes:
             params = route.params(parts)
             if params is None:
                 continue
-            if method not in route.methods:
-                allowed |= route.methods
-                continue
-            scope["path_params"] = params
+            if owner is not None and route.rank != owner:
+                break  # a less specific path: the request is not its
+            owner = route.rank
+            allowed |= route.methods
+            if chosen[0] is None and method in route.methods:
+                chosen = (route, params)
+        return chosen[0], chosen[1], frozenset(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        method = scope["method"]
+        route, params, allowed = self._match(parts, method)
+        if route is None:
             request = Request(scope, receive, send)
-            try:
-                if method in _READS:
-                    response = await _unless_client_goes(route.endpoint(request), receive)
-                else:  # a write runs to its end: half a write is worse than a late answer
-                    response = await route.endpoint(request)
-            except _ClientGone:
-                return  # nobody to answer; the vendor calls were cancelled with it
-            except Exception as exc:
-                response = error_response(request, exc)
-            await response(scope, receive, send)
+            if allowed:
+                refusal = HTTPException(405, headers={"Allow": _allow(allowed)})
+            else:
+                refusal = HTTPException(404)
+            await error_response(request, refusal)(scope, receive, send)
             return
+        scope["path_params"] = params
         request = Request(scope, receive, send)
-        if allowed:
-            refusal = HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
-        else:
-            refusal = HTTPException(404)
-        await error_response(request, refusal)(scope, receive, send)
+        try:
+            if method in _READS:
+                response = await _unless_client_goes(route.endpoint(request), receive)
+            else:  # a write runs to its end: half a write is worse than a late answer
+                response = await route.endpoint(request)
+        except _ClientGone:
+            return  # nobody to answer; the vendor calls were cancelled with it
+        except Exception as exc:
+            response = error_response(request, exc)
+        if response.status_code == 405 and "allow" not in response.headers:
+            # The path takes the method, but not for this type (no source creates it):
+            # what it does take is the rest.
+            response.headers["Allow"] = _allow(allowed - {method})
+        await response(scope, receive, send)
+
+
+def _allow(methods: Iterable[str]) -> str:
+    return ", ".join(sorted(methods))

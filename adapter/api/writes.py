@@ -28,15 +28,23 @@ from adapter.api.fhir import (
     facade,
     fhir_json_response,
     negotiate,
+    path_of,
+    read_body,
     render,
 )
 from adapter.facade import Written
 from adapter.fhir.outcome import FhirError, Issue, operation_outcome
 from adapter.idempotency import IdempotencyStore, Outcome, fingerprint
 
-__all__ = ["MAX_BODY", "router"]
+__all__ = ["MAX_BODY", "MAX_DEPTH", "router"]
 
 MAX_BODY = 1 << 20  # bytes: far above any Patient or Appointment
+# Arrays and objects within one another: a Patient or Appointment needs about ten. Deeper
+# ones are refused before anything walks them (the model's validation recurses), each
+# level of which costs a few bytes to send.
+MAX_DEPTH = 64
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _JSON_BODIES = {"application/fhir+json", "application/json"}
 Handler = Callable[[bytes], Awaitable[Response]]
 
@@ -90,7 +98,7 @@ async def _idempotent(request: Request, handle: Handler) -> Response:
         raise FhirError.one(400, "invalid", "Idempotency-Key must be 1 to 255 characters")
     store: IdempotencyStore = request.app.state.idempotency
     client = request.scope.get("fhir.client")
-    print_ = fingerprint(request.method, request.url.path, raw, client.name if client else "")
+    print_ = fingerprint(request.method, path_of(request), raw, client.name if client else "")
     key = f"{client.name if client else ''}\0{key}"  # one client's keys are not another's
     held = await store.claim(key, print_)
     if held is not None:
@@ -128,24 +136,48 @@ async def _answer(request: Request, handle: Handler, raw: bytes) -> Response:
 
 
 async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise FhirError.one(413, "too-costly", f"the body is over {MAX_BODY} bytes")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_BODIES:
         raise FhirError.one(415, "not-supported", "send the resource as application/fhir+json")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise FhirError.one(413, "too-costly", f"the body is over {MAX_BODY} bytes")
-    return bytes(body)
+    return await read_body(request, MAX_BODY, "the body")
+
+
+def _deeper_than(raw: bytes, limit: int) -> bool:
+    """Does the JSON text ``raw`` nest arrays and objects deeper than ``limit``?
+
+    Counted on the bytes by whole-buffer operations, before anything is parsed (no
+    Python step per byte or per value): the strings taken out (escaped backslashes and
+    quotes first, so that every quote left opens or closes one), only the brackets kept,
+    then each pass takes out every innermost pair (``[]`` or ``{}``), one level of
+    nesting. Exact for JSON; of text that is not JSON, the answer only chooses which 400
+    it gets."""
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])
+    brackets = outside.translate(_SQUARE, _NOT_BRACKET)
+    if b"[" * (limit + 1) in brackets:  # the usual shape of it, found in one scan
+        return True
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            return False
+        brackets = shorter
+    return bool(brackets)
+
+
+def _too_deep() -> FhirError:
+    return FhirError.one(
+        400, "structure", f"the body nests arrays and objects deeper than {MAX_DEPTH} levels"
+    )
 
 
 def _resource(raw: bytes, resource_type: str) -> dict[str, Any]:
+    if _deeper_than(raw, MAX_DEPTH):  # before the parser and the model's validation
+        raise _too_deep()
     try:
         resource = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # the parser's own limit (1024 levels)
+            raise _too_deep() from None
         raise FhirError.one(400, "structure", "the body is not JSON") from None
     if not isinstance(resource, dict):
         raise FhirError.one(400, "structure", "the body is not a JSON object")

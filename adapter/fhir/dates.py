@@ -9,9 +9,10 @@ that day where the appointment takes place.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 from adapter.fhir.search import SearchParam, UnsupportedParameter
@@ -30,15 +31,52 @@ __all__ = [
 _DATE = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,  # digits 0-9 only, as FHIR's own pattern has them
 )
 
 DateRange = tuple[datetime, datetime]  # [low, high), aware
 
+# FHIR's calendar is years 0001-9999, Python's too; but the end of 9999-12-31, and an
+# instant of 0001-01-01 with an offset east of UTC, lie outside what a ``datetime`` can
+# hold. Interval ends are therefore worked out in microseconds and clamped to the
+# representable instants, so every FHIR value has a range and none raises.
+_TICK = timedelta(microseconds=1)
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = (datetime.max - datetime.min) // _TICK  # datetime.max, in ticks from datetime.min
+_OFFSET_LIMIT = timedelta(hours=14)  # FHIR's offsets: -14:00 to +14:00
 
-def _add_months(moment: datetime, months: int) -> datetime:
-    month = moment.month - 1 + months
-    return moment.replace(year=moment.year + month // 12, month=month % 12 + 1)
+
+def _ticks(wall: datetime) -> int:
+    """A naive datetime as microseconds from ``datetime.min``."""
+    return (wall - datetime.min) // _TICK
+
+
+def _instant(ticks: int) -> datetime:
+    """The UTC instant ``ticks`` after ``datetime.min``, clamped to what is representable."""
+    return _FIRST + timedelta(microseconds=min(max(ticks, 0), _LAST))
+
+
+def _offset_at(ticks: int, zone: tzinfo) -> int:
+    """``zone``'s offset, in ticks, at the wall time ``ticks`` (past the end of time: the
+    zone's offset at that end, which is its offset there for ever after)."""
+    wall = datetime.min + timedelta(microseconds=min(ticks, _LAST))
+    offset = wall.replace(tzinfo=zone).utcoffset()
+    return 0 if offset is None else offset // _TICK
+
+
+def _step(value: FhirDate) -> timedelta:
+    """How long the value's precision makes it, starting at its first wall-clock instant
+    (a year or a month counted in days, so that the step needs no later date to exist)."""
+    if value.month is None:
+        return timedelta(days=366 if calendar.isleap(value.year) else 365)
+    if value.day is None:
+        return timedelta(days=calendar.monthrange(value.year, value.month)[1])
+    if value.hour is None or value.minute is None:
+        return timedelta(days=1)
+    if value.second is None:
+        return timedelta(minutes=1)
+    return _TICK if value.micro is not None else timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,33 +95,49 @@ class FhirDate:
     second: int | None = None
     micro: int | None = None  # set when fractional seconds were written
     offset: timedelta | None = None  # the value's own offset, if it gave one
+    # Each zone's range, worked out once: matching asks a search's dates for theirs once
+    # per candidate record. (A zone only matters to a value without an offset.)
+    _ranges: dict[tzinfo | None, DateRange] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def range(self, default_zone: tzinfo = UTC) -> DateRange:
+        """``[low, high)`` in UTC. Wall-clock arithmetic in a zone with DST would make a
+        day 23 or 25 hours long; the interval is the instants between the two wall times,
+        so each end takes the zone's offset at its own wall time. An end past the
+        calendar is clamped to it (``low == high`` only there)."""
+        key = default_zone if self.offset is None else None
+        found = self._ranges.get(key)
+        if found is None:
+            found = self._ranges[key] = self._range(default_zone)
+        return found
+
+    def _range(self, default_zone: tzinfo) -> DateRange:
         zone: tzinfo = default_zone if self.offset is None else timezone(self.offset)
-        if self.month is None:
-            low = datetime(self.year, 1, 1, tzinfo=zone)
-            return _normalise(low, low.replace(year=self.year + 1))
-        if self.day is None:
-            low = datetime(self.year, self.month, 1, tzinfo=zone)
-            return _normalise(low, _add_months(low, 1))
-        if self.hour is None or self.minute is None:
-            low = datetime(self.year, self.month, self.day, tzinfo=zone)
-            return _normalise(low, low + timedelta(days=1))
-        if self.second is None:
-            low = datetime(self.year, self.month, self.day, self.hour, self.minute, tzinfo=zone)
-            return _normalise(low, low + timedelta(minutes=1))
+        timed = self.hour is not None and self.minute is not None
         low = datetime(
             self.year,
-            self.month,
-            self.day,
-            self.hour,
-            self.minute,
-            self.second,
-            self.micro or 0,
+            self.month or 1,
+            self.day or 1,
+            (self.hour or 0) if timed else 0,
+            (self.minute or 0) if timed else 0,
+            (self.second or 0) if timed else 0,
+            (self.micro or 0) if timed else 0,
             tzinfo=zone,
         )
-        step = timedelta(microseconds=1) if self.micro is not None else timedelta(seconds=1)
-        return _normalise(low, low + step)
+        step = _step(self)
+        try:
+            # An aware datetime plus a timedelta is wall-clock arithmetic in its zone.
+            return low.astimezone(UTC), (low + step).astimezone(UTC)
+        except OverflowError:
+            return _clamped(low.replace(tzinfo=None), step, zone)
+
+
+def _clamped(wall: datetime, step: timedelta, zone: tzinfo) -> DateRange:
+    """:meth:`FhirDate.range` at the edges of the calendar, worked out in ticks."""
+    low = _ticks(wall)
+    high = low + step // _TICK
+    return _instant(low - _offset_at(low, zone)), _instant(high - _offset_at(high, zone))
 
 
 def parse_date(value: str) -> FhirDate:
@@ -93,30 +147,26 @@ def parse_date(value: str) -> FhirDate:
         raise ValueError("not a FHIR date, dateTime or instant")
     g = m.groupdict()
     offset = None
-    if g["tz"]:
-        tz = g["tz"]
-        sign = -1 if tz[0] == "-" else 1
-        offset = (
-            timedelta() if tz == "Z" else sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-        )
+    tz = g["tz"]
+    if tz == "Z":
+        offset = timedelta()
+    elif tz:
+        hours, minutes = int(tz[1:3]), int(tz[4:6])
+        offset = (-1 if tz[0] == "-" else 1) * timedelta(hours=hours, minutes=minutes)
+        if minutes > 59 or abs(offset) > _OFFSET_LIMIT:
+            raise ValueError("not a FHIR time zone offset")
     month, day, hour, minute, second = (
         int(g[k]) if g[k] is not None else None for k in ("m", "d", "H", "M", "S")
     )
     micro = int(g["f"][1:].ljust(6, "0")[:6]) if g["f"] else None
     parsed = FhirDate(value, int(g["y"]), month, day, hour, minute, second, micro, offset)
-    parsed.range()  # a day or month that does not exist is refused here, once
+    parsed.range()  # a day, month or time that does not exist is refused here, once
     return parsed
 
 
 def parse_range(value: str, default_zone: tzinfo = UTC) -> DateRange:
     """The interval a FHIR date/dateTime/instant value stands for. ``ValueError`` if bad."""
     return parse_date(value).range(default_zone)
-
-
-def _normalise(low: datetime, high: datetime) -> DateRange:
-    # Wall-clock arithmetic in a zone with DST would make a day 23 or 25 hours long; the
-    # interval is the instants between the two wall times, so convert after adding.
-    return low.astimezone(UTC), high.astimezone(UTC)
 
 
 def compare(prefix: str, search: DateRange, target: DateRange) -> bool:
@@ -166,12 +216,19 @@ def local_window(
         if prefix in ("eq", "le", "lt", "eb"):
             bound = s_high if prefix in ("eq", "le") else s_low
             high = bound if high is None else min(high, bound)
-    day = timedelta(days=1)
-    first = (low.astimezone(zone) - day).date() if low is not None else None
+    first = _local_day(low, zone, -1) if low is not None else None
     # ``high`` is exclusive: the last instant that can match lies just before it.
-    tick = timedelta(microseconds=1)
-    last = (high.astimezone(zone) - tick + day).date() if high is not None else None
+    last = _local_day(high - _TICK, zone, 1) if high is not None and high > _FIRST else None
     return first, last
+
+
+def _local_day(moment: datetime, zone: tzinfo, days: int) -> date | None:
+    """The local date ``days`` after ``moment``'s in ``zone``; None (an open end, which
+    only widens the window) where that date lies outside the calendar."""
+    try:
+        return (moment.astimezone(zone) + timedelta(days=days)).date()
+    except OverflowError:
+        return None
 
 
 def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | None, str | None]:

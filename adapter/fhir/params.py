@@ -6,11 +6,18 @@ configured sources can do. Unknown or unsupported ones are left out (and out of 
 parameter. A malformed value of a known parameter (a date that is no date, a ``_count``
 that is no number) and an unknown modifier are always a 400: ignoring them would change
 what the search means.
+
+What a search may hold is bounded, each bound a 400 naming the parameter that crosses it:
+connectors filter candidate records in memory (:mod:`adapter.fhir.match`), doing work for
+every record that grows with the search's values, all of it without giving the event loop
+back. The bounds keep that work per record small whatever is sent (see
+:data:`MAX_PARAMETERS` and below).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,13 +26,37 @@ from adapter.fhir.match import KINDS, MODIFIERS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest
 
-__all__ = ["ParsedSearch", "parse_search", "prefers_strict"]
+__all__ = [
+    "MAX_NAME",
+    "MAX_PARAMETERS",
+    "MAX_SEARCH_CHARACTERS",
+    "MAX_TEXT_CHARACTERS",
+    "MAX_VALUE",
+    "MAX_VALUES",
+    "ParsedSearch",
+    "parse_search",
+    "prefers_strict",
+]
+
+MAX_PARAMETERS = 100  # query items in a request, whatever their names
+MAX_NAME = 100  # characters of a parameter's name (with its modifier)
+MAX_VALUE = 1000  # characters of one value (``_cursor``, signed and checked, excepted)
+MAX_VALUES = 100  # values of the search parameters together, ORed values each counted
+MAX_SEARCH_CHARACTERS = 2000  # characters of the search parameters' values together
+# Characters of the text parameters' values (name, family, given) together, as matching
+# sees them: case- and accent-folded after compatibility decomposition, which makes one
+# character up to 18. Each candidate record folds them again, the costliest per character.
+MAX_TEXT_CHARACTERS = 500
+_COUNT_DIGITS = 6
 
 _CONTROL = frozenset(
     {"_count", "_summary", "_include", "_total", "_source", "_format", "_cursor", "_pretty"}
 )
 _SPLIT = re.compile(r"(?<!\\),")
-_PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=\d)")
+_PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=[0-9])")
+# ASCII digits only: ``str.isdigit`` takes "²" and "①", which ``int`` then refuses; and a
+# few of them, so that no count is worth converting at length.
+_COUNT = re.compile(rf"[0-9]{{1,{_COUNT_DIGITS}}}")
 
 
 @dataclass
@@ -58,8 +89,59 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(v.replace("\\,", ",") for v in _SPLIT.split(value))
 
 
-def _bad(parameter: str, message: str) -> FhirError:
-    return FhirError(400, [Issue("error", "invalid", f"{parameter}: {message}", (parameter,))])
+def _bad(parameter: str, message: str, code: str = "invalid") -> FhirError:
+    """A 400 about ``parameter`` as the client named it (an empty or overlong name is
+    quoted shortened, and is no expression)."""
+    named = 0 < len(parameter) <= MAX_NAME
+    expression = (parameter,) if named else ()
+    return FhirError(400, [Issue("error", code, f"{_shown(parameter)}: {message}", expression)])
+
+
+def _shown(key: str) -> str:
+    """A parameter name as it may be quoted back: never empty, never past the bound."""
+    if not key:
+        return "(no name)"
+    return key if len(key) <= MAX_NAME else key[:40] + "..."
+
+
+def _check_size(items: Sequence[tuple[str, str]], kinds: dict[str, str]) -> None:
+    """Refuse a request over the bounds (the module's docstring says why)."""
+    if len(items) > MAX_PARAMETERS:
+        key = items[MAX_PARAMETERS][0]
+        raise _bad(key, f"a search holds at most {MAX_PARAMETERS} parameters", "too-costly")
+    values = characters = text = 0
+    for key, raw in items:
+        if len(key) > MAX_NAME:
+            raise _bad(key, f"a parameter name is over {MAX_NAME} characters", "too-long")
+        name, _, modifier = key.partition(":")
+        if name == "_cursor":
+            continue
+        if name in _CONTROL or name not in kinds:
+            if len(raw) > MAX_VALUE:
+                raise _bad(key, f"a value is over {MAX_VALUE} characters", "too-long")
+            continue
+        for value in _split(raw):
+            if len(value) > MAX_VALUE:
+                raise _bad(key, f"a value is over {MAX_VALUE} characters", "too-long")
+            values += 1
+            characters += len(value)
+            if kinds[name] == "string" and modifier != "exact":
+                text += len(unicodedata.normalize("NFKD", value))
+        if values > MAX_VALUES:
+            raise _bad(key, f"a search holds at most {MAX_VALUES} values in all", "too-costly")
+        if characters > MAX_SEARCH_CHARACTERS:
+            raise _bad(
+                key,
+                f"a search's values hold at most {MAX_SEARCH_CHARACTERS} characters in all",
+                "too-costly",
+            )
+        if text > MAX_TEXT_CHARACTERS:
+            raise _bad(
+                key,
+                f"text values (name, family, given) hold at most {MAX_TEXT_CHARACTERS} "
+                "characters in all, counted case- and accent-folded",
+                "too-costly",
+            )
 
 
 def parse_search(
@@ -75,6 +157,7 @@ def parse_search(
 ) -> ParsedSearch:
     """``supported``: parameter name -> sources that take it (for this type)."""
     kinds = KINDS.get(resource_type, {})
+    _check_size(items, {name: kind for name, (kind, _) in kinds.items()})
     known_includes = set(includes)
     known_sources = set(sources)
     params: list[SearchParam] = []
@@ -87,8 +170,11 @@ def parse_search(
         name, _, modifier = key.partition(":")
         if name in _CONTROL:
             if name == "_count":
-                if not raw.isdigit():
-                    raise _bad("_count", "must be a whole number from 0")
+                if not _COUNT.fullmatch(raw):
+                    raise _bad(
+                        "_count",
+                        f"must be a whole number from 0, of at most {_COUNT_DIGITS} digits",
+                    )
                 count = min(int(raw), max_count)
                 continue
             if name == "_summary":
@@ -151,8 +237,8 @@ def parse_search(
                 Issue(
                     "error",
                     "not-supported",
-                    f"search parameter {u} is not supported",
-                    (u.split("=")[0],),
+                    f"search parameter {u or '(no name)'} is not supported",
+                    (u.split("=")[0],) if u.split("=")[0] else (),
                 )
                 for u in unsupported
             ],
