@@ -2,6 +2,7 @@
 ``import strategies`` (the hypothesis strategies every property test draws from)."""
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -24,3 +25,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+# Public FHIR samples beside the checkout (../shared/fhir-samples). Tests that read them may
+# skip on a laptop without them; under CI=true, where they are always present, a missing
+# folder is a failure, not a quiet skip.
+FHIR_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("CI") == "true" and not FHIR_SAMPLES.is_dir():
+        raise pytest.UsageError(f"CI=true, yet no FHIR samples at {FHIR_SAMPLES}")
