@@ -42,6 +42,7 @@ and for each ``/fhir`` request its timing, one console line and one audit record
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
@@ -191,6 +192,7 @@ def _split_pattern(pattern: str) -> tuple[str, int | str | None]:
     return name, "*" if port == "*" else int(port)
 
 
+@functools.lru_cache(maxsize=1024)  # on every request: parse each name once
 def _loopback_name(name: str) -> bool:
     if name == "localhost":
         return True
@@ -210,6 +212,7 @@ class HostPolicy:
 
     def __init__(self, patterns: Iterable[str] = (), *, loopback: bool = False) -> None:
         self.loopback = loopback
+        self._seen: dict[bytes, bool] = {}  # Host values judged already
         # (name, port): the port None for none, "*" for any
         self._exact: set[tuple[str, int | str | None]] = set()
         self._suffixes: list[tuple[str, int | str | None]] = []
@@ -221,6 +224,15 @@ class HostPolicy:
                 self._exact.add((name, port))
 
     def allows(self, host: bytes) -> bool:
+        known = self._seen.get(host)
+        if known is None:
+            known = self._judge(host)
+            if len(self._seen) >= 1024:
+                self._seen.clear()
+            self._seen[host] = known
+        return known
+
+    def _judge(self, host: bytes) -> bool:
         split = _split_host(host.decode("latin-1").lower())
         if split is None:
             return False
@@ -253,10 +265,20 @@ def host_policy(settings: Any, server: Any) -> HostPolicy | None:
     if settings.public_base_url:
         return None
     if settings.trusted_hosts:
-        return HostPolicy(settings.trusted_hosts)
+        return _trusted(tuple(settings.trusted_hosts))
     address = server[0] if server else None
     if not isinstance(address, str):
         return None
+    return _reached(address)
+
+
+@functools.lru_cache(maxsize=64)
+def _trusted(patterns: tuple[str, ...]) -> HostPolicy:
+    return HostPolicy(patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _reached(address: str) -> HostPolicy | None:
     try:
         reached = ipaddress.ip_address(address)
     except ValueError:
