@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from starlette.responses import Response
 from adapter.api.fhir import base_url, read_body
 from adapter.auth.scopes import format_scopes, narrow, parse_scopes
 from adapter.auth.tokens import ASSERTION_TYPE, TokenError, verify_assertion
-from adapter.fhir.outcome import FhirError
+from adapter.fhir.outcome import FhirError, whole_seconds
 from adapter.settings import Settings
 
 __all__ = ["MAX_FORM", "LoginThrottle", "router", "smart_configuration", "token_url"]
@@ -105,7 +104,7 @@ class LoginThrottle:
         if client is not None:
             held.append(self._clients.oldest_held(client, since))
         starts = [t for t in held if t is not None]
-        return max(1, math.ceil(min(starts) + self.window - now)) if starts else 0
+        return whole_seconds(min(starts) + self.window - now) if starts else 0
 
     def failed(self, client: str | None, address: str) -> None:
         now = self._clock()

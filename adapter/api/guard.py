@@ -45,7 +45,6 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -57,7 +56,7 @@ from starlette.types import Message, Receive, Scope, Send
 from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
-from adapter.fhir.outcome import FhirError
+from adapter.fhir.outcome import FhirError, whole_seconds
 from adapter.ops.logs import log_request
 from adapter.ops.metrics import observe_request
 
@@ -471,7 +470,7 @@ class Guard:
             (b"x-ratelimit-reset", str(int(reset)).encode()),
         ]
         if count > client.per_minute:
-            wait = str(max(1, math.ceil(reset - self.clock())))
+            wait = str(whole_seconds(reset - self.clock()))
             return FhirError.one(
                 429, "throttled", "too many requests; try later", **{"Retry-After": wait}
             )

@@ -37,7 +37,7 @@ from adapter.connectors.base import (
     WriteOutcomeUnknown,
     WriteRefused,
 )
-from adapter.fhir.outcome import FhirError, Issue
+from adapter.fhir.outcome import FhirError, Issue, whole_seconds
 from adapter.fhir.search import UnsupportedParameter
 from adapter.transport import (
     AuthenticationRejected,
@@ -52,7 +52,6 @@ from adapter.transport import (
     VendorUnavailable,
     VendorValidation,
 )
-from adapter.transport.budget import whole_seconds
 from adapter.transport.scope import CallBudgetExceeded
 from mappings import MappingError
 from mappings.errors import InvalidResource

@@ -8,10 +8,11 @@ credentials.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FhirError", "Issue", "operation_outcome"]
+__all__ = ["FhirError", "Issue", "operation_outcome", "whole_seconds"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,8 @@ class FhirError(Exception):
     def retry_after(self) -> int | None:
         value = self.headers.get("Retry-After")
         return int(value) if value is not None and value.isdigit() else None
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as ``Retry-After`` says it: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))

@@ -177,8 +177,3 @@ def configure(budgets: Budgets) -> None:
 
 def current() -> Budgets:
     return _current
-
-
-def whole_seconds(seconds: float) -> int:
-    """A wait as HTTP says it: whole seconds, rounded up, at least 1."""
-    return max(1, math.ceil(seconds))
