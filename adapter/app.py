@@ -32,7 +32,7 @@ from adapter.api.routes import FhirRoutes
 from adapter.api.writes import router as writes_router
 from adapter.auth.tokens import AssertionReplay, TokenService
 from adapter.connectors.registry import create_connector
-from adapter.facade import Facade, SearchLimits
+from adapter.facade import Facade, RequestLimits
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
@@ -83,7 +83,7 @@ def create_app(
         connectors,
         CursorCodec(settings.cursor_key),
         read_only=read_only,
-        limits=SearchLimits(
+        limits=RequestLimits(
             settings.default_count,
             settings.max_count,
             settings.request_seconds,

@@ -8,6 +8,6 @@ See ``docs/architecture.md`` for the road of a search and of a write.
 
 from adapter.connectors.base import Written
 from adapter.facade.failures import outcome_of
-from adapter.facade.service import Caller, Facade, SearchLimits, SearchResult
+from adapter.facade.service import Caller, Facade, RequestLimits, SearchResult
 
-__all__ = ["Caller", "Facade", "SearchLimits", "SearchResult", "Written", "outcome_of"]
+__all__ = ["Caller", "Facade", "RequestLimits", "SearchResult", "Written", "outcome_of"]

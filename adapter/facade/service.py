@@ -29,7 +29,7 @@ from adapter.fhir.search import SearchState
 from adapter.transport import scope
 from mappings import MappingError, decode_id
 
-__all__ = ["Caller", "Facade", "SearchLimits", "SearchResult"]
+__all__ = ["Caller", "Facade", "RequestLimits", "SearchResult"]
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
-class SearchLimits:
+class RequestLimits:
     """What one request may ask for: page sizes, its time (``request_seconds``) and the
     vendor calls it may make (``max_vendor_calls``)."""
 
@@ -83,7 +83,7 @@ class Facade:
         cursors: CursorCodec,
         *,
         read_only: frozenset[str] = frozenset(),
-        limits: SearchLimits = SearchLimits(),
+        limits: RequestLimits = RequestLimits(),
     ) -> None:
         self.connectors = dict(connectors)
         self.cursors = cursors

@@ -29,10 +29,6 @@ class ReadCache:
         self._local: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
         self._generation = f"fhir-adapter:cache:{source}:generation"
 
-    @property
-    def enabled(self) -> bool:
-        return self.seconds > 0
-
     async def get(self, key: Key) -> bytes | None:
         if self.seconds <= 0:
             return None
@@ -70,8 +66,7 @@ class ReadCache:
 
     def _name(self, key: Key, generation: bytes | str) -> str:
         generation = generation.decode() if isinstance(generation, bytes) else generation
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
-        return f"fhir-adapter:cache:{self.source}:{generation}:{digest}"
+        return f"fhir-adapter:cache:{self.source}:{generation}:{_digest(key)}"
 
 
 class SharedFlights:
@@ -91,7 +86,7 @@ class SharedFlights:
         self._prefix = f"fhir-adapter:flight:{source}"
 
     async def share(self, key: Key, call: Callable[[], Awaitable[bytes]]) -> bytes:
-        name = f"{self._prefix}:{hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()}"
+        name = f"{self._prefix}:{_digest(key)}"
         answer = f"{name}:answer"
         if await self._redis.set(name, b"1", nx=True, px=int(self.LEASE * 1000)):
             try:
@@ -107,3 +102,8 @@ class SharedFlights:
             if not await self._redis.exists(name):
                 return await call()  # the one asking failed or went: ask ourselves
             await asyncio.sleep(self.POLL)
+
+
+def _digest(key: Key) -> str:
+    """A read's key as a short Redis key part (the URL path and parameters may be long)."""
+    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
