@@ -15,6 +15,8 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -25,22 +27,36 @@ from starlette.responses import Response
 
 from adapter.api.auth import LoginThrottle
 from adapter.api.auth import router as auth_router
+from adapter.api.everything import router as everything_router
+from adapter.api.export import router as export_router
 from adapter.api.fhir import error_response
 from adapter.api.fhir import router as fhir_router
+from adapter.api.groups import router as groups_router
 from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
+from adapter.api.subscriptions import router as subscriptions_router
+from adapter.api.terminology import router as terminology_router
 from adapter.api.writes import router as writes_router
 from adapter.auth.tokens import AssertionReplay, TokenService
 from adapter.connectors.registry import create_connector
+from adapter.export.jobs import ExportRunner
+from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade, RequestLimits
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from adapter.journal import journal_for
 from adapter.ops import logs as ops_logs
 from adapter.ops import metrics
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
 from adapter.settings import WORKERS_ENV, Settings, load_settings
+from adapter.subscriptions import (
+    FileSubscriptionStore,
+    RedisSubscriptionStore,
+    Store,
+    SubscriptionPoller,
+)
 from adapter.transport import budget, hooks
 
 __all__ = ["app_from_env", "create_app"]
@@ -79,6 +95,9 @@ def create_app(
         for name, config in settings.sources.items()
     }
     read_only = frozenset(n for n, c in settings.sources.items() if c.get("read_only") is True)
+    # When each record last changed, where its vendor does not say: $everything's and
+    # $export's _since. Shared through Redis, else a sqlite file beside the export files.
+    journal = journal_for(settings.redis_url, Path(settings.export.dir))
     facade = Facade(
         connectors,
         CursorCodec(settings.cursor_key),
@@ -89,6 +108,7 @@ def create_app(
             settings.request_seconds,
             settings.max_vendor_calls,
         ),
+        journal=journal,
     )
 
     @asynccontextmanager
@@ -96,20 +116,33 @@ def create_app(
         # What start-up made lives as long as the process: keep it out of the garbage
         # collector's full passes (fewer pauses while serving).
         gc.freeze()
+        await app.state.astart()
         yield
         await app.state.aclose()
         metrics.worker_exiting()
 
+    async def astart() -> None:
+        """Start what runs in the background: export jobs, new ones and unfinished ones
+        found in the store (at start-up, or when a reloaded configuration takes over),
+        and the Subscriptions' poller."""
+        await app.state.exports.start()
+        await app.state.subscriptions.start()
+
     async def aclose() -> None:
         """Release what this app holds: vendor connections, Redis clients, the audit file
-        (at shutdown, or when a reloaded configuration replaces it)."""
+        (at shutdown, or when a reloaded configuration replaces it). Export jobs stop
+        where they stand; the next start resumes them."""
+        await app.state.exports.stop()
+        await app.state.subscriptions.aclose()
         await facade.aclose()
+        await journal.aclose()
         if budget_redis is not None:
             await budget_redis.aclose()
         if isinstance(app.state.idempotency, RedisStore):
             await app.state.idempotency.aclose()
         if app.state.audit_file is not None:
             app.state.audit_file.close()
+        await app.state.exports.store.aclose()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -122,10 +155,19 @@ def create_app(
     app.state.settings = settings
     app.state.facade = facade
     app.state.aclose = aclose
+    app.state.astart = astart
     store: IdempotencyStore = (
         RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     )
     app.state.idempotency = store
+    export_root = Path(settings.export.dir)
+    jobs: JobStore = (
+        RedisJobStore(aioredis.Redis.from_url(settings.redis_url), export_root)
+        if settings.redis_url
+        else FileJobStore(export_root)
+    )
+    app.state.exports = ExportRunner(connectors, settings.export, jobs, journal=journal)
+    app.state.subscriptions = _subscriptions(settings, facade, transports.get("subscriptions"))
     audience = settings.public_base_url or "urn:fhir-adapter"
     open_access = settings.open_access and not settings.clients
     app.state.tokens = (
@@ -134,8 +176,13 @@ def create_app(
     app.state.replay = AssertionReplay()
     app.state.login_throttle = LoginThrottle()  # failed logins, per client and address
     app.include_router(auth_router)  # before /fhir/{type}/{id}: the well-known route
+    app.include_router(export_router)  # before /fhir/{type}/{id}: $export paths
     app.include_router(fhir_router)
     app.include_router(writes_router)
+    app.include_router(terminology_router)  # ConceptMap: the code tables, no source
+    app.include_router(groups_router)  # Group: one per source
+    app.include_router(subscriptions_router)  # Subscription: kept by the service itself
+    app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
 
     async def _error(request: Request, exc: Exception) -> Response:
@@ -157,10 +204,57 @@ def create_app(
         tokens=app.state.tokens,
         limiter=limiter,
         audit_file=app.state.audit_file,
-        types=facade.declared.types,
-        fhir=FhirRoutes([*auth_router.routes, *fhir_router.routes, *writes_router.routes]),
+        types=[*facade.declared.types, "ConceptMap", "Group", "Subscription"],
+        fhir=FhirRoutes(
+            [
+                *auth_router.routes,
+                *export_router.routes,
+                *fhir_router.routes,
+                *writes_router.routes,
+                *terminology_router.routes,
+                *groups_router.routes,
+                *subscriptions_router.routes,
+                *everything_router.routes,
+            ]
+        ),
     )
     return app
+
+
+def _subscriptions(
+    settings: Settings, facade: Facade, transport: httpx.AsyncBaseTransport | None
+) -> SubscriptionPoller:
+    """The Subscriptions' store and poller; the facade's own writes nudge the poller, so
+    that what changes through this service is told without waiting for the next poll."""
+    config = settings.subscriptions
+    store: Store = (
+        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url))
+        if settings.redis_url
+        else FileSubscriptionStore(config.directory(settings.export.dir))
+    )
+    poller = SubscriptionPoller(
+        facade,
+        store,
+        clients=settings.clients,
+        journal=facade.journal,
+        poll_seconds=config.poll_seconds,
+        max_failures=config.max_failures,
+        budget_share=config.budget_share,
+        allowed_endpoints=config.allowed_endpoints,
+        base_url=f"{settings.public_base_url}/fhir" if settings.public_base_url else None,
+        transport=transport,
+    )
+    for name in ("create", "update"):
+        write = getattr(facade, name)
+
+        async def nudging(*args: Any, _write: Any = write, **kwargs: Any) -> Any:
+            try:
+                return await _write(*args, **kwargs)
+            finally:
+                poller.nudge()
+
+        setattr(facade, name, nudging)
+    return poller
 
 
 def app_from_env() -> FastAPI:

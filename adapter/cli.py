@@ -4,6 +4,8 @@
     fhir-adapter check-config [FILE] [--probe]
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
+    fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
+                        --out DIR [--resume]
 
 A configuration mistake, in ``serve`` or ``check-config``, is one line on standard error
 per mistake (``configuration error: ...``) and exit code 2, never a traceback. ``serve``
@@ -11,6 +13,10 @@ on an address other than loopback also needs ``[server] public_base_url`` or
 ``trusted_hosts`` (:func:`_origin_checks`).
 ``check-config --probe`` also makes one cheap call per source and says what the vendor
 answered (exit code 1 when a source fails it).
+
+``export`` writes every resource of the types from the sources into NDJSON files and a
+Bulk Data ``manifest.json`` in ``DIR``, straight from the connectors (no server); see
+:mod:`adapter.export.command` for its exit codes and ``--resume``.
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are
 not secrets of anyone's) and a source configuration that reaches it.
@@ -58,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
         help="also make one cheap call per source and say what its vendor answered",
     )
 
+    export = commands.add_parser(
+        "export", help="export resources to NDJSON files and a Bulk Data manifest (no server)"
+    )
+    export.add_argument("--config", help="TOML configuration (as for serve)")
+    export.add_argument("--source", help="source names, comma-separated (default: every one)")
+    export.add_argument("--type", help="resource types, comma-separated (default: every one)")
+    export.add_argument("--since", help="only what changed after this instant")
+    export.add_argument("--out", required=True, help="the directory to write into")
+    export.add_argument(
+        "--resume", action="store_true", help="continue the export stopped in --out"
+    )
+
     sandbox = commands.add_parser("sandbox", help="run a vendor simulator on a port")
     sandbox.add_argument("vendor", choices=["leyr", "nyra"])
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -78,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sandbox(args)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "export":
+        from adapter.export.command import export_command
+
+        return export_command(
+            args.config, args.source, args.type, args.since, args.out, args.resume
+        )
     if args.command == "openapi":
         from adapter.openapi import openapi_json
 

@@ -12,6 +12,11 @@ security scheme. The statuses follow from where a request goes:
 - a body: 408 (it did not arrive in time) and 413 (too large); 415 for a FHIR route's;
 - ``/fhir/{resource_type}...``: a token (401, 403, 429), an unknown type or id (404), a
   format (406), and the sources behind them (502, 503, 504);
+- ``/fhir/ConceptMap...`` (the code tables, no source behind them): a token, a format, and
+  404 for an unknown id;
+- ``/fhir/Group...`` (one Group per source): a token, a format, 404 for an unknown id, and
+  503 when the request's time runs out (a source that fails only leaves out a quantity);
+- ``/fhir/Patient.../$everything``: as ``/fhir/{resource_type}...``;
 - the writes' and the token endpoint's own, as their routes declare them.
 
 A client generated from this document, or a fuzzer, then finds no answer it was not told
@@ -106,6 +111,8 @@ def complete(document: dict[str, Any], types: list[str]) -> dict[str, Any]:
                         "system/*.cruds": "create, read, update, delete and search every type",
                         "system/*.rs": "read and search every type",
                         "system/Patient.rs": "read and search Patients (one type, likewise)",
+                        "system/ConceptMap.rs": "read, search and $translate the code tables",
+                        "system/Group.rs": "read and search the Groups (one per source)",
                     },
                 }
             },
@@ -120,7 +127,12 @@ def complete(document: dict[str, Any], types: list[str]) -> dict[str, Any]:
 def _complete_operation(
     path: str, method: str, operation: dict[str, Any], types: list[str]
 ) -> None:
-    fhir = path.startswith("/fhir/{resource_type}")
+    # Patient/$everything (adapter.api.everything) answers as any read of a source does.
+    fhir = path.startswith("/fhir/{resource_type}") or path.endswith("/$everything")
+    tables = path.startswith("/fhir/ConceptMap")  # adapter.api.terminology
+    export = "$export" in path  # adapter.api.export: no source is asked while answering
+    groups = path.startswith("/fhir/Group") and not export  # adapter.api.groups
+    subscriptions = path.startswith("/fhir/Subscription")  # adapter.api.subscriptions
     for parameter in operation.get("parameters", []):
         if parameter.get("name") == "resource_type":
             parameter["schema"] = {"type": "string", "enum": types}
@@ -137,13 +149,27 @@ def _complete_operation(
     if "requestBody" in operation:
         statuses |= set(_WITH_BODY)
         operation["requestBody"].setdefault("required", True)
-        if fhir:
+        if fhir or tables:
             statuses.add(415)
         if path in _WRITE_PATHS:
             content = operation["requestBody"].setdefault("content", {})
             content.setdefault(JSON, content.get(FHIR_JSON, {"schema": {"type": "object"}}))
     if fhir:
         statuses |= set(_WITH_TOKEN) | set(_FHIR)
+        operation["security"] = [{"smart": []}]
+    elif tables:
+        statuses |= set(_WITH_TOKEN) | {406} | ({404} if "{fhir_id}" in path else set())
+        operation["security"] = [{"smart": []}]
+    elif export:
+        statuses |= set(_WITH_TOKEN) | {404, 406}
+        operation["security"] = [{"smart": []}]
+    elif groups:
+        statuses |= set(_WITH_TOKEN) | {406, 503} | ({404} if "{group_id}" in path else set())
+        operation["security"] = [{"smart": []}]
+    elif subscriptions:  # kept by the service itself: no source is asked
+        statuses |= set(_WITH_TOKEN) | {406}
+        statuses |= {404} if "{subscription_id}" in path else set()
+        statuses |= {422, *_WITH_BODY} if method == "post" else set()
         operation["security"] = [{"smart": []}]
     elif path == "/fhir/metadata":
         statuses.add(406)
@@ -160,7 +186,33 @@ def _complete_operation(
         responses[str(status)] = _error(path, status, responses.get(str(status)))
     for code, response in responses.items():
         if code.isdigit() and int(code) < 400:
-            response["content"] = _success(path, method)
+            if export:
+                _export_success(path, code, response)
+            else:
+                response["content"] = _success(path, method)
+
+
+def _export_success(path: str, code: str, response: dict[str, Any]) -> None:
+    """A 2xx of bulk data export: kick-off and cancel have no body, the status is the
+    manifest (or, 202, the progress), a file is NDJSON."""
+    response.pop("content", None)
+    header = {"required": True, "schema": {"type": "string"}}
+    if path.startswith("/fhir/$export-file/"):
+        text = {"schema": {"type": "string", "description": "one resource a line"}}
+        response["content"] = {"application/fhir+ndjson": text}
+    elif path.startswith("/fhir/$export-poll/") and code == "200":
+        response["content"] = {JSON: {"schema": {"$ref": _SCHEMAS + "ExportManifest"}}}
+    elif path.startswith("/fhir/$export-poll/") and response.get("description", "").startswith(
+        "still"
+    ):
+        response["headers"] = {
+            "X-Progress": {"description": "what is written so far", **header},
+            "Retry-After": {"description": "seconds before asking again", **header},
+        }
+    elif path.endswith("/$export"):
+        response["headers"] = {
+            "Content-Location": {"description": "the job's status URL", **header}
+        }
 
 
 def _error(path: str, status: int, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -210,8 +262,19 @@ def _success(path: str, method: str) -> dict[str, Any]:
         return {JSON: {"schema": {"$ref": _SCHEMAS + "SmartConfiguration"}}}
     if path == "/fhir/metadata":
         name = "CapabilityStatement"
-    elif path.endswith("/_search") or (path == "/fhir/{resource_type}" and method == "get"):
+    elif path.endswith(("/_search", "/$everything")) or (
+        path in ("/fhir/{resource_type}", "/fhir/ConceptMap", "/fhir/Group", "/fhir/Subscription")
+        and method == "get"
+    ):
         name = "Bundle"
+    elif path.startswith("/fhir/Group/"):
+        name = "Group"
+    elif path.startswith("/fhir/Subscription"):
+        name = "Subscription"
+    elif path.endswith("/$translate"):
+        name = "Parameters"
+    elif path.startswith("/fhir/ConceptMap/"):
+        name = "ConceptMap"
     elif method in ("post", "put"):
         name = "WriteAnswer"
     else:
@@ -259,6 +322,63 @@ def _schemas(types: list[str]) -> dict[str, Any]:
     return {
         "Resource": resource,
         "OperationOutcome": outcome,
+        "ConceptMap": {
+            "type": "object",
+            "description": "FHIR R4 ConceptMap: one vendor code table",
+            "required": ["resourceType", "id", "url", "status"],
+            "properties": {
+                "resourceType": {"const": "ConceptMap"},
+                "id": {"type": "string"},
+                "url": {"type": "string"},
+                "status": {"type": "string"},
+                "group": {"type": "array"},
+            },
+        },
+        "Group": {
+            "type": "object",
+            "description": "FHIR R4 Group: the patients of one source, named by it (quantity "
+            "where the source counts them exactly; no member list)",
+            "required": ["resourceType", "id", "type", "actual", "name"],
+            "properties": {
+                "resourceType": {"const": "Group"},
+                "id": {"type": "string", "pattern": "^[a-z0-9\\-]{1,32}$"},
+                "type": {"const": "person"},
+                "actual": {"const": True},
+                "name": {"type": "string"},
+                "quantity": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Subscription": {
+            "type": "object",
+            "description": "FHIR R4 Subscription with a rest-hook channel (its headers are "
+            "never echoed)",
+            "required": ["resourceType", "id", "status", "criteria", "channel"],
+            "properties": {
+                "resourceType": {"const": "Subscription"},
+                "id": {"type": "string"},
+                "status": {"type": "string"},
+                "criteria": {"type": "string"},
+                "channel": {"type": "object"},
+            },
+        },
+        "Parameters": {
+            "type": "object",
+            "description": "FHIR R4 Parameters: $translate's result (boolean), message and "
+            "one match per concept found (equivalence, concept, source)",
+            "required": ["resourceType", "parameter"],
+            "properties": {
+                "resourceType": {"const": "Parameters"},
+                "parameter": {
+                    "type": "array",
+                    "minItems": 2,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    },
+                },
+            },
+        },
         "WriteAnswer": {
             "description": "the resource as stored, or with Prefer: return=OperationOutcome "
             "an OperationOutcome (return=minimal: no body)",
@@ -305,6 +425,18 @@ def _schemas(types: list[str]) -> dict[str, Any]:
                 "resourceType": {"const": "CapabilityStatement"},
                 "fhirVersion": {"const": "4.0.1"},
                 "rest": {"type": "array", "minItems": 1},
+            },
+        },
+        "ExportManifest": {
+            "type": "object",
+            "description": "Bulk Data manifest: the files of a finished export",
+            "required": ["transactionTime", "request", "requiresAccessToken", "output", "error"],
+            "properties": {
+                "transactionTime": {"type": "string"},
+                "request": {"type": "string"},
+                "requiresAccessToken": {"type": "boolean"},
+                "output": {"type": "array", "items": {"type": "object"}},
+                "error": {"type": "array", "items": {"type": "object"}},
             },
         },
         "OAuthError": {

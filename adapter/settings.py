@@ -39,10 +39,12 @@ __all__ = [
     "CURSOR_KEY_ENV",
     "DEMO_SECRET_ENV",
     "EMBEDDED_DEFAULT",
+    "EXPORT_KEYS",
     "MAX_COUNT",
     "SERVER_KEYS",
     "TOKEN_KEY_ENV",
     "WORKERS_ENV",
+    "ExportSettings",
     "Settings",
     "SettingsError",
     "load_settings",
@@ -67,7 +69,7 @@ DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
 WORKERS_ENV = "FHIR_ADAPTER_WORKERS"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
-_TABLES = ("server", "sources", "clients")
+_TABLES = ("server", "sources", "clients", "export", "subscriptions")
 
 # What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
 # ranges that tie keys together are checked after the types.
@@ -88,6 +90,23 @@ SERVER_KEYS: dict[str, Any] = {
     "log_format": OneOf(("json", "text")),
     "trusted_hosts": list[str],
     "body_seconds": AtLeast(float, 0, strictly=True),
+}
+
+# What [export] takes: bulk data export ($export and `fhir-adapter export`).
+EXPORT_KEYS: dict[str, Any] = {
+    "dir": str,
+    "keep_hours": AtLeast(float, 0, strictly=True),
+    "budget_share": AtLeast(float, 0, strictly=True),
+    "file_max_records": AtLeast(int, 1),
+}
+
+# What [subscriptions] takes: Subscription (rest-hook) polling and delivery.
+SUBSCRIPTION_KEYS: dict[str, Any] = {
+    "dir": str,
+    "poll_seconds": AtLeast(float, 0, strictly=True),
+    "max_failures": AtLeast(int, 1),
+    "budget_share": AtLeast(float, 0, strictly=True),
+    "allowed_endpoints": list[str],
 }
 
 EMBEDDED_DEFAULT: dict[str, Any] = {
@@ -122,6 +141,38 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class ExportSettings:
+    """``[export]``: where export jobs keep their state and files, how long a finished
+    job's files are kept, the share of each vendor key's rate an export may use, and the
+    records one NDJSON file holds before the next file of its type and source starts."""
+
+    dir: str = "./fhir-adapter-export"
+    keep_hours: float = 24.0
+    budget_share: float = 0.5
+    file_max_records: int = 100_000
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    """``[subscriptions]``: where Subscriptions are kept without Redis (default: beside the
+    export directory), how often their searches run, how many failed deliveries in a row
+    put one in ``error``, the share of a request's vendor calls one poll round may use, and
+    the endpoints (``fnmatch`` globs over ``scheme://host:port``) allowed although they are
+    not https or resolve to a private, loopback or link-local address."""
+
+    dir: str | None = None
+    poll_seconds: float = 30.0
+    max_failures: int = 5
+    budget_share: float = 0.1
+    allowed_endpoints: tuple[str, ...] = ()
+
+    def directory(self, export_dir: str) -> Path:
+        if self.dir:
+            return Path(self.dir)
+        return Path(export_dir).resolve().parent / "fhir-adapter-data" / "subscriptions"
+
+
+@dataclass(frozen=True)
 class Settings:
     sources: Mapping[str, Mapping[str, Any]]
     clients: Mapping[str, Client] = field(default_factory=dict)
@@ -152,6 +203,8 @@ class Settings:
     shutdown_seconds: float = 10.0  # how long requests in flight may finish on shutdown
     body_seconds: float = 10.0  # how long a request body may take to arrive, whole
     log_format: str = "json"  # operator logs: "json" or "text"
+    export: ExportSettings = field(default_factory=ExportSettings)
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -195,6 +248,16 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     else:
         for name, source in sources.items():
             problems += _source_problems(name, source)
+    export = resolved.get("export", {})
+    problems += check_table("[export]", export, EXPORT_KEYS)
+    share = export.get("budget_share") if isinstance(export, Mapping) else None
+    if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
+        problems.append("[export] budget_share must be above 0 and at most 1")
+    subscriptions = resolved.get("subscriptions", {})
+    problems += check_table("[subscriptions]", subscriptions, SUBSCRIPTION_KEYS)
+    share = subscriptions.get("budget_share") if isinstance(subscriptions, Mapping) else None
+    if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
+        problems.append("[subscriptions] budget_share must be above 0 and at most 1")
     raw_clients = resolved.get("clients", {})
     if not isinstance(raw_clients, Mapping):
         problems.append("[clients] must hold [clients.NAME] tables")
@@ -258,13 +321,34 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         max_count=max_count,
         cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
+        export=ExportSettings(
+            dir=export.get("dir", ExportSettings.dir),
+            keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),
+            budget_share=float(export.get("budget_share", ExportSettings.budget_share)),
+            file_max_records=export.get("file_max_records", ExportSettings.file_max_records),
+        ),
+        subscriptions=SubscriptionSettings(
+            dir=subscriptions.get("dir") or None,
+            poll_seconds=float(
+                subscriptions.get("poll_seconds", SubscriptionSettings.poll_seconds)
+            ),
+            max_failures=subscriptions.get("max_failures", SubscriptionSettings.max_failures),
+            budget_share=float(
+                subscriptions.get("budget_share", SubscriptionSettings.budget_share)
+            ),
+            allowed_endpoints=tuple(subscriptions.get("allowed_endpoints", ())),
+        ),
         origin=origin,
     )
 
 
 def _unknown_table(name: str) -> str:
     near = difflib.get_close_matches(name, _TABLES, n=1)
-    hint = f"did you mean [{near[0]}]?" if near else "known: server, sources, clients"
+    hint = (
+        f"did you mean [{near[0]}]?"
+        if near
+        else "known: server, sources, clients, export, subscriptions"
+    )
     return f"unknown top-level table [{name}] ({hint})"
 
 

@@ -44,8 +44,17 @@ def canned_vendor() -> httpx.MockTransport:
     patients = leyr_patients(20, 1, care_units=("L0_1",), anchor=date(2026, 4, 1))
     body = orjson.dumps(patients)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    # The care unit's directory (asked once, then kept): its name, a doctor, a service.
+    directory = {
+        "care-units": [{"id": "L0_1", "name": "Vårdcentralen Söder"}],
+        "resources": [{"id": "doctor-1", "name": "Dr. Anna Berg", "type": "practitioner"}],
+        "healthcare-services": [{"id": "s-1", "name": "Läkarbesök", "duration_minutes": 30}],
+    }
 
     async def handler(request: httpx.Request) -> httpx.Response:
+        listed = directory.get(request.url.path.rsplit("/", 1)[-1])
+        if listed is not None:
+            return httpx.Response(200, json=listed)
         return httpx.Response(200, headers=headers, content=body)
 
     return httpx.MockTransport(handler)

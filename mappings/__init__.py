@@ -3,14 +3,17 @@
 Each vendor package (:mod:`mappings.leyr`, :mod:`mappings.nyra`) offers
 ``to_fhir_patient``, ``from_fhir_patient``, ``to_fhir_appointment`` and
 ``from_fhir_appointment``, each taking a record (or resource) and a context, and returning
-a plain JSON-ready dict. Field tables: ``mappings/README.md``.
+a plain JSON-ready dict; and, one way only, its directory: ``to_fhir_practitioner``,
+``to_fhir_schedule``, ``to_fhir_location``, ``to_fhir_organization`` (Leyr also
+``to_fhir_device``, ``to_fhir_resource`` and ``to_fhir_healthcare_service``). Field
+tables: ``mappings/README.md``.
 """
 
 from typing import Any
 
 from mappings import leyr, nyra
 from mappings.common.codes import CodeTable
-from mappings.common.context import LeyrContext, NyraContext, SourceContext
+from mappings.common.context import LeyrContext, LeyrDirectory, NyraContext, SourceContext
 from mappings.common.ids import GlobalId, decode_id, encode_id
 from mappings.errors import (
     IdError,
@@ -32,6 +35,7 @@ __all__ = [
     "InvalidResource",
     "InvalidVendorRecord",
     "LeyrContext",
+    "LeyrDirectory",
     "LocalTimeError",
     "MalformedId",
     "MappingError",

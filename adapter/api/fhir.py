@@ -7,6 +7,8 @@ public base URL, and :func:`error_response`, the answer any exception becomes.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,6 +22,7 @@ from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
+from adapter.fhir.versions import etag_of
 from adapter.settings import Settings
 
 __all__ = [
@@ -234,7 +237,7 @@ async def search_post(request: Request) -> Response:
 @router.get(
     "/{resource_type}/{fhir_id}",
     summary="Read",
-    responses={200: fhir_json_response("the resource")},
+    responses={200: fhir_json_response("the resource (ETag: its version; Last-Modified)")},
     openapi_extra={"parameters": [TYPE_PARAM, ID_PARAM]},
 )
 async def read(request: Request) -> Response:
@@ -244,7 +247,22 @@ async def read(request: Request) -> Response:
         params["resource_type"], params["fhir_id"], caller(request)
     )
     note_ids(request, [resource["id"]])
-    return render(request, resource)
+    return render(request, resource, headers=version_headers(resource))
+
+
+def version_headers(resource: dict[str, Any]) -> dict[str, str]:
+    """``ETag`` (weak, the resource's ``meta.versionId``) and ``Last-Modified`` (from
+    ``meta.lastUpdated``, where there is one)."""
+    headers = {"ETag": etag_of(resource)}
+    updated = (resource.get("meta") or {}).get("lastUpdated")
+    if isinstance(updated, str):
+        try:
+            moment = datetime.fromisoformat(updated.replace("Z", "+00:00"))
+        except ValueError:
+            return headers
+        if moment.tzinfo is not None:
+            headers["Last-Modified"] = format_datetime(moment.astimezone(UTC), usegmt=True)
+    return headers
 
 
 def _query_value(request: Request, name: str) -> str | None:

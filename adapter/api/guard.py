@@ -77,6 +77,8 @@ log = logging.getLogger("fhir_adapter")
 MAX_URL = 8192
 MAX_HEADERS = 16384
 MAX_BODY = 1 << 20  # bytes: no route takes more (writes: adapter.api.writes.MAX_BODY)
+DRAIN_LIMIT = 8 << 20  # bytes of a refused body read and dropped so its answer arrives
+DRAIN_IDLE = 1.0  # seconds without a byte of it after which that stops
 # Added to every answer that does not set them itself; computed once.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cache-control", b"no-store"),
@@ -90,8 +92,16 @@ _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
 _OPEN = {"/fhir/metadata", "/fhir/.well-known/smart-configuration"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Operations that only read (a type's, or an instance's): ``/fhir/ConceptMap/$translate``
+# is a read of ConceptMap, not a resource with the id ``$translate``; ``$everything`` a
+# read of Patient.
+_READ_OPERATIONS = frozenset({"$translate", "$everything"})
+# Bulk data export: kick-off, status and files. Which types it reads is known only from
+# its parameters: the route checks the scopes for each (adapter.api.export).
+_EXPORT_SEGMENTS = frozenset({"$export", "$export-poll", "$export-file"})
+_OPERATION_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Path segments kept in a route template; any other segment is a placeholder.
-_LITERALS = frozenset({"_search", "_history"})
+_LITERALS = frozenset({"_search", "_history", *_READ_OPERATIONS, *_EXPORT_SEGMENTS})
 _PLACEHOLDERS = ("{type}", "{id}", "{part}")
 
 
@@ -100,7 +110,11 @@ def interaction_of(method: str, path: str) -> tuple[str | None, str | None]:
     parts = [p for p in path.split("/")[2:] if p]
     if not parts:
         return None, None
+    if any(part in _EXPORT_SEGMENTS for part in parts[:3]):
+        return "operation", None
     resource_type = parts[0]
+    if parts[-1] in _READ_OPERATIONS and len(parts) in (2, 3) and method in _OPERATION_METHODS:
+        return "read", resource_type  # by GET or by POST (a Parameters body)
     if method == "GET" and len(parts) == 1:
         return "search", resource_type
     if method == "POST" and len(parts) == 2 and parts[1] == "_search":
@@ -336,18 +350,21 @@ class Guard:
                 }
             await send(message)
 
+        raw = receive
         try:
             refusal = self._limits(scope)
             if refusal is None and path not in _PROBES:
                 refusal = self._host(scope)
             if refusal is None and _has_body(scope):
                 refusal = _declared_length(scope)
-                receive = self._timed(receive)
+                receive = self._timed(raw)
             if refusal is None and path.startswith("/fhir/") and path not in _OPEN:
                 refusal = await self._authorize(
                     scope, interaction, resource_type, audit, extra_headers
                 )
             if refusal is not None:
+                if _has_body(scope):
+                    await _discard(raw, scope, self._body_seconds)
                 await _send_error(watch, refusal)
             elif path.startswith("/fhir/"):
                 await self.fhir(scope, receive, watch)
@@ -487,6 +504,7 @@ class Guard:
                 **{"WWW-Authenticate": challenge},
             )
         scope["fhir.client"] = client
+        scope["fhir.grant"] = grant
         return None
 
     def _finish(
@@ -622,6 +640,33 @@ def _declared_length(scope: Scope) -> FhirError | None:
                 413, "too-costly", f"the body is over {MAX_BODY} bytes", Connection="close"
             )
     return None
+
+
+async def _discard(receive: Receive, scope: Scope, seconds: float) -> None:
+    """Read and drop a refused request's body, up to :data:`DRAIN_LIMIT` bytes, for at most
+    ``seconds`` and while it keeps arriving (:data:`DRAIN_IDLE` between reads), before the
+    refusal is sent: a client still writing its body then reads the answer, where closing
+    on unread bytes would reset the connection under it. A body declared larger than the
+    limit is not waited for."""
+    for key, value in scope.get("headers") or ():
+        if key == b"content-length" and (
+            not value.isdigit() or len(value) > 18 or int(value) > DRAIN_LIMIT
+        ):
+            return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    size = 0
+    try:
+        while size <= DRAIN_LIMIT:
+            async with asyncio.timeout_at(min(deadline, loop.time() + DRAIN_IDLE)):
+                message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body") or b"")
+            if not message.get("more_body", False):
+                return
+    except TimeoutError:
+        return
 
 
 async def _send_error(send: Send, error: FhirError) -> None:

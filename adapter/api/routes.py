@@ -40,9 +40,15 @@ class _ClientGone(Exception):
     pass
 
 
+# A read that ends sooner is not watched: starting the watch costs more than such a read
+# could waste, and most reads end well within it.
+_WATCH_AFTER = 0.05
+
+
 async def _unless_client_goes(work: Awaitable[Response], receive: Receive) -> Response:
     """``work``'s answer, or :class:`_ClientGone` (with ``work`` cancelled, its vendor calls
-    too) when the client disconnects first: its request costs nobody's budget any more."""
+    too) when the client disconnects first: its request costs nobody's budget any more.
+    The watch starts once the read has taken :data:`_WATCH_AFTER`."""
     task = asyncio.current_task()
     gone = False
 
@@ -57,7 +63,14 @@ async def _unless_client_goes(work: Awaitable[Response], receive: Receive) -> Re
         if task is not None:
             task.cancel()
 
-    watcher = asyncio.create_task(watch())
+    loop = asyncio.get_running_loop()
+    watcher: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(_WATCH_AFTER, start)
     try:
         return await work
     except asyncio.CancelledError:
@@ -66,7 +79,9 @@ async def _unless_client_goes(work: Awaitable[Response], receive: Receive) -> Re
             raise _ClientGone() from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,20 @@ class FhirRoutes:
             _Route.of(r) for r in routes if isinstance(r, APIRoute) and r.path.startswith("/fhir/")
         ]
         self._routes = sorted(declared, key=lambda r: r.rank, reverse=True)  # stable
+        # Answers by (path, method): a client asks the same few paths again and again.
+        self._seen: dict[tuple[str, str], tuple[_Route | None, dict[str, str], frozenset[str]]] = {}
+
+    def _lookup(
+        self, path: str, method: str
+    ) -> tuple[_Route | None, dict[str, str], frozenset[str]]:
+        key = (path, method)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._match(path.strip("/").split("/"), method)
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            self._seen[key] = found
+        return found
 
     def _match(
         self, parts: list[str], method: str
@@ -141,9 +170,8 @@ class FhirRoutes:
         return chosen[0], chosen[1], frozenset(allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parts = scope["path"].strip("/").split("/")
         method = scope["method"]
-        route, params, allowed = self._match(parts, method)
+        route, params, allowed = self._lookup(scope["path"], method)
         if route is None:
             request = Request(scope, receive, send)
             if allowed:
@@ -152,7 +180,7 @@ class FhirRoutes:
                 refusal = HTTPException(404)
             await error_response(request, refusal)(scope, receive, send)
             return
-        scope["path_params"] = params
+        scope["path_params"] = dict(params)  # the cached answer's own stays as it is
         request = Request(scope, receive, send)
         try:
             if method in _READS:

@@ -4,7 +4,10 @@ Nothing reaches a vendor until the body has been read within the size limit, par
 validated against the R4B model of ``fhir.resources`` (the R4-era models) and mapped into
 the vendor's terms; each failure is an OperationOutcome naming what was wrong (with its
 FHIRPath expression). Then one call to the facade. ``Idempotency-Key`` replays a write's
-first outcome; ``If-None-Exist`` finds before it creates.
+first outcome; ``If-None-Exist`` finds before it creates. ``If-Match`` on an update names
+the version it changes (412 when the vendor holds another; a client configured with
+``require_if_match`` must send it, else 428); on a create it is refused (400): a create
+changes no version. A write answers the new version as its ``ETag``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from adapter.api.fhir import (
     path_of,
     read_body,
     render,
+    version_headers,
 )
 from adapter.facade import Written
 from adapter.fhir.outcome import FhirError, Issue, operation_outcome
+from adapter.fhir.versions import parse_if_match
 from adapter.idempotency import IdempotencyStore, Outcome, fingerprint
 
 __all__ = ["MAX_BODY", "MAX_DEPTH", "router"]
@@ -58,6 +63,7 @@ _BODY = {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "
     status_code=201,
     responses={
         201: fhir_json_response("the stored resource, as read back from the vendor"),
+        400: fhir_json_response("OperationOutcome: not JSON, or If-Match (updates only)"),
         200: fhir_json_response("If-None-Exist matched one, or the vendor already held it"),
         409: fhir_json_response("OperationOutcome: the time is not free"),
         412: fhir_json_response("OperationOutcome: If-None-Exist matched more than one"),
@@ -76,8 +82,10 @@ async def create(request: Request) -> Response:
     "/{resource_type}/{fhir_id}",
     summary="Update: move or cancel an Appointment",
     responses={
-        200: fhir_json_response("the appointment as the vendor now holds it"),
+        200: fhir_json_response("the appointment as the vendor now holds it (ETag: its version)"),
         409: fhir_json_response("OperationOutcome: the time is not free"),
+        412: fhir_json_response("OperationOutcome: If-Match names a version no longer current"),
+        428: fhir_json_response("OperationOutcome: this client must send If-Match"),
         422: fhir_json_response("OperationOutcome: an element the vendor cannot change"),
     },
     openapi_extra={"parameters": [TYPE_PARAM, ID_PARAM], "requestBody": _BODY},
@@ -211,6 +219,7 @@ def _respond(
     location = f"{base_url(request)}/{resource_type}/{resource['id']}"
     status = created_status if written.created else 200
     headers = {"Location": location} if status == 201 else {"Content-Location": location}
+    headers |= version_headers(resource)
     prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
     if "return=minimal" in prefer:
         return Response(b"", status, headers)
@@ -225,6 +234,10 @@ def _respond(
 
 async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
     facade(request).require_served(resource_type)
+    if request.headers.get("if-match") is not None:
+        raise FhirError.one(
+            400, "not-supported", "If-Match is for updates: a create changes no version"
+        )
     written = await facade(request).create(
         resource_type,
         _resource(raw, resource_type),
@@ -236,6 +249,15 @@ async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
 
 async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes) -> Response:
     facade(request).require_served(resource_type)
+    header = request.headers.get("if-match")
+    if_match = None if header is None else parse_if_match(header)
+    client = request.scope.get("fhir.client")
+    if if_match is None and client is not None and client.require_if_match:
+        raise FhirError.one(
+            428, "required", 'this client must send If-Match: W/"<versionId>" with an update'
+        )
     resource = _resource(raw, resource_type)
-    written = await facade(request).update(resource_type, fhir_id, resource, caller(request))
+    written = await facade(request).update(
+        resource_type, fhir_id, resource, caller(request), if_match=if_match
+    )
     return _respond(request, resource_type, written, 200)

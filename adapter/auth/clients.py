@@ -33,6 +33,7 @@ CLIENT_KEYS: dict[str, Any] = {
     "scopes": list[str],
     "sources": list[str],
     "rate_limit": {"per_minute": int},
+    "require_if_match": bool,
 }
 
 
@@ -50,6 +51,7 @@ class Client:
     _keys: Any = field(default=None, repr=False)  # jwt.PyJWKSet for private_key_jwt
     # Its updates must name the version they change (If-Match), so that one partner does
     # not overwrite another's change unseen.
+    require_if_match: bool = False
 
     def secret_matches(self, given: str) -> bool:
         if self._secret is None:
@@ -109,6 +111,9 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
         per_minute = int((table.get("rate_limit") or {}).get("per_minute", 600))
         if per_minute < 1:
             raise ValueError(f"{where}: rate_limit.per_minute must be >= 1")
+        require_if_match = table.get("require_if_match", False)
+        if not isinstance(require_if_match, bool):
+            raise ValueError(f"{where}: require_if_match must be true or false")
         out[name] = Client(
             name,
             scopes,
@@ -116,5 +121,6 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
             per_minute,
             _digest(secret) if secret else None,
             keys,
+            require_if_match,
         )
     return out

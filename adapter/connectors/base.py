@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from adapter.fhir.declared import Capabilities, ResourceCapability
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
+from adapter.fhir.versions import with_version
 
 __all__ = [
     "Capabilities",
@@ -53,10 +54,14 @@ class Page:
 @dataclass
 class Written:
     """What a write left at the vendor, read back as FHIR; ``created`` is False when the
-    vendor returned a record it already held (Leyr's create-or-return-existing)."""
+    vendor returned a record it already held (Leyr's create-or-return-existing). The
+    resource carries its ``meta.versionId``, as a read of it would."""
 
     resource: dict[str, Any]
     created: bool = True
+
+    def __post_init__(self) -> None:
+        self.resource = with_version(self.resource)
 
 
 class WriteRefused(Exception):
@@ -120,8 +125,18 @@ class Connector(Protocol):
         What the vendor cannot hold or do is :class:`WriteRefused`, before any call."""
         ...
 
-    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
-        """Change at the vendor (an Appointment's move or cancel); as for :meth:`create`."""
+    async def update(
+        self,
+        resource_type: str,
+        fhir_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> Written:
+        """Change at the vendor (an Appointment's move or cancel); as for :meth:`create`.
+        With ``if_match`` (a version, see :mod:`adapter.fhir.versions`), the record read
+        right before the change must be at that version, else a 412 ``FhirError`` before
+        any change is sent."""
         ...
 
     async def aclose(self) -> None: ...

@@ -135,6 +135,7 @@ COMMON_KEYS: dict[str, Spec] = {
     },
     "sandbox": _SANDBOX,
     "cache_seconds": AtLeast(float, 0),
+    "directory_seconds": AtLeast(float, 0),
     "circuit": {"failures": AtLeast(int, 1), "open_seconds": _SECONDS},
     "queue": AtLeast(int, 1),
 }
@@ -145,12 +146,14 @@ class SourceOptions:
     """What every source takes besides its vendor's keys, defaults filled in: how long a
     read may be served again (``cache_seconds``, 0: never), when its circuit opens and
     for how long (``circuit = {failures, open_seconds}``), and how many requests may
-    wait for it (``queue``)."""
+    wait for it (``queue``); how long what the source knows of its practitioners, places
+    and services is kept (``directory_seconds``, 0: asked again for every request)."""
 
     cache_seconds: float = 0.0
     circuit_failures: int = 5
     circuit_open_seconds: float = 30.0
     queue: int = 64
+    directory_seconds: float = 300.0
 
 
 def source_options(config: Mapping[str, Any]) -> SourceOptions:
@@ -162,6 +165,7 @@ def source_options(config: Mapping[str, Any]) -> SourceOptions:
         circuit_failures=int(circuit.get("failures", default.circuit_failures)),
         circuit_open_seconds=float(circuit.get("open_seconds", default.circuit_open_seconds)),
         queue=int(config.get("queue", default.queue)),
+        directory_seconds=float(config.get("directory_seconds", default.directory_seconds)),
     )
 
 

@@ -12,22 +12,26 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
+from adapter.fhir.versions import with_version
 from adapter.transport import MalformedResponse
 from mappings import MappingError
 
-__all__ = ["Mapped", "MappedMemo", "Serialised", "map_records", "serialised"]
+__all__ = ["Mapped", "MappedMemo", "Serialised", "map_records", "serialised", "unremembered"]
 
 log = logging.getLogger("fhir_adapter")
 
 
 class Serialised(dict[str, Any]):
     """A FHIR resource dict that also holds its own JSON, made once: a Bundle embeds the
-    bytes (``orjson.Fragment``) instead of serialising the resource again."""
+    bytes (``orjson.Fragment``) instead of serialising the resource again. It carries its
+    ``meta.versionId`` (see :mod:`adapter.fhir.versions`), set before it is frozen."""
 
     __slots__ = ("fragment",)
 
@@ -37,8 +41,8 @@ class Serialised(dict[str, Any]):
 def serialised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for resource in resources:
-        frozen = Serialised(resource)
-        frozen.fragment = orjson.Fragment(orjson.dumps(resource))
+        frozen = Serialised(with_version(resource))
+        frozen.fragment = orjson.Fragment(orjson.dumps(frozen))
         out.append(frozen)
     return out
 
@@ -72,11 +76,33 @@ def map_records(
     return out
 
 
+_PASSING: ContextVar[bool] = ContextVar("fhir_adapter_unremembered", default=False)
+
+
+@contextmanager
+def unremembered() -> Iterator[None]:
+    """Within it, answers are mapped but neither looked up nor kept: a reader that sees
+    each answer once (an export, page after page) would only push out of the memo what
+    interactive reads share, and hold memory growing with the data set."""
+    token = _PASSING.set(True)
+    try:
+        yield
+    finally:
+        _PASSING.reset(token)
+
+
 class MappedMemo:
     def __init__(self, max_resources: int = 20_000) -> None:
         self._max = max_resources
         self._entries: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
         self._held = 0
+
+    def peek(self, call: str, body: bytes) -> Any | None:
+        """What ``(call, body)`` was mapped to, if it is remembered; maps nothing."""
+        if self._max <= 0 or _PASSING.get():
+            return None
+        found = self._entries.get((call, hashlib.blake2b(body, digest_size=16).digest()))
+        return None if found is None else found[0]
 
     def get_or_map(
         self,
@@ -88,7 +114,7 @@ class MappedMemo:
         """``build(body)`` once per distinct (call, body); ``size`` counts what it holds.
 
         Entries of every call share one memo, so what comes back is typed by the caller."""
-        if self._max <= 0:
+        if self._max <= 0 or _PASSING.get():
             return build(body)
         key = (call, hashlib.blake2b(body, digest_size=16).digest())
         found = self._entries.get(key)

@@ -14,7 +14,7 @@ entry). Which exception means what:
                                      every 503 and 504: the vendor's wait, the circuit's,
                                      the budget's, else a few seconds
     during a write, besides:
-      WriteRefused, InvalidResource  its status (422), naming the element
+      WriteRefused, InvalidResource  its status (422; 409 for a Slot taken), naming the element
       WriteNotSupported              422
       VendorValidation               409 for a time that is not free, else 422
       VendorTimeout                  504: nothing was made (the connector looked); send again
@@ -130,7 +130,8 @@ def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
             **{"Retry-After": str(whole_seconds(_SOON))},
         )
     if isinstance(exc, WriteRefused):
-        issue = Issue("error", "not-supported", f"source {source}: {exc.reason}", (exc.expression,))
+        code = "conflict" if exc.status == 409 else "not-supported"  # 409: taken meanwhile
+        issue = Issue("error", code, f"source {source}: {exc.reason}", (exc.expression,))
         return FhirError(exc.status, [issue])
     if isinstance(exc, InvalidResource):
         issue = Issue("error", "invalid", f"source {source}: {exc.reason}", (exc.expression,))

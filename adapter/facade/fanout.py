@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 from adapter.connectors.base import Connector, Page, iterate
 from adapter.facade.failures import all_failed, outcome_of
 from adapter.fhir.declared import Declared
+from adapter.fhir.match import KINDS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch
 from adapter.fhir.search import Position, SearchRequest, SearchState
 from adapter.transport.scope import CallBudgetExceeded
+from mappings import MappingError, decode_id
 
-__all__ = ["Merged", "count", "first_state", "page"]
+__all__ = ["Merged", "count", "first_state", "left_out_issue", "page"]
 
 T = TypeVar("T")
 
@@ -51,7 +53,8 @@ def first_state(
     """The state of a search's first page, and issues about sources left out."""
     request = parsed.request
     names = frozenset(p.name for p in request.params)
-    order, left_out = declared.routing(request.resource_type, names, request.sources, allowed)
+    narrowed = _named_sources(request)
+    order, left_out = declared.routing(request.resource_type, names, narrowed, allowed)
     issues = [
         Issue(
             "warning",
@@ -72,10 +75,34 @@ def first_state(
         shares=tuple(shares),
         lanes=lanes,
         includes=parsed.includes,
+        revincludes=parsed.revincludes,
         skipped=len(issues),
         client=client,
     )
     return state, issues
+
+
+def _named_sources(request: SearchRequest) -> tuple[str, ...] | None:
+    """The sources a search can find anything at: those ``_source`` names, narrowed by
+    the ids its ``_id`` and reference parameters name. Every id names its source, and a
+    resource references only its own source's resources, so ``schedule.actor=
+    Practitioner/leyr-a...`` can match nothing at another source: it is not asked."""
+    sources = request.sources
+    kinds = KINDS.get(request.resource_type, {})
+    for param in request.params:
+        kind = kinds.get(param.name)
+        if param.name != "_id" and (kind is None or kind[0] != "reference"):
+            continue
+        named: set[str] = set()
+        for value in param.values:
+            try:
+                named.add(decode_id(value.rstrip("/").rsplit("/", 1)[-1]).source)
+            except MappingError:
+                break  # not an id of ours: this parameter narrows nothing
+        else:
+            among = sorted(named) if sources is None else sources
+            sources = tuple(s for s in among if s in named)
+    return sources
 
 
 async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merged:
@@ -95,7 +122,7 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
             totals.append(None)
             continue
         merged.matches.extend(result.resources)
-        merged.issues.extend(_left_out(name, vendor_id) for vendor_id in result.left_out)
+        merged.issues.extend(left_out_issue(name, vendor_id) for vendor_id in result.left_out)
         totals.append(result.total)
         if result.next_cursor is None:
             done.add(name)
@@ -114,7 +141,8 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
     return merged
 
 
-def _left_out(source: str, vendor_id: str) -> Issue:
+def left_out_issue(source: str, vendor_id: str) -> Issue:
+    """The warning for a vendor record the mapping refused, left out of a page."""
     return Issue(
         "warning",
         "processing",

@@ -2,39 +2,46 @@
 
 A route parses HTTP into plain values, calls one method here, and renders what comes
 back: :meth:`Facade.read`, :meth:`Facade.search` (the first page, a page by cursor, or a
-count; Slots are searched like any type), :meth:`Facade.create` and :meth:`Facade.update`.
+count; Slots are searched like any type), :meth:`Facade.create` and :meth:`Facade.update`;
+:meth:`Facade.groups` and :meth:`Facade.group` (one Group per source) and
+:meth:`Facade.everything` (``Patient/$everything``, its resources dated by the change
+journal, :mod:`adapter.journal`).
 Choosing the source, checking what the caller may see and what a source may be asked
-(read-only sources take no writes) happen here. Every failure leaves as a
-:class:`~adapter.fhir.outcome.FhirError` made by :func:`~adapter.facade.failures.outcome_of`.
+(read-only sources take no writes) happen here, and so does gathering what a page's
+``_include`` and ``_revinclude`` add (:mod:`adapter.fhir.includes`). Every failure
+leaves as a :class:`~adapter.fhir.outcome.FhirError` made by
+:func:`~adapter.facade.failures.outcome_of`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
-from adapter.connectors.base import Connector, Written
+from adapter.connectors.base import Connector, Page, Written
 from adapter.facade import fanout
 from adapter.facade.failures import outcome_of
 from adapter.fhir.cursor import CursorCodec, InvalidCursor
 from adapter.fhir.declared import Declared
+from adapter.fhir.everything import EverythingQuery, parse_everything, references_in, since_keeps
+from adapter.fhir.groups import group_matches, group_resource, parse_group_search
+from adapter.fhir.includes import INCLUDES, Include, referenced, reverse_include
 from adapter.fhir.match import actor_references
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch, parse_search
-from adapter.fhir.search import SearchState
+from adapter.fhir.search import SearchParam, SearchRequest, SearchState
+from adapter.fhir.versions import with_version
+from adapter.journal import Journal
 from adapter.transport import scope
 from mappings import MappingError, decode_id
 
 __all__ = ["Caller", "Facade", "RequestLimits", "SearchResult"]
 
 T = TypeVar("T")
-
-# _include -> (the type searched, the type its references name)
-_INCLUDES = {"Appointment:patient": ("Appointment", "Patient")}
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,16 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class _Referencing:
+    """One ``_revinclude`` search: the ``include.searched`` resources at ``source`` whose
+    ``include.param`` references ``ref`` (a match of the page)."""
+
+    include: Include
+    source: str
+    ref: str
+
+
+@dataclass(frozen=True)
 class RequestLimits:
     """What one request may ask for: page sizes, its time (``request_seconds``) and the
     vendor calls it may make (``max_vendor_calls``)."""
@@ -84,14 +101,14 @@ class Facade:
         *,
         read_only: frozenset[str] = frozenset(),
         limits: RequestLimits = RequestLimits(),
+        journal: Journal | None = None,
     ) -> None:
         self.connectors = dict(connectors)
         self.cursors = cursors
         self.limits = limits
+        self.journal = journal  # meta.lastUpdated for what the vendor does not date
         self.declared = Declared(
-            {name: c.capabilities for name, c in self.connectors.items()},
-            read_only,
-            frozenset(_INCLUDES),
+            {name: c.capabilities for name, c in self.connectors.items()}, read_only
         )
 
     async def aclose(self) -> None:
@@ -127,10 +144,13 @@ class Facade:
         return await self._within_deadline(self._read(source, resource_type, fhir_id))
 
     async def _read(self, source: str, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        """The resource with ``meta.versionId`` and ``meta.lastUpdated`` (the vendor's, or
+        the journal's where the vendor gives none)."""
         try:
-            return await self.connectors[source].read(resource_type, fhir_id)
+            found = await self.connectors[source].read(resource_type, fhir_id)
         except Exception as exc:
             raise outcome_of(exc, source, where=f"read at {source}") from None
+        return (await self._stamped([with_version(found)]))[0]
 
     # -- search ---------------------------------------------------------------------------
 
@@ -147,14 +167,17 @@ class Facade:
         self.require_served(resource_type)
         parsed = self._parse(resource_type, items, strict=strict)
         self._check_cost(parsed)
-        return await self._within_deadline(self._search(parsed, resource_type, caller))
+        result = await self._within_deadline(self._search(parsed, resource_type, caller))
+        result.matches = _versioned(result.matches)
+        result.includes = _versioned(result.includes)
+        return result
 
     async def _search(
         self, parsed: ParsedSearch, resource_type: str, caller: Caller
     ) -> SearchResult:
         if parsed.cursor is not None:
             state = self._resume(parsed.cursor, resource_type, caller)
-            return await self._page(state, [], f"_cursor={parsed.cursor}", shows_total=True)
+            return await self._page(state, [], f"_cursor={parsed.cursor}", caller, shows_total=True)
         state, issues = fanout.first_state(self.declared, parsed, caller.sources, caller.name)
         if parsed.count_only:
             total = await fanout.count(self.connectors, state)
@@ -163,7 +186,7 @@ class Facade:
             total = await fanout.count(self.connectors, state)
             state = replace(state, position=replace(state.position, total=total))
         return await self._page(
-            state, issues, _first_query(parsed), shows_total=parsed.total != "none"
+            state, issues, _first_query(parsed), caller, shows_total=parsed.total != "none"
         )
 
     def _parse(
@@ -174,6 +197,7 @@ class Facade:
             items,
             supported=self.declared.supported_params(resource_type),
             includes=self.declared.includes(resource_type),
+            revincludes=self.declared.revincludes(resource_type),
             sources=self.connectors,
             strict=strict,
             default_count=self.limits.default_count,
@@ -232,7 +256,13 @@ class Facade:
         return state
 
     async def _page(
-        self, state: SearchState, issues: list[Issue], self_query: str, *, shows_total: bool
+        self,
+        state: SearchState,
+        issues: list[Issue],
+        self_query: str,
+        caller: Caller,
+        *,
+        shows_total: bool,
     ) -> SearchResult:
         merged = await fanout.page(self.connectors, state)
         result = SearchResult(
@@ -247,38 +277,123 @@ class Facade:
         back = state.moved_back()
         if back is not None:
             result.previous_cursor = self.cursors.encode_state(back)
-        if state.includes:
-            result.includes, more = await self._included(state.includes, merged.matches)
+        if state.includes or state.revincludes:
+            result.includes, more = await self._related(state, merged.matches, caller)
             result.issues.extend(more)
         return result
 
-    async def _included(
-        self, includes: Sequence[str], matches: list[dict[str, Any]]
+    # -- _include and _revinclude ---------------------------------------------------------
+
+    async def _related(
+        self, state: SearchState, matches: list[dict[str, Any]], caller: Caller
     ) -> tuple[list[dict[str, Any]], list[Issue]]:
-        wanted: dict[str, tuple[str, str]] = {}
-        for include in includes:
-            _, target = _INCLUDES[include]
-            for resource in matches:
-                for ref in actor_references(resource, target):
-                    wanted[ref] = (target, ref.rpartition("/")[2])
-        spent = scope.current()
-        left = spent.calls_left() if spent is not None else None
-        if left is not None and len(wanted) > left and spent is not None:
-            what = f"_include needs {len(wanted)} reads after the page's own calls"
-            raise _too_costly(spent.max_calls or 0, what, "_include")
+        """What a page's ``_include`` and ``_revinclude`` add: each resource once and none
+        that is a match, read (searched) concurrently within the request's calls; and a
+        warning for each that could not be had (one that is not there is no warning)."""
+        resource_type = state.resource_type
+        # A cursor's values are checked again: the sources may have changed since.
+        known = self.declared.includes(resource_type)
+        held = {f"{m.get('resourceType')}/{m.get('id')}" for m in matches}
+        reads = referenced(
+            matches, [v for v in state.includes if v in known], self.declared.readable, held
+        )
+        searches, issues = self._referencing(state, matches, caller)
+        self._check_related_cost(len(reads), len(searches))
         found = await asyncio.gather(
-            *(self.read(kind, fhir_id) for kind, fhir_id in wanted.values()),
+            *(self.read(kind, fhir_id, caller) for kind, fhir_id in reads.values()),
+            *(self._referencing_page(s) for s in searches),
             return_exceptions=True,
         )
-        out, issues = [], []
-        for ref, result in zip(wanted, found, strict=True):
+        out: list[dict[str, Any]] = []
+        for ref, result in zip(reads, found[: len(reads)], strict=True):
             if isinstance(result, BaseException):
-                error = outcome_of(result, where="include")
+                error = outcome_of(result, where="_include")
                 if error.status != 404:
-                    issues.append(Issue("warning", "incomplete", f"{ref} could not be included"))
+                    issues.append(_incomplete(f"{ref} could not be included", error))
                 continue
+            held.add(ref)
             out.append(result)
+        for search, page in zip(searches, found[len(reads) :], strict=True):
+            include = search.include
+            if isinstance(page, BaseException):
+                error = outcome_of(page, search.source, where="_revinclude")
+                what = f"the {include.searched}s referencing {search.ref} could not be included"
+                issues.append(_incomplete(what, error))
+                continue
+            assert isinstance(page, Page)
+            for resource in page.resources:
+                key = f"{resource.get('resourceType')}/{resource.get('id')}"
+                if key not in held:
+                    held.add(key)
+                    out.append(resource)
+            issues.extend(fanout.left_out_issue(search.source, v) for v in page.left_out)
+            if page.next_cursor is not None:
+                issues.append(_cut(search, len(page.resources)))
         return out, issues
+
+    def _referencing(
+        self, state: SearchState, matches: list[dict[str, Any]], caller: Caller
+    ) -> tuple[list[_Referencing], list[Issue]]:
+        """The ``_revinclude`` searches of a page: one per match and revinclude, asked of
+        the source the match came from; and warnings for sources that cannot be asked."""
+        resource_type = state.resource_type
+        known = self.declared.revincludes(resource_type)
+        wanted: dict[str, Include] = {}
+        for value in state.revincludes:
+            include = reverse_include(value, resource_type) if value in known else None
+            if include is not None:
+                wanted.setdefault(include.name, include)
+        searches: list[_Referencing] = []
+        unable: dict[tuple[str, str], Include] = {}
+        for include in wanted.values():
+            for match in matches:
+                source = (match.get("meta") or {}).get("source")
+                if source not in self.connectors or (
+                    caller.sources is not None and source not in caller.sources
+                ):
+                    continue
+                capability = self.declared.capability(source, include.searched)
+                if capability is None:
+                    continue  # the source holds none of the type
+                if include.param not in capability.search_params:
+                    unable.setdefault((source, include.name), include)
+                    continue
+                searches.append(_Referencing(include, source, f"{resource_type}/{match['id']}"))
+        issues = [
+            Issue(
+                "warning",
+                "not-supported",
+                f"source {source} cannot search {include.searched} by {include.param}: "
+                f"the {include.searched}s referencing its matches are left out",
+                ("_revinclude",),
+            )
+            for (source, _), include in unable.items()
+        ]
+        return searches, issues
+
+    async def _referencing_page(self, search: _Referencing) -> Page:
+        """The first page (``max_count``) of the resources referencing a match."""
+        include = search.include
+        param = SearchParam(include.param, (search.ref,))
+        request = SearchRequest(include.searched, (param,), count=self.limits.max_count)
+        return await self.connectors[search.source].search(request)
+
+    def _check_related_cost(self, reads: int, searches: int) -> None:
+        """Refuse what would surely pass the request's call cap: a read per included
+        resource, at least a call per ``_revinclude`` search, after the page's own."""
+        spent = scope.current()
+        left = spent.calls_left() if spent is not None else None
+        if spent is None or left is None:
+            return
+        cap = spent.max_calls or 0
+        if reads > left:
+            what = f"_include needs {reads} reads after the page's own calls"
+            raise _too_costly(cap, what, "_include")
+        if reads + searches > left:
+            what = f"_revinclude needs {searches} searches (one per match) after the page's calls"
+            if reads:
+                what += f" and {reads} reads for _include"
+            raise _too_costly(cap, what, "_revinclude")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -294,7 +409,8 @@ class Facade:
         the one match instead, if there is one (412 for more)."""
         self.require_served(resource_type)
         with self._write_deadline():
-            return await self._create(resource_type, resource, caller, if_none_exist)
+            written = await self._create(resource_type, resource, caller, if_none_exist)
+        return await self._versioned_write(written)
 
     async def _create(
         self,
@@ -318,9 +434,18 @@ class Facade:
             raise outcome_of(exc, source, writing=True, where=f"create at {source}") from None
 
     async def update(
-        self, resource_type: str, fhir_id: str, resource: dict[str, Any], caller: Caller = Caller()
+        self,
+        resource_type: str,
+        fhir_id: str,
+        resource: dict[str, Any],
+        caller: Caller = Caller(),
+        *,
+        if_match: str | None = None,
     ) -> Written:
-        """Change a resource at the source its id names (an Appointment's move or cancel)."""
+        """Change a resource at the source its id names (an Appointment's move or cancel).
+        With ``if_match`` (a version), only if the vendor still holds that version when the
+        connector reads it right before the change; else 412, and the vendor is not called
+        to change anything."""
         self.require_served(resource_type)
         if resource.get("id") != fhir_id:
             raise FhirError.one(
@@ -333,9 +458,21 @@ class Facade:
             raise FhirError.one(422, "not-supported", f"source {source} is read-only")
         try:
             with self._write_deadline():
-                return await self.connectors[source].update(resource_type, fhir_id, resource)
+                connector = self.connectors[source]
+                if if_match is None:
+                    written = await connector.update(resource_type, fhir_id, resource)
+                else:
+                    written = await connector.update(
+                        resource_type, fhir_id, resource, if_match=if_match
+                    )
         except Exception as exc:
             raise outcome_of(exc, source, writing=True, where=f"update at {source}") from None
+        return await self._versioned_write(written)
+
+    async def _versioned_write(self, written: Written) -> Written:
+        """What a write left, as a read would give it (``meta.versionId``, and
+        ``meta.lastUpdated`` from the journal where the vendor gives none)."""
+        return replace(written, resource=(await self._stamped([written.resource]))[0])
 
     async def _source_for_create(
         self, resource_type: str, resource: dict[str, Any], caller: Caller
@@ -432,6 +569,221 @@ class Facade:
             raise FhirError(400, refused)
         return (await fanout.page(self.connectors, state)).matches
 
+    # -- Groups: one per source ------------------------------------------------------------
+
+    async def groups(
+        self,
+        caller: Caller = Caller(),
+        items: Sequence[tuple[str, str]] = (),
+        *,
+        strict: bool = False,
+    ) -> SearchResult:
+        """The Groups the caller may see (one per source, its id the source's name) that
+        match ``items`` (``_id``, ``name``), each with its ``quantity`` where known."""
+        search = parse_group_search(items, strict=strict)
+        names = [n for n in self.connectors if self._sees(n, caller)]
+        found = [n for n in names if group_matches(group_resource(n), search.params)]
+        self_query = urlencode(list(items)) if items else ""
+        if search.count_only:
+            return SearchResult("Group", self_query, total=len(found))
+        quantities = await self._within_deadline(self._quantities(found))
+        matches = [group_resource(n, q) for n, q in zip(found, quantities, strict=True)]
+        return SearchResult("Group", self_query, matches=matches, total=len(matches))
+
+    async def group(self, group_id: str, caller: Caller = Caller()) -> dict[str, Any]:
+        """The Group of the source named ``group_id``; 404 for a source the caller may not
+        see, as for one that is not configured."""
+        if group_id not in self.connectors or not self._sees(group_id, caller):
+            raise _not_found("Group", group_id)
+        [quantity] = await self._within_deadline(self._quantities([group_id]))
+        return group_resource(group_id, quantity)
+
+    def _sees(self, source: str, caller: Caller) -> bool:
+        return caller.sources is None or source in caller.sources
+
+    async def _quantities(self, sources: Sequence[str]) -> list[int | None]:
+        """Each source's number of patients, where one search of a single Patient tells
+        it exactly (the vendor's total); None where it does not, or the search fails: a
+        Group is served without its quantity rather than not at all."""
+
+        async def one(source: str) -> int | None:
+            if self.declared.capability(source, "Patient") is None:
+                return None
+            request = SearchRequest("Patient", (), count=1)
+            try:
+                return (await self.connectors[source].search(request)).total
+            except Exception:
+                return None
+
+        return list(await asyncio.gather(*(one(s) for s in sources)))
+
+    # -- Patient/$everything ----------------------------------------------------------------
+
+    async def everything(
+        self,
+        patient_id: str | None,
+        items: Sequence[tuple[str, str]],
+        caller: Caller = Caller(),
+        *,
+        readable: Callable[[str], bool] = lambda _: True,
+        strict: bool = False,
+    ) -> SearchResult:
+        """``Patient/{id}/$everything`` (``patient_id``), or the caller's patients a page at
+        a time (``patient_id`` None): the Patients as matches; their Appointments and what
+        these reference, each once, as includes. Only types ``readable`` allows (the
+        caller's scopes) and ``_type`` lists are returned; with ``_since``, only resources
+        changed after it (stamped by the journal first: see :mod:`adapter.journal`)."""
+        self.require_served("Patient")
+        query = parse_everything(items, served=self.declared.types, strict=strict)
+        allowed = frozenset(t for t in self.declared.types if readable(t))
+        if patient_id is not None:
+            if self.owner(patient_id, caller) is None:
+                raise _not_found("Patient", patient_id)
+            return await self._within_deadline(
+                self._everything_of(patient_id, query, allowed, caller)
+            )
+        return await self._within_deadline(self._everyone(query, allowed, caller))
+
+    async def _everything_of(
+        self, patient_id: str, query: EverythingQuery, allowed: frozenset[str], caller: Caller
+    ) -> SearchResult:
+        patient = await self.read("Patient", patient_id, caller)
+        result = SearchResult("Patient", urlencode(query.used))
+        await self._gather_everything(result, [patient], query, allowed, caller)
+        result.total = len(result.matches)
+        return result
+
+    async def _everyone(
+        self, query: EverythingQuery, allowed: frozenset[str], caller: Caller
+    ) -> SearchResult:
+        cap = self.limits.max_vendor_calls
+        sources = sum(1 for n in self.declared.serving("Patient") if self._sees(n, caller))
+        if query.cursor is not None:
+            page = await self._search(
+                self._parse("Patient", [("_cursor", query.cursor)], strict=False),
+                "Patient",
+                caller,
+            )
+        else:
+            count = query.count
+            if count is None:
+                # Room for the page's own calls (two a source, say), and for each patient
+                # a search of its Appointments and a few reads of what they reference.
+                fits = self.limits.default_count if cap is None else (cap - 2 * sources) // 4
+                count = max(1, min(self.limits.default_count, fits))
+            elif cap is not None and sources + count > cap:
+                what = f"_count={count} needs a search of Appointments for each patient"
+                raise _too_costly(cap, what, "_count")
+            parsed = self._parse("Patient", [("_count", str(count))], strict=False)
+            page = await self._search(parsed, "Patient", caller)
+        result = SearchResult(
+            "Patient",
+            urlencode(query.used),
+            issues=list(page.issues),
+            next_cursor=page.next_cursor,
+            previous_cursor=page.previous_cursor,
+        )
+        await self._gather_everything(result, page.matches, query, allowed, caller)
+        return result
+
+    async def _gather_everything(
+        self,
+        result: SearchResult,
+        patients: list[dict[str, Any]],
+        query: EverythingQuery,
+        allowed: frozenset[str],
+        caller: Caller,
+    ) -> None:
+        """Into ``result``: the patients, their Appointments (one search each, at the
+        patient's source), and what all of them reference, read once each (and what those
+        reference in turn). Only types the caller may read (``allowed``) are asked for;
+        ``_type`` and ``_since`` filter what is returned. What they reference is read only
+        when ``_type`` wants more than Patients and Appointments."""
+        wanted = allowed if query.types is None else allowed & query.types
+        include = INCLUDES["Appointment:patient"]
+        searches: list[_Referencing] = []
+        if "Appointment" in allowed and wanted - {"Patient"}:
+            for patient in patients:
+                source = (patient.get("meta") or {}).get("source")
+                capability = self.declared.capability(str(source), "Appointment")
+                if source not in self.connectors or capability is None:
+                    continue
+                if include.param not in capability.search_params:
+                    result.issues.append(
+                        Issue(
+                            "warning",
+                            "not-supported",
+                            f"source {source} cannot search Appointments by patient: "
+                            "its patients' Appointments are left out",
+                        )
+                    )
+                    continue
+                searches.append(_Referencing(include, str(source), f"Patient/{patient['id']}"))
+        _check_everything_cost(len(searches), "searches of Appointments (one a patient)")
+        pages = await asyncio.gather(
+            *(self._referencing_page(s) for s in searches), return_exceptions=True
+        )
+        held = {f"Patient/{p.get('id')}" for p in patients}
+        found: list[dict[str, Any]] = []
+        for search, page in zip(searches, pages, strict=True):
+            if isinstance(page, BaseException):
+                error = outcome_of(page, search.source, where="$everything")
+                what = f"the Appointments of {search.ref} could not be included"
+                result.issues.append(_incomplete(what, error))
+                continue
+            for resource in page.resources:
+                key = f"{resource.get('resourceType')}/{resource.get('id')}"
+                if key not in held:
+                    held.add(key)
+                    found.append(resource)
+            result.issues.extend(fanout.left_out_issue(search.source, v) for v in page.left_out)
+            if page.next_cursor is not None:
+                result.issues.append(_cut(search, len(page.resources)))
+        # What they reference, and what that references (a Location's Organization).
+        readable = frozenset(t for t in self.declared.readable if t in allowed)
+        layer = [*patients, *found]
+        for _ in range(3 if wanted - {"Patient", "Appointment"} else 0):
+            reads = {k: v for k, v in references_in(layer, readable).items() if k not in held}
+            if not reads:
+                break
+            _check_everything_cost(len(reads), "reads of what they reference")
+            answers = await asyncio.gather(
+                *(self.read(kind, fhir_id, caller) for kind, fhir_id in reads.values()),
+                return_exceptions=True,
+            )
+            layer = []
+            for ref, answer in zip(reads, answers, strict=True):
+                held.add(ref)
+                if isinstance(answer, BaseException):
+                    error = outcome_of(answer, where="$everything")
+                    if error.status != 404:
+                        result.issues.append(_incomplete(f"{ref} could not be included", error))
+                    continue
+                layer.append(answer)
+            found.extend(layer)
+        kept_patients = [p for p in await self._stamped(patients) if "Patient" in wanted]
+        kept = [r for r in await self._stamped(found) if r.get("resourceType") in wanted]
+        result.matches = [p for p in kept_patients if since_keeps(p, query.since)]
+        result.includes = [r for r in kept if since_keeps(r, query.since)]
+
+    async def _stamped(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The resources with ``meta.lastUpdated`` from the journal where the vendor gave
+        none (one journal call per source), in their order."""
+        resources = _versioned(resources)
+        if self.journal is None or not resources:
+            return resources
+        by_source: dict[str, list[int]] = {}
+        for index, resource in enumerate(resources):
+            if not (resource.get("meta") or {}).get("lastUpdated"):
+                source = str((resource.get("meta") or {}).get("source"))
+                by_source.setdefault(source, []).append(index)
+        out = list(resources)
+        for source, indexes in by_source.items():
+            stamped = await self.journal.stamp(source, [resources[i] for i in indexes])
+            for index, resource in zip(indexes, stamped, strict=True):
+                out[index] = resource
+        return out
+
     # -- operations -----------------------------------------------------------------------
 
     def readiness(self) -> dict[str, str]:
@@ -446,6 +798,13 @@ class Facade:
         return states
 
 
+def _versioned(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each resource with ``meta.versionId`` (most have it from their mapping already)."""
+    if all((r.get("meta") or {}).get("versionId") for r in resources):
+        return resources
+    return [with_version(r) for r in resources]
+
+
 def _too_costly(cap: int, what: str, parameter: str) -> FhirError:
     return FhirError.one(
         400,
@@ -453,6 +812,36 @@ def _too_costly(cap: int, what: str, parameter: str) -> FhirError:
         f"{what}; a request may make at most {cap} vendor calls ([server] max_vendor_calls): "
         "narrow the search or ask for fewer at a time",
         parameter,
+    )
+
+
+def _check_everything_cost(needed: int, what: str) -> None:
+    """Refuse ``needed`` calls (``what``) that would surely pass the request's call cap
+    after the calls already made."""
+    spent = scope.current()
+    left = spent.calls_left() if spent is not None else None
+    if spent is None or left is None or needed <= left:
+        return
+    why = f"$everything needs {needed} {what} after {spent.calls} vendor calls"
+    raise _too_costly(spent.max_calls or 0, why, "_count")
+
+
+def _incomplete(what: str, error: FhirError) -> Issue:
+    """A warning that ``what`` failed, with the first reason ``error`` gives."""
+    why = error.issues[0].diagnostics if error.issues else ""
+    return Issue("warning", "incomplete", f"{what}: {why}" if why else what)
+
+
+def _cut(search: _Referencing, included: int) -> Issue:
+    """The warning for a match whose referencing resources fill more than one page."""
+    include = search.include
+    return Issue(
+        "warning",
+        "incomplete",
+        f"{search.ref} has more {include.searched}s than the {included} included; search "
+        f"{include.searched}?{include.param}={search.ref} (_source={search.source}) "
+        "for all of them",
+        ("_revinclude",),
     )
 
 

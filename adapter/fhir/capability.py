@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from adapter.fhir.bulk import advertise_export
 from adapter.fhir.declared import Declared
+from adapter.fhir.everything import EVERYTHING_DEFINITION
+from adapter.fhir.groups import group_capability
 from adapter.fhir.match import KINDS
+from adapter.fhir.terminology import concept_map_capability
 
 __all__ = ["capability_statement"]
 
@@ -37,9 +41,33 @@ _DEFINITIONS = {
     ("Appointment", "date"): "Appointment-date",
     ("Appointment", "status"): "Appointment-status",
     ("Appointment", "service-type"): "Appointment-service-type",
+    ("Slot", "_id"): "Resource-id",
+    ("Slot", "schedule"): "Slot-schedule",
     ("Slot", "start"): "Slot-start",
     ("Slot", "status"): "Slot-status",
     ("Slot", "service-type"): "Slot-service-type",
+    ("Practitioner", "_id"): "Resource-id",
+    ("Practitioner", "name"): "Practitioner-name",
+    ("Practitioner", "family"): "individual-family",
+    ("Practitioner", "given"): "individual-given",
+    ("Practitioner", "identifier"): "Practitioner-identifier",
+    ("Device", "_id"): "Resource-id",
+    ("Device", "device-name"): "Device-device-name",
+    ("Device", "organization"): "Device-organization",
+    ("Device", "location"): "Device-location",
+    ("Location", "_id"): "Resource-id",
+    ("Location", "name"): "Location-name",
+    ("Location", "organization"): "Location-organization",
+    ("Organization", "_id"): "Resource-id",
+    ("Organization", "name"): "Organization-name",
+    ("Organization", "partof"): "Organization-partof",
+    ("HealthcareService", "_id"): "Resource-id",
+    ("HealthcareService", "name"): "HealthcareService-name",
+    ("HealthcareService", "organization"): "HealthcareService-organization",
+    ("HealthcareService", "location"): "HealthcareService-location",
+    ("HealthcareService", "service-type"): "HealthcareService-service-type",
+    ("Schedule", "_id"): "Resource-id",
+    ("Schedule", "actor"): "Schedule-actor",
 }
 
 
@@ -81,16 +109,24 @@ def capability_statement(
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
             "interaction": [{"code": code} for code in sorted(interactions)],
-            "versioning": "no-version",
+            # Every resource carries meta.versionId; an update honours If-Match.
+            "versioning": "versioned-update" if "update" in interactions else "versioned",
             "readHistory": False,
             "updateCreate": False,
             "conditionalCreate": "create" in interactions,
             "searchParam": params,
         }
-        includes = sorted(declared.includes(resource_type))
+        includes = declared.advertised_includes(resource_type)
         if includes:
             resource["searchInclude"] = includes
+        revincludes = declared.advertised_revincludes(resource_type)
+        if revincludes:
+            resource["searchRevInclude"] = revincludes
+        if resource_type == "Patient":
+            resource["operation"] = [{"name": "everything", "definition": EVERYTHING_DEFINITION}]
         resources.append(resource)
+    resources.append(concept_map_capability())  # the code tables, served by the service itself
+    resources.append(group_capability())  # one Group per source, made by the service itself
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": (
@@ -101,6 +137,7 @@ def capability_statement(
         ),
         "resource": resources,
     }
+    advertise_export(rest)  # $export: system level, Patient and Group
     if token_url is not None:
         rest["security"] = {
             "service": [

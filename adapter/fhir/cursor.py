@@ -114,6 +114,7 @@ def _state_json(state: SearchState) -> dict[str, Any]:
         "p": [[p.name, p.modifier, p.prefix, list(p.values)] for p in request.params],
         "n": request.count,
         "inc": list(state.includes),
+        "rev": list(state.revincludes),
         "order": list(state.order),
         "share": list(state.shares),
         "lanes": state.lanes,
@@ -155,6 +156,8 @@ def _state_of(data: dict[str, Any]) -> SearchState:
         shares=tuple(int(n) for n in data["share"]),
         lanes=int(data["lanes"]),
         includes=tuple(str(i) for i in data["inc"]),
+        # Cursors made before _revinclude was served have none.
+        revincludes=tuple(str(i) for i in data.get("rev", ())),
         skipped=int(data["skip"]),
         client=data["cl"],
         position=_position_of(data),

@@ -1,15 +1,23 @@
 """What the configured sources declare they can do, per resource type.
 
 Each connector declares its :class:`Capabilities` (resource types, interactions, search
-parameters, includes); :class:`Declared` gathers them over every source once, minus the
-writes of read-only sources. It is the single truth for what the facade accepts and what
-the CapabilityStatement advertises: nothing here knows a connector, only its declaration.
+parameters); :class:`Declared` gathers them over every source once, minus the writes of
+read-only sources. It is the single truth for what the facade accepts and what the
+CapabilityStatement advertises: nothing here knows a connector, only its declaration.
+
+The ``_include`` and ``_revinclude`` a search takes follow from the same declarations and
+the server's own table (:mod:`adapter.fhir.includes`): an include when some source reads
+a type it references, a revinclude when some source searches the referencing type by its
+parameter. A connector need not declare them; ``ResourceCapability.includes`` is still
+taken, and offers nothing the declarations do not already make work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from adapter.fhir.includes import advertised_includes, include_forms, revinclude_forms
 
 __all__ = ["READS", "Capabilities", "Declared", "ResourceCapability"]
 
@@ -20,6 +28,7 @@ READS = frozenset({"read", "search-type"})
 class ResourceCapability:
     search_params: frozenset[str]
     interactions: frozenset[str] = READS
+    # Not needed: what can be included follows from what the sources read (see above).
     includes: frozenset[str] = frozenset()
 
 
@@ -35,14 +44,12 @@ class Declared:
         self,
         sources: Mapping[str, Capabilities],
         read_only: frozenset[str] = frozenset(),
-        known_includes: frozenset[str] = frozenset(),
     ) -> None:
         self.sources = dict(sources)
         self.read_only = read_only  # sources configured `read_only = true`: no writes
         self.types = sorted({t for c in self.sources.values() for t in c.resources})
         self._serving: dict[str, list[str]] = {}
         self._params: dict[str, dict[str, set[str]]] = {}
-        self._includes: dict[str, set[str]] = {}
         self._routing: dict[
             tuple[str, frozenset[str], tuple[str, ...] | None, frozenset[str] | None],
             tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]],
@@ -53,8 +60,9 @@ class Declared:
                 params = self._params.setdefault(resource_type, {})
                 for param in cap.search_params:
                     params.setdefault(param, set()).add(name)
-                known = set(cap.includes) & known_includes
-                self._includes.setdefault(resource_type, set()).update(known)
+        self.readable = frozenset(t for t in self.types if "read" in self.interactions(t))
+        self._includes = {t: include_forms(t, self.readable) for t in self.types}
+        self._revincludes = {t: revinclude_forms(t, self.searchable) for t in self.types}
 
     def capability(self, source: str, resource_type: str) -> ResourceCapability | None:
         capabilities = self.sources.get(source)
@@ -67,8 +75,26 @@ class Declared:
         """Search parameter -> the sources that take it."""
         return self._params.get(resource_type, {})
 
-    def includes(self, resource_type: str) -> set[str]:
-        return self._includes.get(resource_type, set())
+    def searchable(self, resource_type: str, param: str) -> bool:
+        """Does some source search ``resource_type`` by ``param``?"""
+        return bool(self.supported_params(resource_type).get(param))
+
+    def includes(self, resource_type: str) -> frozenset[str]:
+        """The ``_include`` values a search of the type takes (typed forms too)."""
+        return self._includes.get(resource_type, frozenset())
+
+    def revincludes(self, resource_type: str) -> frozenset[str]:
+        """The ``_revinclude`` values a search of the type takes (typed forms too)."""
+        return self._revincludes.get(resource_type, frozenset())
+
+    def advertised_includes(self, resource_type: str) -> list[str]:
+        """The CapabilityStatement's ``searchInclude``: each include, and the typed forms
+        of those that reference several types."""
+        return advertised_includes(self.includes(resource_type))
+
+    def advertised_revincludes(self, resource_type: str) -> list[str]:
+        """The CapabilityStatement's ``searchRevInclude``."""
+        return advertised_includes(self.revincludes(resource_type))
 
     def routing(
         self,

@@ -17,7 +17,16 @@ from typing import Any
 from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
-__all__ = ["KINDS", "MODIFIERS", "actor_references", "matches", "normalise"]
+__all__ = [
+    "KINDS",
+    "MODIFIERS",
+    "actor_references",
+    "matches",
+    "normalise",
+    "references",
+    "string_matches",
+    "token_matches",
+]
 
 Resource = dict[str, Any]
 
@@ -92,6 +101,44 @@ def _actors(kind: str | None) -> Callable[[Resource], Iterator[str]]:
     return extract
 
 
+def _text(*keys: str) -> Callable[[Resource], Iterator[str]]:
+    """Plain strings (or lists of them) held under ``keys``: a Location's name and
+    aliases, an Organization's."""
+
+    def extract(r: Resource) -> Iterator[str]:
+        for key in keys:
+            value = r.get(key)
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list):
+                yield from (v for v in value if isinstance(v, str))
+
+    return extract
+
+
+def _device_names(r: Resource) -> Iterator[str]:
+    for entry in r.get("deviceName") or ():
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            yield name
+
+
+def references(resource: Resource, key: str) -> Iterator[str]:
+    """The literal references held under ``key``: one Reference or a list of them."""
+    value = resource.get(key)
+    for ref in value if isinstance(value, list) else (value,):
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(target, str):
+            yield target
+
+
+def _refs(key: str) -> Callable[[Resource], Iterator[str]]:
+    def extract(r: Resource) -> Iterator[str]:
+        return references(r, key)
+
+    return extract
+
+
 def _schedule_actor(r: Resource) -> Iterator[str]:
     ref = (r.get("schedule") or {}).get("reference")
     if isinstance(ref, str) and ref.startswith("Schedule/"):
@@ -124,10 +171,46 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     },
     # A Slot's Schedule has the id of the Practitioner whose free time it is.
     "Slot": {
+        "_id": ("token", _plain("id")),
+        "schedule": ("reference", _refs("schedule")),
         "schedule.actor": ("reference", _schedule_actor),
         "start": ("date", lambda r: [r["start"]] if "start" in r else []),
         "status": ("token", _plain("status")),
         "service-type": ("token", _codings("serviceType")),
+    },
+    "Practitioner": {
+        "_id": ("token", _plain("id")),
+        "name": ("string", lambda r: _names(r, ("text", "family", "given", "prefix", "suffix"))),
+        "family": ("string", lambda r: _names(r, ("family",))),
+        "given": ("string", lambda r: _names(r, ("given",))),
+        "identifier": ("token", _identifiers),
+    },
+    "Device": {
+        "_id": ("token", _plain("id")),
+        "device-name": ("string", _device_names),
+        "organization": ("reference", _refs("owner")),
+        "location": ("reference", _refs("location")),
+    },
+    "Location": {
+        "_id": ("token", _plain("id")),
+        "name": ("string", _text("name", "alias")),
+        "organization": ("reference", _refs("managingOrganization")),
+    },
+    "Organization": {
+        "_id": ("token", _plain("id")),
+        "name": ("string", _text("name", "alias")),
+        "partof": ("reference", _refs("partOf")),
+    },
+    "HealthcareService": {
+        "_id": ("token", _plain("id")),
+        "name": ("string", _text("name")),
+        "organization": ("reference", _refs("providedBy")),
+        "location": ("reference", _refs("location")),
+        "service-type": ("token", _codings("type")),
+    },
+    "Schedule": {
+        "_id": ("token", _plain("id")),
+        "actor": ("reference", _refs("actor")),
     },
 }
 MODIFIERS: dict[str, set[str | None]] = {
@@ -138,7 +221,8 @@ MODIFIERS: dict[str, set[str | None]] = {
 }
 
 
-def _string(param: SearchParam, values: Iterable[str]) -> bool:
+def string_matches(param: SearchParam, values: Iterable[str]) -> bool:
+    """A string parameter (with ``:exact`` or ``:contains``) against the values held."""
     if param.modifier == "exact":
         wanted = set(param.values)
         return any(v in wanted for v in values)
@@ -149,7 +233,8 @@ def _string(param: SearchParam, values: Iterable[str]) -> bool:
     return any(f.startswith(n) for n in needles for f in folded)
 
 
-def _token(param: SearchParam, values: Iterable[tuple[str | None, str]]) -> bool:
+def token_matches(param: SearchParam, values: Iterable[tuple[str | None, str]]) -> bool:
+    """A token parameter (``[system|]code``) against the (system, code) pairs held."""
     pairs = list(values)
     for wanted in param.values:
         system, bar, code = wanted.rpartition("|") if "|" in wanted else (None, "", wanted)
@@ -202,10 +287,16 @@ def _wanted_dates(param: SearchParam) -> tuple[FhirDate, ...]:
         raise UnsupportedParameter(param.name, "not a FHIR date") from None
 
 
+# The type a bare id names, per reference parameter (``patient=123``: ``Patient/123``);
+# parameters that may reference several types (``actor``) take a bare id of any of them.
 _REF_TYPES = {
     "patient": "Patient",
     "practitioner": "Practitioner",
     "schedule.actor": "Practitioner",
+    "schedule": "Schedule",
+    "organization": "Organization",
+    "partof": "Organization",
+    "location": "Location",
 }
 
 
@@ -221,9 +312,9 @@ def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> 
             raise UnsupportedParameter(f"{param.name}:{param.modifier}", "modifier not supported")
         values = extract(resource)
         if kind == "string":
-            ok = _string(param, values)
+            ok = string_matches(param, values)
         elif kind == "token":
-            ok = _token(param, values)
+            ok = token_matches(param, values)
         elif kind == "reference":
             ok = _reference(param, values, _REF_TYPES.get(param.name))
         else:

@@ -3,9 +3,10 @@
 Search parameters are checked against what FHIR defines for the type and what the
 configured sources can do. Unknown or unsupported ones are left out (and out of the
 ``self`` link) by default; with ``Prefer: handling=strict`` they are a 400 naming the
-parameter. A malformed value of a known parameter (a date that is no date, a ``_count``
-that is no number) and an unknown modifier are always a 400: ignoring them would change
-what the search means.
+parameter. So are ``_include`` and ``_revinclude`` values the search does not take
+(:mod:`adapter.fhir.includes`), and ``_include:iterate``. A malformed value of a known
+parameter (a date that is no date, a ``_count`` that is no number) and an unknown
+modifier are always a 400: ignoring them would change what the search means.
 
 What a search may hold is bounded, each bound a 400 naming the parameter that crosses it:
 connectors filter candidate records in memory (:mod:`adapter.fhir.match`), doing work for
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from adapter.fhir.dates import FhirDate, parse_date
@@ -50,7 +51,17 @@ MAX_TEXT_CHARACTERS = 500
 _COUNT_DIGITS = 6
 
 _CONTROL = frozenset(
-    {"_count", "_summary", "_include", "_total", "_source", "_format", "_cursor", "_pretty"}
+    {
+        "_count",
+        "_summary",
+        "_include",
+        "_revinclude",
+        "_total",
+        "_source",
+        "_format",
+        "_cursor",
+        "_pretty",
+    }
 )
 _SPLIT = re.compile(r"(?<!\\),")
 _PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=[0-9])")
@@ -65,6 +76,7 @@ class ParsedSearch:
 
     request: SearchRequest
     includes: tuple[str, ...] = ()
+    revincludes: tuple[str, ...] = ()
     summary_count: bool = False
     total: str | None = None  # none | estimate | accurate
     cursor: str | None = None
@@ -149,22 +161,23 @@ def parse_search(
     items: Sequence[tuple[str, str]],
     *,
     supported: dict[str, set[str]],
-    includes: Iterable[str],
+    includes: Collection[str],
     sources: Iterable[str],
     strict: bool,
     default_count: int,
     max_count: int,
+    revincludes: Collection[str] = frozenset(),
 ) -> ParsedSearch:
-    """``supported``: parameter name -> sources that take it (for this type)."""
+    """``supported``: parameter name -> sources that take it (for this type);
+    ``includes``, ``revincludes``: the ``_include`` and ``_revinclude`` values it takes."""
     kinds = KINDS.get(resource_type, {})
     _check_size(items, {name: kind for name, (kind, _) in kinds.items()})
-    known_includes = set(includes)
     known_sources = set(sources)
     params: list[SearchParam] = []
     parsed = ParsedSearch(SearchRequest(resource_type))
     count = default_count
     narrowed: tuple[str, ...] | None = None
-    unsupported: list[str] = []
+    unsupported: list[Issue] = []
 
     for key, raw in items:
         name, _, modifier = key.partition(":")
@@ -182,7 +195,7 @@ def parse_search(
                     parsed.summary_count = True
                     parsed.used.append((key, raw))
                 elif raw != "false":
-                    unsupported.append(f"{key}={raw}")
+                    unsupported.append(_unsupported(key, f"{key}={raw}"))
                 continue
             if name == "_total":
                 if raw not in ("none", "estimate", "accurate"):
@@ -190,11 +203,25 @@ def parse_search(
                 parsed.total = raw
                 parsed.used.append((key, raw))
                 continue
-            if name == "_include":
-                if modifier or raw not in known_includes:
-                    unsupported.append(f"{key}={raw}")
-                else:
+            if name in ("_include", "_revinclude"):
+                known = includes if name == "_include" else revincludes
+                if modifier:
+                    unsupported.append(
+                        Issue(
+                            "error",
+                            "not-supported",
+                            f"{_shown(key)} is not supported: only the resources the "
+                            "matches reference themselves are included",
+                            (key,),
+                        )
+                    )
+                elif raw not in known:
+                    unsupported.append(_unsupported(key, f"{key}={raw}", known))
+                elif name == "_include" and raw not in parsed.includes:
                     parsed.includes += (raw,)
+                    parsed.used.append((key, raw))
+                elif name == "_revinclude" and raw not in parsed.revincludes:
+                    parsed.revincludes += (raw,)
                     parsed.used.append((key, raw))
                 continue
             if name == "_source":
@@ -206,7 +233,7 @@ def parse_search(
                 parsed.cursor = raw
             continue  # _format and _pretty are the route's business
         if name not in kinds or name not in supported:
-            unsupported.append(key)
+            unsupported.append(_unsupported(key, key))
             continue
         kind = kinds[name][0]
         if (modifier or None) not in MODIFIERS[kind]:
@@ -231,22 +258,20 @@ def parse_search(
         parsed.used.append((key, raw))
 
     if unsupported and strict:
-        raise FhirError(
-            400,
-            [
-                Issue(
-                    "error",
-                    "not-supported",
-                    f"search parameter {u or '(no name)'} is not supported",
-                    (u.split("=")[0],) if u.split("=")[0] else (),
-                )
-                for u in unsupported
-            ],
-        )
+        raise FhirError(400, unsupported)
     if narrowed is not None:
         narrowed = tuple(s for s in narrowed if s in known_sources)
     parsed.request = SearchRequest(resource_type, tuple(params), count=count, sources=narrowed)
     return parsed
+
+
+def _unsupported(key: str, what: str, choices: Collection[str] | None = None) -> Issue:
+    """The issue of a parameter (or value) that is not supported, as strict handling
+    refuses it; ``choices``: the values that are, named when given."""
+    said = f"search parameter {what or '(no name)'} is not supported"
+    if choices is not None:
+        said += f"; this search takes {', '.join(sorted(choices)) or 'none'}"
+    return Issue("error", "not-supported", said, (key,) if key else ())
 
 
 def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:

@@ -95,7 +95,8 @@ class SearchState:
     with ``order``); ``lanes`` how many are asked at once (all of them, or one after
     another when ``_count`` is smaller than their number). ``skipped`` counts sources left
     out because they cannot take a parameter (a total is then not exact). ``previous`` is
-    the position one page back, for the Bundle's ``previous`` link.
+    the position one page back, for the Bundle's ``previous`` link. ``includes`` and
+    ``revincludes`` are the ``_include`` and ``_revinclude`` values: every page has them.
     """
 
     request: SearchRequest
@@ -103,6 +104,7 @@ class SearchState:
     shares: tuple[int, ...]
     lanes: int
     includes: tuple[str, ...] = ()
+    revincludes: tuple[str, ...] = ()
     skipped: int = 0
     client: str | None = None
     position: Position = field(default_factory=Position)
@@ -126,6 +128,7 @@ class SearchState:
             self.shares,
             self.lanes,
             self.includes,
+            self.revincludes,
             self.skipped,
             self.client,
             position,

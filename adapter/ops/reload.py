@@ -24,7 +24,8 @@ __all__ = ["Reloadable"]
 
 log = logging.getLogger("fhir_adapter")
 
-App = Any  # an ASGI app whose ``state.aclose()`` releases what it holds
+App = Any  # an ASGI app whose ``state.aclose()`` releases what it holds (and whose
+# ``state.astart()``, if it has one, starts its background work)
 
 
 class Reloadable:
@@ -60,6 +61,9 @@ class Reloadable:
             )
             return False
         old, self.app = self.app, fresh
+        task = asyncio.get_running_loop().create_task(_start(fresh))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
         self._retired.append(old)
         if self._in_flight.get(id(old), 0) == 0:
             self._close_later(old)
@@ -80,6 +84,7 @@ class Reloadable:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 gc.freeze()  # what start-up made lives as long as the process
+                await _start(self.app)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for app in [self.app, *self._retired]:
@@ -89,6 +94,15 @@ class Reloadable:
                 metrics.worker_exiting()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _start(app: App) -> None:
+    start: Callable[[], Awaitable[None]] | None = getattr(app.state, "astart", None)
+    if start is not None:
+        try:
+            await start()
+        except Exception as exc:
+            log.error("starting an app's background work failed: %s", type(exc).__name__)
 
 
 async def _close(app: App) -> None:

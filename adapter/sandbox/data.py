@@ -235,6 +235,15 @@ def generate_leyr(seed: int = 7, patients: int = 200, anchor: date | None = None
             )
             ids.append(rid)
         by_unit[cu] = ids
+        # A room each: Leyr's resources are practitioners and equipment.
+        resources.append(
+            {
+                "id": f"room-{n + 1}",
+                "name": f"Ultraljudsrum {n + 1}",
+                "type": "equipment",
+                "care_unit_id": cu,
+            }
+        )
     services: list[dict[str, Any]] = []
     svc_by_unit: dict[str, list[tuple[str, int]]] = {}
     for cu in by_unit:
@@ -366,7 +375,8 @@ def nyra_appointments(
 
 
 def generate_nyra(seed: int = 7, patients: int = 200, anchor: date | None = None) -> NyraData:
-    """A hospital with two branches and four doctors (15-minute slots)."""
+    """A hospital with two branches and four doctors, whose slots last 15, 20, 30 and 15
+    minutes."""
     anchor = anchor or datetime.now(UTC).date()
     rng = random.Random(seed)
     branches = [seeded_uuid(rng), seeded_uuid(rng)]
@@ -379,7 +389,7 @@ def generate_nyra(seed: int = 7, patients: int = 200, anchor: date | None = None
                 "name": f"Dr. {rng.choice(INDIAN_FIRST[gender])} {rng.choice(INDIAN_LAST)}",
                 "branch_id": branches[j % 2],
                 "specialization": ("General Medicine", "Cardiology", "Paediatrics", "ENT")[j],
-                "slot_duration_minutes": 15,
+                "slot_duration_minutes": (15, 20, 30, 15)[j],
                 "consultation_fee": 500 + 100 * j,
             }
         )

@@ -12,14 +12,19 @@ from mappings.errors import InvalidResource
 __all__ = [
     "EXT_AGE",
     "EXT_CREATED_AT",
+    "EXT_DURATION",
+    "EXT_SLOT_LENGTH",
     "EXT_VENDOR_EXTRA",
     "EXT_VENDOR_ID_TYPE",
     "EXT_VENDOR_STATUS",
     "NAMESPACE",
+    "SOURCE_SYSTEM",
+    "UCUM",
     "code_system_url",
     "extension_value",
     "extra_extension",
     "identifier_system",
+    "minutes",
     "read_extra",
     "resource_list",
     "resource_str",
@@ -38,6 +43,14 @@ EXT_VENDOR_ID_TYPE = f"{_SD}/vendor-id-type"
 EXT_CREATED_AT = f"{_SD}/created-at"
 #: A patient's age as the vendor recorded it (valueAge, in years).
 EXT_AGE = f"{_SD}/age"
+#: How long a HealthcareService's appointment lasts (valueDuration, in minutes).
+EXT_DURATION = f"{_SD}/duration"
+#: The length of each bookable slot of a Schedule (valueDuration, in minutes).
+EXT_SLOT_LENGTH = f"{_SD}/slot-length"
+
+UCUM = "http://unitsofmeasure.org"
+#: Identifier.system whose values are this facade's configured source names.
+SOURCE_SYSTEM = f"{NAMESPACE}/sid/source"
 
 
 def identifier_system(source: str, name: str) -> str:
@@ -47,6 +60,11 @@ def identifier_system(source: str, name: str) -> str:
 
 def code_system_url(name: str) -> str:
     return f"{NAMESPACE}/CodeSystem/{name}"
+
+
+def minutes(value: int) -> dict[str, Any]:
+    """A FHIR Duration of ``value`` minutes (UCUM ``min``)."""
+    return {"value": value, "unit": "min", "system": UCUM, "code": "min"}
 
 
 def extra_extension(leftovers: dict[str, Any], vendor: str) -> dict[str, Any]:

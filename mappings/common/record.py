@@ -13,10 +13,15 @@ from typing import Any, Literal, overload
 
 from mappings.errors import InvalidVendorRecord
 
-__all__ = ["VendorRecord"]
+__all__ = ["VendorRecord", "is_code"]
 
 # https://hl7.org/fhir/R4/datatypes.html#code
 _FHIR_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
+
+
+def is_code(value: str) -> bool:
+    """Whether ``value`` is a valid FHIR ``code`` (no leading, trailing or double spaces)."""
+    return _FHIR_CODE.fullmatch(value) is not None
 
 
 class VendorRecord:
@@ -52,6 +57,25 @@ class VendorRecord:
             raise self.error(key, f"expected a string, got {type(value).__name__}")
         if required:
             raise self.error(key, "missing required field")
+        return None
+
+    def loose_text(self, key: str) -> str | None:
+        """A non-blank string, or ``None``: any other value (blank, or of another type) is
+        not an error but left for :meth:`leftovers`. For the directory records, where one
+        odd field is no reason to refuse the whole practitioner or care unit."""
+        value = self.data.get(key)
+        if type(value) is str and value and not value.isspace():
+            self.used.add(key)
+            return value
+        return None
+
+    def positive_int(self, key: str) -> int | None:
+        """A positive integer (not a boolean), or ``None``: any other value is left for
+        :meth:`leftovers`."""
+        value = self.data.get(key)
+        if type(value) is int and value > 0:
+            self.used.add(key)
+            return value
         return None
 
     def code(self, key: str) -> str | None:

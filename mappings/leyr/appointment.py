@@ -27,7 +27,11 @@ def healthcare_service_system(source: str) -> str:
 
 
 def to_fhir_appointment(record: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:
-    """A Leyr appointment record as a FHIR R4 Appointment dict."""
+    """A Leyr appointment record as a FHIR R4 Appointment dict.
+
+    With names in ``ctx.directory``, the care unit, resource and service references carry
+    them as ``display``, and a resource that is equipment is referenced as a ``Device``.
+    """
     r = VendorRecord(VENDOR, record)
     vendor_id = r.text("id", required=True)
     cu = r.text("care_unit_id", required=True)
@@ -38,10 +42,14 @@ def to_fhir_appointment(record: dict[str, Any], ctx: LeyrContext) -> dict[str, A
     appointment["meta"] = {"source": ctx.source}
     extensions = status_to_fhir(r, "status", APPOINTMENT_STATUS, appointment)
 
+    directory = ctx.directory
     service = r.code("healthcare_service_id")
     if service is not None:
-        system = healthcare_service_system(ctx.source)
-        appointment["serviceType"] = [{"coding": [{"system": system, "code": service}]}]
+        coding = {"system": healthcare_service_system(ctx.source), "code": service}
+        service_name = directory.services.get((cu, service))
+        if service_name is not None:
+            coding["display"] = service_name
+        appointment["serviceType"] = [{"coding": [coding]}]
     start = instant_field(r, "start")
     end = instant_field(r, "end")
     if start is not None:
@@ -60,12 +68,16 @@ def to_fhir_appointment(record: dict[str, Any], ctx: LeyrContext) -> dict[str, A
         participants.append(actor(_ref(r, ctx, "Patient", "patient_id", patient_id, cu)))
     resource_id = r.text("resource_id")
     if resource_id is not None:
-        member = actor(_ref(r, ctx, "Practitioner", "resource_id", resource_id, cu))
+        # Equipment (a room, a machine) is a Device; the directory says which is which.
+        key = (cu, resource_id)
+        kind = "Device" if key in directory.devices else "Practitioner"
+        ref = _ref(r, ctx, kind, "resource_id", resource_id, cu)
+        member = actor(ref, directory.resources.get(key))
         hsa = hsa_identifier(resource_id)
         if hsa is not None:
             member["actor"]["identifier"] = hsa
         participants.append(member)
-    participants.append(actor(ctx.ref("Location", cu)))
+    participants.append(actor(ctx.ref("Location", cu), directory.care_units.get(cu)))
     appointment["participant"] = participants
 
     leftovers = r.leftovers()
@@ -84,7 +96,7 @@ def _ref(r: VendorRecord, ctx: LeyrContext, kind: str, key: str, value: str, cu:
 
 
 def from_fhir_appointment(resource: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:
-    """A FHIR R4 Appointment dict as a Leyr appointment record."""
+    """A FHIR R4 Appointment dict as a Leyr appointment record (displays are not read)."""
     record: dict[str, Any] = {}
     cu: str | None = None
     if resource.get("id") is not None:
@@ -106,8 +118,12 @@ def from_fhir_appointment(resource: dict[str, Any], ctx: LeyrContext) -> dict[st
     record["care_unit_id"] = cu
     record["status"] = status_from_fhir(resource, APPOINTMENT_STATUS, VENDOR)
 
-    for kind, key in (("Patient", "patient_id"), ("Practitioner", "resource_id")):
-        i, member = participant(resource, kind)
+    # Leyr books one resource: a Practitioner, else a Device (equipment).
+    for kinds, key in ((("Patient",), "patient_id"), (("Practitioner", "Device"), "resource_id")):
+        for kind in kinds:
+            i, member = participant(resource, kind)
+            if member is not None:
+                break
         if member is None:
             continue
         gid = reference_id(member, kind, ctx, f"Appointment.participant[{i}].actor", scoped=True)

@@ -86,7 +86,11 @@ def to_fhir_patient(record: dict[str, Any], ctx: LeyrContext) -> dict[str, Any]:
     if address is not None:
         patient["address"] = [_address(address)]
 
-    patient["managingOrganization"] = {"reference": ctx.ref("Organization", care_unit)}
+    organization = {"reference": ctx.ref("Organization", care_unit)}
+    unit_name = ctx.directory.care_units.get(care_unit)
+    if unit_name is not None:
+        organization["display"] = unit_name
+    patient["managingOrganization"] = organization
     leftovers = r.leftovers()
     if leftovers:
         patient["extension"] = [extra_extension(leftovers, VENDOR)]

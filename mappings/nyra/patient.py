@@ -11,6 +11,7 @@ from mappings.common.context import NyraContext
 from mappings.common.fhir import (
     EXT_AGE,
     EXT_CREATED_AT,
+    UCUM,
     extension_value,
     extra_extension,
     read_extra,
@@ -27,7 +28,6 @@ from mappings.nyra.codes import GENDER, PATIENT_STATUS
 __all__ = ["from_fhir_patient", "to_fhir_patient"]
 
 VENDOR = "Nyra"
-_UCUM = "http://unitsofmeasure.org"
 
 
 def to_fhir_patient(record: dict[str, Any], ctx: NyraContext) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def to_fhir_patient(record: dict[str, Any], ctx: NyraContext) -> dict[str, Any]:
         if age < 0:
             raise r.error("age", "is negative")
         extensions.append(
-            {"url": EXT_AGE, "valueAge": {"value": age, "unit": "a", "system": _UCUM, "code": "a"}}
+            {"url": EXT_AGE, "valueAge": {"value": age, "unit": "a", "system": UCUM, "code": "a"}}
         )
 
     status = r.text("status")

@@ -72,11 +72,24 @@ def test_capability_statement_is_r4_and_lists_what_works(http):
     statement = CapabilityStatement.model_validate(r.json())
     assert statement.fhirVersion == "4.0.1"
     resources = {res.type: res for res in statement.rest[0].resource}
-    assert set(resources) == {"Patient", "Appointment", "Slot"}
-    assert [i.code for i in resources["Slot"].interaction] == ["search-type"]
+    directory = {"Practitioner", "Device", "Location", "Organization", "HealthcareService"}
+    assert (
+        set(resources)
+        == {"Patient", "Appointment", "Slot", "Schedule", "ConceptMap", "Group"} | directory
+    )
+    assert [i.code for i in resources["Slot"].interaction] == ["read", "search-type"]
+    assert [i.code for i in resources["Practitioner"].interaction] == ["read", "search-type"]
     patient_params = {p.name for p in resources["Patient"].searchParam}
     assert {"name", "birthdate", "identifier", "_source"} <= patient_params
-    assert resources["Appointment"].searchInclude == ["Appointment:patient"]
+    assert {
+        "Appointment:patient",
+        "Appointment:practitioner",
+        "Appointment:location",
+        "Appointment:actor",
+    } <= set(resources["Appointment"].searchInclude)
+    assert resources["Slot"].searchInclude == ["Slot:schedule"]
+    assert resources["Patient"].searchRevInclude == ["Appointment:patient"]
+    assert resources["Practitioner"].searchRevInclude == ["Appointment:practitioner"]
     active = next(p for p in resources["Patient"].searchParam if p.name == "active")
     assert "Not every source" in active.documentation  # taken by one source only, and says so
 

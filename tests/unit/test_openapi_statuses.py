@@ -34,10 +34,41 @@ EXPECTED = {
     ("/fhir/{resource_type}", "post"): GUARDED | TOKEN | SOURCES | BODY | {409, 412, 415, 422},
     ("/fhir/{resource_type}/_search", "post"): GUARDED | TOKEN | SOURCES | BODY | {415},
     ("/fhir/{resource_type}/{fhir_id}", "get"): GUARDED | TOKEN | SOURCES,
-    ("/fhir/{resource_type}/{fhir_id}", "put"): GUARDED | TOKEN | SOURCES | BODY | {409, 415, 422},
+    ("/fhir/{resource_type}/{fhir_id}", "put"): GUARDED
+    | TOKEN
+    | SOURCES
+    | BODY
+    | {409, 412, 415, 422, 428},
     ("/auth/token", "post"): GUARDED | BODY | {401, 404, 429},
     ("/.well-known/smart-configuration", "get"): GUARDED,
     ("/fhir/.well-known/smart-configuration", "get"): GUARDED,
+    # The code tables: behind a token, but no source behind them.
+    ("/fhir/ConceptMap", "get"): GUARDED | TOKEN | {406},
+    ("/fhir/ConceptMap/_search", "post"): GUARDED | TOKEN | BODY | {406, 415},
+    ("/fhir/ConceptMap/$translate", "get"): GUARDED | TOKEN | {406},
+    ("/fhir/ConceptMap/$translate", "post"): GUARDED | TOKEN | BODY | {406, 415},
+    ("/fhir/ConceptMap/{fhir_id}", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/ConceptMap/{fhir_id}/$translate", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/ConceptMap/{fhir_id}/$translate", "post"): GUARDED | TOKEN | BODY | {404, 406, 415},
+    # Bulk data export: behind a token; no source is asked while answering.
+    **{
+        (path, method): GUARDED | TOKEN | {404, 406}
+        for path in ("/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/{group_id}/$export")
+        for method in ("get", "post")
+    },
+    ("/fhir/$export-poll/{job_id}", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/$export-poll/{job_id}", "delete"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/$export-file/{job_id}/{name}", "get"): GUARDED | TOKEN | {404, 406},
+    # One Group per source: a source that fails leaves out a quantity, not the Group.
+    ("/fhir/Group", "get"): GUARDED | TOKEN | {406, 503},
+    ("/fhir/Group/{group_id}", "get"): GUARDED | TOKEN | {404, 406, 503},
+    # Subscriptions are kept by the service itself: no source is asked.
+    ("/fhir/Subscription", "get"): GUARDED | TOKEN | {406},
+    ("/fhir/Subscription", "post"): GUARDED | TOKEN | BODY | {406, 422},
+    ("/fhir/Subscription/{subscription_id}", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Subscription/{subscription_id}", "delete"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Patient/$everything", "get"): GUARDED | TOKEN | SOURCES,
+    ("/fhir/Patient/{fhir_id}/$everything", "get"): GUARDED | TOKEN | SOURCES,
 }
 
 
@@ -76,7 +107,15 @@ def test_the_resource_types_are_those_served(app):
 
 def test_the_routes_that_need_a_token_say_so():
     for path, method, operation in OPERATIONS:
-        needs = path.startswith("/fhir/{resource_type}")
+        needs = path.startswith(
+            (
+                "/fhir/{resource_type}",
+                "/fhir/ConceptMap",
+                "/fhir/Group",
+                "/fhir/Patient/",
+                "/fhir/Subscription",
+            )
+        ) or any(op in path for op in ("$export", "$everything"))
         assert ("security" in operation) == needs, (path, method)
     flows = DOCUMENT["components"]["securitySchemes"]["smart"]["flows"]
     assert flows["clientCredentials"]["tokenUrl"] == "/auth/token"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -23,11 +24,27 @@ from adapter.connectors.base import (
     check_supported,
     offset_page,
 )
-from adapter.connectors.config import check_source, http_for, require, vendor_client
+from adapter.connectors.config import (
+    check_source,
+    http_for,
+    require,
+    source_options,
+    vendor_client,
+)
+from adapter.connectors.directory import DIRECTORY_TYPES, Kept, directory_page, find, read_each
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
 from adapter.connectors.memo import Mapped, MappedMemo, map_records
-from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
+from adapter.connectors.slots import (
+    booked_from_slot,
+    parse_slot_id,
+    service_digest,
+    slot_capability,
+    slot_of,
+    slot_page,
+    slot_query,
+    slot_resource,
+)
 from adapter.connectors.writes import (
     Ambiguous,
     actor_of,
@@ -39,6 +56,7 @@ from adapter.connectors.writes import (
 )
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
+from adapter.fhir.versions import require_version, with_version
 from adapter.transport import (
     KeyPool,
     LeyrCredentials,
@@ -48,7 +66,7 @@ from adapter.transport import (
     VendorTimeout,
     VendorValidation,
 )
-from mappings import LeyrContext, MappingError, decode_id, leyr
+from mappings import LeyrContext, LeyrDirectory, MappingError, decode_id, leyr
 from mappings.common.time import zone
 from mappings.leyr.appointment import healthcare_service_system
 
@@ -80,6 +98,26 @@ _MAPPERS = {
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+_SLOT_DAYS = 14  # days of free time asked in one timeslots call
+_DIRECTORY_PARAMS: dict[str, frozenset[str]] = {
+    "Practitioner": frozenset({"_id", "name", "family", "given", "identifier"}),
+    "Device": frozenset({"_id", "device-name", "organization", "location"}),
+    "Location": frozenset({"_id", "name", "organization"}),
+    "Organization": frozenset({"_id", "name", "partof"}),
+    "HealthcareService": frozenset({"_id", "name", "organization", "location", "service-type"}),
+    "Schedule": frozenset({"_id", "actor"}),
+}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the EHR says of its care units (the configured ones), resources and
+    services, as FHIR by type, with the names references carry."""
+
+    directory: LeyrDirectory
+    resources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    services: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # vendor, by unit
+
 
 # The keys a Leyr source takes besides those every source takes (connectors/config.py);
 # any other key is a configuration error naming the nearest.
@@ -103,21 +141,104 @@ class LeyrConnector:
                 includes=frozenset({"Appointment:patient"}),
             ),
             "Slot": slot_capability("service-type"),
+            **{t: ResourceCapability(p) for t, p in _DIRECTORY_PARAMS.items()},
         }
     )
 
     def __init__(
-        self, source: str, *, emr: str, care_units: list[str], timezone: str, client: VendorClient
+        self,
+        source: str,
+        *,
+        emr: str,
+        care_units: list[str],
+        timezone: str,
+        client: VendorClient,
+        directory_seconds: float = 300.0,
     ) -> None:
         if not care_units:
             raise ConnectorConfigError(f"source {source!r}: 'care_units' must name at least one")
         self.source = source
         self.emr = emr
         self.care_units = list(care_units)
-        self.ctx = LeyrContext(source, timezone)
+        self.plain = LeyrContext(source, timezone)
         self.zone = zone(timezone)
         self.client = client
         self.memo = MappedMemo()
+        self.listing = Kept(directory_seconds, self._list_directory)
+        self._named: tuple[Listing, LeyrContext] | None = None
+        self._version = 0  # changes with the directory: answers are mapped once per version
+
+    # -- the directory --------------------------------------------------------------------
+
+    async def _list_directory(self) -> Listing:
+        """The care units, resources (practitioners, equipment) and services of the
+        configured care units: one call for the units and two per unit."""
+        units = await self.client.get_json(f"/emrs/{quote(self.emr, safe='')}/care-units")
+        named = {
+            u["id"]: u
+            for u in (units if isinstance(units, list) else ())
+            if isinstance(u, dict) and isinstance(u.get("id"), str)
+        }
+        care_units = [named.get(cu, {"id": cu}) for cu in self.care_units]
+        resources: list[Any] = []
+        services: dict[str, list[dict[str, Any]]] = {}
+        for cu in self.care_units:
+            listed = await self.client.get_json(f"{self._cu(cu)}/resources")
+            if isinstance(listed, list):
+                resources += [self._in_unit(r, cu) for r in listed]
+            offered = await self.client.get_json(f"{self._cu(cu)}/healthcare-services")
+            offered = offered if isinstance(offered, list) else []
+            services[cu] = [self._in_unit(s, cu) for s in offered if isinstance(s, dict)]
+        directory = LeyrDirectory.from_records(
+            care_units, resources, [s for unit in services.values() for s in unit]
+        )
+        ctx = replace(self.plain, directory=directory)
+        by_type: dict[str, list[dict[str, Any]]] = {t: [] for t in DIRECTORY_TYPES}
+        kept = map_records(self.source, resources, lambda r: leyr.to_fhir_resource(r, ctx))
+        for resource in kept:
+            by_type[resource["resourceType"]].append(resource)
+        by_type["Schedule"] = list(
+            map_records(self.source, resources, lambda r: leyr.to_fhir_schedule(r, ctx))
+        )
+        by_type["Location"] = list(
+            map_records(self.source, care_units, lambda u: leyr.to_fhir_location(u, ctx))
+        )
+        by_type["Organization"] = list(
+            map_records(self.source, care_units, lambda u: leyr.to_fhir_organization(u, ctx))
+        )
+        by_type["HealthcareService"] = list(
+            map_records(
+                self.source,
+                [s for unit in services.values() for s in unit],
+                lambda s: leyr.to_fhir_healthcare_service(s, ctx),
+            )
+        )
+        return Listing(directory, by_type, services)
+
+    @property
+    def ctx(self) -> LeyrContext:
+        """The newest mapping context (a booking fetches the directory first: see create)."""
+        return self._named[1] if self._named is not None else self.plain
+
+    async def _names_after_write(self) -> LeyrContext:
+        """The context to map a write's answer with: the directory's names if it can be
+        had, else the names known. The write is made: its answer must not fail for want
+        of a name."""
+        try:
+            ctx, _ = await self._context()
+        except Exception:
+            log.warning("source %s: a write answered without the directory's names", self.source)
+            return self.ctx
+        return ctx
+
+    async def _context(self) -> tuple[LeyrContext, int]:
+        """The mapping context with the names of the EHR's directory, and a number that
+        changes when the directory does (mapped answers are remembered per number)."""
+        listing = await self.listing.get()
+        if self._named is None or self._named[0] is not listing:
+            self._named = (listing, replace(self.plain, directory=listing.directory))
+            self._version += 1
+        return self._named[1], self._version
 
     @classmethod
     def from_config(
@@ -141,6 +262,7 @@ class LeyrConnector:
             care_units=list(require(source, config, "care_units", defaults)),
             timezone=require(source, config, "timezone", defaults),
             client=client,
+            directory_seconds=source_options(config).directory_seconds,
         )
 
     def _cu(self, care_unit: str) -> str:
@@ -160,6 +282,15 @@ class LeyrConnector:
         await self.client.send("GET", f"/emrs/{quote(self.emr, safe='')}/care-units")
 
     async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        """One resource, with its ``meta.versionId`` as a search gives it."""
+        return with_version(await self._read_one(resource_type, fhir_id))
+
+    async def _read_one(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        if resource_type == "Slot":
+            return await self._read_slot(fhir_id)
+        if resource_type in DIRECTORY_TYPES:
+            listing = await self.listing.get()
+            return find(listing.resources[resource_type], resource_type, fhir_id)
         if resource_type not in _MAPPERS:
             raise ResourceNotFound(resource_type, fhir_id)
         try:
@@ -176,11 +307,12 @@ class LeyrConnector:
     async def _get_one(self, resource_type: str, cu: str, vendor_id: str) -> dict[str, Any] | None:
         collection, to_fhir = _MAPPERS[resource_type]
         path = f"{self._cu(cu)}/{collection}/{quote(vendor_id, safe=':')}"
+        ctx, _ = await self._context()
         try:
             record = await self.client.get_json(path)
         except NotFound:
             return None
-        return to_fhir(self._in_unit(record, cu), self.ctx)
+        return to_fhir(self._in_unit(record, cu), ctx)
 
     @staticmethod
     def _in_unit(record: Any, cu: str) -> Any:
@@ -192,6 +324,10 @@ class LeyrConnector:
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
+        if request.resource_type in DIRECTORY_TYPES:
+            listing = await self.listing.get()
+            found = listing.resources[request.resource_type]
+            return directory_page(found, request, cursor, self.zone)
         if request.resource_type == "Slot":
             return slot_page(await self._slots(request), request, cursor, self.zone)
         if request.resource_type == "Patient":
@@ -212,6 +348,7 @@ class LeyrConnector:
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """What the plan finds, and the vendor ids of records that could not be mapped."""
         collection, to_fhir = _MAPPERS[resource_type]
+        ctx, version = await self._context()
         out: list[dict[str, Any]] = []
         left_out: list[str] = []
         for cu in plan.care_units:
@@ -234,11 +371,11 @@ class LeyrConnector:
                     out.extend(found)
                     continue
             path = f"{self._cu(cu)}/{collection}"
-            call = f"{path}?{sorted(plan.query.items())}"
+            call = f"{path}?{sorted(plan.query.items())}#{version}"
 
             def mapped(body: bytes, cu: str = cu, call: str = call) -> Mapped:
                 resources: Mapped = self.memo.get_or_map(
-                    call, body, lambda b: self._map_list(b, cu, to_fhir)
+                    call, body, lambda b: self._map_list(b, cu, to_fhir, ctx)
                 )
                 return resources
 
@@ -247,11 +384,11 @@ class LeyrConnector:
             left_out.extend(listed.left_out)
         return out, left_out
 
-    def _map_list(self, body: bytes, cu: str, to_fhir: Any) -> Mapped:
+    def _map_list(self, body: bytes, cu: str, to_fhir: Any, ctx: LeyrContext) -> Mapped:
         records = orjson.loads(body)
         if not isinstance(records, list):
             raise MalformedResponse(self.source, None, "expected a JSON array")
-        return map_records(self.source, records, lambda r: to_fhir(self._in_unit(r, cu), self.ctx))
+        return map_records(self.source, records, lambda r: to_fhir(self._in_unit(r, cu), ctx))
 
     async def _lookup(self, cu: str, typed_ids: list[str]) -> list[dict[str, Any]] | None:
         """Patients found by typed id; None when the EHR does not take that id type."""
@@ -270,7 +407,9 @@ class LeyrConnector:
 
     async def _slots(self, request: SearchRequest) -> list[dict[str, Any]]:
         """Free time from Leyr's timeslots, for every healthcare service of the care unit
-        (or the one ``service-type`` names)."""
+        (or the ones ``service-type`` names)."""
+        if request.named("_id"):
+            return await read_each(request, self._read_slot)
         query = slot_query(request, self.zone)
         try:
             gid = decode_id(query.practitioner)
@@ -286,48 +425,82 @@ class LeyrConnector:
             for v in p.values
             if "|" not in v or v.startswith(f"{system}|")
         }
+        listing = await self.listing.get()
+        services = [s["id"] for s in listing.services.get(cu, ()) if isinstance(s.get("id"), str)]
         if wanted:
             services = sorted(wanted)
-        else:
-            listed = await self.client.get_json(f"{self._cu(cu)}/healthcare-services")
-            services = [s["id"] for s in listed or () if isinstance(s, dict) and "id" in s]
         out = []
         for service in services:
-            params = {
-                "resource_id": gid.vendor_id,
-                "healthcare_service_id": service,
-                "start_date": query.first.isoformat(),
-                "end_date": query.last.isoformat(),
-            }
-            try:
-                slots = await self.client.get_json(f"{self._cu(cu)}/timeslots", params=params)
-            except VendorValidation as exc:
-                if {"INVALID_RESOURCE_ID", "INVALID_HEALTHCARE_SERVICE_ID"} & set(exc.error_codes):
-                    continue  # not this practitioner's or care unit's: no free time here
-                raise
-            coding = {"system": system, "code": service}
-            for slot in slots if isinstance(slots, list) else ():
-                try:
-                    start = datetime.fromisoformat(slot["start"])
-                    end = datetime.fromisoformat(slot["end"])
-                except (KeyError, TypeError, ValueError):
-                    raise MalformedResponse(
-                        self.source, None, "a timeslot without start/end"
-                    ) from None
-                out.append(
-                    slot_resource(
-                        self.ctx, query.practitioner, gid.vendor_id, cu, start, end, coding
-                    )
-                )
+            out += await self._free_time(cu, gid.vendor_id, service, query.first, query.last)
         out.sort(key=lambda s: (s["start"], s["id"]))
         return out
+
+    async def _free_time(
+        self, cu: str, resource_id: str, service: str, first: Any, last: Any
+    ) -> list[dict[str, Any]]:
+        """The resource's free Slots for one service, from ``first`` to ``last`` (dates),
+        asked of Leyr :data:`_SLOT_DAYS` days at a time (it refuses longer spans)."""
+        slots: list[Any] = []
+        while first <= last:
+            upto = min(last, first + timedelta(days=_SLOT_DAYS - 1))
+            params = {
+                "resource_id": resource_id,
+                "healthcare_service_id": service,
+                "start_date": first.isoformat(),
+                "end_date": upto.isoformat(),
+            }
+            try:
+                got = await self.client.get_json(f"{self._cu(cu)}/timeslots", params=params)
+            except VendorValidation as exc:
+                if {"INVALID_RESOURCE_ID", "INVALID_HEALTHCARE_SERVICE_ID"} & set(exc.error_codes):
+                    return []  # not this practitioner's or care unit's: no free time here
+                raise
+            slots += got if isinstance(got, list) else []
+            first = upto + timedelta(days=1)
+        ctx, _ = await self._context()
+        coding: dict[str, Any] = {"system": healthcare_service_system(self.source), "code": service}
+        name = ctx.directory.services.get((cu, service))
+        if name:
+            coding["display"] = name
+        kind = "Device" if (cu, resource_id) in ctx.directory.devices else "Practitioner"
+        actor = f"{kind}/{ctx.id(resource_id, cu)}"
+        out = []
+        for slot in slots:
+            try:
+                start = datetime.fromisoformat(slot["start"])
+                end = datetime.fromisoformat(slot["end"])
+            except (KeyError, TypeError, ValueError):
+                raise MalformedResponse(self.source, None, "a timeslot without start/end") from None
+            made = slot_resource(ctx, actor.split("/")[1], resource_id, cu, start, end, coding)
+            out.append(made)
+        return out
+
+    async def _read_slot(self, fhir_id: str) -> dict[str, Any]:
+        """The Slot while its time is free: the vendor is asked for that day's free time of
+        the resource and service the id names."""
+        key = parse_slot_id(fhir_id, with_service=True)
+        if key is None or key.source != self.source or key.scope not in self.care_units:
+            raise ResourceNotFound("Slot", fhir_id)
+        listing = await self.listing.get()
+        services = [
+            s["id"]
+            for s in listing.services.get(key.scope, ())
+            if isinstance(s.get("id"), str) and service_digest(s["id"]) == key.service
+        ]
+        day = key.start.astimezone(self.zone).date()
+        for service in services:
+            for slot in await self._free_time(key.scope, key.resource, service, day, day):
+                if slot["id"] == fhir_id:
+                    return slot
+        raise ResourceNotFound("Slot", fhir_id)
 
     # -- writes -------------------------------------------------------------------------
 
     async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
-        if resource_type == "Patient":
+        if resource_type == "Patient":  # mapped with the names known: the write comes first
             return await self._create_patient(resource)
         if resource_type == "Appointment":
+            await self._context()  # a resource is a Practitioner or a Device: the directory says
             return await self._book(resource)
         raise WriteNotSupported(self.source, resource_type, "create")
 
@@ -348,7 +521,8 @@ class LeyrConnector:
             )
         if not isinstance(body, dict):
             raise MalformedResponse(self.source, status, "expected the patient")
-        return Written(leyr.to_fhir_patient(self._in_unit(body, cu), self.ctx), status == 201)
+        ctx = await self._names_after_write()
+        return Written(leyr.to_fhir_patient(self._in_unit(body, cu), ctx), status == 201)
 
     async def _find_patient(self, cu: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """The patient a create that timed out may have made. With an identity (an
@@ -359,14 +533,16 @@ class LeyrConnector:
             _, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
             if not isinstance(body, dict):
                 raise MalformedResponse(self.source, None, "expected the patient")
-            return leyr.to_fhir_patient(self._in_unit(body, cu), self.ctx)
+            return leyr.to_fhir_patient(self._in_unit(body, cu), await self._names_after_write())
         query = {"first_name": record["first_name"], "last_name": record["last_name"]}
         listed = await self.client.get_json(f"{self._cu(cu)}/patients", params=query)
         keys = tuple(k for k, v in record.items() if isinstance(v, str | int | bool))
         same = [r for r in listed or () if same_fields(record, r, keys)]
         if len(same) > 1:
             raise Ambiguous()
-        return leyr.to_fhir_patient(self._in_unit(same[0], cu), self.ctx) if same else None
+        if not same:
+            return None
+        return leyr.to_fhir_patient(self._in_unit(same[0], cu), await self._names_after_write())
 
     def _booking(self, resource: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """(care unit, Leyr booking body) of a FHIR Appointment; the care unit is the
@@ -404,10 +580,15 @@ class LeyrConnector:
         ):
             if key not in body:
                 what = {"resource_id": "a Practitioner", "healthcare_service_id": "a service type"}
-                raise WriteRefused(element, f"Leyr needs {what.get(key, 'a start')} to book")
+                raise WriteRefused(
+                    element, f"Leyr needs {what.get(key, 'a start')} to book, or a Slot"
+                )
         return record["care_unit_id"], body
 
     async def _book(self, resource: dict[str, Any]) -> Written:
+        slot_id = slot_of(resource)
+        if slot_id is not None:
+            resource = await self._from_slot(resource, slot_id)
         cu, body = self._booking(resource)
         try:
             status, made = await self.client.send("POST", f"{self._cu(cu)}/appointments", body)
@@ -418,6 +599,34 @@ class LeyrConnector:
         if not isinstance(made, list) or not made or not isinstance(made[0], dict):
             raise MalformedResponse(self.source, status, "expected a list of appointments")
         return Written(leyr.to_fhir_appointment(self._in_unit(made[0], cu), self.ctx))
+
+    async def _from_slot(self, resource: dict[str, Any], slot_id: str) -> dict[str, Any]:
+        """The Appointment to book, completed from the Slot it names (409 when that time
+        is no longer free)."""
+        key = parse_slot_id(slot_id, with_service=True)
+        if key is None or key.source != self.source or key.scope not in self.care_units:
+            raise WriteRefused("Appointment.slot", f"Slot/{slot_id} is not a Slot of {self.source}")
+        try:
+            slot = await self._read_slot(slot_id)
+        except ResourceNotFound:
+            raise WriteRefused(
+                "Appointment.slot", f"Slot/{slot_id} is no longer free", status=409
+            ) from None
+        patient = actor_of(resource, "Patient")
+        if patient is not None:
+            try:
+                scope = decode_id(patient.split("/", 1)[1]).scope
+            except MappingError:
+                scope = None
+            if scope is not None and scope != key.scope:
+                raise WriteRefused(
+                    "Appointment.slot", f"Slot/{slot_id} is in another care unit than the Patient"
+                )
+        directory = self.ctx.directory
+        kind = "Device" if (key.scope, key.resource) in directory.devices else "Practitioner"
+        actor = f"{kind}/{self.ctx.id(key.resource, key.scope)}"
+        name = directory.resources.get((key.scope, key.resource))
+        return booked_from_slot(resource, slot, actor, name)
 
     async def _find_booking(self, cu: str, body: dict[str, Any]) -> dict[str, Any] | None:
         day = body["start"][:10]
@@ -432,10 +641,20 @@ class LeyrConnector:
                 return leyr.to_fhir_appointment(self._in_unit(record, cu), self.ctx)
         return None
 
-    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
+    async def update(
+        self,
+        resource_type: str,
+        fhir_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> Written:
         if resource_type != "Appointment":
             raise WriteNotSupported(self.source, resource_type, "update")
+        await self._context()
         current = await self.read("Appointment", fhir_id)
+        if if_match is not None:
+            require_version(current, if_match)  # nothing sent to the vendor on a mismatch
         cu, vendor_id = decode_id(fhir_id).scope, decode_id(fhir_id).vendor_id
         differs = changed(current, resource)
         people = participants_changed(current, resource)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -23,13 +25,30 @@ from adapter.connectors.base import (
     Written,
     check_supported,
 )
-from adapter.connectors.config import AtLeast, check_source, http_for, require, vendor_client
+from adapter.connectors.config import (
+    AtLeast,
+    check_source,
+    http_for,
+    require,
+    source_options,
+    vendor_client,
+)
+from adapter.connectors.directory import Kept, directory_page, read_each
 from adapter.connectors.memo import MappedMemo, map_records
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
-from adapter.connectors.slots import slot_capability, slot_page, slot_query, slot_resource
+from adapter.connectors.slots import (
+    booked_from_slot,
+    parse_slot_id,
+    slot_capability,
+    slot_of,
+    slot_page,
+    slot_query,
+    slot_resource,
+)
 from adapter.connectors.writes import (
     Ambiguous,
+    actor_of,
     changed,
     look_after_timeout,
     participants_changed,
@@ -39,6 +58,7 @@ from adapter.connectors.writes import (
 )
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
+from adapter.fhir.versions import require_version, with_version
 from adapter.transport import (
     AuthenticationRejected,
     KeyPool,
@@ -68,6 +88,23 @@ MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
+_DIRECTORY_PARAMS: dict[str, frozenset[str]] = {
+    "Practitioner": frozenset({"_id", "name", "family", "given", "identifier"}),
+    "Location": frozenset({"_id", "name", "organization"}),
+    "Organization": frozenset({"_id", "name", "partof"}),
+    "Schedule": frozenset({"_id", "actor"}),
+}
+_MAX_SCAN_PAGES = 1000  # a roster scan stops here, whatever a vendor's total says
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The doctors (id -> name, None when no record names them) and branches the
+    hospital's appointments and patients name."""
+
+    doctors: dict[str, str | None]
+    branches: frozenset[str]
+
 
 # The keys a Nyra source takes besides those every source takes (connectors/config.py);
 # any other key is a configuration error naming the nearest.
@@ -94,17 +131,164 @@ class NyraConnector:
                 includes=frozenset({"Appointment:patient"}),
             ),
             "Slot": slot_capability(),
+            **{t: ResourceCapability(p) for t, p in _DIRECTORY_PARAMS.items()},
         }
     )
 
     def __init__(
-        self, source: str, *, timezone: str, client: VendorClient, slot_minutes: int = 15
+        self,
+        source: str,
+        *,
+        timezone: str,
+        client: VendorClient,
+        slot_minutes: int = 15,
+        directory_seconds: float = 300.0,
     ) -> None:
         self.source = source
-        self.ctx = NyraContext(source, timezone, slot_minutes=slot_minutes)
+        self.timezone = timezone
+        self.slot_minutes = slot_minutes
         self.zone = zone(timezone)
         self.client = client
         self.memo = MappedMemo()
+        # Each doctor's slot length, learned from the vendor's slots and availability
+        # answers (refreshed whenever one is seen), and the names appointments give.
+        self.learned: dict[str, int] = {}
+        self.doctor_names: dict[str, str] = {}
+        self.ctx = NyraContext(source, timezone, slot_minutes=slot_minutes)
+        self.version = 0  # changes with ctx: answers are mapped once per version
+        self.roster = Kept(directory_seconds, self._scan_roster)
+        self.schedules = Kept(directory_seconds, self._all_schedules)
+
+    # -- what the hospital's records say of its doctors and branches ----------------------
+
+    def _learn(self, doctor_id: str, minutes: int | None) -> None:
+        """Remember a doctor's slot length (the default when the vendor gives none)."""
+        minutes = minutes or self.slot_minutes
+        if self.learned.get(doctor_id) != minutes:
+            self.learned[doctor_id] = minutes
+            self.version += 1
+            self.ctx = NyraContext(
+                self.source,
+                self.timezone,
+                slot_minutes=self.slot_minutes,
+                slot_minutes_by_doctor=dict(self.learned),
+            )
+
+    async def _availability(self, doctor_id: str) -> dict[str, Any] | None:
+        """The doctor's weekly availability (None: no such doctor); learns the slot."""
+        path = f"/doctors/{quote(doctor_id, safe='')}/availability"
+        try:
+            data = self._data(await self.client.get_json(path))
+        except NotFound:
+            return None
+        if not isinstance(data, dict):
+            raise MalformedResponse(self.source, None, "expected the doctor's availability")
+        self._learn(doctor_id, nyra.slot_minutes_of(data))
+        return data
+
+    async def _learn_slots(self, doctors: Iterable[Any]) -> None:
+        """Ask the availability of each doctor whose slot length is not known yet."""
+        for doctor in sorted({d for d in doctors if isinstance(d, str)} - set(self.learned)):
+            if await self._availability(doctor) is None:
+                self._learn(doctor, None)  # not a doctor Nyra knows: the default stands
+
+    async def _doctor_name(self, doctor_id: str) -> str | None:
+        """A doctor's name as the hospital's appointments give it (one call when no
+        appointment seen so far named the doctor)."""
+        if doctor_id not in self.doctor_names:
+            params = {"doctor_id": doctor_id, "page": "1", "limit": "1"}
+            data = self._data(await self.client.get_json("/appointments", params=params))
+            for record in (data or {}).get("results") or () if isinstance(data, dict) else ():
+                self._note(record)
+        return self.doctor_names.get(doctor_id)
+
+    def _note(self, record: Any) -> None:
+        if isinstance(record, dict):
+            doctor, name = record.get("doctor_id"), record.get("doctor_name")
+            if isinstance(doctor, str) and isinstance(name, str) and name.strip():
+                self.doctor_names[doctor] = name
+
+    async def _scan_roster(self) -> Roster:
+        """Every doctor and branch the appointments and patients name (Nyra lists
+        neither): pages of 100 of each."""
+        doctors: dict[str, str | None] = {}
+        branches: set[str] = set()
+        for path in ("/appointments", "/patients"):
+            page = 1
+            while page <= _MAX_SCAN_PAGES:
+                params = {"page": str(page), "limit": str(MAX_LIMIT)}
+                data = self._data(await self.client.get_json(path, params=params))
+                rows = data.get("results") if isinstance(data, dict) else None
+                if not isinstance(rows, list):
+                    raise MalformedResponse(self.source, None, "expected data.results to be a list")
+                for row in rows:
+                    if not isinstance(row, dict):
+                        continue
+                    self._note(row)
+                    if isinstance(row.get("doctor_id"), str):
+                        doctors.setdefault(row["doctor_id"], None)
+                    if isinstance(row.get("branch_id"), str):
+                        branches.add(row["branch_id"])
+                pages = data.get("total_pages")
+                if len(rows) < MAX_LIMIT or (isinstance(pages, int) and page >= pages):
+                    break
+                page += 1
+        return Roster({d: self.doctor_names.get(d) for d in doctors}, frozenset(branches))
+
+    async def _all_schedules(self) -> list[dict[str, Any]]:
+        roster = await self.roster.get()
+        out = []
+        for doctor, name in sorted(roster.doctors.items()):
+            availability = await self._availability(doctor)
+            if availability is not None:
+                out.append(nyra.to_fhir_schedule(availability, self.ctx, name))
+        return out
+
+    async def _directory(self, resource_type: str) -> list[dict[str, Any]]:
+        """Every resource of a directory type the hospital's records name."""
+        if resource_type == "Schedule":
+            return await self.schedules.get()
+        roster = await self.roster.get()
+        if resource_type == "Practitioner":
+            return [
+                nyra.to_fhir_practitioner(_doctor(d, n), self.ctx)
+                for d, n in sorted(roster.doctors.items())
+            ]
+        branches = sorted(roster.branches)
+        if resource_type == "Location":
+            return [nyra.to_fhir_location(b, self.ctx) for b in branches]
+        return [nyra.to_fhir_organization(b, self.ctx) for b in (None, *branches)]
+
+    async def _read_directory(self, resource_type: str, vendor_id: str) -> dict[str, Any] | None:
+        if resource_type in ("Practitioner", "Schedule"):
+            availability = await self._availability(vendor_id)
+            if availability is None:
+                return None
+            name = await self._doctor_name(vendor_id)
+            if resource_type == "Schedule":
+                return nyra.to_fhir_schedule(availability, self.ctx, name)
+            return nyra.to_fhir_practitioner(_doctor(vendor_id, name), self.ctx)
+        if resource_type == "Organization" and vendor_id == nyra.HOSPITAL:
+            return nyra.to_fhir_organization(None, self.ctx)
+        if not await self._branch_named(vendor_id):
+            return None
+        if resource_type == "Location":
+            return nyra.to_fhir_location(vendor_id, self.ctx)
+        return nyra.to_fhir_organization(vendor_id, self.ctx)
+
+    async def _branch_named(self, branch: str) -> bool:
+        """Whether some appointment or patient of the hospital is at this branch."""
+        known = self.roster.fresh()
+        if known is not None and branch in known.branches:
+            return True
+        for path in ("/appointments", "/patients"):
+            params = {"branch_id": branch, "page": "1", "limit": "1"}
+            data = self._data(await self.client.get_json(path, params=params))
+            rows = data.get("results") if isinstance(data, dict) else None
+            # A key locked to one branch ignores the filter: the answer must say so.
+            if any(isinstance(r, dict) and r.get("branch_id") == branch for r in rows or ()):
+                return True
+        return False
 
     @classmethod
     def from_config(
@@ -134,6 +318,7 @@ class NyraConnector:
             timezone=require(source, config, "timezone", defaults),
             slot_minutes=int(config.get("slot_minutes", 15)),
             client=vendor_client(source, config, http, pool, classify),
+            directory_seconds=source_options(config).directory_seconds,
         )
 
     async def aclose(self) -> None:
@@ -159,7 +344,13 @@ class NyraConnector:
         return body["data"]
 
     async def read(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
-        if resource_type not in _MAPPERS:
+        """One resource, with its ``meta.versionId`` as a search gives it."""
+        return with_version(await self._read_one(resource_type, fhir_id))
+
+    async def _read_one(self, resource_type: str, fhir_id: str) -> dict[str, Any]:
+        if resource_type == "Slot":
+            return await self._read_slot(fhir_id)
+        if resource_type not in _MAPPERS and resource_type not in _DIRECTORY_PARAMS:
             raise ResourceNotFound(resource_type, fhir_id)
         try:
             gid = decode_id(fhir_id)
@@ -167,7 +358,10 @@ class NyraConnector:
             raise ResourceNotFound(resource_type, fhir_id) from None
         if gid.source != self.source or gid.scope is not None:
             raise ResourceNotFound(resource_type, fhir_id)
-        found = await self._get_one(resource_type, gid.vendor_id)
+        if resource_type in _DIRECTORY_PARAMS:
+            found = await self._read_directory(resource_type, gid.vendor_id)
+        else:
+            found = await self._get_one(resource_type, gid.vendor_id)
         if found is None:
             raise ResourceNotFound(resource_type, fhir_id)
         return found
@@ -178,12 +372,22 @@ class NyraConnector:
             body = await self.client.get_json(f"{path}/{quote(vendor_id, safe='')}")
         except NotFound:
             return None
-        return to_fhir(self._data(body), self.ctx)
+        record = self._data(body)
+        if resource_type == "Appointment" and isinstance(record, dict):
+            self._note(record)
+            await self._learn_slots([record.get("doctor_id")])
+        return to_fhir(record, self.ctx)
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page:
         check_supported(self.capabilities, request)
         if request.resource_type == "Slot":
             return slot_page(await self._slots(request), request, cursor, self.zone)
+        if request.resource_type in _DIRECTORY_PARAMS:
+            if request.named("_id"):  # read each: no scan of the hospital's records
+                kept = await read_each(request, lambda i: self.read(request.resource_type, i))
+            else:
+                kept = await self._directory(request.resource_type)
+            return directory_page(kept, request, cursor, self.zone)
         p = plan(request, self.source, self.zone)
         if p.empty:
             return Page([], None, total=0)
@@ -217,18 +421,26 @@ class NyraConnector:
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise MalformedResponse(self.source, None, "expected data.results to be a list")
             records = data["results"]
+            if resource_type == "Appointment":
+                for record in records:
+                    self._note(record)
             mapped = map_records(self.source, records, lambda r: to_fhir(r, self.ctx))
             ids = [r.get("id") for r in records if isinstance(r, dict)]
             # ``size``: the vendor's own count on the page, left-out records included.
             return {**data, "results": mapped, "ids": ids, "size": len(records)}
 
-        def decode(body: bytes) -> dict[str, Any]:
-            answer: dict[str, Any] = self.memo.get_or_map(
-                call, body, build, size=lambda d: len(d["results"])
-            )
-            return answer
-
-        return await self.client.get_json(path, params=params, decode=decode)
+        body: bytes = await self.client.get_json(path, params=params, decode=bytes)
+        answer: dict[str, Any] | None = self.memo.peek(f"{call}#{self.version}", body)
+        if answer is None:
+            if resource_type == "Appointment":
+                await self._learn_slots(_doctors_in(body))
+            try:
+                answer = self.memo.get_or_map(
+                    f"{call}#{self.version}", body, build, size=lambda d: len(d["results"])
+                )
+            except orjson.JSONDecodeError:
+                raise MalformedResponse(self.source, 200, "body is not JSON") from None
+        return answer
 
     async def _exact_page(
         self, request: SearchRequest, query: dict[str, str], cursor: str | None
@@ -278,6 +490,8 @@ class NyraConnector:
 
     async def _slots(self, request: SearchRequest) -> list[dict[str, Any]]:
         """Free time from Nyra's per-day doctor slots (hospital-local times)."""
+        if request.named("_id"):
+            return await read_each(request, self._read_slot)
         query = slot_query(request, self.zone)
         try:
             gid = decode_id(query.practitioner)
@@ -285,30 +499,50 @@ class NyraConnector:
             return []
         if query.empty or gid.source != self.source or gid.scope is not None:
             return []
-        path = f"/doctors/{quote(gid.vendor_id, safe='')}/slots"
         out = []
         day = query.first
         while day <= query.last:
-            try:
-                body = await self.client.get_json(path, params={"date": day.isoformat()})
-            except NotFound:
+            found = await self._free_on(gid.vendor_id, day)
+            if found is None:
                 return []  # no such doctor
-            data = self._data(body)
-            for slot in (data or {}).get("slots") or ():
-                try:
-                    start = local_to_instant(
-                        day, time.fromisoformat(slot["time"]), self.ctx.timezone
-                    )
-                    end = local_to_instant(
-                        day, time.fromisoformat(slot["end_time"]), self.ctx.timezone
-                    )
-                except (KeyError, TypeError, ValueError, LocalTimeError):
-                    continue  # a slot a local clock cannot name (a DST gap) is not offered
-                out.append(
-                    slot_resource(self.ctx, query.practitioner, gid.vendor_id, None, start, end)
-                )
+            out += found
             day += timedelta(days=1)
         return out
+
+    async def _free_on(self, doctor_id: str, day: Any) -> list[dict[str, Any]] | None:
+        """The doctor's free Slots on a (local) day; None when Nyra knows no such doctor.
+        The answer's slot length is learned: an appointment then ends where its Slot did."""
+        path = f"/doctors/{quote(doctor_id, safe='')}/slots"
+        try:
+            body = await self.client.get_json(path, params={"date": day.isoformat()})
+        except NotFound:
+            return None
+        data = self._data(body)
+        if isinstance(data, dict):
+            minutes = nyra.slot_minutes_of(data)
+            if minutes is not None:
+                self._learn(doctor_id, minutes)
+        practitioner = self.ctx.id(doctor_id)
+        out = []
+        for slot in (data or {}).get("slots") or () if isinstance(data, dict) else ():
+            try:
+                start = local_to_instant(day, time.fromisoformat(slot["time"]), self.ctx.timezone)
+                end = local_to_instant(day, time.fromisoformat(slot["end_time"]), self.ctx.timezone)
+            except (KeyError, TypeError, ValueError, LocalTimeError):
+                continue  # a slot a local clock cannot name (a DST gap) is not offered
+            out.append(slot_resource(self.ctx, practitioner, doctor_id, None, start, end))
+        return out
+
+    async def _read_slot(self, fhir_id: str) -> dict[str, Any]:
+        """The Slot while its time is free (the vendor is asked for that day)."""
+        key = parse_slot_id(fhir_id, with_service=False)
+        if key is None or key.source != self.source or key.scope is not None:
+            raise ResourceNotFound("Slot", fhir_id)
+        day = key.start.astimezone(self.zone).date()
+        for slot in await self._free_on(key.resource, day) or ():
+            if slot["id"] == fhir_id:
+                return slot
+        raise ResourceNotFound("Slot", fhir_id)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -363,6 +597,13 @@ class NyraConnector:
     async def _book(self, resource: dict[str, Any]) -> Written:
         if resource.get("status") not in ("booked", None):
             raise WriteRefused("Appointment.status", "a new appointment is booked")
+        slot_id = slot_of(resource)
+        if slot_id is not None:
+            resource = await self._from_slot(resource, slot_id)
+        doctor = actor_of(resource, "Practitioner")
+        if doctor is not None:  # its slot length decides the end the booking must have
+            with contextlib.suppress(MappingError):  # a foreign id: the mapping names it
+                await self._learn_slots([decode_id(doctor.split("/", 1)[1]).vendor_id])
         body = nyra.to_nyra_booking(resource, self.ctx)
         try:
             status, answer = await self.client.send("POST", "/appointments", body)
@@ -376,6 +617,21 @@ class NyraConnector:
         if stored is None:
             raise MalformedResponse(self.source, None, "the booking cannot be read back")
         return Written(stored)
+
+    async def _from_slot(self, resource: dict[str, Any], slot_id: str) -> dict[str, Any]:
+        """The Appointment to book, completed from the Slot it names (409 when that time
+        is no longer free)."""
+        key = parse_slot_id(slot_id, with_service=False)
+        if key is None or key.source != self.source or key.scope is not None:
+            raise WriteRefused("Appointment.slot", f"Slot/{slot_id} is not a Slot of {self.source}")
+        try:
+            slot = await self._read_slot(slot_id)
+        except ResourceNotFound:
+            raise WriteRefused(
+                "Appointment.slot", f"Slot/{slot_id} is no longer free", status=409
+            ) from None
+        actor = f"Practitioner/{self.ctx.id(key.resource)}"
+        return booked_from_slot(resource, slot, actor, self.doctor_names.get(key.resource))
 
     async def _find_booking(self, body: dict[str, Any]) -> dict[str, Any] | None:
         query = {
@@ -393,10 +649,19 @@ class NyraConnector:
                 return resource
         return None
 
-    async def update(self, resource_type: str, fhir_id: str, resource: dict[str, Any]) -> Written:
+    async def update(
+        self,
+        resource_type: str,
+        fhir_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> Written:
         if resource_type != "Appointment":
             raise WriteNotSupported(self.source, resource_type, "update")
         current = await self.read("Appointment", fhir_id)
+        if if_match is not None:
+            require_version(current, if_match)  # nothing sent to the vendor on a mismatch
         differs = changed(current, resource)
         if participants_changed(current, resource):
             raise WriteRefused("Appointment.participant", "Nyra cannot change who takes part")
@@ -416,3 +681,20 @@ class NyraConnector:
         if not isinstance(data, dict):
             raise MalformedResponse(self.source, status, "expected the appointment")
         return Written(nyra.to_fhir_appointment(data, self.ctx), created=False)
+
+
+def _doctor(doctor_id: str, name: str | None) -> dict[str, Any]:
+    return {"id": doctor_id, "name": name} if name else {"id": doctor_id}
+
+
+def _doctors_in(body: bytes) -> list[Any]:
+    """The doctor ids of a Nyra list answer (nothing, for one that is not one)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    inner = data.get("data") if isinstance(data, dict) else None
+    results = inner.get("results") if isinstance(inner, dict) else None
+    if not isinstance(results, list):
+        return []
+    return [r.get("doctor_id") for r in results if isinstance(r, dict)]

@@ -408,6 +408,51 @@ async def test_a_body_over_the_limit_is_413_declared_or_not():
     assert sent[0]["status"] == 413
 
 
+async def test_a_refused_body_is_read_to_its_end_before_the_answer():
+    """A client still writing a body the guard refuses gets the answer, not a reset: the
+    body (up to a bound) is read and dropped first, and only then is the refusal sent."""
+    app = _app()  # no token: a 401
+    chunks = [b"x" * 65536] * 20  # 1.25 MiB, over the 1 MiB the routes take
+    headers = [(b"host", b"fhir.test"), (b"content-type", b"application/fhir+json")]
+    queue: list[dict] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return queue.pop(0)
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            assert not queue, "the answer went out before the body was read"
+        sent.append(message)
+
+    for declared in (None, str(sum(map(len, chunks))).encode()):
+        queue[:] = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+        queue.append({"type": "http.request", "body": b"", "more_body": False})
+        sent.clear()
+        extra = [
+            (b"transfer-encoding", b"chunked")
+            if declared is None
+            else (b"content-length", declared)
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/fhir/Patient",
+            "raw_path": b"/fhir/Patient",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [*headers, *extra],
+            "client": ("127.0.0.1", 5000),
+            "server": ("fhir.test", 80),
+        }
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        assert sent[0]["status"] == (401 if declared is None else 413)
+        assert not queue
+
+
 # -- methods and media types ---------------------------------------------------------------
 
 

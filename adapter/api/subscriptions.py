@@ -1,0 +1,179 @@
+"""The Subscription routes: a partner asks to be told (rest-hook) when the results of an
+``Appointment`` or ``Patient`` search change.
+
+``POST /fhir/Subscription`` checks the Subscription (:mod:`adapter.subscriptions.model`)
+and keeps it as ``requested``; the poller makes it ``active`` when it first runs its
+search. Search (``status``, ``url``: the channel's endpoint, ``criteria``), read and delete
+act on the caller's own Subscriptions only: another client's is a 404. A read never shows
+the channel's header values. Scopes: ``system/Subscription.cruds`` (``c`` create, ``r``
+read, ``s`` search, ``d`` delete).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from adapter.api.fhir import (
+    base_url,
+    caller,
+    facade,
+    fhir_json_response,
+    negotiate,
+    parse_form,
+    read_body,
+    render,
+)
+from adapter.fhir.bundle import searchset
+from adapter.fhir.outcome import FhirError
+from adapter.subscriptions import SubscriptionPoller, for_reading, validate
+
+__all__ = ["router"]
+
+MAX_BODY = 64 * 1024
+_SEARCH_PARAMS = {
+    "status": "the Subscription's status (requested, active, error, off)",
+    "url": "the channel's endpoint, exactly",
+    "criteria": "the criteria, exactly",
+}
+_ID = {
+    "name": "subscription_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+    "description": "the Subscription's id",
+}
+
+router = APIRouter(
+    prefix="/fhir/Subscription",
+    default_response_class=Response,
+    responses={400: fhir_json_response("OperationOutcome: a bad request, named in it")},
+)
+
+
+def _poller(request: Request) -> SubscriptionPoller:
+    poller: SubscriptionPoller = request.app.state.subscriptions
+    return poller
+
+
+def _not_found(sub_id: str) -> FhirError:
+    return FhirError.one(404, "not-found", f"Subscription/{sub_id} is not known")
+
+
+async def _own(request: Request) -> dict[str, Any]:
+    sub_id = request.path_params["subscription_id"]
+    record = await _poller(request).store.get(sub_id) if _valid_id(sub_id) else None
+    if record is None or record.get("owner") != caller(request).name:
+        raise _not_found(sub_id)
+    return record
+
+
+def _valid_id(sub_id: str) -> bool:
+    return 0 < len(sub_id) <= 64 and all(c.isalnum() or c in "-." for c in sub_id)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Subscription create: a rest-hook notified of a search's changes",
+    responses={
+        201: fhir_json_response("the Subscription, status requested"),
+        422: fhir_json_response("OperationOutcome: what may not be subscribed, named in it"),
+    },
+)
+async def create(request: Request) -> Response:
+    negotiate(request)
+    raw = await read_body(request, MAX_BODY, "the body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FhirError.one(400, "invalid", "the body is not JSON") from None
+    poller = _poller(request)
+    resource = await validate(body, facade(request), poller.allowed)
+    resource["id"] = secrets.token_hex(12)
+    await poller.store.create({"owner": caller(request).name, "resource": resource, "seen": {}})
+    location = f"{base_url(request)}/Subscription/{resource['id']}"
+    return render(request, for_reading(resource), 201, {"Location": location})
+
+
+@router.get(
+    "",
+    summary="Subscription search: the caller's own Subscriptions",
+    responses={200: fhir_json_response("Bundle of type searchset")},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": text,
+            }
+            for name, text in _SEARCH_PARAMS.items()
+        ]
+    },
+)
+async def search(request: Request) -> Response:
+    negotiate(request)
+    items = parse_form(request.scope.get("query_string", b""), "the query")
+    wanted: dict[str, str] = {}
+    for name, value in items:
+        if name in _SEARCH_PARAMS:
+            wanted[name] = value
+        elif name not in ("_format", "_pretty"):
+            raise FhirError.one(
+                400, "not-supported", f"unknown search parameter {name!r}", "Subscription"
+            )
+    who = caller(request).name
+    found = []
+    for record in await _poller(request).store.all():
+        resource = record["resource"]
+        if record.get("owner") != who:
+            continue
+        if "status" in wanted and resource.get("status") != wanted["status"]:
+            continue
+        if "url" in wanted and (resource.get("channel") or {}).get("endpoint") != wanted["url"]:
+            continue
+        if "criteria" in wanted and resource.get("criteria") != wanted["criteria"]:
+            continue
+        found.append(for_reading(resource))
+    base = base_url(request)
+    query = request.scope.get("query_string", b"").decode()
+    here = f"{base}/Subscription" + (f"?{query}" if query else "")
+    bundle = searchset(base, matches=found, total=len(found), links={"self": here})
+    return render(request, bundle)
+
+
+@router.get(
+    "/{subscription_id}",
+    summary="Subscription read: one of the caller's own (header values masked)",
+    responses={
+        200: fhir_json_response("the Subscription"),
+        404: fhir_json_response("OperationOutcome: no Subscription of the caller's has it"),
+    },
+    openapi_extra={"parameters": [_ID]},
+)
+async def read(request: Request) -> Response:
+    negotiate(request)
+    record = await _own(request)
+    return render(request, for_reading(record["resource"]))
+
+
+@router.delete(
+    "/{subscription_id}",
+    status_code=204,
+    summary="Subscription delete: no more notifications",
+    responses={
+        204: {"description": "deleted"},
+        404: fhir_json_response("OperationOutcome: no Subscription of the caller's has it"),
+    },
+    openapi_extra={"parameters": [_ID]},
+)
+async def delete(request: Request) -> Response:
+    record = await _own(request)
+    await _poller(request).store.delete(record["resource"]["id"])
+    return Response(status_code=204)

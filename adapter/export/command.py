@@ -1,0 +1,248 @@
+"""``fhir-adapter export``: the export engine run straight from the connectors, no server.
+
+    fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
+                        --out DIR [--resume]
+
+Writes the NDJSON files and ``manifest.json`` (the Bulk Data manifest, file URLs as
+``file:`` URIs) into ``DIR``, with a progress bar per type. Its position is kept in
+``DIR/export-state.json`` after every page: ``--resume`` continues an export that was
+stopped (Ctrl-C) or failed, without writing anything twice. Exit codes: 0 done; 1 done
+but some records or a source failed (the error file is named); 2 a usage or
+configuration mistake; 130 stopped by Ctrl-C (resumable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from adapter.connectors.base import Connector
+from adapter.connectors.registry import create_connector
+from adapter.export.engine import (
+    EXPORT_TYPES,
+    ExportState,
+    manifest,
+    parse_instant,
+    run_export,
+)
+from adapter.export.jobs import journal_of, now_instant
+from adapter.settings import Settings, SettingsError, load_settings
+from adapter.transport import budget
+
+__all__ = ["STATE_FILE", "export_command"]
+
+STATE_FILE = "export-state.json"
+MANIFEST_FILE = "manifest.json"
+
+
+class UsageError(Exception):
+    pass
+
+
+def export_command(
+    config: str | None,
+    sources: str | None,
+    types: str | None,
+    since: str | None,
+    out: str,
+    resume: bool,
+    *,
+    transports: Mapping[str, Any] | None = None,
+) -> int:
+    """Run the command; its exit code. ``transports`` (source -> transport) puts a
+    caller's own vendor behind a source, as tests do."""
+    try:
+        settings = load_settings(config)
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"configuration error: {line}", file=sys.stderr)
+        return 2
+    folder = Path(out)
+    try:
+        job = _job(settings, folder, sources, types, since, resume)
+    except UsageError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    # Vendor budgets as the server draws on them: shared through Redis when configured
+    # (the export then counts against the same budget as the servers), else this process's.
+    budget_redis = (
+        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        if settings.redis_url
+        else None
+    )
+    budget.configure(budget.Budgets(budget_redis, workers=1))
+    connectors = {
+        name: create_connector(name, settings.sources[name], transport=(transports or {}).get(name))
+        for name in job["sources"]
+    }
+    try:
+        state = asyncio.run(_run(settings, connectors, folder, job, budget_redis))
+    except KeyboardInterrupt:
+        print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(
+            f"export failed ({type(exc).__name__}); `--resume --out {folder}` continues it",
+            file=sys.stderr,
+        )
+        return 1
+    body = manifest(state, job["transaction_time"], job["request"], lambda n: _uri(folder, n))
+    body["requiresAccessToken"] = False  # local files
+    _write_json(folder / MANIFEST_FILE, body)
+    written = state.written()
+    print(f"export done: {written} resources in {folder}; manifest {folder / MANIFEST_FILE}")
+    if state.errors.count:
+        print(
+            f"export: {state.errors.count} problems, see {folder / state.errors.name}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _uri(folder: Path, name: str) -> str:
+    return (folder / name).resolve().as_uri()
+
+
+def _job(
+    settings: Settings,
+    folder: Path,
+    sources: str | None,
+    types: str | None,
+    since: str | None,
+    resume: bool,
+) -> dict[str, Any]:
+    saved = folder / STATE_FILE
+    if resume:
+        if not saved.is_file():
+            raise UsageError(f"nothing to resume in {folder}")
+        job: dict[str, Any] = orjson.loads(saved.read_bytes())
+        missing = [n for n in job["sources"] if n not in settings.sources]
+        if missing:
+            raise UsageError(f"source {', '.join(missing)} is no longer configured")
+        return job
+    if saved.exists() or (folder / MANIFEST_FILE).exists():
+        raise UsageError(f"{folder} holds an export already; --resume continues it")
+    names = _split(sources) or list(settings.sources)
+    unknown = [n for n in names if n not in settings.sources]
+    if unknown:
+        raise UsageError(
+            f"unknown source {', '.join(unknown)} (known: {', '.join(settings.sources)})"
+        )
+    wanted = _split(types) or list(EXPORT_TYPES)
+    refused = [t for t in wanted if t not in EXPORT_TYPES]
+    if refused:
+        raise UsageError(
+            f"--type {', '.join(refused)} is not exported (only {', '.join(EXPORT_TYPES)})"
+        )
+    if since is not None:
+        try:
+            parse_instant(since)
+        except ValueError:
+            raise UsageError("--since must be an instant with a time zone") from None
+    request = f"fhir-adapter export --source {','.join(names)} --type {','.join(wanted)}"
+    if since:
+        request += f" --since {since}"
+    job = {
+        "sources": names,
+        "types": wanted,
+        "since": since,
+        "request": request,
+        "transaction_time": now_instant(time.time),
+        "state": ExportState.plan([(s, t) for t in wanted for s in names]).to_json(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(saved, job)
+    return job
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _write_json(path: Path, body: Any) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    os.replace(temporary, path)
+
+
+async def _run(
+    settings: Settings,
+    connectors: dict[str, Connector],
+    folder: Path,
+    job: dict[str, Any],
+    budget_redis: Any,
+) -> ExportState:
+    state = ExportState.from_json(job["state"])
+
+    async def save(current: ExportState) -> None:
+        job["state"] = current.to_json()
+        _write_json(folder / STATE_FILE, job)
+
+    bars = _Bars(job["types"])
+    journal = journal_of(settings)
+    try:
+        with bars.progress:
+            return await run_export(
+                connectors,
+                state,
+                folder,
+                save,
+                since=parse_instant(job["since"]) if job["since"] else None,
+                journal=journal,
+                transaction_time=parse_instant(job["transaction_time"]),
+                file_max_records=settings.export.file_max_records,
+                budget_share=settings.export.budget_share,
+                progress=bars.update,
+            )
+    finally:
+        await asyncio.gather(*(c.aclose() for c in connectors.values()), journal.aclose())
+        if budget_redis is not None:
+            await budget_redis.aclose()
+
+
+class _Bars:
+    """One bar per type: records written over every source, rate and time left."""
+
+    def __init__(self, types: list[str]) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {
+            t: self.progress.add_task(t, total=None, rate="") for t in types
+        }
+        self.seen: dict[tuple[str, str], tuple[int, int | None]] = {}
+
+    def update(self, source: str, resource_type: str, written: int, total: int | None) -> None:
+        self.seen[(source, resource_type)] = (written, total)
+        mine = [v for (s, t), v in self.seen.items() if t == resource_type]
+        done = sum(w for w, _ in mine)
+        totals = [t for _, t in mine]
+        whole = sum(t for t in totals if t is not None) if None not in totals else None
+        task = self.tasks[resource_type]
+        self.progress.update(task, completed=done, total=whole)
+        speed = self.progress.tasks[task].speed
+        self.progress.update(task, rate=f"{speed:.0f} records/s" if speed else "")

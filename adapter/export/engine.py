@@ -1,0 +1,438 @@
+"""The export engine: every resource of some types at some sources, into NDJSON files.
+
+One *part* per (source, type): the engine pages through the connector's search (as
+:func:`adapter.connectors.base.iterate` does) and appends each page to the part's file
+as it comes, so the data set is never held in memory. A file holds at most
+``file_max_records`` records; then the part's next file starts.
+
+**Resumable.** After each page the files are flushed and the engine's :class:`ExportState`
+(per part: the connector's cursor, the records written, each file's size) is handed to
+``save``. A run started again from the last saved state first cuts every file back to its
+saved size (a page written but not checkpointed is dropped), then asks each part's
+connector for the page at its saved cursor: nothing is written twice.
+
+**_since.** A resource without ``meta.lastUpdated`` (a vendor that keeps no such time) is
+given one by the change journal (``journal.stamp(source, resources, now)``), with or
+without ``_since``: the journal sees every export, and the files say when each record
+changed. Content the journal has not seen before is stamped with the export's
+``transaction_time``: an export after it with ``_since`` = that time then holds what
+changed since, not everything the earlier export saw first.
+With ``_since`` only resources whose ``meta.lastUpdated`` is after it are written; one
+without any (no journal) is kept, and a vendor's time in whole seconds counts as after
+``_since`` when its second ends after it: an export never leaves out what may have
+changed.
+
+**Errors.** A record the mapping refused, and a source that fails (after a few tries),
+become OperationOutcome lines in the error file (``error`` in the manifest); the other
+parts go on and the export still completes.
+
+**Vendor budget.** Exports draw on the vendor keys' budgets like any request (the calls
+take their slots in the key pool), but pace themselves to at most ``budget_share`` of each
+limit of the source's key pool (per window, times the number of keys): the vendor calls a
+page made are counted (the transport's call counting, :mod:`adapter.transport.scope`) and
+the next page waits until the last window's calls are under that share. The rest of the
+budget stays free for interactive requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from adapter.connectors.base import Connector, Page
+from adapter.connectors.memo import unremembered
+from adapter.facade.failures import outcome_of
+from adapter.fhir.outcome import Issue, operation_outcome
+from adapter.fhir.search import SearchRequest
+from adapter.journal import Journal
+from adapter.transport import scope
+
+__all__ = [
+    "ERROR_FILE",
+    "EXPORT_TYPES",
+    "ExportState",
+    "FileState",
+    "Journal",
+    "PartState",
+    "Progress",
+    "manifest",
+    "parse_instant",
+    "run_export",
+]
+
+ERROR_FILE = "errors.ndjson"
+# The types an export writes: those whose every resource a source can list (a Slot, say,
+# exists only within a time range asked for).
+EXPORT_TYPES = ("Patient", "Appointment")
+PAGE_SIZE = 100
+# A failing page is asked again this many times (after 1, 2, 4 ... seconds) before the
+# source is reported in the error file.
+TRIES = 3
+
+
+Progress = Callable[[str, str, int, int | None], None]  # source, type, written, total
+
+
+@dataclass
+class FileState:
+    name: str
+    count: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class PartState:
+    source: str
+    resource_type: str
+    cursor: str | None = None
+    started: bool = False
+    done: bool = False
+    written: int = 0
+    total: int | None = None  # the search's total when the source knows it
+    files: list[FileState] = field(default_factory=list)
+
+
+@dataclass
+class ExportState:
+    """Where an export stands; JSON-able (``to_json``/``from_json``) for checkpoints."""
+
+    parts: list[PartState]
+    errors: FileState = field(default_factory=lambda: FileState(ERROR_FILE))
+
+    @classmethod
+    def plan(cls, pairs: Sequence[tuple[str, str]]) -> ExportState:
+        return cls([PartState(source, resource_type) for source, resource_type in pairs])
+
+    @property
+    def done(self) -> bool:
+        return all(p.done for p in self.parts)
+
+    def written(self) -> int:
+        return sum(p.written for p in self.parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportState:
+        parts = [
+            PartState(**{**p, "files": [FileState(**f) for f in p["files"]]}) for p in data["parts"]
+        ]
+        return cls(parts, FileState(**data["errors"]))
+
+
+def parse_instant(value: str) -> datetime:
+    """A FHIR instant (or dateTime with a zone); ``ValueError`` otherwise."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("an instant needs a time zone")
+    return moment
+
+
+def manifest(
+    state: ExportState, transaction_time: str, request: str, url_of: Callable[[str], str]
+) -> dict[str, Any]:
+    """The Bulk Data manifest of a finished export: files without records are left out."""
+    output = [
+        {"type": p.resource_type, "url": url_of(f.name), "count": f.count}
+        for p in state.parts
+        for f in p.files
+        if f.count
+    ]
+    errors = state.errors
+    error = (
+        [{"type": "OperationOutcome", "url": url_of(errors.name), "count": errors.count}]
+        if errors.count
+        else []
+    )
+    return {
+        "transactionTime": transaction_time,
+        "request": request,
+        "requiresAccessToken": True,
+        "output": output,
+        "error": error,
+    }
+
+
+class _Pacer:
+    """At most ``allowed`` vendor calls in any ``window`` seconds, per limit."""
+
+    def __init__(
+        self,
+        limits: Sequence[tuple[int, float]],
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.limits = list(limits)
+        self.calls: deque[tuple[float, int]] = deque()
+        self.clock = clock
+        self.sleep = sleep
+        self.horizon = max((w for _, w in self.limits), default=0.0)
+
+    async def wait(self) -> None:
+        while True:
+            now = self.clock()
+            while self.calls and self.calls[0][0] <= now - self.horizon:
+                self.calls.popleft()
+            wait = 0.0
+            for allowed, window in self.limits:
+                recent = [(t, n) for t, n in self.calls if t > now - window]
+                if sum(n for _, n in recent) >= allowed:
+                    wait = max(wait, recent[0][0] + window - now)
+            if wait <= 0:
+                return
+            await self.sleep(wait)
+
+    def record(self, calls: int) -> None:
+        if self.limits and calls:
+            self.calls.append((self.clock(), calls))
+
+
+def _pacer_limits(connector: Connector, share: float) -> list[tuple[int, float]]:
+    """The export's share of the source's key pool: per limit, calls per window."""
+    pool = getattr(getattr(connector, "client", None), "pool", None)
+    if pool is None:
+        return []
+    keys = len(pool.keys)
+    return [(max(1, math.floor(limit.count * keys * share)), limit.window) for limit in pool.limits]
+
+
+class _Writer:
+    """Appends lines to the export's files in ``out``, tracking their sizes."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def truncate(self, file: FileState) -> None:
+        path = self.out / file.name
+        if path.exists():
+            with path.open("r+b") as handle:
+                handle.truncate(file.bytes)
+        elif file.bytes:
+            raise RuntimeError(f"export file {file.name} is missing; the export cannot resume")
+
+    def create(self, file: FileState) -> None:
+        """Start ``file`` empty: what a run stopped before its checkpoint left is dropped."""
+        (self.out / file.name).write_bytes(b"")
+
+    def append(self, file: FileState, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with (self.out / file.name).open("ab") as handle:
+            data = b"".join(lines)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        file.count += len(lines)
+        file.bytes += len(data)
+
+
+def _line(resource: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(resource) + b"\n"
+
+
+def _file_name(part: PartState, index: int) -> str:
+    return f"{part.resource_type}.{part.source}.{index:03d}.ndjson"
+
+
+async def run_export(
+    connectors: Mapping[str, Connector],
+    state: ExportState,
+    out: Path,
+    save: Callable[[ExportState], Awaitable[None]],
+    *,
+    since: datetime | None = None,
+    journal: Journal | None = None,
+    transaction_time: datetime | None = None,
+    file_max_records: int = 100_000,
+    budget_share: float = 1.0,
+    page_size: int = PAGE_SIZE,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ExportState:
+    """Run (or resume) the export ``state`` describes, writing into ``out``; ``save`` is
+    awaited with the state after every page. Returns the finished state. Cancelling it
+    leaves the last saved state good for resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(out)
+    for part in state.parts:
+        if part.files:
+            writer.truncate(part.files[-1])
+    writer.truncate(state.errors)
+    pacers = {
+        name: _Pacer(_pacer_limits(c, budget_share), clock, sleep) for name, c in connectors.items()
+    }
+    for part in state.parts:
+        if part.done:
+            if progress:
+                progress(part.source, part.resource_type, part.written, part.total)
+            continue
+        connector = connectors.get(part.source)
+        if connector is None:
+            _error(writer, state, Issue("error", "not-found", f"source {part.source} is unknown"))
+            part.done = True
+            await save(state)
+            continue
+        await _run_part(
+            connector,
+            part,
+            state,
+            writer,
+            save,
+            pacer=pacers[part.source],
+            since=since,
+            journal=journal,
+            transaction_time=transaction_time,
+            file_max_records=file_max_records,
+            page_size=page_size,
+            progress=progress,
+            sleep=sleep,
+        )
+    return state
+
+
+async def _run_part(
+    connector: Connector,
+    part: PartState,
+    state: ExportState,
+    writer: _Writer,
+    save: Callable[[ExportState], Awaitable[None]],
+    *,
+    pacer: _Pacer,
+    since: datetime | None,
+    journal: Journal | None,
+    transaction_time: datetime | None,
+    file_max_records: int,
+    page_size: int,
+    progress: Progress | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    request = SearchRequest(part.resource_type, (), page_size)
+    if progress:
+        progress(part.source, part.resource_type, part.written, part.total)
+    while not part.done:
+        page = await _page(connector, part, request, pacer, sleep)
+        if isinstance(page, BaseException):
+            where = f"export of {part.resource_type} at {part.source}"
+            error = outcome_of(page, part.source, where=where)
+            for issue in error.issues:
+                _error(writer, state, issue)
+            part.done = True
+            await save(state)
+            break
+        resources = await _since(page.resources, part.source, since, journal, transaction_time)
+        for vendor_id in page.left_out:
+            _error(
+                writer,
+                state,
+                Issue(
+                    "warning",
+                    "processing",
+                    f"source {part.source}: vendor record {vendor_id} cannot be mapped "
+                    f"as {part.resource_type} and is left out",
+                ),
+            )
+        _write(writer, part, resources, file_max_records)
+        if not part.started and page.total is not None and since is None:
+            part.total = page.total
+        part.started = True
+        if page.next_cursor is None or page.next_cursor == part.cursor:
+            part.done = True
+        part.cursor = page.next_cursor
+        await save(state)
+        if progress:
+            progress(part.source, part.resource_type, part.written, part.total)
+
+
+async def _page(
+    connector: Connector,
+    part: PartState,
+    request: SearchRequest,
+    pacer: _Pacer,
+    sleep: Callable[[float], Awaitable[None]],
+) -> Page | Exception:
+    failure: Exception | None = None
+    for attempt in range(TRIES):
+        if attempt:
+            await sleep(2.0 ** (attempt - 1))
+        await pacer.wait()
+        with scope.spending(None, None) as spent, unremembered():
+            try:
+                page = await connector.search(request, part.cursor if part.started else None)
+            except Exception as exc:
+                failure = exc
+                pacer.record(spent.calls)
+                continue
+        pacer.record(spent.calls)
+        return page
+    assert failure is not None
+    return failure
+
+
+async def _since(
+    resources: list[dict[str, Any]],
+    source: str,
+    since: datetime | None,
+    journal: Journal | None,
+    transaction_time: datetime | None,
+) -> list[dict[str, Any]]:
+    vendor_dated = [bool((r.get("meta") or {}).get("lastUpdated")) for r in resources]
+    if journal is not None and not all(vendor_dated):
+        unstamped = [r for r, dated in zip(resources, vendor_dated, strict=True) if not dated]
+        stamped = iter(await journal.stamp(source, unstamped, transaction_time))
+        resources = [
+            r if dated else next(stamped) for r, dated in zip(resources, vendor_dated, strict=True)
+        ]
+    if since is None:
+        return resources
+    return [
+        r
+        for r, dated in zip(resources, vendor_dated, strict=True)
+        if _changed_after(r, since, coarse=dated)
+    ]
+
+
+def _changed_after(resource: dict[str, Any], since: datetime, *, coarse: bool) -> bool:
+    """Whether ``resource`` changed after ``since``. A vendor's time in whole seconds
+    (``...:05Z``, ``...:05.000Z``) may stand for any moment of that second: it counts as
+    after ``since`` when that second ends after it (the journal's own times are exact)."""
+    updated = (resource.get("meta") or {}).get("lastUpdated")
+    if not updated:
+        return True  # no time to judge by: kept, as one that may have changed
+    try:
+        moment = parse_instant(updated)
+    except ValueError:
+        return True
+    if coarse and moment.microsecond == 0:
+        return moment + timedelta(seconds=1) > since
+    return moment > since
+
+
+def _write(
+    writer: _Writer, part: PartState, resources: list[dict[str, Any]], file_max_records: int
+) -> None:
+    pending = [_line(r) for r in resources]
+    while pending:
+        if not part.files or part.files[-1].count >= file_max_records:
+            part.files.append(FileState(_file_name(part, len(part.files) + 1)))
+            writer.create(part.files[-1])
+        file = part.files[-1]
+        room = file_max_records - file.count
+        chunk, pending = pending[:room], pending[room:]
+        writer.append(file, chunk)
+        part.written += len(chunk)
+
+
+def _error(writer: _Writer, state: ExportState, issue: Issue) -> None:
+    writer.append(state.errors, [_line(operation_outcome(issue))])

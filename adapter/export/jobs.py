@@ -1,0 +1,217 @@
+"""Export jobs run in the server's background.
+
+:class:`ExportRunner` is started from the app's lifespan. A kick-off (:meth:`submit`)
+stores the job and starts it at once in this process; every few seconds the runner also
+looks through the store for a job no process holds (one found unfinished at start-up, or
+left by a process that stopped) and resumes it from its last checkpoint (see
+:mod:`adapter.export.engine`). Finished jobs, and their files, are deleted ``keep_hours``
+after they finished; a cancelled job is deleted at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapter.connectors.base import Connector
+from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
+from adapter.export.store import JobStore, files_of
+from adapter.journal import journal_for
+from adapter.settings import ExportSettings, Settings
+
+__all__ = ["ExportRunner", "JobGone", "journal_of"]
+
+log = logging.getLogger("fhir_adapter")
+
+LEASE_SECONDS = 60.0
+
+
+class JobGone(Exception):
+    """The job was cancelled (or its lease lost) while it ran."""
+
+
+def journal_of(settings: Settings) -> Journal:
+    """The change journal of this deployment: in Redis with ``[server] redis_url``, else
+    a file under ``[export] dir`` (made when first used)."""
+    return journal_for(settings.redis_url, Path(settings.export.dir))
+
+
+def now_instant(clock: Callable[[], float]) -> str:
+    moment = datetime.fromtimestamp(clock(), UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ExportRunner:
+    def __init__(
+        self,
+        connectors: Mapping[str, Connector],
+        settings: ExportSettings,
+        store: JobStore,
+        *,
+        journal: Journal | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self.connectors = connectors
+        self.settings = settings
+        self.store = store
+        self.journal = journal
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.page_size = PAGE_SIZE
+        self.owner = secrets.token_hex(8)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        """Stop every job of this process where it stands (each resumes later)."""
+        tasks = [t for t in (self._loop, *self.running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loop = None
+        for job_id in list(self.running):
+            await self.store.release(job_id, self.owner)
+        self.running.clear()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store unreachable for a while: try again
+                log.warning("export sweep failed (%s)", type(exc).__name__)
+            await asyncio.sleep(self.poll_seconds)
+
+    async def sweep(self) -> None:
+        """Expire what is past keeping, renew this process's leases, resume the rest."""
+        for job_id in await self.store.ids():
+            job = await self.store.get(job_id)
+            if job is None or await self._expired(job):
+                continue
+            if job_id in self.running:
+                await self.store.claim(job_id, self.owner, LEASE_SECONDS)
+            elif job["status"] == "running" and await self.store.claim(
+                job_id, self.owner, LEASE_SECONDS
+            ):
+                self._launch(job_id)
+
+    # -- what the routes ask --------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        client: str | None,
+        request: str,
+        pairs: Sequence[tuple[str, str]],
+        since: str | None,
+    ) -> dict[str, Any]:
+        job_id = secrets.token_urlsafe(16)
+        job = {
+            "id": job_id,
+            "client": client,
+            "request": request,
+            "since": since,
+            "status": "running",
+            "created": self.clock(),
+            "transaction_time": now_instant(self.clock),
+            "finished": None,
+            "state": ExportState.plan(pairs).to_json(),
+        }
+        await self.store.put(job)
+        if await self.store.claim(job_id, self.owner, LEASE_SECONDS):
+            self._launch(job_id)
+        return job
+
+    async def find(self, job_id: str, client: str | None) -> dict[str, Any] | None:
+        """The job, if it exists, is not past keeping, and ``client`` asked for it."""
+        job = await self.store.get(job_id)
+        if job is None or job["client"] != client or await self._expired(job):
+            return None
+        return job
+
+    async def cancel(self, job_id: str, client: str | None) -> bool:
+        job = await self.find(job_id, client)
+        if job is None:
+            return False
+        task = self.running.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.store.delete(job_id)
+        return True
+
+    # -- running --------------------------------------------------------------------------
+
+    async def _expired(self, job: dict[str, Any]) -> bool:
+        finished = job.get("finished")
+        if finished is None or self.clock() < finished + self.settings.keep_hours * 3600:
+            return False
+        await self.store.delete(job["id"])
+        return True
+
+    def _launch(self, job_id: str) -> None:
+        task = asyncio.create_task(self._run(job_id))
+        self.running[job_id] = task
+        task.add_done_callback(lambda _: self._forget(job_id, task))
+
+    def _forget(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self.running.get(job_id) is task:
+            del self.running[job_id]
+
+    async def _run(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None:
+            return
+        state = ExportState.from_json(job["state"])
+
+        async def save(current: ExportState) -> None:
+            stored = await self.store.get(job_id)
+            if stored is None or not await self.store.claim(job_id, self.owner, LEASE_SECONDS):
+                raise JobGone(job_id)
+            stored["state"] = current.to_json()
+            await self.store.put(stored)
+
+        try:
+            state = await run_export(
+                self.connectors,
+                state,
+                files_of(self.store.root, job_id),
+                save,
+                since=parse_instant(job["since"]) if job["since"] else None,
+                journal=self.journal,
+                transaction_time=parse_instant(job["transaction_time"]),
+                file_max_records=self.settings.file_max_records,
+                budget_share=self.settings.budget_share,
+                page_size=self.page_size,
+            )
+        except JobGone:
+            return
+        except Exception as exc:
+            log.warning("export job failed (%s)", type(exc).__name__)
+            stored = await self.store.get(job_id)
+            if stored is not None:
+                stored.update(status="failed", finished=self.clock())
+                await self.store.put(stored)
+            await self.store.release(job_id, self.owner)
+            return
+        stored = await self.store.get(job_id)
+        if stored is not None:
+            stored.update(status="done", finished=self.clock(), state=state.to_json())
+            await self.store.put(stored)
+        await self.store.release(job_id, self.owner)

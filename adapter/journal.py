@@ -1,0 +1,256 @@
+"""The change journal: when each record last changed, for vendors that do not say.
+
+Leyr gives no change time at all, and Nyra gives one for patients only (``updated_at``,
+mapped to ``meta.lastUpdated``). For the rest the service keeps its own journal: for each
+record (source, resource type, id) a digest of the last version it saw and the time that
+version was first seen.
+
+The rule: a record's ``meta.lastUpdated`` is the vendor's change time when the vendor
+gives one; otherwise the time this service first saw the record's current content. A
+``_since=T`` filter keeps what was changed *after* T (``lastUpdated > T``, as FHIR's
+``_since`` says), so it never leaves out a changed record once the service has seen it
+after its change, and never repeats an unchanged one once a full export has seen it.
+
+The limitation: a change is noticed only when the record is next seen (by a search, a
+read through ``$everything``, an export). A record changed at the vendor and not seen
+since keeps its older time until then.
+
+Two stores: a sqlite file (``journal.sqlite3`` under a directory; WAL mode and a busy
+timeout, so several processes share it) and Redis (one hash per source and type, keys
+under ``fhir-adapter:journal:``; a Lua script per batch, so every worker and replica
+agrees on when a version was first seen). Each :meth:`Journal.stamp` call is one round
+trip whatever the number of resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = [
+    "JOURNAL_FILE",
+    "REDIS_PREFIX",
+    "FileJournal",
+    "Journal",
+    "RedisJournal",
+    "Stamp",
+    "digest_of",
+    "instant",
+    "journal_for",
+]
+
+JOURNAL_FILE = "journal.sqlite3"
+REDIS_PREFIX = "fhir-adapter:journal:"
+_BUSY_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the journal holds of a record: the digest of the version last seen, and when
+    that version was first seen (UTC)."""
+
+    digest: str  # of the resource without its meta (stable JSON: sorted keys)
+    changed_at: datetime  # UTC: when this version was first seen
+
+
+class Journal(Protocol):
+    async def stamp(
+        self, source: str, resources: Sequence[dict[str, Any]], now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Each resource with ``meta.lastUpdated`` set: the vendor's own where the mapping
+        gave one, else the journal's time for its content (content not seen before: ``now``).
+        Returns new dicts; the inputs are left as they are. One round trip per call."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def digest_of(resource: dict[str, Any]) -> str:
+    """The digest of a resource's content: everything but ``meta``, as JSON with sorted
+    keys (so the order a mapping wrote its keys in does not matter)."""
+    content = {k: v for k, v in resource.items() if k != "meta"}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant in UTC with milliseconds: ``2026-03-01T08:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _with_updated(resource: dict[str, Any], updated: str) -> dict[str, Any]:
+    return {**resource, "meta": {**(resource.get("meta") or {}), "lastUpdated": updated}}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    index: int
+    key: str  # the record's key within its store
+    digest: str
+
+
+def _plan(
+    source: str, resources: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any] | None], list[_Entry]]:
+    """The resources the vendor dated (copied as they are; None where the journal must
+    say) and the entries to look up."""
+    out: list[dict[str, Any] | None] = []
+    entries: list[_Entry] = []
+    for index, resource in enumerate(resources):
+        if (resource.get("meta") or {}).get("lastUpdated"):
+            out.append({**resource, "meta": dict(resource["meta"])})
+            continue
+        out.append(None)
+        key = f"{source}|{resource.get('resourceType')}|{resource.get('id')}"
+        entries.append(_Entry(index, key, digest_of(resource)))
+    return out, entries
+
+
+def _finish(
+    resources: Sequence[dict[str, Any]],
+    out: list[dict[str, Any] | None],
+    entries: list[_Entry],
+    stamps: Sequence[Stamp],
+) -> list[dict[str, Any]]:
+    for entry, found in zip(entries, stamps, strict=True):
+        out[entry.index] = _with_updated(resources[entry.index], instant(found.changed_at))
+    return [r for r in out if r is not None]
+
+
+class FileJournal:
+    """The journal in a sqlite file, shared by every process that opens it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / JOURNAL_FILE
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS journal "
+                "(key TEXT PRIMARY KEY, digest TEXT NOT NULL, changed_at TEXT NOT NULL)"
+            )
+            self._db = db
+        return self._db
+
+    def _stamps(self, entries: list[_Entry], now: str) -> list[Stamp]:
+        db = self._open()
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time: the first to see a version wins
+        try:
+            db.executemany(
+                "INSERT INTO journal (key, digest, changed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, "
+                "changed_at = excluded.changed_at WHERE journal.digest != excluded.digest",
+                [(e.key, e.digest, now) for e in entries],
+            )
+            found: dict[str, tuple[str, str]] = {}
+            keys = [e.key for e in entries]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, digest, changed_at FROM journal WHERE key IN ({marks})", chunk
+                )
+                found.update((key, (digest, at)) for key, digest, at in rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [Stamp(found[e.key][0], _parse(found[e.key][1])) for e in entries]
+
+    async def stamp(
+        self, source: str, resources: Sequence[dict[str, Any]], now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        out, entries = _plan(source, resources)
+        if not entries:
+            return [r for r in out if r is not None]
+        seen = instant(now or datetime.now(UTC))
+        async with self._lock:
+            stamps = await asyncio.to_thread(self._stamps, entries, seen)
+        return _finish(resources, out, entries, stamps)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+# KEYS: one hash per entry; ARGV: field, digest, now for each. A field holds
+# "digest changed_at"; a new digest replaces it with now. Returns the values kept.
+_STAMP_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local field = ARGV[3 * i - 2]
+  local digest = ARGV[3 * i - 1]
+  local held = redis.call('HGET', key, field)
+  if held and string.sub(held, 1, string.len(digest) + 1) == digest .. ' ' then
+    out[i] = held
+  else
+    local value = digest .. ' ' .. ARGV[3 * i]
+    redis.call('HSET', key, field, value)
+    out[i] = value
+  end
+end
+return out
+"""
+
+
+class RedisJournal:
+    """The journal in Redis: one hash per source and resource type
+    (``fhir-adapter:journal:<source>:<type>``), the record's id as the field."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio
+
+        self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._script = self.redis.register_script(_STAMP_SCRIPT)
+
+    async def stamp(
+        self, source: str, resources: Sequence[dict[str, Any]], now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        out, entries = _plan(source, resources)
+        if not entries:
+            return [r for r in out if r is not None]
+        seen = instant(now or datetime.now(UTC))
+        keys, argv = [], []
+        for entry in entries:
+            resource = resources[entry.index]
+            keys.append(f"{REDIS_PREFIX}{source}:{resource.get('resourceType')}")
+            argv += [str(resource.get("id")), entry.digest, seen]
+        held = await self._script(keys=keys, args=argv)
+        stamps = []
+        for value in held:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            digest, _, at = text.partition(" ")
+            stamps.append(Stamp(digest, _parse(at)))
+        return _finish(resources, out, entries, stamps)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def journal_for(redis_url: str | None, directory: Path) -> Journal:
+    """A :class:`RedisJournal` when ``redis_url`` is set, else a :class:`FileJournal` under
+    ``directory`` (its ``journal.sqlite3``, made with its parents when first used)."""
+    if redis_url:
+        return RedisJournal(redis_url)
+    return FileJournal(directory)

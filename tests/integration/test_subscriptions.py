@@ -1,0 +1,311 @@
+"""Subscriptions over HTTP: a rest-hook receiver on loopback is told of changes made at
+the vendor and through the facade, failures end in ``error``, and what may not be
+subscribed to (private endpoints, another client's Subscriptions) is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from fhir.resources.R4B.bundle import Bundle
+from harness import FAST
+from test_writes import booking
+
+from adapter.app import create_app
+from adapter.auth.clients import load_clients
+from adapter.sandbox import LeyrSandbox, NyraSandbox
+from adapter.settings import ExportSettings, Settings, SubscriptionSettings
+
+JSON = {"content-type": "application/fhir+json"}
+POLL = 0.2
+WAIT = 10 * POLL + 3  # two poll intervals, with room for a slow machine
+
+
+class Receiver:
+    """A rest-hook endpoint on loopback: each POST's headers and body, in a queue; it
+    answers ``status``."""
+
+    def __init__(self) -> None:
+        self.got: queue.Queue[tuple[dict[str, str], dict[str, Any]]] = queue.Queue()
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = orjson.loads(self.rfile.read(length))
+                outer.got.put(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(outer.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = WAIT) -> tuple[dict[str, str], dict[str, Any]]:
+        return self.got.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.leyr = LeyrSandbox(seed=2, patients=12)
+        self.nyra = NyraSandbox(seed=2, patients=12, limits=FAST)
+        sources = {
+            "leyr-w": {"connector": "leyr", **self.leyr.defaults()},
+            "nyra-w": {"connector": "nyra", **self.nyra.defaults()},
+        }
+        raw = {
+            "crm": {"secret": "c" * 24, "scopes": ["system/*.cruds"]},
+            "other": {"secret": "o" * 24, "scopes": ["system/*.cruds"]},
+            "reader": {"secret": "r" * 24, "scopes": ["system/Subscription.rs"]},
+        }
+        self.clients = load_clients(raw, list(sources))
+        settings = Settings(
+            sources=sources,
+            clients=self.clients,
+            cursor_key=b"w" * 32,
+            token_key=b"t" * 32,
+            token_minutes=60,
+            public_base_url="https://fhir.example.org",
+            export=ExportSettings(dir=str(root / "export")),
+            subscriptions=SubscriptionSettings(
+                dir=str(root / "subscriptions"),
+                poll_seconds=POLL,
+                max_failures=3,
+                allowed_endpoints=("http://127.0.0.1:*",),
+            ),
+        )
+        transports = {"leyr-w": self.leyr.transport(), "nyra-w": self.nyra.transport()}
+        self.app = create_app(settings, transports=transports)
+
+    def auth(self, name: str) -> dict[str, str]:
+        client = self.clients[name]
+        token, _ = self.app.state.tokens.issue(client, dict(client.scopes))
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def http(world: World) -> Iterator[httpx.Client]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning"))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+    thread.start()
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir",
+        timeout=30,
+        headers=world.auth("crm"),
+    ) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def subscription(endpoint: str, criteria: str, **channel: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "CRM sync",
+        "criteria": criteria,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "header": ["Authorization: Bearer hook-secret"],
+            **channel,
+        },
+    }
+
+
+def until(check: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Wait (bounded) for ``check``: what the poller does shows in reads."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(POLL / 4)
+
+
+def subscribe(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    made = http.post("/Subscription", json=body, headers=JSON)
+    assert made.status_code == 201, made.text
+    sub = made.json()
+    assert made.headers["location"].endswith(f"/Subscription/{sub['id']}")
+    assert sub["status"] == "requested"
+    until(lambda: http.get(f"/Subscription/{sub['id']}").json()["status"] == "active")
+    return sub
+
+
+def valid_history(body: dict[str, Any]) -> Bundle:
+    bundle = Bundle.model_validate(body)
+    assert bundle.type == "history"
+    for entry in body.get("entry", []):
+        assert entry["request"]["method"] == "PUT"
+        assert (
+            entry["request"]["url"]
+            == f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+        )
+        assert entry["response"]["status"] == "200"
+        assert entry["fullUrl"] == f"https://fhir.example.org/fhir/{entry['request']['url']}"
+    return bundle
+
+
+def test_a_change_at_the_vendor_is_notified(world, http, receiver):
+    sub = subscribe(http, subscription(receiver.url, "Patient?_source=leyr-w&_count=50"))
+    assert http.get(f"/Subscription/{sub['id']}").json()["channel"]["header"] == [
+        "Authorization: ***"
+    ]
+    record = next(iter(world.leyr.patients["L0_1"]))
+    record["last_name"] = "Changedsson"  # as the clinic's own system would
+    headers, body = receiver.next()
+    valid_history(body)
+    assert headers["authorization"] == "Bearer hook-secret"
+    assert headers["content-type"].startswith("application/fhir+json")
+    [entry] = body["entry"]
+    assert entry["resource"]["name"][0]["family"] == "Changedsson"
+    assert entry["resource"]["meta"]["lastUpdated"]
+    with pytest.raises(queue.Empty):  # told once
+        receiver.next(timeout=4 * POLL)
+
+
+def test_a_booking_and_cancel_through_the_facade_are_notified(world, http, receiver):
+    patients = http.get("/Patient", params={"_source": "nyra-w", "_count": 1}).json()
+    patient_id = patients["entry"][0]["resource"]["id"]
+    subscribe(http, subscription(receiver.url, f"Appointment?patient={patient_id}"))
+    made = http.post(
+        "/Appointment", json=booking(world, http, "nyra-w", patient_id, 10), headers=JSON
+    )
+    assert made.status_code == 201, made.text
+    _, body = receiver.next()
+    valid_history(body)
+    assert [e["resource"]["id"] for e in body["entry"]] == [made.json()["id"]]
+    cancel = {**made.json(), "status": "cancelled"}
+    assert http.put(f"/Appointment/{cancel['id']}", json=cancel, headers=JSON).status_code == 200
+    _, body = receiver.next()
+    [entry] = body["entry"]
+    assert entry["resource"]["id"] == cancel["id"] and entry["resource"]["status"] == "cancelled"
+
+
+def test_ping_only_has_no_entries_and_delete_stops(world, http, receiver):
+    body = subscription(receiver.url, "Patient?_source=leyr-w&_count=50")
+    del body["channel"]["payload"]
+    sub = subscribe(http, body)
+    patients = list(world.leyr.patients["L0_1"])
+    patients[0]["last_name"] = "Pingsson"
+    _, note = receiver.next()
+    assert valid_history(note).entry is None
+    assert http.delete(f"/Subscription/{sub['id']}").status_code == 204
+    assert http.get(f"/Subscription/{sub['id']}").status_code == 404
+    patients[1]["last_name"] = "Unseen"
+    with pytest.raises(queue.Empty):
+        receiver.next(timeout=4 * POLL)
+
+
+def test_failures_are_retried_then_error(world, http, receiver):
+    receiver.status = 500
+    sub = subscribe(http, subscription(receiver.url, "Patient?_source=leyr-w&_count=50"))
+    next(iter(world.leyr.patients["L0_1"]))["last_name"] = "Failsson"
+    for _ in range(3):  # max_failures
+        receiver.next()
+    until(lambda: http.get(f"/Subscription/{sub['id']}").json()["status"] == "error")
+    read = http.get(f"/Subscription/{sub['id']}").json()
+    assert "500" in read["error"] and "3 failures" in read["error"]
+    assert http.get("/Subscription", params={"status": "error"}).json()["total"] == 1
+    assert http.get("/Subscription", params={"status": "active"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://example.org/hook",
+        "https://10.1.2.3/hook",
+        "https://127.0.0.1:8443/hook",
+        "https://localhost/hook",
+        "https://[::1]/hook",
+        "https://169.254.169.254/latest",
+        "ftp://example.org/hook",
+    ],
+)
+def test_endpoints_that_may_not_be_called(http, endpoint):
+    r = http.post("/Subscription", json=subscription(endpoint, "Patient?_count=5"), headers=JSON)
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == ["Subscription.channel.endpoint"]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "where"),
+    [
+        ("Observation?code=1", "Subscription.criteria"),
+        ("Patient?nonsense=1", "Subscription.criteria"),
+        ("Patient?_cursor=x", "Subscription.criteria"),
+    ],
+)
+def test_criteria_the_facade_does_not_accept(http, receiver, criteria, where):
+    r = http.post("/Subscription", json=subscription(receiver.url, criteria), headers=JSON)
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == [where]
+
+
+def test_channel_type_and_payload(http, receiver):
+    body = subscription(receiver.url, "Patient?_count=5")
+    body["channel"]["type"] = "websocket"
+    r = http.post("/Subscription", json=body, headers=JSON)
+    assert r.status_code == 422 and "channel.type" in r.json()["issue"][0]["expression"][0]
+    body = subscription(receiver.url, "Patient?_count=5", payload="application/xml")
+    r = http.post("/Subscription", json=body, headers=JSON)
+    assert r.status_code == 422 and "channel.payload" in r.json()["issue"][0]["expression"][0]
+
+
+def test_each_client_sees_only_its_own(world, http, receiver):
+    made = http.post(
+        "/Subscription", json=subscription(receiver.url, "Patient?_count=5"), headers=JSON
+    ).json()
+    other = world.auth("other")
+    assert http.get(f"/Subscription/{made['id']}", headers=other).status_code == 404
+    assert http.delete(f"/Subscription/{made['id']}", headers=other).status_code == 404
+    assert http.get("/Subscription", headers=other).json()["total"] == 0
+    mine = http.get("/Subscription", params={"url": receiver.url}).json()
+    assert [e["resource"]["id"] for e in mine["entry"]] == [made["id"]]
+    assert "hook-secret" not in orjson.dumps(mine).decode()
+    reader = world.auth("reader")
+    assert (
+        http.post(
+            "/Subscription",
+            json=subscription(receiver.url, "Patient?_count=5"),
+            headers={**JSON, **reader},
+        ).status_code
+        == 403
+    )

@@ -1,0 +1,169 @@
+"""Where export jobs are kept (a file per job, or Redis), who holds a job (leases), and the
+pacing that keeps an export within its share of a vendor key's rate, and a resumed run
+that writes nothing twice."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from adapter.connectors.base import Page
+from adapter.export.engine import (
+    ExportState,
+    _changed_after,
+    _Pacer,
+    _pacer_limits,
+    parse_instant,
+    run_export,
+)
+from adapter.export.store import FileJobStore, RedisJobStore
+from adapter.transport.ratelimit import KeyPool
+
+pytestmark = pytest.mark.anyio
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["file", "redis"])
+async def store(request, tmp_path):
+    if request.param == "file":
+        now = [1000.0]
+        made = FileJobStore(tmp_path, clock=lambda: now[0])
+        made.advance = lambda seconds: now.__setitem__(0, now[0] + seconds)
+        yield made
+        return
+    if not _redis_up():
+        pytest.skip("no Redis server at 127.0.0.1:6379")
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    made = RedisJobStore(client, tmp_path)
+    made.advance = None
+    yield made
+    await client.flushdb()
+    await made.aclose()
+
+
+async def test_jobs_are_kept_listed_and_deleted(store, tmp_path):
+    assert await store.ids() == []
+    await store.put({"id": "a", "status": "running"})
+    await store.put({"id": "b", "status": "done"})
+    assert await store.ids() == ["a", "b"]
+    assert (await store.get("a"))["status"] == "running"
+    (tmp_path / "files" / "a").mkdir(parents=True)
+    await store.delete("a")
+    assert await store.get("a") is None
+    assert await store.ids() == ["b"]
+    assert not (tmp_path / "files" / "a").exists()
+
+
+async def test_one_owner_holds_a_job_until_it_releases_it(store):
+    await store.put({"id": "a"})
+    assert await store.claim("a", "one", 60)
+    assert await store.claim("a", "one", 60)  # renewed
+    assert not await store.claim("a", "two", 60)
+    await store.release("a", "two")  # not its lease: nothing happens
+    assert not await store.claim("a", "two", 60)
+    await store.release("a", "one")
+    assert await store.claim("a", "two", 60)
+
+
+async def test_a_lease_nobody_renews_runs_out(store):
+    if store.advance is None:
+        pytest.skip("Redis expires leases on its own clock")
+    await store.put({"id": "a"})
+    assert await store.claim("a", "one", 60)
+    store.advance(61)
+    assert await store.claim("a", "two", 60)
+
+
+def test_the_export_takes_its_share_of_each_keys_limits():
+    pool = KeyPool.nyra(["k1", "k2", "k3"])
+
+    class Connector:
+        class client:
+            pass
+
+    Connector.client.pool = pool
+    assert _pacer_limits(Connector(), 0.5) == [(18, 1.0), (90, 60.0)]
+    assert _pacer_limits(object(), 0.5) == []  # a vendor without limits is not paced
+
+
+async def test_pages_wait_until_the_window_has_room():
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = _Pacer([(4, 10.0)], lambda: now[0], sleep)
+    await pacer.wait()
+    pacer.record(3)
+    now[0] = 2.0
+    await pacer.wait()  # 3 of 4 used: room
+    pacer.record(2)
+    now[0] = 3.0
+    await pacer.wait()  # 5 in the window: until the first page's calls leave it
+    assert slept == [7.0]
+    assert now[0] == 10.0
+
+
+async def test_a_resumed_run_drops_what_came_after_its_checkpoint(tmp_path):
+    """A page that spilled into a new file before the run stopped is written once."""
+    pages = {None: ("p2", 3), "p2": ("p3", 3), "p3": (None, 2)}
+
+    class Listing:
+        source = "s"
+        stop_at: str | None = "p2"
+
+        async def search(self, request, cursor=None):
+            if cursor == self.stop_at:
+                raise KeyboardInterrupt  # stopped between a write and its checkpoint
+            following, size = pages[cursor]
+            start = {None: 0, "p2": 3, "p3": 6}[cursor]
+            ids = [f"x{i}" for i in range(start, start + size)]
+            return Page([{"resourceType": "Patient", "id": i} for i in ids], following)
+
+    saved: list[dict] = []
+
+    async def save(state: ExportState) -> None:
+        saved.append(state.to_json())
+
+    listing = Listing()
+    state = ExportState.plan([("s", "Patient")])
+    with pytest.raises(KeyboardInterrupt):
+        await run_export({"s": listing}, state, tmp_path, save, file_max_records=4)
+    # What a crash leaves past the checkpoint: the next file, begun.
+    (tmp_path / "Patient.s.002.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "x6"}\n')
+    listing.stop_at = None
+    resumed = ExportState.from_json(saved[-1])
+    done = await run_export({"s": listing}, resumed, tmp_path, save, file_max_records=4)
+    ids = [
+        orjson.loads(line)["id"]
+        for f in done.parts[0].files
+        for line in (tmp_path / f.name).read_bytes().splitlines()
+    ]
+    assert ids == [f"x{i}" for i in range(8)]
+    assert [f.count for f in done.parts[0].files] == [4, 4]
+
+
+def test_a_vendor_time_in_whole_seconds_counts_as_any_moment_of_it():
+    since = parse_instant("2026-03-01T10:00:00.400Z")
+
+    def after(stamp: str, coarse: bool) -> bool:
+        return _changed_after({"meta": {"lastUpdated": stamp}}, since, coarse=coarse)
+
+    assert after("2026-03-01T10:00:00.000Z", coarse=True)  # may be 10:00:00.900
+    assert not after("2026-03-01T09:59:59.000Z", coarse=True)
+    assert not after("2026-03-01T10:00:00.000Z", coarse=False)  # the journal's: exact
+    assert after("2026-03-01T10:00:00.401Z", coarse=False)
+    assert not after("2026-03-01T10:00:00.400Z", coarse=True)
+    assert _changed_after({}, since, coarse=True)  # no time: kept

@@ -1,0 +1,164 @@
+"""The change journal, in a sqlite file and in Redis.
+
+The Redis cases need the Redis server at 127.0.0.1:6379; without it they are skipped,
+saying so."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapter.journal import FileJournal, RedisJournal, digest_of, journal_for
+
+pytestmark = pytest.mark.anyio
+REDIS = "redis://127.0.0.1:6379/15"
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+T1 = T0 + timedelta(hours=1)
+T2 = T0 + timedelta(hours=2)
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+
+
+@pytest.fixture(params=["file", pytest.param("redis", marks=needs_redis)])
+async def journal(request, tmp_path):
+    made = FileJournal(tmp_path) if request.param == "file" else RedisJournal(REDIS)
+    yield made
+    await made.aclose()
+
+
+def _appointment(status: str = "booked", rid: str | None = None) -> dict:
+    return {
+        "resourceType": "Appointment",
+        "id": rid or f"leyr-{uuid.uuid4().hex[:12]}",
+        "meta": {"source": "leyr"},
+        "status": status,
+        "participant": [{"actor": {"reference": "Patient/leyr-p1"}, "status": "accepted"}],
+    }
+
+
+def _updated(resource: dict) -> str:
+    return resource["meta"]["lastUpdated"]
+
+
+def test_the_digest_ignores_meta_and_key_order():
+    a = {"resourceType": "Patient", "id": "x", "active": True, "meta": {"source": "s"}}
+    b = {"active": True, "id": "x", "resourceType": "Patient"}
+    assert digest_of(a) == digest_of(b)
+    assert digest_of(a) != digest_of({**b, "active": False})
+
+
+async def test_unchanged_keeps_its_time_and_a_change_gets_a_new_one(journal):
+    first = _appointment()
+    [stamped] = await journal.stamp("leyr", [first], now=T0)
+    assert _updated(stamped) == "2026-03-01T08:00:00.000Z"
+    assert stamped["meta"]["source"] == "leyr"
+    [again] = await journal.stamp("leyr", [copy.deepcopy(first)], now=T1)
+    assert _updated(again) == _updated(stamped)
+    changed = {**first, "status": "cancelled"}
+    [moved] = await journal.stamp("leyr", [changed], now=T2)
+    assert _updated(moved) == "2026-03-01T10:00:00.000Z"
+
+
+async def test_the_vendors_own_time_wins(journal):
+    dated = {**_appointment(), "meta": {"source": "nyra", "lastUpdated": "2025-01-02T03:04:05Z"}}
+    undated = _appointment()
+    out = await journal.stamp("nyra", [dated, undated], now=T0)
+    assert [_updated(r) for r in out] == ["2025-01-02T03:04:05Z", "2026-03-01T08:00:00.000Z"]
+    assert [r["id"] for r in out] == [dated["id"], undated["id"]]
+
+
+async def test_the_inputs_are_not_changed(journal):
+    resources = [
+        _appointment(),
+        {**_appointment(), "meta": {"lastUpdated": "2025-01-01T00:00:00Z"}},
+    ]
+    before = copy.deepcopy(resources)
+    out = await journal.stamp("leyr", resources, now=T0)
+    assert resources == before
+    out[1]["meta"]["versionId"] = "2"
+    assert resources == before
+    assert await journal.stamp("leyr", [], now=T0) == []
+
+
+async def test_sources_and_types_are_kept_apart(journal):
+    rid = f"x-{uuid.uuid4().hex[:8]}"
+    patient = {"resourceType": "Patient", "id": rid, "active": True}
+    await journal.stamp("leyr", [patient], now=T0)
+    [other] = await journal.stamp("nyra", [patient], now=T1)
+    [appointment] = await journal.stamp("leyr", [_appointment(rid=rid)], now=T2)
+    assert _updated(other) == "2026-03-01T09:00:00.000Z"
+    assert _updated(appointment) == "2026-03-01T10:00:00.000Z"
+
+
+async def test_two_instances_on_one_file_agree(tmp_path):
+    one, two = FileJournal(tmp_path / "shared"), FileJournal(tmp_path / "shared")
+    try:
+        resource = _appointment()
+        [a] = await one.stamp("leyr", [resource], now=T0)
+        [b] = await two.stamp("leyr", [resource], now=T1)
+        assert _updated(a) == _updated(b) == "2026-03-01T08:00:00.000Z"
+        [c] = await two.stamp("leyr", [{**resource, "status": "cancelled"}], now=T2)
+        [d] = await one.stamp("leyr", [{**resource, "status": "cancelled"}], now=T2 + T2.resolution)
+        assert _updated(c) == _updated(d) == "2026-03-01T10:00:00.000Z"
+    finally:
+        await one.aclose()
+        await two.aclose()
+    assert (tmp_path / "shared" / "journal.sqlite3").is_file()
+
+
+@needs_redis
+async def test_two_redis_clients_agree():
+    one, two = RedisJournal(REDIS), RedisJournal(REDIS)
+    try:
+        resource = _appointment()
+        [a] = await one.stamp("leyr", [resource], now=T0)
+        [b] = await two.stamp("leyr", [resource], now=T1)
+        assert _updated(a) == _updated(b)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def test_journal_for_chooses_the_store(tmp_path):
+    assert isinstance(journal_for(None, tmp_path), FileJournal)
+    assert isinstance(journal_for("redis://127.0.0.1:6379/15", tmp_path), RedisJournal)
+
+
+_STATUS = st.sampled_from(["booked", "cancelled", "fulfilled", "noshow"])
+
+
+@pytest.mark.parametrize("backend", ["file", pytest.param("redis", marks=needs_redis)])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(statuses=st.lists(_STATUS, min_size=1, max_size=6))
+def test_stamping_twice_gives_the_same_times(tmp_path_factory, backend, statuses):
+    import asyncio
+
+    async def run() -> None:
+        if backend == "file":
+            made: FileJournal | RedisJournal = FileJournal(tmp_path_factory.mktemp("journal"))
+        else:
+            made = RedisJournal(REDIS)
+        try:
+            resources = [_appointment(s) for s in statuses]
+            first = await made.stamp("leyr", resources, now=T0)
+            second = await made.stamp("leyr", resources, now=T1)
+            assert [_updated(r) for r in first] == [_updated(r) for r in second]
+        finally:
+            await made.aclose()
+
+    asyncio.run(run())
