@@ -224,8 +224,9 @@ def create_app(
 def _subscriptions(
     settings: Settings, facade: Facade, transport: httpx.AsyncBaseTransport | None
 ) -> SubscriptionPoller:
-    """The Subscriptions' store and poller; the facade's own writes nudge the poller, so
-    that what changes through this service is told without waiting for the next poll."""
+    """The Subscriptions' store and poller; the facade's own writes are handed to the
+    poller as they are answered, so that what changes through this service is told
+    without waiting for the next poll."""
     config = settings.subscriptions
     store: Store = (
         RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url))
@@ -247,13 +248,15 @@ def _subscriptions(
     for name in ("create", "update"):
         write = getattr(facade, name)
 
-        async def nudging(*args: Any, _write: Any = write, **kwargs: Any) -> Any:
+        async def telling(*args: Any, _write: Any = write, **kwargs: Any) -> Any:
+            written = await _write(*args, **kwargs)
             try:
-                return await _write(*args, **kwargs)
-            finally:
-                poller.nudge()
+                await poller.written(written.resource)
+            except Exception as exc:  # the next sweep finds the change
+                log.warning("a write could not be told at once: %s", type(exc).__name__)
+            return written
 
-        setattr(facade, name, nudging)
+        setattr(facade, name, telling)
     return poller
 
 

@@ -28,19 +28,17 @@ parts go on and the export still completes.
 
 **Vendor budget.** Exports draw on the vendor keys' budgets like any request (the calls
 take their slots in the key pool), but pace themselves to at most ``budget_share`` of each
-limit of the source's key pool (per window, times the number of keys): the vendor calls a
-page made are counted (the transport's call counting, :mod:`adapter.transport.scope`) and
-the next page waits until the last window's calls are under that share. The rest of the
+limit of the source's key pool (:mod:`adapter.connectors.pacing`): the vendor calls a page
+made are counted and the next page waits until the last window's calls are under that
+share. The rest of the
 budget stays free for interactive requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +49,7 @@ import orjson
 
 from adapter.connectors.base import Connector, Page
 from adapter.connectors.memo import unremembered
+from adapter.connectors.pacing import Pacer, share_limits
 from adapter.facade.failures import outcome_of
 from adapter.fhir.outcome import Issue, operation_outcome
 from adapter.fhir.search import SearchRequest
@@ -164,49 +163,6 @@ def manifest(
     }
 
 
-class _Pacer:
-    """At most ``allowed`` vendor calls in any ``window`` seconds, per limit."""
-
-    def __init__(
-        self,
-        limits: Sequence[tuple[int, float]],
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.limits = list(limits)
-        self.calls: deque[tuple[float, int]] = deque()
-        self.clock = clock
-        self.sleep = sleep
-        self.horizon = max((w for _, w in self.limits), default=0.0)
-
-    async def wait(self) -> None:
-        while True:
-            now = self.clock()
-            while self.calls and self.calls[0][0] <= now - self.horizon:
-                self.calls.popleft()
-            wait = 0.0
-            for allowed, window in self.limits:
-                recent = [(t, n) for t, n in self.calls if t > now - window]
-                if sum(n for _, n in recent) >= allowed:
-                    wait = max(wait, recent[0][0] + window - now)
-            if wait <= 0:
-                return
-            await self.sleep(wait)
-
-    def record(self, calls: int) -> None:
-        if self.limits and calls:
-            self.calls.append((self.clock(), calls))
-
-
-def _pacer_limits(connector: Connector, share: float) -> list[tuple[int, float]]:
-    """The export's share of the source's key pool: per limit, calls per window."""
-    pool = getattr(getattr(connector, "client", None), "pool", None)
-    if pool is None:
-        return []
-    keys = len(pool.keys)
-    return [(max(1, math.floor(limit.count * keys * share)), limit.window) for limit in pool.limits]
-
-
 class _Writer:
     """Appends lines to the export's files in ``out``, tracking their sizes."""
 
@@ -271,7 +227,7 @@ async def run_export(
             writer.truncate(part.files[-1])
     writer.truncate(state.errors)
     pacers = {
-        name: _Pacer(_pacer_limits(c, budget_share), clock, sleep) for name, c in connectors.items()
+        name: Pacer(share_limits(c, budget_share), clock, sleep) for name, c in connectors.items()
     }
     for part in state.parts:
         if part.done:
@@ -309,7 +265,7 @@ async def _run_part(
     writer: _Writer,
     save: Callable[[ExportState], Awaitable[None]],
     *,
-    pacer: _Pacer,
+    pacer: Pacer,
     since: datetime | None,
     journal: Journal | None,
     transaction_time: datetime | None,
@@ -359,7 +315,7 @@ async def _page(
     connector: Connector,
     part: PartState,
     request: SearchRequest,
-    pacer: _Pacer,
+    pacer: Pacer,
     sleep: Callable[[float], Awaitable[None]],
 ) -> Page | Exception:
     failure: Exception | None = None

@@ -2,7 +2,10 @@
 
 - The resource must be a valid R4 Subscription (the R4B model of ``fhir.resources``).
 - ``criteria``: an ``Appointment?...`` or ``Patient?...`` search the facade accepts in
-  strict mode (``_source`` included); a paging cursor is not a criteria.
+  strict mode (``_source`` included), each of whose parameters can be matched against
+  a changed resource in memory; a paging cursor is not a criteria, and what shapes a
+  result (``_count``, ``_sort``, ``_include``...) is taken and has no effect: a
+  notification holds the changed resources themselves.
 - ``channel.type``: ``rest-hook``; ``channel.payload``: absent (ping only) or
   ``application/fhir+json``.
 - ``channel.endpoint``: https, to a name that resolves to public addresses only (no
@@ -21,6 +24,7 @@ import fnmatch
 import ipaddress
 import socket
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,10 +32,20 @@ import pydantic
 from fhir.resources.R4B.subscription import Subscription
 
 from adapter.facade import Facade
+from adapter.fhir.match import matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import parse_search
+from adapter.fhir.search import SearchRequest, UnsupportedParameter
 
-__all__ = ["CRITERIA_TYPES", "PAYLOAD", "check_endpoint", "criteria_of", "for_reading", "validate"]
+__all__ = [
+    "CRITERIA_TYPES",
+    "PAYLOAD",
+    "check_endpoint",
+    "criteria_of",
+    "for_reading",
+    "parsed_criteria",
+    "validate",
+]
 
 CRITERIA_TYPES = ("Appointment", "Patient")
 PAYLOAD = "application/fhir+json"
@@ -48,32 +62,44 @@ def criteria_of(text: str) -> tuple[str, list[tuple[str, str]]]:
     return resource_type, parse_qsl(query, keep_blank_values=True)
 
 
+def parsed_criteria(facade: Facade, text: str) -> tuple[str, SearchRequest]:
+    """A criteria's resource type and search, as the facade parses it (strict): a
+    :class:`FhirError` for one it does not accept."""
+    resource_type, items = criteria_of(text)
+    parsed = parse_search(
+        resource_type,
+        items,
+        supported=facade.declared.supported_params(resource_type),
+        includes=facade.declared.includes(resource_type),
+        revincludes=facade.declared.revincludes(resource_type),
+        sources=facade.connectors,
+        strict=True,
+        default_count=facade.limits.default_count,
+        max_count=facade.limits.max_count,
+    )
+    return resource_type, parsed.request
+
+
 def _check_criteria(facade: Facade, text: str) -> None:
     resource_type, items = criteria_of(text)
+    where = "Subscription.criteria"
     if resource_type not in CRITERIA_TYPES or resource_type not in facade.declared.types:
-        raise _invalid(
-            "the criteria must be an Appointment?... or Patient?... search",
-            "Subscription.criteria",
-        )
-    if any(name in ("_cursor", "_summary", "_total") for name, _ in items):
-        raise _invalid("the criteria may not page or count", "Subscription.criteria")
+        raise _invalid("the criteria must be an Appointment?... or Patient?... search", where)
+    if any(name == "_cursor" for name, _ in items):
+        raise _invalid("a paging cursor is not a criteria", where)
     try:
-        parse_search(
-            resource_type,
-            items,
-            supported=facade.declared.supported_params(resource_type),
-            includes=facade.declared.includes(resource_type),
-            revincludes=facade.declared.revincludes(resource_type),
-            sources=facade.connectors,
-            strict=True,
-            default_count=facade.limits.default_count,
-            max_count=facade.limits.max_count,
-        )
+        _, request = parsed_criteria(facade, text)
     except FhirError as exc:
         detail = "; ".join(issue.diagnostics for issue in exc.issues)
         raise _invalid(
-            f"the criteria is not a search this server accepts: {detail}",
-            "Subscription.criteria",
+            f"the criteria is not a search this server accepts: {detail}", where
+        ) from None
+    try:  # a change is matched in memory: each parameter must be one that can be
+        for param in request.params:
+            matches({"resourceType": resource_type}, [param], UTC)
+    except UnsupportedParameter as exc:
+        raise _invalid(
+            f"the criteria's {exc.parameter} cannot be matched against a change", where
         ) from None
 
 

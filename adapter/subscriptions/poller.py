@@ -1,26 +1,37 @@
-"""The poller: runs each active Subscription's search and delivers what changed.
+"""The poller: finds what changed at each source and delivers it to the Subscriptions whose
+criteria it matches.
 
-Every ``[subscriptions] poll_seconds`` (sooner after a write through the facade:
-:meth:`SubscriptionPoller.nudge`) each worker goes through the Subscriptions. For each it
-can lease (so that under several workers one polls it at a time, and each change is
-delivered once) it:
+**Finding changes.** Every ``[subscriptions] poll_seconds`` (sooner after a write through
+the facade) each worker takes a round. For each source that an active Subscription may
+hear from (its owner's sources, narrowed by the criteria's ``_source``) and whose lease it
+gets, it sweeps the source's listing of each resource type asked for (Appointment,
+Patient), page after page, as far as the budget allows, and goes on from there in the
+next round; when a sweep reaches the end, the next starts again from the first page. Each
+record's content digest is swapped into the feed's digests (:meth:`Store.swap`, atomic):
+a record whose digest changed (or is new) is a change, found once whichever worker sees
+it. The first sweep of a feed only records what it finds; a Subscription becomes
+``active`` once every feed it hears from has been swept once, and tells of changes from
+then on. A feed no sweep has touched for a while starts again from scratch (what changed
+while nobody listened is not told as news).
 
-- turns it ``off`` when its ``end`` has passed;
-- runs its criteria through the facade (the first page, as its owner: the sources that
-  client may see), stamps the matches with the journal (``meta.lastUpdated``), and
-  compares each match's content digest with the one last delivered for that id;
-- the first search after a Subscription is made only records what it finds and makes it
-  ``active``: a Subscription tells of changes from then on;
-- POSTs the changes as one R4 ``history`` Bundle to ``channel.endpoint`` with the
-  ``channel.header`` lines (entries with the resources when ``channel.payload`` is
-  ``application/fhir+json``, none for ping only). A change counts as delivered once the
-  endpoint answers 2xx; until then it is sent again at the next attempt, after a backoff
-  that doubles with each failure (up to five minutes). After ``max_failures`` failures in
-  a row the Subscription is ``error`` and ``Subscription.error`` says why.
+**Budget.** A source's sweeps make at most ``budget_share`` of each limit of its key pool
+(:mod:`adapter.connectors.pacing`), counted over the calls of every worker (the counts
+live with the sweep's state); a vendor without limits is swept at most
+:data:`PAGES_PER_ROUND` pages per type a round. A change is found when the sweep next
+reaches its record: at worst one whole sweep later.
 
-Budget: a round searches for at most ``max(1, int(budget_share * 100))`` Subscriptions
-(each search one first page, held to the facade's per-request vendor calls); those not
-reached come first in the next round.
+**The facade's own writes** (create, book, move, cancel) are swapped into the feeds as
+they are answered (:meth:`SubscriptionPoller.written`) and delivered at once.
+
+**Delivery.** A change that matches a Subscription's criteria (evaluated in memory,
+:func:`adapter.fhir.match.matches`) goes to the end of its outbox. The holder of the
+Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundle to
+``channel.endpoint`` with the ``channel.header`` lines (entries with the resources when
+``channel.payload`` is ``application/fhir+json``, none for ping only). The changes leave
+the outbox once the endpoint answers 2xx: delivery is at least once, in order per
+resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
+to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
+``Subscription.error`` says why. One past its ``end`` is ``off``.
 """
 
 from __future__ import annotations
@@ -29,24 +40,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import httpx
 
-from adapter.facade import Caller, Facade
+from adapter.connectors.memo import unremembered
+from adapter.connectors.pacing import Pacer, share_limits
+from adapter.facade import Facade
+from adapter.fhir.match import matches
+from adapter.fhir.search import SearchParam, SearchRequest
+from adapter.fhir.versions import with_version
 from adapter.journal import Journal, digest_of
-from adapter.subscriptions.model import PAYLOAD, check_endpoint, criteria_of
+from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
+from adapter.transport import scope
 
-__all__ = ["SubscriptionPoller", "history_bundle"]
+__all__ = ["PAGES_PER_ROUND", "SubscriptionPoller", "history_bundle"]
 
 log = logging.getLogger("fhir_adapter.subscriptions")
 
+PAGES_PER_ROUND = 10  # per source and type, for a vendor without limits
+PAGE_SIZE = 100
+BATCH = 100  # changes in one notification at most
 _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = 120.0
 _DELIVERY_SECONDS = 10.0
+_ACTIVE = ("requested", "active")
 
 
 def history_bundle(
@@ -73,6 +94,27 @@ def history_bundle(
     return bundle
 
 
+class _Wanted:
+    """What one Subscription listens to: its resource type, the sources it hears from,
+    and the parameters a change must match."""
+
+    def __init__(self, record: dict[str, Any], facade: Facade, sources: Sequence[str]) -> None:
+        self.record = record
+        self.id = str(record["resource"]["id"])
+        resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
+        self.resource_type = resource_type
+        named = request.sources
+        self.sources = tuple(s for s in sources if named is None or s in named)
+        self.params: tuple[SearchParam, ...] = request.params
+
+    def hears(self, resource: dict[str, Any], source: str, zone: tzinfo) -> bool:
+        return (
+            resource.get("resourceType") == self.resource_type
+            and source in self.sources
+            and matches(resource, self.params, zone)
+        )
+
+
 class SubscriptionPoller:
     def __init__(
         self,
@@ -95,7 +137,7 @@ class SubscriptionPoller:
         self.journal = journal
         self.poll_seconds = poll_seconds
         self.max_failures = max_failures
-        self.per_round = max(1, int(budget_share * 100))
+        self.budget_share = budget_share
         self.allowed = allowed_endpoints
         self.base_url = base_url
         self.clock = clock
@@ -104,10 +146,12 @@ class SubscriptionPoller:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._skipped: list[str] = []  # not reached last round: first in the next
+        self.rounds = 0  # rounds this worker has begun
+
+    # -- running ---------------------------------------------------------------------------
 
     def nudge(self) -> None:
-        """Poll soon (after a write through the facade), not at the next interval."""
+        """Take a round soon, not at the next interval."""
         self._wake.set()
 
     async def start(self) -> None:
@@ -136,92 +180,195 @@ class SubscriptionPoller:
             except Exception as exc:  # the next round tries again
                 log.warning("subscription round failed: %s", type(exc).__name__)
 
+    # -- a round ---------------------------------------------------------------------------
+
     async def round(self) -> None:
-        """One pass over the Subscriptions this worker can lease."""
-        records = [
-            r
-            for r in await self.store.all()
-            if r["resource"].get("status") in ("requested", "active")
-        ]
-        first = set(self._skipped)
-        records.sort(key=lambda r: r["resource"]["id"] not in first)
-        now = self.clock()
-        due = [r for r in records if float(r.get("next_at") or 0) <= now]
-        self._skipped = [r["resource"]["id"] for r in due[self.per_round :]]
-        for record in due[: self.per_round]:
-            sub_id = record["resource"]["id"]
-            if not await self.store.lease(sub_id, _LEASE_SECONDS):
+        """Sweep the sources this worker can lease, then deliver for the Subscriptions it
+        can lease."""
+        self.rounds += 1
+        wanted = await self._listening()
+        feeds: dict[str, set[str]] = {}
+        for want in wanted:
+            for source in want.sources:
+                feeds.setdefault(source, set()).add(want.resource_type)
+        for source, types in sorted(feeds.items()):
+            if await self.store.lease(f"source.{source}", _LEASE_SECONDS):
+                try:
+                    await self._sweep(source, sorted(types), wanted)
+                finally:
+                    await self.store.release(f"source.{source}")
+        ready = {source: await self._ready_types(source) for source in feeds}
+        for want in wanted:
+            if await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
+                try:
+                    await self._tend(want, ready)
+                finally:
+                    await self.store.release(f"subscription.{want.id}")
+
+    async def _listening(self) -> list[_Wanted]:
+        """The Subscriptions that listen (``requested`` or ``active``), with what they
+        hear; those past their ``end``, or whose client is gone, are stopped here."""
+        out = []
+        for record in await self.store.all():
+            resource = record["resource"]
+            if resource.get("status") not in _ACTIVE:
                 continue
+            owner = record.get("owner")
+            client = self.clients.get(owner) if owner is not None else None
+            if owner is not None and client is None:
+                await self._stop(record, "error", "the client that made this Subscription is gone")
+                continue
+            end = resource.get("end")
+            if end and _epoch(str(end)) <= self.clock():
+                await self._stop(record, "off", None)
+                continue
+            allowed = client.sources if client is not None else None
+            sources = [
+                s
+                for s in self.facade.declared.serving(str(resource["criteria"]).partition("?")[0])
+                if allowed is None or s in allowed
+            ]
             try:
-                fresh = await self.store.get(sub_id)  # as the last holder left it
-                if fresh is not None:
-                    await self._poll(fresh)
-            finally:
-                await self.store.release(sub_id)
-
-    async def _poll(self, record: dict[str, Any]) -> None:
-        resource = record["resource"]
-        if (
-            resource.get("status") not in ("requested", "active")
-            or float(record.get("next_at") or 0) > self.clock()
-        ):
-            return
-        end = resource.get("end")
-        if (
-            end
-            and datetime.fromisoformat(str(end).replace("Z", "+00:00")).timestamp() <= self.clock()
-        ):
-            resource["status"] = "off"
-            await self.store.update(record)
-            return
-        owner = record.get("owner")
-        client = self.clients.get(owner) if owner is not None else None
-        if owner is not None and client is None:
-            self._fail_for_good(record, "the client that made this Subscription is gone")
-            await self.store.update(record)
-            return
-        caller = Caller(owner, client.sources) if client is not None else Caller()
-        resource_type, items = criteria_of(str(resource["criteria"]))
-        try:
-            result = await self.facade.search(resource_type, items, caller, strict=True)
-        except Exception as exc:
-            self._failed(record, f"the criteria search failed: {type(exc).__name__}")
-            await self.store.update(record)
-            return
-        matches = await self._stamped(result.matches)
-        seen: dict[str, str] = record.setdefault("seen", {})
-        changed = [m for m in matches if seen.get(str(m.get("id"))) != digest_of(m)]
-        if resource.get("status") == "requested":
-            resource["status"] = "active"
-            seen.update({str(m.get("id")): digest_of(m) for m in matches})
-            await self.store.update(record)
-            return
-        if not changed:
-            return
-        error = await self._deliver(resource, changed)
-        if error is None:
-            seen.update({str(m.get("id")): digest_of(m) for m in changed})
-            record["failures"] = 0
-            record["next_at"] = 0
-            resource.pop("error", None)
-        else:
-            self._failed(record, error)
-        await self.store.update(record)
-
-    async def _stamped(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.journal is None:
-            return resources
-        out = list(resources)
-        by_source: dict[str, list[int]] = {}
-        for index, resource in enumerate(resources):
-            if not (resource.get("meta") or {}).get("lastUpdated"):
-                source = str((resource.get("meta") or {}).get("source"))
-                by_source.setdefault(source, []).append(index)
-        for source, indexes in by_source.items():
-            stamped = await self.journal.stamp(source, [resources[i] for i in indexes])
-            for index, resource in zip(indexes, stamped, strict=True):
-                out[index] = resource
+                out.append(_Wanted(record, self.facade, sources))
+            except Exception:  # the criteria no longer parses (a source was removed)
+                await self._stop(record, "error", "the criteria is no longer a search served here")
         return out
+
+    async def _stop(self, record: dict[str, Any], status: str, why: str | None) -> None:
+        sub_id = str(record["resource"]["id"])
+        if not await self.store.lease(f"subscription.{sub_id}", _LEASE_SECONDS):
+            return
+        try:
+            fresh = await self.store.get(sub_id)
+            if fresh is not None and fresh["resource"].get("status") in _ACTIVE:
+                fresh["resource"]["status"] = status
+                if why is not None:
+                    fresh["resource"]["error"] = why
+                    log.warning("subscription stopped: %s", why)
+                await self.store.update(fresh)
+        finally:
+            await self.store.release(f"subscription.{sub_id}")
+
+    # -- finding changes -------------------------------------------------------------------
+
+    async def _sweep(self, source: str, types: list[str], wanted: list[_Wanted]) -> None:
+        connector = self.facade.connectors[source]
+        state = await self.store.sweep(source)
+        pacer = Pacer(
+            share_limits(connector, self.budget_share),
+            self.clock,
+            asyncio.sleep,
+            state.get("calls") or (),
+        )
+        now = self.clock()
+        stale = max(60.0, 4 * self.poll_seconds)
+        feeds: dict[str, Any] = state.setdefault("feeds", {})
+        try:
+            for resource_type in types:
+                feed = feeds.get(resource_type) or {}
+                if now - float(feed.get("swept_at") or 0) > stale:
+                    feed = {"cursor": None, "ready": False}  # nobody listened a while
+                feeds[resource_type] = feed
+                await self._sweep_feed(source, resource_type, feed, pacer, wanted)
+                feed["swept_at"] = self.clock()
+        finally:
+            state["calls"] = list(pacer.calls)
+            await self.store.save_sweep(source, state)
+
+    async def _sweep_feed(
+        self,
+        source: str,
+        resource_type: str,
+        feed: dict[str, Any],
+        pacer: Pacer,
+        wanted: list[_Wanted],
+    ) -> None:
+        connector = self.facade.connectors[source]
+        request = SearchRequest(resource_type, (), PAGE_SIZE)
+        for _ in range(PAGES_PER_ROUND if not pacer.limits else 1_000):
+            if pacer.delay() > 0:
+                return
+            with scope.spending(None, None) as spent, unremembered():
+                try:
+                    page = await connector.search(request, feed.get("cursor"))
+                except Exception as exc:  # the next round tries again
+                    pacer.record(max(1, spent.calls))
+                    log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
+                    return
+            pacer.record(max(1, spent.calls))
+            tell = wanted if feed.get("ready") else None
+            await self._found(source, resource_type, page.resources, tell)
+            feed["cursor"] = page.next_cursor
+            if page.next_cursor is None:  # a whole sweep: the feed knows its records
+                feed["ready"] = True
+                return
+
+    async def written(self, resource: dict[str, Any]) -> None:
+        """A resource as a write through the facade left it: told at once."""
+        source = str((resource.get("meta") or {}).get("source"))
+        if source not in self.facade.connectors:
+            return
+        await self._found(
+            source, str(resource.get("resourceType")), [resource], await self._listening()
+        )
+        self.nudge()
+
+    async def _found(
+        self,
+        source: str,
+        resource_type: str,
+        resources: list[dict[str, Any]],
+        tell: list[_Wanted] | None,
+    ) -> None:
+        """Swap the digests of what was seen in; what changed goes to the outboxes of the
+        Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs)."""
+        resources = [with_version(r) for r in resources if r.get("id")]
+        changed = await self.store.swap(
+            f"{source}.{resource_type}", [(str(r["id"]), digest_of(r)) for r in resources]
+        )
+        news = [r for r, flag in zip(resources, changed, strict=True) if flag]
+        if tell is None or not news:
+            return
+        if self.journal is not None:
+            news = await self.journal.stamp(source, news)
+        zone = getattr(self.facade.connectors[source], "zone", UTC)
+        for want in tell:
+            heard = [r for r in news if want.hears(r, source, zone)]
+            if heard:
+                await self.store.push(want.id, heard)
+
+    async def _ready_types(self, source: str) -> set[str]:
+        feeds = (await self.store.sweep(source)).get("feeds") or {}
+        return {t for t, feed in feeds.items() if feed.get("ready")}
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def _tend(self, want: _Wanted, ready: Mapping[str, set[str]]) -> None:
+        record = await self.store.get(want.id)  # as the last holder left it
+        if record is None:
+            return
+        resource = record["resource"]
+        if resource.get("status") == "requested":
+            if not all(want.resource_type in ready.get(s, set()) for s in want.sources):
+                return
+            resource["status"] = "active"
+            await self.store.update(record)
+        if resource.get("status") != "active" or float(record.get("next_at") or 0) > self.clock():
+            return
+        changes = await self.store.peek(want.id, BATCH)
+        if not changes:
+            return
+        error = await self._deliver(resource, changes)
+        if error is None:
+            await self.store.drop(want.id, len(changes))
+            if record.get("failures") or resource.get("error"):
+                record["failures"] = 0
+                record["next_at"] = 0
+                resource.pop("error", None)
+                await self.store.update(record)
+            return
+        self._failed(record, error)
+        await self.store.update(record)
 
     async def _deliver(self, resource: dict[str, Any], changes: list[dict[str, Any]]) -> str | None:
         """None once the endpoint took the notification, else why not (never a header)."""
@@ -248,14 +395,15 @@ class SubscriptionPoller:
         failures = int(record.get("failures") or 0) + 1
         record["failures"] = failures
         if failures >= self.max_failures:
-            self._fail_for_good(record, f"{why}; {failures} failures in a row")
+            record["resource"]["status"] = "error"
+            record["resource"]["error"] = f"{why}; {failures} failures in a row"
+            log.warning("subscription stopped after %d failed deliveries", failures)
             return
         record["next_at"] = self.clock() + min(
             _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
         )
         log.info("subscription delivery failed (%d of %d)", failures, self.max_failures)
 
-    def _fail_for_good(self, record: dict[str, Any], why: str) -> None:
-        record["resource"]["status"] = "error"
-        record["resource"]["error"] = why
-        log.warning("subscription stopped: %s", why)
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

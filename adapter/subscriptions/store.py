@@ -1,18 +1,32 @@
-"""Where Subscriptions are kept: Redis when ``[server] redis_url`` is set (every worker
-shares them), else one JSON file per Subscription in a directory.
+"""Where Subscriptions and the poller's state are kept: Redis when ``[server] redis_url``
+is set (every worker shares them), else files in a directory (one process).
 
-A record is ``{"owner": client, "resource": Subscription, "seen": {id: digest},
-"failures": n, "next_at": epoch seconds}``; the resource keeps its ``channel.header``
-(the subscriber's secrets), which only delivery uses. Each Subscription has a lease
-(Redis ``SET NX PX``, else a lock file), held by the worker that polls it, so that each
-change is delivered once whatever the number of workers."""
+- A Subscription's record: ``{"owner": client, "resource": Subscription, "failures": n,
+  "next_at": epoch seconds}``; the resource keeps its ``channel.header`` (the subscriber's
+  secrets), which only delivery uses. Written only by the worker holding its lease.
+- Its outbox: the changed resources waiting to be delivered, oldest first. Any worker
+  appends (:meth:`Store.push`); the holder of the Subscription's lease takes them from the
+  front once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
+- A source's sweep: where the poller is in that source's listing, per resource type, and
+  the vendor calls it made lately (its budget). Written by the holder of the source's lease.
+- A feed's digests (source and resource type): per id, the digest of the content last
+  told. :meth:`Store.swap` sets them and says which ones changed in one atomic step, so
+  that a change is found once, whichever worker (a sweep, a write through the facade) sees
+  it first.
+
+Leases (Redis ``SET NX PX``, else a lock file) give each Subscription and each source one
+holder at a time, so that each change is delivered once whatever the number of workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import re
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +37,24 @@ __all__ = ["FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
 
 _PREFIX = "fhir-adapter:subscription:"
 _IDS = "fhir-adapter:subscriptions"
+_SWEEP = "fhir-adapter:sweep:"
+_FEED = "fhir-adapter:feed:"
+_OUTBOX_MAX = 10_000  # changes kept for one Subscription whose endpoint does not take them
+
+# Set each id's digest; 1 where it was another (or none), 0 where it was the same.
+_SWAP = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old == ARGV[i + 1] then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    out[#out + 1] = 1
+  end
+end
+return out
+"""
 
 
 class Store(Protocol):
@@ -33,9 +65,18 @@ class Store(Protocol):
         """Write back a record that still exists (a deleted one stays deleted)."""
         ...
 
-    async def delete(self, sub_id: str) -> bool: ...
-    async def lease(self, sub_id: str, seconds: float) -> bool: ...
-    async def release(self, sub_id: str) -> None: ...
+    async def delete(self, sub_id: str) -> bool:
+        """The Subscription, its outbox and its lease gone."""
+        ...
+
+    async def lease(self, name: str, seconds: float) -> bool: ...
+    async def release(self, name: str) -> None: ...
+    async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None: ...
+    async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]: ...
+    async def drop(self, sub_id: str, count: int) -> None: ...
+    async def sweep(self, source: str) -> dict[str, Any]: ...
+    async def save_sweep(self, source: str, state: dict[str, Any]) -> None: ...
+    async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]: ...
     async def aclose(self) -> None: ...
 
 
@@ -43,29 +84,57 @@ def _id(record: dict[str, Any]) -> str:
     return str(record["resource"]["id"])
 
 
+def _safe(name: str) -> str:
+    """A name (a source, a feed) as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 class FileSubscriptionStore:
+    """One JSON file per Subscription, a JSON-lines outbox beside it, and the sweeps and
+    feeds under ``_poller/``; read-modify-writes hold an ``flock``."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def _path(self, sub_id: str, suffix: str = ".json") -> Path:
         return self.directory / f"{sub_id}{suffix}"
 
-    def _write(self, record: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(_id(record))
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_bytes(orjson.dumps(record))
+    def _poller(self, name: str) -> Path:
+        return self.directory / "_poller" / _safe(name)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".flock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _write_json(path: Path, value: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(orjson.dumps(value))
         os.chmod(temporary, 0o600)  # channel headers are secrets
         os.replace(temporary, path)
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            return orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._write_json(self._path(_id(record)), record)
 
     async def create(self, record: dict[str, Any]) -> None:
         await asyncio.to_thread(self._write, record)
 
     def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            value = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
+        value = self._read_json(path)
         return value if isinstance(value, dict) else None
 
     async def get(self, sub_id: str) -> dict[str, Any] | None:
@@ -91,6 +160,9 @@ class FileSubscriptionStore:
 
     async def delete(self, sub_id: str) -> bool:
         def remove() -> bool:
+            for suffix in (".outbox", ".outbox.flock", ".lock"):
+                with contextlib.suppress(OSError):
+                    self._path(sub_id, suffix).unlink()
             try:
                 self._path(sub_id).unlink()
             except FileNotFoundError:
@@ -99,10 +171,13 @@ class FileSubscriptionStore:
 
         return await asyncio.to_thread(remove)
 
-    async def lease(self, sub_id: str, seconds: float) -> bool:
+    def _lock_path(self, name: str) -> Path:
+        return self.directory / f"{_safe(name)}.lock"
+
+    async def lease(self, name: str, seconds: float) -> bool:
         def take() -> bool:
             self.directory.mkdir(parents=True, exist_ok=True)
-            lock = self._path(sub_id, ".lock")
+            lock = self._lock_path(name)
             with contextlib.suppress(OSError):
                 if time.time() - lock.stat().st_mtime > seconds:  # a dead holder's
                     lock.unlink()
@@ -114,9 +189,71 @@ class FileSubscriptionStore:
 
         return await asyncio.to_thread(take)
 
-    async def release(self, sub_id: str) -> None:
+    async def release(self, name: str) -> None:
         with contextlib.suppress(OSError):
-            await asyncio.to_thread(self._path(sub_id, ".lock").unlink)
+            await asyncio.to_thread(self._lock_path(name).unlink)
+
+    async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        def append() -> None:
+            path = self._path(sub_id, ".outbox")
+            with self._locked(path):
+                if not self._path(sub_id).exists():
+                    return  # deleted meanwhile
+                lines = [orjson.dumps(r) + b"\n" for r in resources]
+                with open(path, "ab") as handle:
+                    os.fchmod(handle.fileno(), 0o600)
+                    handle.writelines(lines)
+                with open(path, "rb") as handle:
+                    kept = handle.readlines()
+                if len(kept) > _OUTBOX_MAX:
+                    path.write_bytes(b"".join(kept[-_OUTBOX_MAX:]))
+
+        if resources:
+            await asyncio.to_thread(append)
+
+    def _lines(self, sub_id: str) -> list[bytes]:
+        try:
+            with open(self._path(sub_id, ".outbox"), "rb") as handle:
+                return handle.readlines()
+        except FileNotFoundError:
+            return []
+
+    async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            with self._locked(self._path(sub_id, ".outbox")):
+                return [orjson.loads(line) for line in self._lines(sub_id)[:count]]
+
+        return await asyncio.to_thread(read)
+
+    async def drop(self, sub_id: str, count: int) -> None:
+        def cut() -> None:
+            path = self._path(sub_id, ".outbox")
+            with self._locked(path):
+                rest = self._lines(sub_id)[count:]
+                if path.exists():
+                    path.write_bytes(b"".join(rest))
+
+        await asyncio.to_thread(cut)
+
+    async def sweep(self, source: str) -> dict[str, Any]:
+        value = await asyncio.to_thread(self._read_json, self._poller(f"sweep.{source}.json"))
+        return value if isinstance(value, dict) else {}
+
+    async def save_sweep(self, source: str, state: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._write_json, self._poller(f"sweep.{source}.json"), state)
+
+    async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
+        def exchange() -> list[bool]:
+            path = self._poller(f"feed.{feed}.json")
+            with self._locked(path):
+                held = self._read_json(path)
+                known: dict[str, str] = held if isinstance(held, dict) else {}
+                changed = [known.get(key) != digest for key, digest in digests]
+                known.update(digests)
+                self._write_json(path, known)
+            return changed
+
+        return await asyncio.to_thread(exchange) if digests else []
 
     async def aclose(self) -> None:
         return None
@@ -126,6 +263,7 @@ class RedisSubscriptionStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._token = os.urandom(8).hex()
+        self._swap = redis.register_script(_SWAP)
 
     async def create(self, record: dict[str, Any]) -> None:
         sub_id = _id(record)
@@ -150,16 +288,48 @@ class RedisSubscriptionStore:
 
     async def delete(self, sub_id: str) -> bool:
         await self.redis.srem(_IDS, sub_id)
+        await self.redis.delete(f"{_PREFIX}{sub_id}:outbox")
         return bool(await self.redis.delete(_PREFIX + sub_id))
 
-    async def lease(self, sub_id: str, seconds: float) -> bool:
-        key = f"{_PREFIX}{sub_id}:lease"
+    async def lease(self, name: str, seconds: float) -> bool:
+        key = f"{_PREFIX}lease:{name}"
         return bool(await self.redis.set(key, self._token, nx=True, px=int(seconds * 1000)))
 
-    async def release(self, sub_id: str) -> None:
-        key = f"{_PREFIX}{sub_id}:lease"
+    async def release(self, name: str) -> None:
+        key = f"{_PREFIX}lease:{name}"
         if (await self.redis.get(key)) == self._token.encode():
             await self.redis.delete(key)
+
+    async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        if not resources or not await self.redis.exists(_PREFIX + sub_id):
+            return
+        key = f"{_PREFIX}{sub_id}:outbox"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *[orjson.dumps(r) for r in resources])
+            pipe.ltrim(key, -_OUTBOX_MAX, -1)
+            await pipe.execute()
+
+    async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]:
+        raws = await self.redis.lrange(f"{_PREFIX}{sub_id}:outbox", 0, count - 1)
+        return [orjson.loads(raw) for raw in raws]
+
+    async def drop(self, sub_id: str, count: int) -> None:
+        await self.redis.ltrim(f"{_PREFIX}{sub_id}:outbox", count, -1)
+
+    async def sweep(self, source: str) -> dict[str, Any]:
+        raw = await self.redis.get(_SWEEP + source)
+        value = None if raw is None else orjson.loads(raw)
+        return value if isinstance(value, dict) else {}
+
+    async def save_sweep(self, source: str, state: dict[str, Any]) -> None:
+        await self.redis.set(_SWEEP + source, orjson.dumps(state))
+
+    async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
+        if not digests:
+            return []
+        args = [part for pair in digests for part in pair]
+        answer = await self._swap(keys=[_FEED + feed], args=args)
+        return [bool(flag) for flag in answer]
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -10,9 +10,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -20,12 +22,13 @@ import pytest
 import uvicorn
 from fhir.resources.R4B.bundle import Bundle
 from harness import FAST
-from test_writes import booking
+from test_writes import booking, weekday
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
 from adapter.sandbox import LeyrSandbox, NyraSandbox
 from adapter.settings import ExportSettings, Settings, SubscriptionSettings
+from mappings import decode_id
 
 JSON = {"content-type": "application/fhir+json"}
 POLL = 0.2
@@ -198,6 +201,103 @@ def test_a_change_at_the_vendor_is_notified(world, http, receiver):
     assert entry["resource"]["name"][0]["family"] == "Changedsson"
     assert entry["resource"]["meta"]["lastUpdated"]
     with pytest.raises(queue.Empty):  # told once
+        receiver.next(timeout=4 * POLL)
+
+
+def book_at_the_vendor(world: World, source: str, hour: int) -> str:
+    """A booking made at the vendor through its own API (as the front desk's system
+    would), three weekdays ahead at ``hour`` local time; the vendor's appointment id."""
+    day = weekday(3)
+    if source == "leyr-w":
+        cu = next(iter(world.leyr.care_units))
+        patient = next(iter(world.leyr.patients[cu]))
+        doctor = next(r for r in world.leyr.resources if r["care_unit_id"] == cu)
+        service = next(s for s in world.leyr.services if s["care_unit_id"] == cu)
+        zone = ZoneInfo(world.leyr.timezone)
+        start = datetime.combine(day, datetime.min.time(), zone).replace(hour=hour)
+        path = f"/emrs/{world.leyr.emr}/care-units/{cu}/appointments"
+        body: dict[str, Any] = {
+            "patient_id": patient["id"],
+            "resource_id": doctor["id"],
+            "healthcare_service_id": service["id"],
+            "start": start.isoformat(),
+        }
+        auth = {
+            "x-leyr-client-id": world.leyr.client_id,
+            "x-leyr-client-secret": world.leyr.client_secret,
+        }
+        transport = world.leyr.transport()
+    else:
+        patient = next(iter(world.nyra.patients))
+        doctor = next(iter(world.nyra.doctors))
+        path = "/appointments"
+        body = {
+            "patient_id": patient["id"],
+            "doctor_id": doctor["id"],
+            "branch_id": doctor.get("branch_id") or patient.get("branch_id"),
+            "appointment_date": day.isoformat(),
+            "appointment_time": f"{hour:02d}:00:00",
+            "type": "CONSULTATION",
+            "booking_source": "MANUAL",
+        }
+        grant = world.nyra.api_keys()[0]
+        auth = {
+            "x-api-key": grant.key,
+            "x-api-secret": grant.secret,
+            "authorization": f"Bearer {grant.token}",
+        }
+        transport = world.nyra.transport()
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://vendor") as c:
+            return await c.post(path, json=body, headers=auth)
+
+    answer = asyncio.run(post())
+    assert answer.status_code in (200, 201), answer.text
+    made = answer.json()
+    if source == "leyr-w":
+        return str(made[0]["id"])
+    return str(made["data"]["appointment_id"])
+
+
+@pytest.mark.parametrize("source", ["leyr-w", "nyra-w"])
+def test_a_booking_at_the_vendor_is_notified_within_two_polls(world, http, receiver, source):
+    sub = subscribe(http, subscription(receiver.url, f"Appointment?_source={source}"))
+    poller = world.app.state.subscriptions
+    before = poller.rounds
+    vendor_id = book_at_the_vendor(world, source, hour=11)
+    headers, body = receiver.next()
+    assert poller.rounds - before <= 2  # found by the first or second round after it
+    valid_history(body)
+    assert headers["authorization"] == "Bearer hook-secret"
+    [entry] = body["entry"]
+    assert decode_id(entry["resource"]["id"]).vendor_id == vendor_id
+    assert entry["resource"]["status"] == "booked"
+    assert entry["resource"]["meta"]["versionId"] and entry["resource"]["meta"]["lastUpdated"]
+    read = http.get(f"/Appointment/{entry['resource']['id']}")
+    assert (
+        read.status_code == 200
+        and read.json()["meta"]["versionId"] == (entry["resource"]["meta"]["versionId"])
+    )
+    assert http.get(f"/Subscription/{sub['id']}").json()["status"] == "active"
+
+
+def test_criteria_are_matched_against_each_change(world, http, receiver):
+    """Only the changes the criteria match are told: here one patient's, not another's."""
+    cu = next(iter(world.leyr.care_units))
+    first, second = list(world.leyr.patients[cu])[:2]
+    found = http.get("/Patient", params={"_source": "leyr-w", "family": first["last_name"]})
+    target = next(
+        e["resource"]["id"]
+        for e in found.json()["entry"]
+        if decode_id(e["resource"]["id"]).vendor_id == first["id"]
+    )
+    subscribe(http, subscription(receiver.url, f"Patient?_id={target}"))
+    second["last_name"] = "Notforyou"
+    first["last_name"] = "Foryou"
+    _, body = receiver.next()
+    assert [e["resource"]["id"] for e in body["entry"]] == [target]
+    with pytest.raises(queue.Empty):
         receiver.next(timeout=4 * POLL)
 
 

@@ -10,11 +10,10 @@ import redis
 import redis.asyncio as aioredis
 
 from adapter.connectors.base import Page
+from adapter.connectors.pacing import Pacer, share_limits
 from adapter.export.engine import (
     ExportState,
     _changed_after,
-    _Pacer,
-    _pacer_limits,
     parse_instant,
     run_export,
 )
@@ -92,8 +91,8 @@ def test_the_export_takes_its_share_of_each_keys_limits():
             pass
 
     Connector.client.pool = pool
-    assert _pacer_limits(Connector(), 0.5) == [(18, 1.0), (90, 60.0)]
-    assert _pacer_limits(object(), 0.5) == []  # a vendor without limits is not paced
+    assert share_limits(Connector(), 0.5) == [(18, 1.0), (90, 60.0)]
+    assert share_limits(object(), 0.5) == []  # a vendor without limits is not paced
 
 
 async def test_pages_wait_until_the_window_has_room():
@@ -104,7 +103,7 @@ async def test_pages_wait_until_the_window_has_room():
         slept.append(seconds)
         now[0] += seconds
 
-    pacer = _Pacer([(4, 10.0)], lambda: now[0], sleep)
+    pacer = Pacer([(4, 10.0)], lambda: now[0], sleep)
     await pacer.wait()
     pacer.record(3)
     now[0] = 2.0
