@@ -242,7 +242,7 @@ def _subscriptions(
         max_failures=config.max_failures,
         budget_share=config.budget_share,
         allowed_endpoints=config.allowed_endpoints,
-        base_url=f"{settings.public_base_url}/fhir" if settings.public_base_url else None,
+        base_url=settings.public_base_url,
         transport=transport,
     )
     for name in ("create", "update"):

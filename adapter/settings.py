@@ -128,6 +128,11 @@ EMBEDDED_DEFAULT: dict[str, Any] = {
     # The demo client's secret is made at start-up (or read from FHIR_ADAPTER_DEMO_SECRET)
     # and printed by `serve` with the commands that use it.
     "clients": {"demo": {"secret": "${" + DEMO_SECRET_ENV + "}", "scopes": ["system/*.cruds"]}},
+    # Rest-hook endpoints on this machine may be tried out (a deployment allows none).
+    "subscriptions": {
+        "poll_seconds": 10.0,
+        "allowed_endpoints": ["http://127.0.0.1:*", "http://localhost:*"],
+    },
 }
 
 

@@ -95,7 +95,8 @@ async def create(request: Request) -> Response:
     poller = _poller(request)
     resource = await validate(body, facade(request), poller.allowed)
     resource["id"] = secrets.token_hex(12)
-    await poller.store.create({"owner": caller(request).name, "resource": resource})
+    record = {"owner": caller(request).name, "resource": resource, "base": base_url(request)}
+    await poller.store.create(record)
     poller.nudge()  # its first round: active as soon as its feeds are swept
     location = f"{base_url(request)}/Subscription/{resource['id']}"
     return render(request, for_reading(resource), 201, {"Location": location})

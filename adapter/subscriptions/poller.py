@@ -73,8 +73,9 @@ _ACTIVE = ("requested", "active")
 def history_bundle(
     changes: list[dict[str, Any]], base: str | None, with_resources: bool
 ) -> dict[str, Any]:
-    """The notification: an R4 history Bundle of ``changes`` (ping only: no entries).
-    ``fullUrl`` needs ``[server] public_base_url`` (``base``); without it, none is given."""
+    """The notification: an R4 history Bundle of ``changes`` (ping only: no entries), each
+    entry's ``fullUrl`` under ``base`` (``[server] public_base_url``, else the base URL
+    the Subscription was made through)."""
     entries = []
     if with_resources:
         for resource in changes:
@@ -358,7 +359,7 @@ class SubscriptionPoller:
         changes = await self.store.peek(want.id, BATCH)
         if not changes:
             return
-        error = await self._deliver(resource, changes)
+        error = await self._deliver(record, changes)
         if error is None:
             await self.store.drop(want.id, len(changes))
             if record.get("failures") or resource.get("error"):
@@ -370,15 +371,16 @@ class SubscriptionPoller:
         self._failed(record, error)
         await self.store.update(record)
 
-    async def _deliver(self, resource: dict[str, Any], changes: list[dict[str, Any]]) -> str | None:
+    async def _deliver(self, record: dict[str, Any], changes: list[dict[str, Any]]) -> str | None:
         """None once the endpoint took the notification, else why not (never a header)."""
-        channel = resource.get("channel") or {}
+        channel = record["resource"].get("channel") or {}
         endpoint = str(channel.get("endpoint"))
         try:
             await check_endpoint(endpoint, self.allowed)  # its name may resolve elsewhere now
         except Exception:
             return "the endpoint now resolves to an address that may not be called"
-        bundle = history_bundle(changes, self.base_url, channel.get("payload") == PAYLOAD)
+        base = self.base_url or record.get("base")
+        bundle = history_bundle(changes, base, channel.get("payload") == PAYLOAD)
         headers = {"content-type": "application/fhir+json"}
         for line in channel.get("header") or []:
             name, _, value = str(line).partition(":")

@@ -89,7 +89,7 @@ class World:
             cursor_key=b"w" * 32,
             token_key=b"t" * 32,
             token_minutes=60,
-            public_base_url="https://fhir.example.org",
+            public_base_url="https://fhir.example.org/fhir",
             export=ExportSettings(dir=str(root / "export")),
             subscriptions=SubscriptionSettings(
                 dir=str(root / "subscriptions"),
