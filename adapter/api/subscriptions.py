@@ -2,17 +2,19 @@
 ``Appointment`` or ``Patient`` search change.
 
 ``POST /fhir/Subscription`` checks the Subscription (:mod:`adapter.subscriptions.model`)
-and keeps it as ``requested``; the poller makes it ``active`` when it first runs its
-search. Search (``status``, ``url``: the channel's endpoint, ``criteria``), read and delete
-act on the caller's own Subscriptions only: another client's is a 404. A read never shows
-the channel's header values. Scopes: ``system/Subscription.cruds`` (``c`` create, ``r``
-read, ``s`` search, ``d`` delete).
+and keeps it as ``requested``; the poller makes it ``active`` once the sources it hears
+from have been swept. Search (``_id``, ``status``, ``url``: the channel's endpoint,
+``criteria``; another parameter is ignored, or a 400 under ``Prefer: handling=strict``),
+read and delete act on the caller's own Subscriptions only: another client's is a 404. A
+read never shows the channel's header values. Scopes: ``system/Subscription.cruds``
+(``c`` create, ``r`` read, ``s`` search, ``d`` delete).
 """
 
 from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -30,12 +32,14 @@ from adapter.api.fhir import (
 )
 from adapter.fhir.bundle import searchset
 from adapter.fhir.outcome import FhirError
+from adapter.fhir.params import prefers_strict
 from adapter.subscriptions import SubscriptionPoller, for_reading, validate
 
 __all__ = ["router"]
 
 MAX_BODY = 64 * 1024
 _SEARCH_PARAMS = {
+    "_id": "the Subscription's id",
     "status": "the Subscription's status (requested, active, error, off)",
     "url": "the channel's endpoint, exactly",
     "criteria": "the criteria, exactly",
@@ -122,11 +126,15 @@ async def create(request: Request) -> Response:
 async def search(request: Request) -> Response:
     negotiate(request)
     items = parse_form(request.scope.get("query_string", b""), "the query")
-    wanted: dict[str, str] = {}
+    strict = prefers_strict(request.headers.get("prefer"))
+    wanted: dict[str, set[str]] = {}
+    used: list[tuple[str, str]] = []
     for name, value in items:
-        if name in _SEARCH_PARAMS:
-            wanted[name] = value
-        elif name not in ("_format", "_pretty"):
+        if name in _SEARCH_PARAMS:  # _id and status: any of a comma list
+            listed = value.split(",") if name in ("_id", "status") else [value]
+            wanted.setdefault(name, set()).update(listed)
+            used.append((name, value))
+        elif strict and name not in ("_format", "_pretty"):
             raise FhirError.one(
                 400, "not-supported", f"unknown search parameter {name!r}", "Subscription"
             )
@@ -136,15 +144,16 @@ async def search(request: Request) -> Response:
         resource = record["resource"]
         if record.get("owner") != who:
             continue
-        if "status" in wanted and resource.get("status") != wanted["status"]:
-            continue
-        if "url" in wanted and (resource.get("channel") or {}).get("endpoint") != wanted["url"]:
-            continue
-        if "criteria" in wanted and resource.get("criteria") != wanted["criteria"]:
-            continue
-        found.append(for_reading(resource))
+        values = {
+            "_id": resource.get("id"),
+            "status": resource.get("status"),
+            "url": (resource.get("channel") or {}).get("endpoint"),
+            "criteria": resource.get("criteria"),
+        }
+        if all(values[name] in allowed for name, allowed in wanted.items()):
+            found.append(for_reading(resource))
     base = base_url(request)
-    query = request.scope.get("query_string", b"").decode()
+    query = urlencode(used)
     here = f"{base}/Subscription" + (f"?{query}" if query else "")
     bundle = searchset(base, matches=found, total=len(found), links={"self": here})
     return render(request, bundle)

@@ -21,6 +21,33 @@ from adapter.fhir.terminology import concept_map_capability
 __all__ = ["capability_statement"]
 
 _SP = "http://hl7.org/fhir/SearchParameter/"
+
+SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
+    "type": "Subscription",
+    "profile": "http://hl7.org/fhir/StructureDefinition/Subscription",
+    "documentation": (
+        "rest-hook channel only; criteria: an Appointment or Patient search this server "
+        "accepts (_source included); payload absent (ping only) or application/fhir+json. "
+        "Notifications are history Bundles, at least once, in order per resource. Each "
+        "client sees only its own Subscriptions (system/Subscription.cruds)."
+    ),
+    "interaction": [
+        {"code": "create"},
+        {"code": "delete"},
+        {"code": "read"},
+        {"code": "search-type"},
+    ],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "conditionalCreate": False,
+    "searchParam": [
+        {"name": "_id", "type": "token", "definition": _SP + "Resource-id"},
+        {"name": "criteria", "type": "string", "definition": _SP + "Subscription-criteria"},
+        {"name": "status", "type": "token", "definition": _SP + "Subscription-status"},
+        {"name": "url", "type": "uri", "definition": _SP + "Subscription-url"},
+    ],
+}
 # Each parameter's definition in the R4 specification.
 _DEFINITIONS = {
     ("Patient", "_id"): "Resource-id",
@@ -127,6 +154,7 @@ def capability_statement(
         resources.append(resource)
     resources.append(concept_map_capability())  # the code tables, served by the service itself
     resources.append(group_capability())  # one Group per source, made by the service itself
+    resources.append(SUBSCRIPTION_CAPABILITY)  # kept by the service itself
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": (

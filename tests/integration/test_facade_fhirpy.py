@@ -75,8 +75,15 @@ def test_capability_statement_is_r4_and_lists_what_works(http):
     directory = {"Practitioner", "Device", "Location", "Organization", "HealthcareService"}
     assert (
         set(resources)
-        == {"Patient", "Appointment", "Slot", "Schedule", "ConceptMap", "Group"} | directory
+        == {"Patient", "Appointment", "Slot", "Schedule", "ConceptMap", "Group", "Subscription"}
+        | directory
     )
+    assert [i.code for i in resources["Subscription"].interaction] == [
+        "create",
+        "delete",
+        "read",
+        "search-type",
+    ]
     assert [i.code for i in resources["Slot"].interaction] == ["read", "search-type"]
     assert [i.code for i in resources["Practitioner"].interaction] == ["read", "search-type"]
     patient_params = {p.name for p in resources["Patient"].searchParam}

@@ -399,6 +399,15 @@ def test_each_client_sees_only_its_own(world, http, receiver):
     assert http.get("/Subscription", headers=other).json()["total"] == 0
     mine = http.get("/Subscription", params={"url": receiver.url}).json()
     assert [e["resource"]["id"] for e in mine["entry"]] == [made["id"]]
+    by_id = http.get("/Subscription", params={"_id": made["id"], "status": "requested,active"})
+    assert [e["resource"]["id"] for e in by_id.json()["entry"]] == [made["id"]]
+    assert http.get("/Subscription", params={"status": "off"}).json()["total"] == 0
+    ignored = http.get("/Subscription", params={"nonsense": "1"})
+    assert ignored.status_code == 200 and ignored.json()["total"] == 1
+    strict = http.get(
+        "/Subscription", params={"nonsense": "1"}, headers={"prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400 and "nonsense" in strict.text
     assert "hook-secret" not in orjson.dumps(mine).decode()
     reader = world.auth("reader")
     assert (
