@@ -11,8 +11,9 @@ record's content digest is swapped into the feed's digests (:meth:`Store.swap`, 
 a record whose digest changed (or is new) is a change, found once whichever worker sees
 it. The first sweep of a feed only records what it finds; a Subscription becomes
 ``active`` once every feed it hears from has been swept once, and tells of changes from
-then on. A feed no sweep has touched for a while starts again from scratch (what changed
-while nobody listened is not told as news).
+then on. The digests are kept (Redis, or files): after a restart, or when a source is
+listened to again after a time without Subscriptions, what changed meanwhile is told as it
+is found.
 
 **Budget.** A source's sweeps make at most ``budget_share`` of each limit of its key pool
 (:mod:`adapter.connectors.pacing`), counted over the calls of every worker (the counts
@@ -261,15 +262,10 @@ class SubscriptionPoller:
             asyncio.sleep,
             state.get("calls") or (),
         )
-        now = self.clock()
-        stale = max(60.0, 4 * self.poll_seconds)
         feeds: dict[str, Any] = state.setdefault("feeds", {})
         try:
             for resource_type in types:
-                feed = feeds.get(resource_type) or {}
-                if now - float(feed.get("swept_at") or 0) > stale:
-                    feed = {"cursor": None, "ready": False}  # nobody listened a while
-                feeds[resource_type] = feed
+                feed = feeds.setdefault(resource_type, {"cursor": None, "ready": False})
                 await self._sweep_feed(source, resource_type, feed, pacer, wanted)
                 feed["swept_at"] = self.clock()
         finally:

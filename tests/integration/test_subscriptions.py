@@ -5,12 +5,13 @@ subscribed to (private endpoints, another client's Subscriptions) is refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,14 @@ class World:
                 allowed_endpoints=("http://127.0.0.1:*",),
             ),
         )
+        self.settings = settings
+        self.app = self.restarted()
+
+    def restarted(self) -> Any:
+        """The service anew over the same sandboxes and directories (a restart)."""
         transports = {"leyr-w": self.leyr.transport(), "nyra-w": self.nyra.transport()}
-        self.app = create_app(settings, transports=transports)
+        self.app = create_app(self.settings, transports=transports)
+        return self.app
 
     def auth(self, name: str) -> dict[str, str]:
         client = self.clients[name]
@@ -119,23 +126,32 @@ def receiver() -> Iterator[Receiver]:
     hook.close()
 
 
-@pytest.fixture
-def http(world: World) -> Iterator[httpx.Client]:
+@contextlib.contextmanager
+def serving(world: World) -> Iterator[httpx.Client]:
+    """``world.app`` on a loopback port, and a client of it as the CRM."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning"))
     thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
     thread.start()
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir",
-        timeout=30,
-        headers=world.auth("crm"),
-    ) as client:
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir",
+            timeout=30,
+            headers=world.auth("crm"),
+        ) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def http(world: World) -> Iterator[httpx.Client]:
+    with serving(world) as client:
         yield client
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
 
 
 def subscription(endpoint: str, criteria: str, **channel: Any) -> dict[str, Any]:
@@ -280,6 +296,30 @@ def test_a_booking_at_the_vendor_is_notified_within_two_polls(world, http, recei
         and read.json()["meta"]["versionId"] == (entry["resource"]["meta"]["versionId"])
     )
     assert http.get(f"/Subscription/{sub['id']}").json()["status"] == "active"
+
+
+def test_changes_made_while_the_service_was_down_are_told_after_a_restart(world, receiver):
+    with serving(world) as http:
+        sub = subscribe(http, subscription(receiver.url, "Patient?_source=leyr-w"))
+    record = next(iter(world.leyr.patients[next(iter(world.leyr.care_units))]))
+    record["last_name"] = "Whiledownsson"  # nobody is polling now
+    world.restarted()
+    with serving(world) as http:
+        _, body = receiver.next()
+        [entry] = body["entry"]
+        assert entry["resource"]["name"][0]["family"] == "Whiledownsson"
+        assert http.get(f"/Subscription/{sub['id']}").json()["status"] == "active"
+
+
+def test_a_subscription_past_its_end_is_off(world, http, receiver):
+    ends = datetime.now(UTC) + timedelta(seconds=2 * POLL)
+    body = subscription(receiver.url, "Patient?_source=leyr-w")
+    body["end"] = ends.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    made = http.post("/Subscription", json=body, headers=JSON).json()
+    until(lambda: http.get(f"/Subscription/{made['id']}").json()["status"] == "off")
+    next(iter(world.leyr.patients[next(iter(world.leyr.care_units))]))["last_name"] = "Late"
+    with pytest.raises(queue.Empty):
+        receiver.next(timeout=4 * POLL)
 
 
 def test_criteria_are_matched_against_each_change(world, http, receiver):
