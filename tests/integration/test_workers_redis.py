@@ -130,10 +130,12 @@ rate_limit = {{ second_window = {SCALED.second_window}, minute_window = {SCALED.
 
 
 class Facade:
-    """``fhir-adapter serve --workers 3`` in its own process group. Its console is read
-    to the end by a thread, so that the workers never block on a full pipe."""
+    """``fhir-adapter serve --workers N`` (3 unless told) in its own process group. Its
+    console is read to the end by a thread, so that the workers never block on a full
+    pipe."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, workers: int = WORKERS) -> None:
+        self.workers = workers
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
@@ -143,7 +145,7 @@ class Facade:
                 str(COMMAND),
                 "serve",
                 "--workers",
-                str(WORKERS),
+                str(workers),
                 "--config",
                 str(config),
                 "--port",
@@ -171,13 +173,13 @@ class Facade:
         ``STARTUP_SECONDS``."""
         started = 0
         deadline = time.monotonic() + STARTUP_SECONDS
-        while started < WORKERS:
+        while started < self.workers:
             left = deadline - time.monotonic()
             try:
                 line = self._said.get(timeout=max(0.0, left))
             except queue.Empty:
                 raise AssertionError(
-                    f"{started} of {WORKERS} workers started within {STARTUP_SECONDS:g} s: "
+                    f"{started} of {self.workers} workers started within {STARTUP_SECONDS:g} s: "
                     f"{list(self.lines)[-5:]}"
                 ) from None
             if line is None:
