@@ -400,7 +400,7 @@ class SubscriptionPoller:
         record["next_at"] = self.clock() + min(
             _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
         )
-        log.info("subscription delivery failed (%d of %d)", failures, self.max_failures)
+        log.info("subscription delivery failed (%d of %d): %s", failures, self.max_failures, why)
 
 
 def _epoch(text: str) -> float:

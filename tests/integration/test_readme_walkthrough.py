@@ -1,0 +1,127 @@
+"""The README's walkthrough, pasted in order as a newcomer would.
+
+``fhir-adapter serve`` runs as ``make run`` runs it (the embedded default: two in-process
+sandbox sources, the demo client) on a free port; the ``TOKEN=...`` line it prints is the
+first command, then every ``sh`` block from "Try it" to the end of "Analysts: bulk
+export", in order, in one bash (``-euo pipefail``: a command that fails stops the run,
+as an error answer makes ``fhir``/``curl --fail-with-body`` fail). The README's ports
+(8080 for the service, 9009 for the notification receiver) are swapped for free ones.
+
+Needs ``bash``, ``curl`` and ``jq`` (the README's own prerequisites); without them the
+test is skipped, saying which is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+COMMAND = Path(sys.executable).with_name("fhir-adapter")
+START_SECONDS = 60.0
+RUN_SECONDS = 300.0
+
+
+def walkthrough(text: str) -> list[str]:
+    """The ``sh`` blocks from "## Try it" up to "## Who may do what", in order."""
+    start = text.index("\n## Try it\n")
+    end = text.index("\n## Who may do what\n")
+    return re.findall(r"^```sh\n(.*?)^```$", text[start:end], re.S | re.M)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_walkthrough_finds_its_blocks():
+    blocks = walkthrough(README.read_text(encoding="utf-8"))
+    assert len(blocks) >= 8
+    assert blocks[0].lstrip().startswith("# What the server does") or "fhir()" in blocks[0]
+    assert any("fhir() {" in b for b in blocks)  # the helper the others use comes first
+    first_use = next(i for i, b in enumerate(blocks) if re.search(r"^fhir ", b, re.M))
+    assert any("fhir() {" in b for b in blocks[:first_use])
+
+
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ("bash", "curl", "jq")),
+    reason="the README walkthrough needs bash, curl and jq on PATH",
+)
+def test_the_readme_walkthrough_runs_in_order_against_the_demo(tmp_path):
+    port, hook = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    env["FHIR_ADAPTER_DEMO_SECRET"] = "walkthrough-demo-secret-0123456789"
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    console = tmp_path / "serve.log"
+    with console.open("w") as log:
+        serve = subprocess.Popen(
+            [str(COMMAND), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while "Application startup complete" not in console.read_text(encoding="utf-8"):
+            assert serve.poll() is None, console.read_text(encoding="utf-8")[-2000:]
+            assert time.monotonic() < deadline, "serve did not start in time"
+            time.sleep(0.1)
+        printed = console.read_text(encoding="utf-8").splitlines()
+        token_line = next((line.strip() for line in printed if "TOKEN=" in line), None)
+        assert token_line is not None, "serve printed no TOKEN=... line"
+
+        def local(text: str) -> str:
+            return text.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("9009", str(hook))
+
+        out = tmp_path / "walkthrough.out"
+        parts = [token_line]
+        for block in walkthrough(README.read_text(encoding="utf-8")):
+            if 'Subscription/$SUB_ID" -X DELETE' in block:
+                # A person reads the notification before stopping; the script waits for it.
+                parts.append(
+                    f"for _ in $(seq 300); do grep -q my-hook-secret {out} && break; "
+                    "sleep 0.1; done"
+                )
+            parts.append(local(block))
+        parts.append("kill %1")  # the notification receiver, started in the background
+        script = tmp_path / "walkthrough.sh"
+        script.write_text("\n".join(parts) + "\n", encoding="utf-8")
+        with out.open("w") as stdout:
+            ran = subprocess.run(
+                ["bash", "-euo", "pipefail", str(script)],
+                cwd=tmp_path,
+                env=env,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=RUN_SECONDS,
+            )
+        said = out.read_text(encoding="utf-8")
+        assert ran.returncode == 0, f"stopped with {ran.returncode}: {ran.stderr[-2000:]}"
+        assert "curl: (22)" not in ran.stderr
+        assert "Bearer my-hook-secret" in said and '"type":"history"' in said
+        assert re.search(r'^W/"[0-9a-f]{16}"$', said, re.M)  # the ETag kept
+        assert re.search(r"^412$", said, re.M)  # the stale If-Match
+        assert re.search(r'^etag: W/"[0-9a-f]{16}"$', said, re.M | re.I)  # the new version
+        assert '"status": "cancelled"' in said
+        assert re.search(r"Appointment\.nyra-sandbox\.\d{3}\.ndjson", said)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=10)
