@@ -42,10 +42,10 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapter.app import create_app  # noqa: E402
-from adapter.sandbox import NyraSandbox, RateLimits  # noqa: E402
-from adapter.settings import ExportSettings, Settings, SubscriptionSettings  # noqa: E402
-from mappings import decode_id  # noqa: E402
+from adapter.app import create_app
+from adapter.sandbox import NyraSandbox, RateLimits
+from adapter.settings import ExportSettings, Settings, SubscriptionSettings
+from mappings import decode_id
 
 SOURCE = "nyra-bench"
 
@@ -148,7 +148,7 @@ def main() -> None:
     span = latencies.pop("_span")
     minutes = span * scale / 60
     budget = 60 * args.keys * minutes
-    values = sorted(v for k, v in latencies.items())
+    values = sorted(latencies.values())
     p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
     print(f"patients {args.patients}, keys {args.keys}, scale {scale:g}, changes {args.changes}")
     print(f"first sweep (Subscription active): {first_sweep:.0f} s")
@@ -156,7 +156,9 @@ def main() -> None:
         f"latency p50 {statistics.median(values):.1f} s, p99 {p99:.1f} s, "
         f"max {values[-1]:.1f} s (vendor seconds)"
     )
-    print(f"told: {len(told)} distinct of {args.changes}, duplicates {sum(told.values()) - len(told)}")
+    print(
+        f"told: {len(told)} distinct of {args.changes}, duplicates {sum(told.values()) - len(told)}"
+    )
     print(
         f"polling calls {calls} in {minutes:.1f} vendor minutes: {calls / budget:.1%} of the "
         f"budget; 429s {sandbox.limited_total()}"
