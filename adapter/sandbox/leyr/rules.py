@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from datetime import time as clock_time
 
 from adapter.sandbox.common import Record, parse_date
 from adapter.sandbox.leyr.errors import bad, error
@@ -91,15 +90,13 @@ def timeslots(
 def _free(
     state: LeyrState, cu: str, rid: str, first: date, last: date, minutes: int
 ) -> list[datetime]:
-    # Opening hours are this simulator's choice (the contract has none): weekdays
-    # 09:00-17:00 local time.
+    # Free times lie within the care unit's opening hours (this simulator's choice; the
+    # contract names none), on a grid of the service's length from each opening.
     out = []
     step = timedelta(minutes=minutes)
     day = first
     while day <= last:
-        if day.weekday() < 5:
-            start = datetime.combine(day, clock_time(9), state.zone)
-            close = datetime.combine(day, clock_time(17), state.zone)
+        for start, close in state.opening(cu, day):
             while start + step <= close:
                 future = start.timestamp() > state.clock()
                 if future and not state.busy(cu, rid, start, start + step, None):
@@ -113,7 +110,8 @@ def _free(
 
 
 def new_appointment(state: LeyrState, cu: str, body: Record) -> Record:
-    """The appointment a booking makes (not stored yet), on a free time in the future."""
+    """The appointment a booking makes (not stored yet), on a free time in the future,
+    within the care unit's opening hours."""
     missing = [
         ("MISSING_REQUIRED_FIELD", f"{key} is required", key)
         for key in ("patient_id", "resource_id", "healthcare_service_id", "start")
@@ -130,6 +128,7 @@ def new_appointment(state: LeyrState, cu: str, body: Record) -> Record:
     service = state.service(cu, str(body["healthcare_service_id"]))
     _check_comment(body)
     start, end = _times(body, service.get("duration_minutes"))
+    _check_open(state, cu, start, end)
     if start.timestamp() <= state.clock() or state.busy(cu, resource["id"], start, end, None):
         raise bad("NO_TIMESLOTS_AVAILABLE", "The requested time is not available", "start")
     appointment = {
@@ -160,6 +159,17 @@ def _times(body: Record, minutes: int | None) -> tuple[datetime, datetime]:
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         raise bad("BAD_INPUT", "start and end need offsets, and start before end", "start")
     return start, end
+
+
+def _check_open(state: LeyrState, cu: str, start: datetime, end: datetime) -> None:
+    # Leyr's contract names no opening hours, and no error for them: a time outside the
+    # hours is one with no timeslot, refused as a taken or past one is.
+    if not state.is_open(cu, start, end):
+        raise bad(
+            "NO_TIMESLOTS_AVAILABLE",
+            "The requested time is outside the care unit's opening hours",
+            "start",
+        )
 
 
 def _check_comment(body: Record) -> None:
@@ -231,6 +241,8 @@ def _change(state: LeyrState, cu: str, found: Record, body: Record) -> Record:
         )
         changed["start"], changed["end"] = start.isoformat(), end.isoformat()
     start, end = datetime.fromisoformat(changed["start"]), datetime.fromisoformat(changed["end"])
+    if (changed["start"], changed["end"]) != (found["start"], found["end"]):
+        _check_open(state, cu, start, end)
     moved = (changed["start"], changed["resource_id"]) != (found["start"], found["resource_id"])
     if moved and (
         start.timestamp() <= state.clock()

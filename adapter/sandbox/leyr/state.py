@@ -1,11 +1,13 @@
-"""The records of one simulated EHR, by care unit, its credentials, and the lookups the
-routes and rules make (typed patient ids, resources, services, busy times)."""
+"""The records of one simulated EHR, by care unit, its credentials, the care units' opening
+hours, and the lookups the routes and rules make (typed patient ids, resources, services,
+busy times, whether a time is within opening hours)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from datetime import date, datetime
+from datetime import time as clock_time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,10 +15,16 @@ from adapter.sandbox.common import Record, Table, dated_between, random_hex
 from adapter.sandbox.data import LeyrData, generate_leyr
 from adapter.sandbox.leyr.errors import bad, not_found
 
-__all__ = ["ACTIVE", "LeyrState", "in_unit", "public"]
+__all__ = ["ACTIVE", "DEFAULT_HOURS", "WEEKDAYS", "LeyrState", "in_unit", "opening_hours", "public"]
 
 PATIENT_ID_TYPES = ("emr_id", "se_personal_number", "no_personal_number", "nhs_number")
 ACTIVE = ("booked", "awaiting_confirmation")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Leyr's contract names no opening hours; a care unit without its own ``opening_hours``
+# is open on weekdays, 09:00-17:00 in the EHR's time zone.
+DEFAULT_HOURS: Record = {day: [{"start": "09:00", "end": "17:00"}] for day in WEEKDAYS[:5]}
+
+Week = list[list[tuple[clock_time, clock_time]]]
 
 
 class LeyrState:
@@ -45,6 +53,7 @@ class LeyrState:
         self.client_id = f"sandbox-{random_hex(8, self.rng)}"
         self.client_secret = random_hex(24, self.rng)
         self.care_units = {str(u["id"]): u for u in self.data.care_units}
+        self.hours = {cu: opening_hours(unit) for cu, unit in self.care_units.items()}
         self.patients = {cu: Table() for cu in self.care_units}
         self.appointments = {cu: Table() for cu in self.care_units}
         for record in self.data.patients:
@@ -169,6 +178,51 @@ class LeyrState:
             if s < end and start < e:
                 return True
         return False
+
+    # -- opening hours ------------------------------------------------------------------
+
+    def opening(self, cu: str, day: date) -> list[tuple[datetime, datetime]]:
+        """The care unit's opening times on ``day`` (a local date), from opening to close."""
+        return [
+            (datetime.combine(day, opens, self.zone), datetime.combine(day, closes, self.zone))
+            for opens, closes in self.hours[cu][day.weekday()]
+        ]
+
+    def is_open(self, cu: str, start: datetime, end: datetime) -> bool:
+        """Whether ``start`` to ``end`` (aware) lies within one opening time of the unit."""
+        day = start.astimezone(self.zone).date()
+        return any(opens <= start and end <= closes for opens, closes in self.opening(cu, day))
+
+
+def opening_hours(unit: Record) -> Week:
+    """A care unit's weekly opening times, Monday first: its ``opening_hours`` (weekday
+    name to ``[{"start": "HH:MM", "end": "HH:MM"}, ...]``, a day left out being closed),
+    else (absent or null) :data:`DEFAULT_HOURS`; ValueError for a table of another shape."""
+    table = unit.get("opening_hours")
+    if table is None:
+        table = DEFAULT_HOURS
+    problem = f"care unit {unit.get('id')}: opening_hours must map weekday names to lists "
+    problem += 'of {"start": "HH:MM", "end": "HH:MM"}, each start before its end'
+    if not isinstance(table, dict) or set(table) - set(WEEKDAYS):
+        raise ValueError(problem)
+    week: Week = []
+    for day in WEEKDAYS:
+        ranges = table.get(day) or []
+        if not isinstance(ranges, list):
+            raise ValueError(problem)
+        week.append([_range(r, problem) for r in ranges])
+    return week
+
+
+def _range(value: Any, problem: str) -> tuple[clock_time, clock_time]:
+    try:
+        opens = clock_time.fromisoformat(value["start"])
+        closes = clock_time.fromisoformat(value["end"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(problem) from None
+    if opens.tzinfo is not None or closes.tzinfo is not None or closes <= opens:
+        raise ValueError(problem)
+    return opens, closes
 
 
 def in_unit(record: Record, cu: str) -> bool:
