@@ -16,9 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import pydantic
 from fastapi import APIRouter, Request
-from fhir.resources.R4B import get_fhir_model_class
 from starlette.responses import Response
 
 from adapter.api.fhir import (
@@ -37,7 +35,9 @@ from adapter.api.fhir import (
     version_headers,
 )
 from adapter.facade import Written
+from adapter.fhir.kept import not_kept
 from adapter.fhir.outcome import FhirError, Issue, operation_outcome
+from adapter.fhir.validation import fhir_problems
 from adapter.fhir.versions import parse_if_match
 from adapter.idempotency import IdempotencyStore, Outcome, fingerprint
 
@@ -193,43 +193,53 @@ def _resource(raw: bytes, resource_type: str) -> dict[str, Any]:
         raise FhirError.one(
             400, "invalid", f"resourceType must be {resource_type}", f"{resource_type}.resourceType"
         )
-    try:
-        get_fhir_model_class(resource_type).model_validate(resource)
-    except pydantic.ValidationError as exc:
-        raise FhirError(422, [_issue(resource_type, e) for e in exc.errors()]) from None
+    problems = fhir_problems(resource_type, resource)  # every one, in one answer
+    if problems:
+        raise FhirError(422, problems)
     return resource
 
 
-def _issue(resource_type: str, error: Any) -> Issue:
-    path = resource_type
-    for part in error.get("loc", ()):
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "__root__":
-            path += f".{part}"
-    # The message only, never the offending value: it may be patient data.
-    message = str(error.get("msg", "invalid")).split("\n")[0][:200]
-    return Issue("error", "invalid", message, (path,))
-
-
 def _respond(
-    request: Request, resource_type: str, written: Written, created_status: int
+    request: Request,
+    resource_type: str,
+    written: Written,
+    created_status: int,
+    sent: dict[str, Any] | None,
 ) -> Response:
+    """The answer to a write: the resource as stored (``Prefer: return=representation``,
+    the default), nothing (``return=minimal``) or an OperationOutcome
+    (``return=OperationOutcome``). Elements of ``sent`` the source did not keep are a
+    warning issue each in that OperationOutcome, and otherwise a ``Warning: 299`` header
+    each (the body then stays the resource exactly as a read gives it)."""
     resource = written.resource
     location = f"{base_url(request)}/{resource_type}/{resource['id']}"
     status = created_status if written.created else 200
     headers = {"Location": location} if status == 201 else {"Content-Location": location}
     headers |= version_headers(resource)
+    source = (resource.get("meta") or {}).get("source", "the source")
+    lost = [] if sent is None else not_kept(resource_type, sent, resource)
+    warnings = [
+        Issue("warning", "not-supported", f"not kept: source {source} cannot hold it", (path,))
+        for path in lost
+    ]
     prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
-    if "return=minimal" in prefer:
-        return Response(b"", status, headers)
     if "return=operationoutcome" in prefer:
         what = "created" if status == 201 else "stored"
         body = operation_outcome(
-            Issue("information", "informational", f"{resource_type}/{resource['id']} {what}")
+            Issue("information", "informational", f"{resource_type}/{resource['id']} {what}"),
+            *warnings,
         )
         return render(request, body, status, headers)
-    return render(request, resource, status, headers)
+    response = (
+        Response(b"", status, headers)
+        if "return=minimal" in prefer
+        else render(request, resource, status, headers)
+    )
+    for issue in warnings:
+        response.headers.append(
+            "Warning", f'299 fhir-adapter "{issue.expression[0]}: {issue.diagnostics}"'
+        )
+    return response
 
 
 async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
@@ -238,13 +248,15 @@ async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
         raise FhirError.one(
             400, "not-supported", "If-Match is for updates: a create changes no version"
         )
+    sent = _resource(raw, resource_type)
     written = await facade(request).create(
         resource_type,
-        _resource(raw, resource_type),
+        sent,
         caller(request),
         if_none_exist=request.headers.get("if-none-exist"),
     )
-    return _respond(request, resource_type, written, 201)
+    # An existing match (If-None-Exist) was not written: nothing of the body was lost.
+    return _respond(request, resource_type, written, 201, sent if written.created else None)
 
 
 async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes) -> Response:
@@ -260,4 +272,4 @@ async def _update(request: Request, resource_type: str, fhir_id: str, raw: bytes
     written = await facade(request).update(
         resource_type, fhir_id, resource, caller(request), if_match=if_match
     )
-    return _respond(request, resource_type, written, 200)
+    return _respond(request, resource_type, written, 200, resource)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
-from adapter.connectors.base import WriteOutcomeUnknown, WriteRefused, Written
+from adapter.connectors.base import WriteOutcomeUnknown, WriteRefusals, WriteRefused, Written
 from adapter.fhir.match import actor_references
 from adapter.transport import VendorTimeout, scope
 from mappings import MappingError, decode_id
+from mappings.errors import InvalidResource
 
 __all__ = [
     "Ambiguous",
     "actor_of",
+    "all_refusals",
     "changed",
     "look_after_timeout",
     "participants_changed",
@@ -21,6 +23,8 @@ __all__ = [
     "same_fields",
     "without_foreign_references",
 ]
+
+T = TypeVar("T")
 
 # Elements a server sets, not the client: never a change the client asked for.
 _SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
@@ -70,6 +74,44 @@ def without_foreign_references(patient: dict[str, Any], source: str) -> dict[str
         else:
             del out["generalPractitioner"]
     return out
+
+
+_MAX_REFUSALS = 20
+
+
+def all_refusals(
+    resource: dict[str, Any],
+    to_vendor: Callable[[dict[str, Any]], T],
+    *checks: Callable[[dict[str, Any]], None],
+) -> T:
+    """``to_vendor(resource)``, the record for the vendor; or every element the vendor
+    cannot take, not only the first (:class:`WriteRefusals`): each check's refusals, and
+    each the mapping makes, the mapping tried again without the element it refused."""
+    refusals: list[Exception] = []
+    for check in checks:
+        try:
+            check(resource)
+        except WriteRefusals as exc:
+            refusals.extend(exc.refusals)
+        except (InvalidResource, WriteRefused) as exc:
+            refusals.append(exc)
+    rest = dict(resource)
+    record: T | None = None
+    for _ in range(_MAX_REFUSALS):
+        try:
+            record = to_vendor(rest)
+            break
+        except (InvalidResource, WriteRefused) as exc:
+            refusals.append(exc)
+            element = exc.expression.split(".")[1].split("[")[0] if "." in exc.expression else ""
+            if element not in rest:
+                break  # nothing to set aside: the others cannot be looked for
+            del rest[element]
+    if len(refusals) == 1:
+        raise refusals[0]
+    if refusals or record is None:
+        raise WriteRefusals(refusals)
+    return record
 
 
 def refuse_future_birth(patient: dict[str, Any], zone: tzinfo, vendor: str) -> None:

@@ -35,6 +35,7 @@ from adapter.connectors.base import (
     ResourceNotFound,
     WriteNotSupported,
     WriteOutcomeUnknown,
+    WriteRefusals,
     WriteRefused,
 )
 from adapter.fhir.outcome import FhirError, Issue, whole_seconds
@@ -130,12 +131,16 @@ def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
             **{"Retry-After": str(whole_seconds(_SOON))},
         )
     if isinstance(exc, WriteRefused):
-        code = "conflict" if exc.status == 409 else "not-supported"  # 409: taken meanwhile
-        issue = Issue("error", code, f"source {source}: {exc.reason}", (exc.expression,))
+        if exc.status == 409:  # taken meanwhile
+            issue = Issue("error", "conflict", f"source {source}: {exc.reason}", (exc.expression,))
+        else:
+            issue = _vendor_limit(source, exc)
         return FhirError(exc.status, [issue])
     if isinstance(exc, InvalidResource):
-        issue = Issue("error", "invalid", f"source {source}: {exc.reason}", (exc.expression,))
-        return FhirError(422, [issue])
+        return FhirError(422, [_vendor_limit(source, exc)])
+    if isinstance(exc, WriteRefusals):
+        refused = [e for e in exc.refusals if isinstance(e, WriteRefused | InvalidResource)]
+        return FhirError(422, [_vendor_limit(source, e) for e in refused])
     if isinstance(exc, WriteNotSupported):
         return FhirError.one(422, "not-supported", f"source {source} does not take this write")
     if isinstance(exc, VendorValidation):
@@ -154,6 +159,14 @@ def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
             **{"Retry-After": str(whole_seconds(exc.retry_after or _SOON))},
         )
     return None
+
+
+def _vendor_limit(source: str | None, exc: WriteRefused | InvalidResource) -> Issue:
+    """What a source cannot hold or do, said as the vendor's limit: the resource is valid
+    FHIR (that was checked first), the vendor behind the source cannot take it."""
+    code = "invalid" if isinstance(exc, InvalidResource) else "not-supported"
+    reason = f"source {source}: {exc.reason} (a limit of the vendor, not of FHIR)"
+    return Issue("error", code, reason, (exc.expression,))
 
 
 def vendor_issue(exc: VendorError | MappingError, source: str | None = None) -> tuple[int, Issue]:
