@@ -13,20 +13,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The facade on the embedded default: one Leyr and one Nyra sandbox source, in-process.
+# Another address: make run PORT=9090 (HOST=0.0.0.0 also needs [server] trusted_hosts).
+HOST ?= 127.0.0.1
+PORT ?= 8080
 run: $(STAMP)
-	$(BIN)/fhir-adapter serve --host 127.0.0.1 --port 8080
+	$(BIN)/fhir-adapter serve --host $(HOST) --port $(PORT)
 
 # The facade's OpenAPI document; tests/unit/test_openapi.py fails when it drifts.
 openapi: $(STAMP)
 	$(BIN)/fhir-adapter openapi > openapi/openapi.json
 
-# Style, the layer contracts (pyproject.toml [tool.importlinter]) and static types
-# (strict for mappings/ and adapter/fhir/): any of them broken fails `make test`.
+# Style, the layer contracts (pyproject.toml [tool.importlinter]), static types (strict
+# for mappings/ and adapter/fhir/) and the Dockerfile: any of them broken fails `make test`.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/pytest -q

@@ -6,6 +6,11 @@
     fhir-adapter sandbox leyr --port 5002
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
                         --out DIR [--resume]
+    fhir-adapter version
+
+``fhir-adapter --help`` and each command's ``--help`` give its purpose and examples.
+``serve`` and ``sandbox`` bind their address before they print anything: a busy port is
+one line on standard error and exit code 1.
 
 A configuration mistake, in ``serve`` or ``check-config``, is one line on standard error
 per mistake (``configuration error: ...``) and exit code 2, never a traceback. ``serve``
@@ -38,24 +43,85 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fhir-adapter", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    serve = commands.add_parser("serve", help="run the FHIR facade")
+    try:
+        return version("fhir-adapter")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+_EPILOG = """\
+examples:
+  fhir-adapter serve                            the embedded demo at http://127.0.0.1:8080/fhir
+  fhir-adapter serve --config adapter.toml --port 9090
+  fhir-adapter check-config adapter.toml --probe
+  fhir-adapter export --type Patient --out ./export
+  fhir-adapter sandbox nyra --port 5001 --keys 3
+  fhir-adapter version
+
+Each command's --help says more. Configuration: README.md, "Configuration"."""
+
+
+def _command(
+    commands: Any, name: str, purpose: str, examples: Sequence[str]
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help gives its purpose and examples."""
+    lines = "\n".join(f"  {e}" for e in examples)
+    return commands.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=purpose,
+        description=purpose[0].upper() + purpose[1:] + ".",
+        epilog=f"examples:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fhir-adapter",
+        description="One FHIR R4 REST facade in front of vendor healthcare APIs (Leyr, Nyra).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fhir-adapter {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(
+        commands,
+        "serve",
+        "run the FHIR facade (with no configuration: two in-process sandbox sources and a "
+        "demo client whose token command it prints)",
+        [
+            "fhir-adapter serve",
+            "fhir-adapter serve --port 9090",
+            "fhir-adapter serve --config adapter.toml --host 0.0.0.0 --workers 4",
+        ],
+    )
     serve.add_argument(
         "--config",
         help="TOML configuration (default: $FHIR_ADAPTER_CONFIG, "
         "else the embedded sandbox default)",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes serving (1; more want [server] redis_url)"
+    )
 
-    commands.add_parser("openapi", help="print the facade's OpenAPI document (JSON)")
+    _command(
+        commands,
+        "openapi",
+        "print the facade's OpenAPI document (JSON)",
+        ["fhir-adapter openapi > openapi.json"],
+    )
 
-    check = commands.add_parser(
-        "check-config", help="say what is missing or wrong in a configuration (never a value)"
+    check = _command(
+        commands,
+        "check-config",
+        "say what is missing or wrong in a configuration (never a value)",
+        ["fhir-adapter check-config adapter.toml", "fhir-adapter check-config --probe"],
     )
     check.add_argument("config", nargs="?", help="TOML file (default: $FHIR_ADAPTER_CONFIG)")
     check.add_argument(
@@ -64,8 +130,16 @@ def _parser() -> argparse.ArgumentParser:
         help="also make one cheap call per source and say what its vendor answered",
     )
 
-    export = commands.add_parser(
-        "export", help="export resources to NDJSON files and a Bulk Data manifest (no server)"
+    export = _command(
+        commands,
+        "export",
+        "export resources to NDJSON files and a Bulk Data manifest (no server)",
+        [
+            "fhir-adapter export --out ./export",
+            "fhir-adapter export --config adapter.toml --source nyra-city --type Patient "
+            "--since 2026-01-01T00:00:00Z --out ./export",
+            "fhir-adapter export --out ./export --resume",
+        ],
     )
     export.add_argument("--config", help="TOML configuration (as for serve)")
     export.add_argument("--source", help="source names, comma-separated (default: every one)")
@@ -76,15 +150,26 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the export stopped in --out"
     )
 
-    sandbox = commands.add_parser("sandbox", help="run a vendor simulator on a port")
-    sandbox.add_argument("vendor", choices=["leyr", "nyra"])
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=5001)
-    sandbox.add_argument("--seed", type=int, default=7)
-    sandbox.add_argument("--patients", type=int, default=200)
+    sandbox = _command(
+        commands,
+        "sandbox",
+        "run a vendor simulator on a port, and print its credentials and a source "
+        "configuration that reaches it",
+        [
+            "fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500 --keys 3",
+            "fhir-adapter sandbox leyr --port 5002",
+        ],
+    )
+    sandbox.add_argument("vendor", choices=["leyr", "nyra"], help="the vendor simulated")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--port", type=int, default=5001, help="port to listen on (5001)")
+    sandbox.add_argument("--seed", type=int, default=7, help="the generated data's seed (7)")
+    sandbox.add_argument("--patients", type=int, default=200, help="patients generated (200)")
     sandbox.add_argument("--data", help="vendor-shaped JSON file instead of generated data")
     sandbox.add_argument("--keys", type=int, default=1, help="Nyra: API keys to issue")
     sandbox.add_argument("--timezone", help="the hospital's or EHR's IANA time zone")
+
+    _command(commands, "version", "print the version", ["fhir-adapter version"])
     return parser
 
 
@@ -102,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export_command(
             args.config, args.source, args.type, args.since, args.out, args.resume
         )
+    if args.command == "version":
+        print(f"fhir-adapter {_version()}")
+        return 0
     if args.command == "openapi":
         from adapter.openapi import openapi_json
 
@@ -232,11 +320,17 @@ def _serve(args: argparse.Namespace) -> int:
         return _config_error(exc)
     except Exception as exc:
         return _unforeseen(exc)
+    # Bind first: a busy port is one line and nothing else, not a fresh secret and a token
+    # command for a server that never started.
+    sock = _bound(args.host, args.port)
+    if sock is None:
+        return 1
+    port = sock.getsockname()[1]
     os.environ.update(exported)
-    where = f"http://{args.host}:{args.port}/fhir"
+    where = f"http://{args.host}:{port}/fhir"
     print(f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}")
     if embedded:
-        token_url = f"http://{args.host}:{args.port}/auth/token"
+        token_url = f"http://{args.host}:{port}/auth/token"
         print(
             "\nA demo client (all sources, system/*.cruds) for this run. Get a token:\n\n"
             f"  TOKEN=$(curl -s -u demo:{os.environ[DEMO_SECRET_ENV]} "
@@ -247,15 +341,16 @@ def _serve(args: argparse.Namespace) -> int:
         )
     logs.configure(settings)
     if args.workers == 1:
-        return _serve_one(app, args, settings.shutdown_seconds)
+        return _serve_one(app, args, settings.shutdown_seconds, sock)
     # More workers build their own app from the same environment (configuration, keys,
     # demo secret); uvicorn's SIGHUP starts fresh ones, which read the configuration anew.
+    # They share the socket bound above (its descriptor, inherited).
+    sock.set_inheritable(True)
     with _metrics_directory():
         uvicorn.run(
             "adapter.app:app_from_env",
             factory=True,
-            host=args.host,
-            port=args.port,
+            fd=sock.fileno(),
             workers=args.workers,
             log_level="info",
             access_log=False,
@@ -264,7 +359,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_one(app: Any, args: argparse.Namespace, grace: float) -> int:
+def _bound(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port`` and listening; None, said on standard error, when
+    the address cannot be had (a busy port, say)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return None
+    return sock
+
+
+def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.socket) -> int:
     """One worker: the app built here, replaced on SIGHUP by one built from the
     configuration as it is then (:class:`adapter.ops.reload.Reloadable`); one SIGTERM
     stops it after the requests in flight finish, or after ``grace`` seconds."""
@@ -284,8 +394,6 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float) -> int:
     served = Reloadable(app, rebuild)
     config = uvicorn.Config(
         served,
-        host=args.host,
-        port=args.port,
         log_level="info",
         access_log=False,
         lifespan="on",
@@ -296,7 +404,7 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float) -> int:
     async def run() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, served.reload)
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     asyncio.run(run())
     return 0
@@ -425,12 +533,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         print(f"cannot start the sandbox: {exc}", file=sys.stderr)
         return 2
     # Bind first, so the address is known (and taken) before anything is printed.
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+    sock = _bound(args.host, args.port)
+    if sock is None:
         return 1
     host, port = sock.getsockname()[:2]
     base = f"http://{host}:{port}"

@@ -19,6 +19,7 @@ import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from harness import FAST
 
+from adapter import cli
 from adapter.api.guard import MAX_BODY, SECURITY_HEADERS
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
@@ -228,7 +229,16 @@ def own_environment(monkeypatch):
     for name in (CONFIG_ENV, CURSOR_KEY_ENV, TOKEN_KEY_ENV, DEMO_SECRET_ENV):
         os.environ.pop(name, None)
     served: list[Any] = []
-    monkeypatch.setattr("adapter.cli._serve_one", lambda app, args, grace: served.append(args) or 0)
+    real_bound = cli._bound
+    # Any free port: these tests are about what serve accepts, not about 8080.
+    monkeypatch.setattr("adapter.cli._bound", lambda host, port: real_bound(host, 0))
+
+    def serve_one(app: Any, args: Any, grace: float, sock: Any) -> int:
+        sock.close()
+        served.append(args)
+        return 0
+
+    monkeypatch.setattr("adapter.cli._serve_one", serve_one)
     monkeypatch.setattr("adapter.ops.logs.configure", lambda settings: None)
     yield served
     os.environ.clear()
