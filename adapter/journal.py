@@ -25,7 +25,6 @@ trip whatever the number of resources.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
+from adapter.fhir.versions import version_of
 
 __all__ = [
     "JOURNAL_FILE",
@@ -74,10 +73,10 @@ class Journal(Protocol):
 
 
 def digest_of(resource: dict[str, Any]) -> str:
-    """The digest of a resource's content: everything but ``meta``, as JSON with sorted
-    keys (so the order a mapping wrote its keys in does not matter)."""
-    content = {k: v for k, v in resource.items() if k != "meta"}
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    """The digest of a resource's content (everything but ``meta``): its version, as
+    ``meta.versionId`` already holds it where the mapping set it, so it is not hashed
+    twice."""
+    return str((resource.get("meta") or {}).get("versionId") or version_of(resource))
 
 
 def instant(moment: datetime) -> str:

@@ -117,11 +117,13 @@ EMBEDDED_DEFAULT: dict[str, Any] = {
             "connector": "leyr",
             "emr": "webdoc",
             "timezone": "Europe/Stockholm",
+            "country": "SE",
             "sandbox": {"seed": 7, "patients": 200},
         },
         "nyra-sandbox": {
             "connector": "nyra",
             "timezone": "Asia/Kolkata",
+            "country": "IN",
             "sandbox": {"seed": 7, "patients": 200, "keys": 3},
         },
     },

@@ -328,3 +328,47 @@ def nyra_appointments(draw, zone_name: str) -> dict:
 
 
 fhir_ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
+
+
+# -- phone numbers: as sources hold them, and as people write them ------------------------
+
+
+@st.composite
+def held_phones(draw) -> tuple[str, str, str, str]:
+    """A number as a source holds it: (the source's country, its calling code, the national
+    significant number, the value held). Nyra: an Indian mobile, with or without ``+91``;
+    Leyr: a Swedish mobile or Stockholm number in E.164."""
+    if draw(st.booleans()):
+        nsn = draw(st.from_regex(r"[6-9][0-9]{9}", fullmatch=True))
+        return "IN", "91", nsn, draw(st.sampled_from((nsn, f"+91{nsn}")))
+    nsn = draw(st.from_regex(r"(7[02369][0-9]{7}|8[0-9]{7})", fullmatch=True))
+    return "SE", "46", nsn, f"+46{nsn}"
+
+
+@st.composite
+def spelled_phones(draw, calling_code: str, nsn: str) -> str:
+    """``nsn`` as someone may write it: with its calling code (after ``+``, after ``00``,
+    or after the space an unencoded ``+`` becomes in a query string) or without (with or
+    without the trunk prefix 0); its digits grouped by spaces, dashes or dots, the first
+    group perhaps in parentheses."""
+    prefix = draw(
+        st.sampled_from((f"+{calling_code}", f"00{calling_code}", f" {calling_code}", "", "0"))
+    )
+    cuts = sorted(draw(st.sets(st.integers(1, len(nsn) - 1), max_size=4)))
+    groups = [nsn[i:j] for i, j in zip([0, *cuts], [*cuts, len(nsn)], strict=True)]
+    if draw(st.booleans()):
+        groups[0] = f"({groups[0]})"
+    separators = st.sampled_from((" ", "-", ".", ""))
+    text = prefix + (draw(separators) if prefix else "")  # a leading space would be a +
+    for i, group in enumerate(groups):
+        text += (draw(separators) if i else "") + group
+    return text
+
+
+@st.composite
+def other_numbers(draw, nsn: str) -> str:
+    """A national significant number like ``nsn`` (same length and leading digits) that
+    is another number."""
+    at = draw(st.integers(2, len(nsn) - 1))
+    digit = draw(st.sampled_from([d for d in string.digits if d != nsn[at]]))
+    return nsn[:at] + digit + nsn[at + 1 :]

@@ -9,7 +9,8 @@ advertises: a parameter not declared is refused, never ignored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,15 +24,18 @@ __all__ = [
     "ConnectorConfigError",
     "Page",
     "PaginationLoop",
+    "ReadsMany",
     "ResourceCapability",
     "ResourceNotFound",
     "WriteNotSupported",
     "WriteOutcomeUnknown",
+    "WriteRefusals",
     "WriteRefused",
     "Written",
     "check_supported",
     "iterate",
     "offset_page",
+    "read_rest",
 ]
 
 
@@ -72,6 +76,15 @@ class WriteRefused(Exception):
         self.reason = reason
         self.status = status
         super().__init__(f"{expression}: {reason}")
+
+
+class WriteRefusals(Exception):
+    """Several things the vendor cannot hold or do, each a :class:`WriteRefused` or a
+    mapping's ``InvalidResource``: all of them, so that one answer names every one."""
+
+    def __init__(self, refusals: Sequence[Exception]) -> None:
+        self.refusals = list(refusals)
+        super().__init__("; ".join(str(r) for r in self.refusals))
 
 
 class ResourceNotFound(Exception):
@@ -140,6 +153,45 @@ class Connector(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ReadsMany(Protocol):
+    """A connector that can read several resources of a type in fewer vendor calls than
+    one each (a listing that holds them all, say). The facade uses it for ``_include``."""
+
+    async def read_cost(self, resource_type: str, fhir_ids: Sequence[str]) -> int:
+        """At most how many vendor calls :meth:`read_many` makes for these ids (it may
+        make one for what every request uses, such as the number of records, which is
+        not the request's)."""
+        ...
+
+    async def read_many(
+        self, resource_type: str, fhir_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any] | Exception]:
+        """Each id's resource, as :meth:`Connector.read` gives it, or the exception its
+        read raised (:class:`ResourceNotFound` for one that is not there)."""
+        ...
+
+
+async def read_rest(
+    connector: Connector, resource_type: str, wanted: Sequence[str], listed: dict[str, Any]
+) -> dict[str, dict[str, Any] | Exception]:
+    """What :meth:`ReadsMany.read_many` answers: each wanted id's resource from
+    ``listed`` (FHIR id -> resource, found in a listing), and a read each for the others
+    (its exception in its place when the read fails)."""
+    out: dict[str, dict[str, Any] | Exception] = {
+        i: with_version(listed[i]) for i in wanted if i in listed
+    }
+    missing = [i for i in wanted if i not in listed]
+    answers = await asyncio.gather(
+        *(connector.read(resource_type, i) for i in missing), return_exceptions=True
+    )
+    for fhir_id, answer in zip(missing, answers, strict=True):
+        if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+            raise answer
+        out[fhir_id] = answer
+    return out
 
 
 def check_supported(capabilities: Capabilities, request: SearchRequest) -> None:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapter.connectors.base import ConnectorConfigError
+from adapter.fhir.phones import COUNTRIES
 from adapter.transport import (
     Classifier,
     KeyPool,
@@ -125,6 +126,7 @@ COMMON_KEYS: dict[str, Spec] = {
     "connector": str,
     "base_url": str,
     "timezone": str,
+    "country": str,
     "read_only": bool,
     "timeout": {"connect": _SECONDS, "read": _SECONDS},
     "retry": {
@@ -147,13 +149,16 @@ class SourceOptions:
     read may be served again (``cache_seconds``, 0: never), when its circuit opens and
     for how long (``circuit = {failures, open_seconds}``), and how many requests may
     wait for it (``queue``); how long what the source knows of its practitioners, places
-    and services is kept (``directory_seconds``, 0: asked again for every request)."""
+    and services is kept (``directory_seconds``, 0: asked again for every request); the
+    country (ISO 3166-1 alpha-2) of the phone numbers it holds without a country code
+    (``country``, None: not known)."""
 
     cache_seconds: float = 0.0
     circuit_failures: int = 5
     circuit_open_seconds: float = 30.0
     queue: int = 64
     directory_seconds: float = 300.0
+    country: str | None = None
 
 
 def source_options(config: Mapping[str, Any]) -> SourceOptions:
@@ -166,6 +171,7 @@ def source_options(config: Mapping[str, Any]) -> SourceOptions:
         circuit_open_seconds=float(circuit.get("open_seconds", default.circuit_open_seconds)),
         queue=int(config.get("queue", default.queue)),
         directory_seconds=float(config.get("directory_seconds", default.directory_seconds)),
+        country=config.get("country", default.country),
     )
 
 
@@ -327,7 +333,8 @@ def source_problems(
     source: str, config: Mapping[str, Any], keys: Mapping[str, Spec] | None
 ) -> list[str]:
     """Every problem of one source's table: its keys (the common ones and ``keys``, the
-    connector's own; with ``keys`` None any other key passes) and its time zone."""
+    connector's own; with ``keys`` None any other key passes), its time zone and its
+    country."""
     label = f"[sources.{source}]"
     problems = check_table(label, config, {**COMMON_KEYS, **(keys or {})}, closed=keys is not None)
     name = config.get("timezone") if isinstance(config, Mapping) else None
@@ -338,6 +345,14 @@ def source_problems(
             near = difflib.get_close_matches(name, zoneinfo.available_timezones(), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             problems.append(f"{label} timezone: unknown IANA time zone{hint}")
+    country = config.get("country") if isinstance(config, Mapping) else None
+    if isinstance(country, str) and not unresolved(country) and country not in COUNTRIES:
+        near = difflib.get_close_matches(country.upper(), COUNTRIES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        problems.append(
+            f"{label} country: not an ISO 3166-1 alpha-2 country code with a telephone "
+            f"numbering plan{hint}"
+        )
     return problems
 
 

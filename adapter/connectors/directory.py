@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from adapter.connectors.base import Page, ResourceNotFound, offset_page
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
+from adapter.transport import scope
 
 __all__ = ["DIRECTORY_TYPES", "Kept", "directory_page", "find", "read_each"]
 
@@ -62,7 +63,8 @@ class Kept(Generic[T]):
             found = self.fresh()
             if found is not None:
                 return found
-            value = await self._fetch()
+            with scope.shared():  # kept for every request: not this request's calls
+                value = await self._fetch()
             if self.seconds > 0:
                 self._value, self._until = value, self._clock() + self.seconds
             return value

@@ -78,6 +78,7 @@ def first_state(
         revincludes=parsed.revincludes,
         skipped=len(issues),
         client=client,
+        shaping=parsed.shaping,
     )
     return state, issues
 
@@ -132,7 +133,14 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
     if failures and len(failures) == len(asked):
         raise all_failed(failures)
     merged.issues.extend(i for f in failures for i in f.issues)
-    complete = not failures and not state.skipped and len(asked) == len(state.order)
+    # A total of the vendors' matches is not one of this search's when _lastUpdated,
+    # which the facade applies to each page, leaves some out.
+    complete = (
+        not failures
+        and not state.skipped
+        and not state.shaping.updated
+        and len(asked) == len(state.order)
+    )
     if state.position.first and complete and all(t is not None for t in totals):
         merged.total = sum(t for t in totals if t is not None)
     if any(n not in done for n in state.order):

@@ -16,15 +16,15 @@ leaves as a :class:`~adapter.fhir.outcome.FhirError` made by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
-from adapter.connectors.base import Connector, Page, Written
+from adapter.connectors.base import Connector, Page, ReadsMany, Written, iterate
 from adapter.facade import fanout
-from adapter.facade.failures import outcome_of
+from adapter.facade.failures import all_failed, outcome_of
 from adapter.fhir.cursor import CursorCodec, InvalidCursor
 from adapter.fhir.declared import Declared
 from adapter.fhir.everything import EverythingQuery, parse_everything, references_in, since_keeps
@@ -34,6 +34,7 @@ from adapter.fhir.match import actor_references
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch, parse_search
 from adapter.fhir.search import SearchParam, SearchRequest, SearchState
+from adapter.fhir.shaping import keeps, kept_and_sorted, subset
 from adapter.fhir.versions import with_version
 from adapter.journal import Journal
 from adapter.transport import scope
@@ -65,6 +66,7 @@ class SearchResult:
     total: int | None = None
     next_cursor: str | None = None
     previous_cursor: str | None = None
+    elements: tuple[str, ...] = ()  # _elements: what each match keeps
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class Facade:
         result = await self._within_deadline(self._search(parsed, resource_type, caller))
         result.matches = _versioned(result.matches)
         result.includes = _versioned(result.includes)
+        if result.elements:  # after the version is taken of the whole resource
+            result.matches = [subset(resource_type, r, result.elements) for r in result.matches]
         return result
 
     async def _search(
@@ -179,11 +183,12 @@ class Facade:
             state = self._resume(parsed.cursor, resource_type, caller)
             return await self._page(state, [], f"_cursor={parsed.cursor}", caller, shows_total=True)
         state, issues = fanout.first_state(self.declared, parsed, caller.sources, caller.name)
+        issues = [*parsed.ignored, *issues]
         if parsed.count_only:
-            total = await fanout.count(self.connectors, state)
+            total = await self._count(state)
             return SearchResult(resource_type, _first_query(parsed), issues=issues, total=total)
         if parsed.total == "accurate":
-            total = await fanout.count(self.connectors, state)
+            total = await self._count(state)
             state = replace(state, position=replace(state.position, total=total))
         return await self._page(
             state, issues, _first_query(parsed), caller, shows_total=parsed.total != "none"
@@ -265,12 +270,19 @@ class Facade:
         shows_total: bool,
     ) -> SearchResult:
         merged = await fanout.page(self.connectors, state)
+        shaping = state.shaping
+        matches = merged.matches
+        if shaping.needs_times:
+            matches = await self._stamped(matches)
+        if shaping:
+            matches = kept_and_sorted(shaping, state.resource_type, matches)
         result = SearchResult(
             state.resource_type,
             self_query,
-            matches=merged.matches,
+            matches=matches,
             issues=[*issues, *merged.issues],
             total=merged.total if shows_total else None,
+            elements=shaping.elements,
         )
         if merged.following is not None:
             result.next_cursor = self.cursors.encode_state(merged.following)
@@ -280,7 +292,33 @@ class Facade:
         if state.includes or state.revincludes:
             result.includes, more = await self._related(state, merged.matches, caller)
             result.issues.extend(more)
+        spent = scope.current()
+        if spent is not None:
+            result.issues.extend(_waited(source, s) for source, s in sorted(spent.waited.items()))
         return result
+
+    async def _count(self, state: SearchState) -> int:
+        """The exact number of matches; under ``_lastUpdated``, every match is read (and
+        dated by the journal where its vendor gives no time) and counted if it is kept."""
+        if not state.shaping.updated:
+            return await fanout.count(self.connectors, state)
+
+        async def kept(source: str) -> int:
+            n = 0
+            async for resource in iterate(self.connectors[source], state.request):
+                (dated,) = await self._stamped([resource])
+                n += keeps(state.shaping, dated)
+            return n
+
+        found = await asyncio.gather(*(kept(s) for s in state.order), return_exceptions=True)
+        failures = [
+            outcome_of(r, s, where=f"count at {s}")
+            for s, r in zip(state.order, found, strict=True)
+            if isinstance(r, BaseException)
+        ]
+        if failures:
+            raise all_failed(failures)
+        return sum(r for r in found if isinstance(r, int))
 
     # -- _include and _revinclude ---------------------------------------------------------
 
@@ -298,22 +336,38 @@ class Facade:
             matches, [v for v in state.includes if v in known], self.declared.readable, held
         )
         searches, issues = self._referencing(state, matches, caller)
-        self._check_related_cost(len(reads), len(searches))
+        batches = self._batches(reads.values(), caller)
+        costs = [
+            await self._read_cost(source, kind, ids) for (source, kind), ids in batches.items()
+        ]
+        self._check_related_cost(sum(costs), len(searches))
         found = await asyncio.gather(
-            *(self.read(kind, fhir_id, caller) for kind, fhir_id in reads.values()),
+            *(self._read_batch(source, kind, ids) for (source, kind), ids in batches.items()),
             *(self._referencing_page(s) for s in searches),
             return_exceptions=True,
         )
+        read: dict[tuple[str, str], Any] = {}
+        for (_, kind), batch in zip(batches, found[: len(batches)], strict=True):
+            if isinstance(batch, BaseException):
+                raise batch  # a batch answers each id's failure in its place
+            read.update(((kind, i), r) for i, r in batch.items())
         out: list[dict[str, Any]] = []
-        for ref, result in zip(reads, found[: len(reads)], strict=True):
-            if isinstance(result, BaseException):
-                error = outcome_of(result, where="_include")
-                if error.status != 404:
-                    issues.append(_incomplete(f"{ref} could not be included", error))
+        failed: dict[str, tuple[FhirError, list[str]]] = {}  # one warning per reason
+        for ref, wanted in reads.items():
+            result = read.get(wanted)
+            if result is None:
+                continue  # not of a source the caller sees: as if not there
+            if isinstance(result, FhirError):
+                if result.status != 404:
+                    why = result.issues[0].diagnostics if result.issues else ""
+                    failed.setdefault(why, (result, []))[1].append(ref)
                 continue
             held.add(ref)
             out.append(result)
-        for search, page in zip(searches, found[len(reads) :], strict=True):
+        for error, refs in failed.values():
+            shown = ", ".join(refs[:3]) + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")
+            issues.append(_incomplete(f"{shown} could not be included", error))
+        for search, page in zip(searches, found[len(batches) :], strict=True):
             include = search.include
             if isinstance(page, BaseException):
                 error = outcome_of(page, search.source, where="_revinclude")
@@ -330,6 +384,57 @@ class Facade:
             if page.next_cursor is not None:
                 issues.append(_cut(search, len(page.resources)))
         return out, issues
+
+    def _batches(
+        self, reads: Iterable[tuple[str, str]], caller: Caller
+    ) -> dict[tuple[str, str], list[str]]:
+        """The ids to read, by source and type; none of a source the caller may not see
+        or that does not hold the type (they are as unknown as to a read)."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for kind, fhir_id in reads:
+            source = self.owner(fhir_id, caller)
+            if source is not None and self.declared.capability(source, kind) is not None:
+                out.setdefault((source, kind), []).append(fhir_id)
+        return out
+
+    async def _read_cost(self, source: str, kind: str, ids: list[str]) -> int:
+        connector = self.connectors[source]
+        if isinstance(connector, ReadsMany):
+            try:
+                return await connector.read_cost(kind, ids)
+            except Exception:  # the reads will meet the same failure, each in its place
+                return len(ids)
+        return len(ids)
+
+    async def _read_batch(self, source: str, kind: str, ids: list[str]) -> dict[str, Any]:
+        """Each id's resource, stamped as a read's, or the ``FhirError`` its read gives:
+        in as few vendor calls as the connector can (:class:`ReadsMany`)."""
+        connector = self.connectors[source]
+        where = f"read at {source}"
+        if isinstance(connector, ReadsMany) and len(ids) > 1:
+            try:
+                found = await connector.read_many(kind, ids)
+            except Exception as exc:
+                error = outcome_of(exc, source, where=where)
+                return dict.fromkeys(ids, error)
+        else:
+            answers = await asyncio.gather(
+                *(connector.read(kind, i) for i in ids), return_exceptions=True
+            )
+            found = {}
+            for fhir_id, answer in zip(ids, answers, strict=True):
+                if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                    raise answer
+                found[fhir_id] = answer
+        out: dict[str, Any] = {
+            i: outcome_of(r, source, where=where)
+            for i, r in found.items()
+            if isinstance(r, Exception)
+        }
+        good = [(i, r) for i, r in found.items() if not isinstance(r, Exception)]
+        stamped = await self._stamped([with_version(r) for _, r in good])
+        out.update((i, r) for (i, _), r in zip(good, stamped, strict=True))
+        return out
 
     def _referencing(
         self, state: SearchState, matches: list[dict[str, Any]], caller: Caller
@@ -379,20 +484,22 @@ class Facade:
         return await self.connectors[search.source].search(request)
 
     def _check_related_cost(self, reads: int, searches: int) -> None:
-        """Refuse what would surely pass the request's call cap: a read per included
-        resource, at least a call per ``_revinclude`` search, after the page's own."""
+        """Refuse what would surely pass the request's call cap: the calls that read the
+        included resources, at least a call per ``_revinclude`` search, after the page's
+        own."""
         spent = scope.current()
         left = spent.calls_left() if spent is not None else None
         if spent is None or left is None:
             return
         cap = spent.max_calls or 0
         if reads > left:
-            what = f"_include needs {reads} reads after the page's own calls"
+            calls = "1 vendor call" if reads == 1 else f"{reads} vendor calls"
+            what = f"_include needs {calls} after the page's own"
             raise _too_costly(cap, what, "_include")
         if reads + searches > left:
             what = f"_revinclude needs {searches} searches (one per match) after the page's calls"
             if reads:
-                what += f" and {reads} reads for _include"
+                what += f" and {reads} calls for _include"
             raise _too_costly(cap, what, "_revinclude")
 
     # -- writes ---------------------------------------------------------------------------
@@ -824,6 +931,16 @@ def _check_everything_cost(needed: int, what: str) -> None:
         return
     why = f"$everything needs {needed} {what} after {spent.calls} vendor calls"
     raise _too_costly(spent.max_calls or 0, why, "_count")
+
+
+def _waited(source: str, seconds: float) -> Issue:
+    """The information that a page waited for a source's rate-limit budget."""
+    return Issue(
+        "information",
+        "throttled",
+        f"source {source}: this page waited {seconds:.1f} s for the vendor's rate limit "
+        "(calls a key may make per second and per minute)",
+    )
 
 
 def _incomplete(what: str, error: FhirError) -> Issue:

@@ -16,6 +16,7 @@ from adapter.fhir.declared import Declared
 from adapter.fhir.everything import EVERYTHING_DEFINITION
 from adapter.fhir.groups import group_capability
 from adapter.fhir.match import KINDS
+from adapter.fhir.shaping import sort_keys
 from adapter.fhir.terminology import concept_map_capability
 
 __all__ = ["capability_statement"]
@@ -131,6 +132,17 @@ def capability_statement(
                 "documentation": "The source(s) to ask, by name (meta.source of what they hold)",
             }
         )
+        params.append(
+            {
+                "name": "_lastUpdated",
+                "type": "date",
+                "definition": _SP + "Resource-lastUpdated",
+                "documentation": (
+                    "meta.lastUpdated: the vendor's change time, or when this service first "
+                    "saw the record's current content"
+                ),
+            }
+        )
         interactions = declared.interactions(resource_type)
         resource: dict[str, Any] = {
             "type": resource_type,
@@ -142,6 +154,11 @@ def capability_statement(
             "updateCreate": False,
             "conditionalCreate": "create" in interactions,
             "searchParam": params,
+            "documentation": (
+                f"_sort takes {', '.join(sorted(sort_keys(resource_type)))} (each page is "
+                "sorted; a search of one page is sorted whole). _elements takes the "
+                f"top-level elements of {resource_type}."
+            ),
         }
         includes = declared.advertised_includes(resource_type)
         if includes:

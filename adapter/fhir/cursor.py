@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from adapter.fhir.dates import parse_date
-from adapter.fhir.search import Position, SearchParam, SearchRequest, SearchState
+from adapter.fhir.search import Position, SearchParam, SearchRequest, SearchState, Shaping
+from adapter.fhir.shaping import sort_keys
 
 __all__ = ["CursorCodec", "InvalidCursor"]
 
@@ -124,6 +125,13 @@ def _state_json(state: SearchState) -> dict[str, Any]:
     }
     if state.previous is not None:
         out["prev"] = _position_json(state.previous)
+    shaping = state.shaping
+    if shaping.updated:
+        out["lu"] = [[p.name, p.modifier, p.prefix, list(p.values)] for p in shaping.updated]
+    if shaping.sort:
+        out["so"] = [[key, descending] for key, descending in shaping.sort]
+    if shaping.elements:
+        out["el"] = list(shaping.elements)
     return out
 
 
@@ -149,6 +157,9 @@ def _state_of(data: dict[str, Any]) -> SearchState:
     request = SearchRequest(
         str(data["t"]), tuple(_param_of(p) for p in data["p"]), count=int(data["n"])
     )
+    sort = tuple((str(key), bool(descending)) for key, descending in data.get("so", ()))
+    if any(key not in sort_keys(request.resource_type) for key, _ in sort):
+        raise ValueError("so")  # a key this version does not sort by
     previous = data.get("prev")
     return SearchState(
         request,
@@ -162,4 +173,9 @@ def _state_of(data: dict[str, Any]) -> SearchState:
         client=data["cl"],
         position=_position_of(data),
         previous=_position_of(previous) if previous is not None else None,
+        shaping=Shaping(
+            tuple(_param_of(p) for p in data.get("lu", ())),
+            sort,
+            tuple(str(e) for e in data.get("el", ())),
+        ),
     )

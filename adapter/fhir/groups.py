@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.fhir.match import string_matches
-from adapter.fhir.outcome import FhirError
+from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import SearchParam
 
 __all__ = [
@@ -76,8 +76,16 @@ def parse_group_search(items: Sequence[tuple[str, str]], *, strict: bool) -> Gro
             continue
         if name not in SEARCH_PARAMS:
             if strict:
-                raise FhirError.one(
-                    400, "not-supported", f"Group search takes no parameter {name!r}", name
+                raise FhirError(
+                    400,
+                    [
+                        Issue(
+                            "error",
+                            "not-supported",
+                            f"Group search takes no parameter {name or '(no name)'!r}",
+                            (key,) if key else (),
+                        )
+                    ],
                 )
             continue
         if modifier and modifier not in _MODIFIERS[name]:

@@ -5,6 +5,8 @@ correct only over a result set that is a superset of the answer, which the conne
 sure of. Semantics per https://hl7.org/fhir/R4/search.html: strings match by
 case- and accent-insensitive prefix (``:exact``, ``:contains``), tokens by
 ``[system|]code``, references by id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
+Phone numbers (``phone``, and ``telecom`` points whose system is ``phone``) match as
+numbers, in the source's country (:mod:`adapter.fhir.phones`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from datetime import tzinfo
 from typing import Any
 
 from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range
+from adapter.fhir.phones import same_number, search_number
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
 __all__ = [
     "KINDS",
     "MODIFIERS",
     "actor_references",
+    "date_matches",
     "matches",
     "normalise",
     "references",
@@ -233,8 +237,14 @@ def string_matches(param: SearchParam, values: Iterable[str]) -> bool:
     return any(f.startswith(n) for n in needles for f in folded)
 
 
-def token_matches(param: SearchParam, values: Iterable[tuple[str | None, str]]) -> bool:
-    """A token parameter (``[system|]code``) against the (system, code) pairs held."""
+def token_matches(
+    param: SearchParam,
+    values: Iterable[tuple[str | None, str]],
+    same: Callable[[str | None, str, str], bool] | None = None,
+) -> bool:
+    """A token parameter (``[system|]code``) against the (system, code) pairs held.
+    ``same(system, held, wanted)`` says whether a held code is the one wanted (default:
+    equal)."""
     pairs = list(values)
     for wanted in param.values:
         system, bar, code = wanted.rpartition("|") if "|" in wanted else (None, "", wanted)
@@ -243,9 +253,24 @@ def token_matches(param: SearchParam, values: Iterable[tuple[str | None, str]]) 
                 continue  # `|code`: only codes with no system
             if bar and system and have_system != system:
                 continue
-            if code == "" or have_code == code:
+            if code == "" or (
+                have_code == code if same is None else same(have_system, have_code, code)
+            ):
                 return True
     return False
+
+
+# Token parameters over ContactPoints: those whose system is ``phone`` compare as numbers.
+_TELECOM_PARAMS = frozenset({"phone", "telecom"})
+
+
+def _telecom_same(country: str | None) -> Callable[[str | None, str, str], bool]:
+    def same(system: str | None, held: str, wanted: str) -> bool:
+        if system == "phone":
+            return same_number(held, search_number(wanted), country)
+        return held == wanted
+
+    return same
 
 
 def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None) -> bool:
@@ -260,6 +285,12 @@ def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None
         ):
             return True
     return False
+
+
+def date_matches(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
+    """Whether any of ``values`` (FHIR dates, read in ``zone`` when they have no offset)
+    meets the date parameter ``param``."""
+    return _date(param, values, zone)
 
 
 def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
@@ -300,8 +331,12 @@ _REF_TYPES = {
 }
 
 
-def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> bool:
-    """Does ``resource`` satisfy every param (values ORed within a param)?"""
+def matches(
+    resource: Resource, params: Iterable[SearchParam], zone: tzinfo, country: str | None = None
+) -> bool:
+    """Does ``resource`` satisfy every param (values ORed within a param)? ``zone`` and
+    ``country`` (ISO 3166-1 alpha-2) are the source's: a date without a zone is read in
+    ``zone``, a phone number without a country code in ``country`` (when known)."""
     table = KINDS.get(resource.get("resourceType", ""), {})
     for param in params:
         entry = table.get(param.name)
@@ -313,6 +348,8 @@ def matches(resource: Resource, params: Iterable[SearchParam], zone: tzinfo) -> 
         values = extract(resource)
         if kind == "string":
             ok = string_matches(param, values)
+        elif kind == "token" and param.name in _TELECOM_PARAMS:
+            ok = token_matches(param, values, _telecom_same(country))
         elif kind == "token":
             ok = token_matches(param, values)
         elif kind == "reference":

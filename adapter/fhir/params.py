@@ -1,8 +1,12 @@
 """HTTP query parameters -> a typed search (https://hl7.org/fhir/R4/search.html).
 
 Search parameters are checked against what FHIR defines for the type and what the
-configured sources can do. Unknown or unsupported ones are left out (and out of the
-``self`` link) by default; with ``Prefer: handling=strict`` they are a 400 naming the
+configured sources can do. ``_lastUpdated``, ``_sort`` and ``_elements`` are the
+facade's own (:mod:`adapter.fhir.shaping`): a ``_sort`` key or ``_elements`` name the type
+does not have is left out like an unknown parameter. Unknown or unsupported ones are left
+out of the search and of the ``self`` link by
+default, each named in an informational issue of the first page's outcome entry
+(:attr:`ParsedSearch.ignored`); with ``Prefer: handling=strict`` they are a 400 naming the
 parameter. So are ``_include`` and ``_revinclude`` values the search does not take
 (:mod:`adapter.fhir.includes`), and ``_include:iterate``. A malformed value of a known
 parameter (a date that is no date, a ``_count`` that is no number) and an unknown
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from adapter.fhir.dates import FhirDate, parse_date
 from adapter.fhir.match import KINDS, MODIFIERS
 from adapter.fhir.outcome import FhirError, Issue
-from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest
+from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest, Shaping
+from adapter.fhir.shaping import element_names, sort_keys
 
 __all__ = [
     "MAX_NAME",
@@ -63,6 +68,8 @@ _CONTROL = frozenset(
         "_pretty",
     }
 )
+# The facade's own: what it does to each page (:mod:`adapter.fhir.shaping`).
+_SHAPING = frozenset({"_lastUpdated", "_sort", "_elements"})
 _SPLIT = re.compile(r"(?<!\\),")
 _PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=[0-9])")
 # ASCII digits only: ``str.isdigit`` takes "²" and "①", which ``int`` then refuses; and a
@@ -82,6 +89,9 @@ class ParsedSearch:
     cursor: str | None = None
     # The parameters honoured, as (name, value) for the self link, in the order given.
     used: list[tuple[str, str]] = field(default_factory=list)
+    # What was left out (lenient handling), said on the first page as information.
+    ignored: list[Issue] = field(default_factory=list)
+    shaping: Shaping = field(default_factory=Shaping)  # _lastUpdated, _sort, _elements
 
     @property
     def count_only(self) -> bool:
@@ -178,9 +188,52 @@ def parse_search(
     count = default_count
     narrowed: tuple[str, ...] | None = None
     unsupported: list[Issue] = []
+    updated: list[SearchParam] = []
+    sort: list[tuple[str, bool]] = []
+    elements: list[str] = []
 
     for key, raw in items:
         name, _, modifier = key.partition(":")
+        if name in _SHAPING:
+            if modifier:
+                raise FhirError(
+                    400,
+                    [Issue("error", "not-supported", f"{_shown(key)}: takes no modifier", (key,))],
+                )
+            values = _split(raw)
+            if any(v == "" for v in values):
+                raise _bad(key, "has an empty value")
+            if name == "_lastUpdated":
+                updated.append(_date_param(key, values))
+                parsed.used.append((key, raw))
+                continue
+            allowed: Collection[str] = (
+                sort_keys(resource_type) if name == "_sort" else element_names(resource_type)
+            )
+            taken: list[str] = []
+            for value in values:
+                bare = value[1:] if name == "_sort" and value.startswith("-") else value
+                if bare not in allowed:
+                    what = "sort key" if name == "_sort" else "element"
+                    unsupported.append(
+                        Issue(
+                            "error",
+                            "not-supported",
+                            f"{key}: {resource_type} has no {what} {_shown(bare)} "
+                            f"(it takes {', '.join(sorted(allowed))})",
+                            (key,),
+                        )
+                    )
+                    continue
+                if name == "_sort" and all(bare != k for k, _ in sort):
+                    sort.append((bare, value.startswith("-")))
+                    taken.append(value)
+                elif name == "_elements" and bare not in elements:
+                    elements.append(bare)
+                    taken.append(value)
+            if taken:
+                parsed.used.append((key, ",".join(taken)))
+            continue
         if name in _CONTROL:
             if name == "_count":
                 if not _COUNT.fullmatch(raw):
@@ -259,9 +312,19 @@ def parse_search(
 
     if unsupported and strict:
         raise FhirError(400, unsupported)
+    parsed.ignored = [
+        Issue(
+            "information",
+            "not-supported",
+            f"{i.diagnostics}: it was ignored (Prefer: handling=strict makes it a 400)",
+            i.expression,
+        )
+        for i in unsupported
+    ]
     if narrowed is not None:
         narrowed = tuple(s for s in narrowed if s in known_sources)
     parsed.request = SearchRequest(resource_type, tuple(params), count=count, sources=narrowed)
+    parsed.shaping = Shaping(tuple(updated), tuple(sort), tuple(elements))
     return parsed
 
 

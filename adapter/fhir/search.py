@@ -22,6 +22,7 @@ __all__ = [
     "SearchParam",
     "SearchRequest",
     "SearchState",
+    "Shaping",
     "UnsupportedParameter",
 ]
 
@@ -78,6 +79,26 @@ class UnsupportedParameter(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Shaping:
+    """What the facade does to each page itself (:mod:`adapter.fhir.shaping`):
+    ``updated``, the ``_lastUpdated`` parameters (ANDed); ``sort``, the ``_sort`` keys as
+    (key, descending), the first the most significant; ``elements``, the element names
+    ``_elements`` keeps (none: the whole resource)."""
+
+    updated: tuple[SearchParam, ...] = ()
+    sort: tuple[tuple[str, bool], ...] = ()
+    elements: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.sort or self.elements)
+
+    @property
+    def needs_times(self) -> bool:
+        """Whether the matches need ``meta.lastUpdated`` before they are shaped."""
+        return bool(self.updated) or any(key == "_lastUpdated" for key, _ in self.sort)
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """Where a search stands: the part of its state that moves from page to page."""
 
@@ -109,6 +130,7 @@ class SearchState:
     client: str | None = None
     position: Position = field(default_factory=Position)
     previous: Position | None = None
+    shaping: Shaping = field(default_factory=Shaping)
 
     @property
     def resource_type(self) -> str:
@@ -133,6 +155,7 @@ class SearchState:
             self.client,
             position,
             self.position,
+            self.shaping,
         )
 
     def moved_back(self) -> SearchState | None:

@@ -4,8 +4,9 @@
 - ``criteria``: an ``Appointment?...`` or ``Patient?...`` search the facade accepts in
   strict mode (``_source`` included), each of whose parameters can be matched against
   a changed resource in memory; a paging cursor is not a criteria, and what shapes a
-  result (``_count``, ``_sort``, ``_include``...) is taken and has no effect: a
-  notification holds the changed resources themselves.
+  result (``_count``, ``_sort``, ``_elements``, ``_include``...) is taken and has no
+  effect: a notification holds the changed resources themselves. ``_lastUpdated`` is
+  refused: what is told has just changed.
 - ``channel.type``: ``rest-hook``; ``channel.payload``: absent (ping only) or
   ``application/fhir+json``.
 - ``channel.endpoint``: https, to a name that resolves to public addresses only (no
@@ -87,6 +88,9 @@ def _check_criteria(facade: Facade, text: str) -> None:
         raise _invalid("the criteria must be an Appointment?... or Patient?... search", where)
     if any(name == "_cursor" for name, _ in items):
         raise _invalid("a paging cursor is not a criteria", where)
+    if any(name.partition(":")[0] == "_lastUpdated" for name, _ in items):
+        # every change told is one just made: a bound on when would match all or none
+        raise _invalid("the criteria's _lastUpdated cannot be matched against a change", where)
     try:
         _, request = parsed_criteria(facade, text)
     except FhirError as exc:

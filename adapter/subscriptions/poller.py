@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -67,6 +67,7 @@ PAGE_SIZE = 100
 BATCH = 100  # changes in one notification at most
 _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = 120.0
+_ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
 _ACTIVE = ("requested", "active")
 
@@ -97,23 +98,32 @@ def history_bundle(
 
 
 class _Wanted:
-    """What one Subscription listens to: its resource type, the sources it hears from,
-    and the parameters a change must match."""
+    """What one Subscription listens to: its resource type, the sources it hears from
+    (those serving the type that its owner may use, narrowed by ``_source``), and the
+    parameters a change must match."""
 
-    def __init__(self, record: dict[str, Any], facade: Facade, sources: Sequence[str]) -> None:
+    def __init__(
+        self, record: dict[str, Any], facade: Facade, allowed: frozenset[str] | None
+    ) -> None:
         self.record = record
         self.id = str(record["resource"]["id"])
         resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
         self.resource_type = resource_type
         named = request.sources
-        self.sources = tuple(s for s in sources if named is None or s in named)
+        self.sources = tuple(
+            s
+            for s in facade.declared.serving(resource_type)
+            if (allowed is None or s in allowed) and (named is None or s in named)
+        )
         self.params: tuple[SearchParam, ...] = request.params
 
-    def hears(self, resource: dict[str, Any], source: str, zone: tzinfo) -> bool:
+    def hears(
+        self, resource: dict[str, Any], source: str, zone: tzinfo, country: str | None = None
+    ) -> bool:
         return (
             resource.get("resourceType") == self.resource_type
             and source in self.sources
-            and matches(resource, self.params, zone)
+            and matches(resource, self.params, zone, country)
         )
 
 
@@ -173,14 +183,21 @@ class SubscriptionPoller:
         await self.store.aclose()
 
     async def _run(self) -> None:
+        failed = 0  # rounds failed in a row: the wait before the next one doubles
         while True:
+            wait = min(self.poll_seconds * 2**failed, max(self.poll_seconds, _ROUND_BACKOFF))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             try:
                 await self.round()
-            except Exception as exc:  # the next round tries again
-                log.warning("subscription round failed: %s", type(exc).__name__)
+            except Exception as exc:  # the next round tries again, later
+                failed = min(failed + 1, 16)
+                log.warning(
+                    "subscription round failed: %s (%d in a row)", type(exc).__name__, failed
+                )
+            else:
+                failed = 0
 
     # -- a round ---------------------------------------------------------------------------
 
@@ -225,13 +242,8 @@ class SubscriptionPoller:
                 await self._stop(record, "off", None)
                 continue
             allowed = client.sources if client is not None else None
-            sources = [
-                s
-                for s in self.facade.declared.serving(str(resource["criteria"]).partition("?")[0])
-                if allowed is None or s in allowed
-            ]
             try:
-                out.append(_Wanted(record, self.facade, sources))
+                out.append(_Wanted(record, self.facade, allowed))
             except Exception:  # the criteria no longer parses (a source was removed)
                 await self._stop(record, "error", "the criteria is no longer a search served here")
         return out
@@ -328,9 +340,11 @@ class SubscriptionPoller:
             return
         if self.journal is not None:
             news = await self.journal.stamp(source, news)
-        zone = getattr(self.facade.connectors[source], "zone", UTC)
+        connector = self.facade.connectors[source]
+        zone = getattr(connector, "zone", UTC)
+        country = getattr(connector, "country", None)  # of phone numbers without a code
         for want in tell:
-            heard = [r for r in news if want.hears(r, source, zone)]
+            heard = [r for r in news if want.hears(r, source, zone, country)]
             if heard:
                 await self.store.push(want.id, heard)
 

@@ -49,6 +49,7 @@ log = logging.getLogger("fhir_adapter")
 
 AUTH_PAUSE_FIRST = 30.0  # seconds before a refused key is tried again
 AUTH_PAUSE_MAX = 600.0
+NOTED_WAIT = 0.05  # seconds: a shorter wait for a slot is not worth telling the client
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ class KeyPool:
         if self._waiting >= self.queue:
             raise QueueFull(self._estimate())
         self._waiting += 1
+        started = self._clock()
         try:
             left = scope.remaining()
             if left is None:
@@ -302,11 +304,15 @@ class KeyPool:
                 except TimeoutError:
                     raise SlotTooFar(self._estimate()) from None
             try:
-                return await self._wait_for_slot()
+                lease = await self._wait_for_slot()
             finally:
                 self._lock.release()
         finally:
             self._waiting -= 1
+        waited = self._clock() - started
+        if waited >= NOTED_WAIT:
+            scope.note_wait(self.source, waited)
+        return lease
 
     def _live_key(self) -> _Key:
         now = self._clock()

@@ -6,8 +6,11 @@ does inside it (waiting for a key's budget, retrying, the call itself) draws on 
 - the **deadline**: no wait for budget is started that cannot end before it (the caller
   gets the wait the budget implies, at once), no retry sleeps past it, and a call is cut
   off when it is reached;
+- the **waits**: the longest wait for a source's budget is noted (:func:`note_wait`), so
+  that a search page can say why it was slow;
 - the **calls**: each vendor call made for the request counts (a read served by another
-  request's call in flight, or from the cache, does not); past the cap the request stops
+  request's call in flight, or from the cache, does not, nor a call made for what every
+  request uses: :func:`shared`); past the cap the request stops
   with :class:`CallBudgetExceeded` rather than drain a vendor's budget for everyone.
 
 Outside a scope (tests, the export command) nothing is limited.
@@ -19,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CallBudgetExceeded",
@@ -28,8 +31,10 @@ __all__ = [
     "current",
     "enter",
     "leave",
+    "note_wait",
     "remaining",
     "reserved",
+    "shared",
     "spending",
 ]
 
@@ -48,6 +53,8 @@ class Spending:
     max_calls: int | None
     calls: int = 0
     reserve: float | None = None  # seconds kept back to look after a write that timed out
+    # The longest wait for a vendor's rate-limit budget, by source: the answer says so.
+    waited: dict[str, float] = field(default_factory=dict)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -93,11 +100,31 @@ def reserved() -> Iterator[Spending | None]:
         yield outer
         return
     inner = Spending(time.monotonic() + outer.reserve, outer.max_calls, outer.calls)
+    inner.waited = outer.waited
     token = _current.set(inner)
     try:
         yield inner
     finally:
         outer.calls = inner.calls
+        _current.reset(token)
+
+
+@contextmanager
+def shared() -> Iterator[Spending | None]:
+    """Calls made for what every request uses (a directory kept for minutes, a doctor's
+    slot length learned once): they keep the request's deadline and draw on the vendor's
+    budget, but not on the request's call cap, which is for what the request itself asks
+    (the first request after a start would otherwise pay for everyone's)."""
+    outer = _current.get()
+    if outer is None:
+        yield None
+        return
+    inner = Spending(outer.deadline, None)
+    inner.waited = outer.waited
+    token = _current.set(inner)
+    try:
+        yield inner
+    finally:
         _current.reset(token)
 
 
@@ -120,3 +147,11 @@ def count_call() -> None:
     if scope.max_calls is not None and scope.calls >= scope.max_calls:
         raise CallBudgetExceeded(scope.max_calls)
     scope.calls += 1
+
+
+def note_wait(source: str, seconds: float) -> None:
+    """A call of the current request waited ``seconds`` for ``source``'s rate-limit
+    budget (calls made at once wait at once: the longest wait is kept, not the sum)."""
+    scope = _current.get()
+    if scope is not None and seconds > scope.waited.get(source, 0.0):
+        scope.waited[source] = seconds

@@ -20,6 +20,7 @@ import redis
 import uvicorn
 from fhir_check import validate
 from harness import FAST
+from services import redis_up
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
@@ -80,7 +81,7 @@ class Served:
         self.sock.listen(64)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(
-            target=asyncio.run, args=(self.server.serve(sockets=[self.sock]),)
+            target=asyncio.run, args=(self.server.serve(sockets=[self.sock]),), daemon=True
         )
         self.thread.start()
         self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}/fhir"
@@ -380,14 +381,7 @@ def test_a_job_resumes_in_a_new_app_without_duplicates(deployment):
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+@pytest.mark.skipif(not redis_up(REDIS_URL), reason="no Redis server at 127.0.0.1:6379")
 def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
     redis.Redis.from_url(REDIS_URL).flushdb()
     deployment = Deployment(tmp_path)

@@ -30,7 +30,7 @@ def leyr_on_a_port():
     sock.bind(("127.0.0.1", 0))  # bound and listening before the server runs: no race
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(sandbox.app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
     yield sandbox, f"http://127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True

@@ -133,7 +133,7 @@ def serving(world: World) -> Iterator[httpx.Client]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
     try:
         with httpx.Client(
@@ -411,6 +411,7 @@ def test_endpoints_that_may_not_be_called(http, endpoint):
         ("Observation?code=1", "Subscription.criteria"),
         ("Patient?nonsense=1", "Subscription.criteria"),
         ("Patient?_cursor=x", "Subscription.criteria"),
+        ("Appointment?_lastUpdated=gt2026-01-01", "Subscription.criteria"),
     ],
 )
 def test_criteria_the_facade_does_not_accept(http, receiver, criteria, where):

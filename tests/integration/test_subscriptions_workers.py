@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis
 from fhir.resources.R4B.bundle import Bundle
+from services import redis_up
 from test_subscriptions import Receiver, subscription
 from test_workers_redis import Arrivals, Facade, vendor_on_a_port
 
@@ -35,15 +36,9 @@ WAIT = 30.0  # for one change's notification, on a slow machine
 SCALED = RateLimits(second_window=0.05, minute_window=3.0)  # Nyra's time, 20 times faster
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
 pytestmark = pytest.mark.skipif(
-    not _redis_up(), reason="needs the Redis server at 127.0.0.1:6379, which is not answering"
+    not redis_up(REDIS_URL),
+    reason="needs the Redis server at 127.0.0.1:6379, which is not answering",
 )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-import redis
 import redis.asyncio as aioredis
+from services import redis_up
 
 from adapter.connectors.base import Page
 from adapter.connectors.pacing import Pacer, share_limits
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.anyio
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(params=["file", "redis"])
 async def store(request, tmp_path):
     if request.param == "file":
@@ -39,7 +32,7 @@ async def store(request, tmp_path):
         made.advance = lambda seconds: now.__setitem__(0, now[0] + seconds)
         yield made
         return
-    if not _redis_up():
+    if not redis_up(REDIS_URL):
         pytest.skip("no Redis server at 127.0.0.1:6379")
     client = aioredis.Redis.from_url(REDIS_URL)
     await client.flushdb()

@@ -6,13 +6,13 @@ saying so."""
 from __future__ import annotations
 
 import copy
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from services import redis_up
 
 from adapter.journal import FileJournal, RedisJournal, digest_of, journal_for
 
@@ -23,15 +23,7 @@ T1 = T0 + timedelta(hours=1)
 T2 = T0 + timedelta(hours=2)
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+needs_redis = pytest.mark.skipif(not redis_up(REDIS), reason="no Redis server at 127.0.0.1:6379")
 
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=needs_redis)])

@@ -10,10 +10,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from services import redis_up
 
 from adapter.subscriptions.store import FileSubscriptionStore, RedisSubscriptionStore
 
@@ -21,19 +21,12 @@ pytestmark = pytest.mark.anyio
 REDIS_URL = "redis://127.0.0.1:6379/11"
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(params=["file", "redis"])
 async def store(request, tmp_path):
     if request.param == "file":
         yield FileSubscriptionStore(tmp_path / "subscriptions")
         return
-    if not _redis_up():
+    if not redis_up(REDIS_URL):
         pytest.skip("needs the Redis server at 127.0.0.1:6379, which is not answering")
     client = aioredis.Redis.from_url(REDIS_URL)
     await client.flushdb()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from adapter.connectors.base import (
     Written,
     check_supported,
     offset_page,
+    read_rest,
 )
 from adapter.connectors.config import (
     check_source,
@@ -48,6 +50,7 @@ from adapter.connectors.slots import (
 from adapter.connectors.writes import (
     Ambiguous,
     actor_of,
+    all_refusals,
     changed,
     look_after_timeout,
     participants_changed,
@@ -99,6 +102,8 @@ _MAPPERS = {
 
 _WRITES = frozenset({"read", "search-type", "create"})
 _SLOT_DAYS = 14  # days of free time asked in one timeslots call
+_LIST_FROM = 3  # patients wanted at once from which listing their care unit may be cheaper
+_LIST_PER_WANTED = 100  # ... unless the unit holds more than this many per patient wanted
 _DIRECTORY_PARAMS: dict[str, frozenset[str]] = {
     "Practitioner": frozenset({"_id", "name", "family", "given", "identifier"}),
     "Device": frozenset({"_id", "device-name", "organization", "location"}),
@@ -154,14 +159,17 @@ class LeyrConnector:
         timezone: str,
         client: VendorClient,
         directory_seconds: float = 300.0,
+        country: str | None = None,
     ) -> None:
         if not care_units:
             raise ConnectorConfigError(f"source {source!r}: 'care_units' must name at least one")
         self.source = source
         self.emr = emr
         self.care_units = list(care_units)
+        self.unit_sizes: dict[str, int] = {}  # patients per care unit, as last listed
         self.plain = LeyrContext(source, timezone)
         self.zone = zone(timezone)
+        self.country = country  # of the phone numbers held without a country code
         self.client = client
         self.memo = MappedMemo()
         self.listing = Kept(directory_seconds, self._list_directory)
@@ -256,13 +264,15 @@ class LeyrConnector:
         )
         client = vendor_client(source, config, http, KeyPool.unlimited([credentials]), classify)
         client.json_always = True  # Leyr: Content-Type: application/json on every request
+        options = source_options(config)
         return cls(
             source,
             emr=require(source, config, "emr", defaults),
             care_units=list(require(source, config, "care_units", defaults)),
             timezone=require(source, config, "timezone", defaults),
             client=client,
-            directory_seconds=source_options(config).directory_seconds,
+            directory_seconds=options.directory_seconds,
+            country=options.country,
         )
 
     def _cu(self, care_unit: str) -> str:
@@ -336,7 +346,9 @@ class LeyrConnector:
             plan = plan_appointments(request, self.source, self.care_units, self.zone)
         found, left_out = ([], []) if plan.empty else await self._fetch(request.resource_type, plan)
         hits = (
-            [r for r in found if matches(r, request.params, self.zone)] if request.params else found
+            [r for r in found if matches(r, request.params, self.zone, self.country)]
+            if request.params
+            else found
         )
         page = offset_page(hits, request.count, cursor)
         if cursor is None:  # the whole list is read for every page: say it once
@@ -383,6 +395,65 @@ class LeyrConnector:
             out.extend(listed)
             left_out.extend(listed.left_out)
         return out, left_out
+
+    # -- several at once, for _include ----------------------------------------------------
+
+    def _by_unit(self, fhir_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Patient ids by the care unit they name (ids of no care unit here: none)."""
+        out: dict[str, list[str]] = {}
+        for fhir_id in dict.fromkeys(fhir_ids):
+            try:
+                gid = decode_id(fhir_id)
+            except MappingError:
+                continue
+            if gid.source == self.source and gid.scope in self.care_units:
+                out.setdefault(gid.scope, []).append(fhir_id)
+        return out
+
+    def _lists(self, cu: str, wanted: int) -> bool:
+        """Whether listing a care unit's patients (one call, no paging in Leyr) is worth it
+        for ``wanted`` of them: from 3, unless the unit is known to be very large."""
+        size = self.unit_sizes.get(cu)
+        return wanted >= _LIST_FROM and (size is None or size <= _LIST_PER_WANTED * wanted)
+
+    async def read_cost(self, resource_type: str, fhir_ids: Sequence[str]) -> int:
+        """Patients: one call a care unit that is listed, else a read each."""
+        if resource_type != "Patient":
+            return len(fhir_ids)
+        units = self._by_unit(fhir_ids).items()
+        return sum(1 if self._lists(cu, len(ids)) else len(ids) for cu, ids in units)
+
+    async def read_many(
+        self, resource_type: str, fhir_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any] | Exception]:
+        """Patients of a care unit from its listing when that takes fewer calls than a read
+        each, then a read for any id the listing did not hold; anything else a read each."""
+        wanted = list(dict.fromkeys(fhir_ids))
+        listed: dict[str, dict[str, Any]] = {}
+        if resource_type == "Patient":
+            units = [cu for cu, ids in self._by_unit(wanted).items() if self._lists(cu, len(ids))]
+            for cu, found in zip(
+                units, await asyncio.gather(*(self._patients_of(cu) for cu in units)), strict=True
+            ):
+                self.unit_sizes[cu] = len(found)
+                listed.update((r["id"], r) for r in found)
+        return await read_rest(self, resource_type, wanted, listed)
+
+    async def _patients_of(self, cu: str) -> Mapped:
+        """Every patient of a care unit, mapped (once per distinct answer)."""
+        ctx, version = await self._context()
+        path = f"{self._cu(cu)}/patients"
+        call = f"{path}?[]#{version}"
+        to_fhir = _MAPPERS["Patient"][1]
+
+        def mapped(body: bytes) -> Mapped:
+            resources: Mapped = self.memo.get_or_map(
+                call, body, lambda b: self._map_list(b, cu, to_fhir, ctx)
+            )
+            return resources
+
+        listed: Mapped = await self.client.get_json(path, decode=mapped)
+        return listed
 
     def _map_list(self, body: bytes, cu: str, to_fhir: Any, ctx: LeyrContext) -> Mapped:
         records = orjson.loads(body)
@@ -506,7 +577,10 @@ class LeyrConnector:
 
     async def _create_patient(self, resource: dict[str, Any]) -> Written:
         resource = without_foreign_references(resource, self.source)
-        record = leyr.from_fhir_patient({k: v for k, v in resource.items() if k != "id"}, self.ctx)
+        record = all_refusals(
+            {k: v for k, v in resource.items() if k != "id"},
+            lambda r: leyr.from_fhir_patient(r, self.ctx),
+        )
         cu = record.pop("care_unit_id", None) or self.care_units[0]
         if cu not in self.care_units:
             raise WriteRefused("Patient.managingOrganization", "not a care unit of this source")

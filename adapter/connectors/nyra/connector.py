@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import Any
@@ -21,9 +23,11 @@ from adapter.connectors.base import (
     ResourceCapability,
     ResourceNotFound,
     WriteNotSupported,
+    WriteRefusals,
     WriteRefused,
     Written,
     check_supported,
+    read_rest,
 )
 from adapter.connectors.config import (
     AtLeast,
@@ -49,6 +53,7 @@ from adapter.connectors.slots import (
 from adapter.connectors.writes import (
     Ambiguous,
     actor_of,
+    all_refusals,
     changed,
     look_after_timeout,
     participants_changed,
@@ -67,6 +72,7 @@ from adapter.transport import (
     NyraKey,
     VendorClient,
     VendorTimeout,
+    scope,
 )
 from mappings import MappingError, NyraContext, decode_id, nyra
 from mappings.common.time import local_to_instant, zone
@@ -85,6 +91,7 @@ _MAPPERS = {
     "Appointment": ("/appointments", nyra.to_fhir_appointment),
 }
 MAX_LIMIT = 100  # Nyra: "limit default 20, max 100"
+_LIST_FROM = 3  # patients wanted at once from which listing them all may be cheaper
 
 
 _WRITES = frozenset({"read", "search-type", "create"})
@@ -143,9 +150,11 @@ class NyraConnector:
         client: VendorClient,
         slot_minutes: int = 15,
         directory_seconds: float = 300.0,
+        country: str | None = None,
     ) -> None:
         self.source = source
         self.timezone = timezone
+        self.country = country  # of the phone numbers held without a country code
         self.slot_minutes = slot_minutes
         self.zone = zone(timezone)
         self.client = client
@@ -156,6 +165,9 @@ class NyraConnector:
         self.doctor_names: dict[str, str] = {}
         self.ctx = NyraContext(source, timezone, slot_minutes=slot_minutes)
         self.version = 0  # changes with ctx: answers are mapped once per version
+        # The hospital's number of patients, as its last unfiltered listing said: whether
+        # listing them all is cheaper than reading some one by one (:meth:`read_many`).
+        self.patients_total: int | None = None
         self.roster = Kept(directory_seconds, self._scan_roster)
         self.schedules = Kept(directory_seconds, self._all_schedules)
 
@@ -189,7 +201,9 @@ class NyraConnector:
     async def _learn_slots(self, doctors: Iterable[Any]) -> None:
         """Ask the availability of each doctor whose slot length is not known yet."""
         for doctor in sorted({d for d in doctors if isinstance(d, str)} - set(self.learned)):
-            if await self._availability(doctor) is None:
+            with scope.shared():  # learned once, for every request
+                known = await self._availability(doctor)
+            if known is None:
                 self._learn(doctor, None)  # not a doctor Nyra knows: the default stands
 
     async def _doctor_name(self, doctor_id: str) -> str | None:
@@ -229,6 +243,8 @@ class NyraConnector:
                         doctors.setdefault(row["doctor_id"], None)
                     if isinstance(row.get("branch_id"), str):
                         branches.add(row["branch_id"])
+                if path == "/patients" and isinstance(data.get("total"), int):
+                    self.patients_total = data["total"]
                 pages = data.get("total_pages")
                 if len(rows) < MAX_LIMIT or (isinstance(pages, int) and page >= pages):
                     break
@@ -313,12 +329,14 @@ class NyraConnector:
                 ) from None
         limits = config.get("rate_limit") or {}
         pool = KeyPool.nyra(keys, **limits)
+        options = source_options(config)
         return cls(
             source,
             timezone=require(source, config, "timezone", defaults),
             slot_minutes=int(config.get("slot_minutes", 15)),
             client=vendor_client(source, config, http, pool, classify),
-            directory_seconds=source_options(config).directory_seconds,
+            directory_seconds=options.directory_seconds,
+            country=options.country,
         )
 
     async def aclose(self) -> None:
@@ -388,7 +406,7 @@ class NyraConnector:
             else:
                 kept = await self._directory(request.resource_type)
             return directory_page(kept, request, cursor, self.zone)
-        p = plan(request, self.source, self.zone)
+        p = plan(request, self.source, self.zone, self.country)
         if p.empty:
             return Page([], None, total=0)
         if p.by_id:
@@ -401,7 +419,7 @@ class NyraConnector:
                         "source %s: vendor record %s left out: %s", self.source, vendor_id, exc
                     )
                     left_out.append(vendor_id)
-            hits = [r for r in found if r and matches(r, request.params, self.zone)]
+            hits = [r for r in found if r and matches(r, request.params, self.zone, self.country)]
             return Page(hits, None, len(hits), tuple(left_out))
         if p.exact:
             return await self._exact_page(request, p.query, cursor)
@@ -440,7 +458,49 @@ class NyraConnector:
                 )
             except orjson.JSONDecodeError:
                 raise MalformedResponse(self.source, 200, "body is not JSON") from None
+        if resource_type == "Patient" and not query and isinstance(answer.get("total"), int):
+            self.patients_total = answer["total"]
         return answer
+
+    # -- several at once, for _include ----------------------------------------------------
+
+    async def _listing_pages(self) -> int | None:
+        """Vendor pages of 100 that list every patient: the total as last seen, else
+        asked (one call of one record, for every request: not this request's)."""
+        if self.patients_total is None:
+            with scope.shared():
+                await self._list("Patient", {}, 1, 1)
+        total = self.patients_total
+        return None if total is None else max(1, math.ceil(total / MAX_LIMIT))
+
+    async def _listing_wins(self, resource_type: str, wanted: int) -> int | None:
+        """The pages to list instead of ``wanted`` reads, when that takes fewer calls."""
+        if resource_type != "Patient" or wanted < _LIST_FROM:
+            return None
+        pages = await self._listing_pages()
+        return pages if pages is not None and pages < wanted else None
+
+    async def read_cost(self, resource_type: str, fhir_ids: Sequence[str]) -> int:
+        """Patients: the listing's pages when fewer than the reads; else a read each."""
+        n = len(set(fhir_ids))
+        pages = await self._listing_wins(resource_type, n)
+        return n if pages is None else pages
+
+    async def read_many(
+        self, resource_type: str, fhir_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any] | Exception]:
+        """Patients, when listing the hospital's pages of 100 takes fewer calls than a
+        read each (Nyra reads one patient a call): the listing, then a read for any id it
+        did not hold (created since, say). Anything else: a read each."""
+        wanted = list(dict.fromkeys(fhir_ids))
+        listed: dict[str, dict[str, Any]] = {}
+        pages = await self._listing_wins(resource_type, len(wanted))
+        if pages is not None:
+            for data in await asyncio.gather(
+                *(self._list("Patient", {}, p, MAX_LIMIT) for p in range(1, pages + 1))
+            ):
+                listed.update((r["id"], r) for r in data["results"])
+        return await read_rest(self, resource_type, wanted, listed)
 
     async def _exact_page(
         self, request: SearchRequest, query: dict[str, str], cursor: str | None
@@ -476,7 +536,7 @@ class NyraConnector:
             if skip == 0:  # said with the page that first reaches this vendor page
                 left_out.extend(records.left_out)
             for index, resource in enumerate(records):
-                if index < skip or not matches(resource, request.params, self.zone):
+                if index < skip or not matches(resource, request.params, self.zone, self.country):
                     continue
                 hits.append(resource)
                 if len(hits) == request.count:
@@ -550,12 +610,12 @@ class NyraConnector:
         resource = {k: v for k, v in resource.items() if k != "id"}
         if resource_type == "Patient":
             resource = without_foreign_references(resource, self.source)
-            refuse_future_birth(resource, self.zone, "Nyra")
-            record = nyra.from_fhir_patient(resource, self.ctx)
-            if not record.get("name"):
-                raise WriteRefused("Patient.name", "Nyra needs the patient's name")
-            if not record.get("phone"):
-                raise WriteRefused("Patient.telecom", "Nyra needs a phone number")
+            record = all_refusals(
+                resource,
+                lambda r: nyra.from_fhir_patient(r, self.ctx),
+                lambda r: refuse_future_birth(r, self.zone, "Nyra"),
+                _needs_name_and_phone,
+            )
             for key in ("created_at", "updated_at", "age"):
                 record.pop(key, None)  # set by Nyra
             try:
@@ -685,6 +745,25 @@ class NyraConnector:
 
 def _doctor(doctor_id: str, name: str | None) -> dict[str, Any]:
     return {"id": doctor_id, "name": name} if name else {"id": doctor_id}
+
+
+def _needs_name_and_phone(resource: dict[str, Any]) -> None:
+    """Nyra makes no patient without a name and a phone number: each is refused."""
+    missing = []
+    if not any(
+        isinstance(n, dict) and (n.get("text") or n.get("family") or n.get("given"))
+        for n in resource.get("name") or ()
+    ):
+        missing.append(WriteRefused("Patient.name", "Nyra needs the patient's name"))
+    if not any(
+        isinstance(t, dict) and t.get("system") == "phone" and t.get("value")
+        for t in resource.get("telecom") or ()
+    ):
+        missing.append(WriteRefused("Patient.telecom", "Nyra needs a phone number"))
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:
+        raise WriteRefusals(missing)
 
 
 def _doctors_in(body: bytes) -> list[Any]:

@@ -1,7 +1,8 @@
 """FHIR searches as Nyra list calls (``page``/``limit`` paging, at most 100 a page).
 
 Native filters: ``q`` (a case-insensitive substring of name, phone or email) for
-``name``/``given``/``family``/``phone``/``email``/``telecom``; ``status`` for ``active`` and
+``name``/``given``/``family``/``phone``/``email``/``telecom`` (a phone number as its last
+digits, :func:`phone_query`); ``status`` for ``active`` and
 for an Appointment ``status`` with a single Nyra code; ``patient_id``/``doctor_id``/
 ``branch_id`` for references; ``date_from``/``date_to`` (local dates, a day wider than
 asked) for ``date``. Everything is then filtered by FHIR's rules, so the natives only
@@ -16,13 +17,21 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from adapter.fhir.dates import search_window
+from adapter.fhir.phones import significant_digits
 from adapter.fhir.search import SearchParam, SearchRequest
 from mappings import MappingError, decode_id
 from mappings.nyra.codes import APPOINTMENT_STATUS
 
-__all__ = ["Plan", "plan"]
+__all__ = ["Plan", "phone_query", "plan"]
 
 _Q_PARAMS = ("name", "given", "family", "phone", "email", "telecom")
+# Nyra holds a phone number as it was given, "9876543210" or "+919876543210" (the contract:
+# it "may lack a country code"), and matches ``q`` as a substring: a searched number in any
+# other form (``+91 98765 43210``, ``098765-43210``) would find nothing there. The last
+# digits of its national significant number are in every unformatted form of it, with or
+# without country code or trunk prefix; seven of them (all, for a shorter number) narrow
+# the vendor's answer to a few records, which are then matched exactly.
+_PHONE_Q_DIGITS = 7
 
 
 @dataclass
@@ -53,7 +62,28 @@ def _own(ref: str, source: str) -> tuple[str, str] | None:
 _REF_QUERY = {"Patient": "patient_id", "Practitioner": "doctor_id", "Location": "branch_id"}
 
 
-def plan(request: SearchRequest, source: str, zone: tzinfo) -> Plan:
+def phone_query(value: str, country: str | None = None) -> str:
+    """The ``q`` that finds a phone number however Nyra holds it: its last digits."""
+    return significant_digits(value, country)[-_PHONE_Q_DIGITS:]
+
+
+def _q(param: SearchParam, value: str, country: str | None) -> str | None:
+    """The ``q`` that finds every record this value can match, or None when there is none
+    (then nothing is pushed down)."""
+    system, bar, code = value.rpartition("|")
+    if param.name == "phone" or (param.name == "telecom" and system == "phone"):
+        return phone_query(code, country) or code.strip()
+    if param.name != "telecom" or bar:
+        return code
+    # A telecom value without a system is compared with phone numbers as a number and with
+    # emails as text: only digits found both in the value and in the number can be asked.
+    digits = phone_query(code, country)
+    common = next((digits[i:] for i in range(len(digits)) if digits[i:] in code), "")
+    return common or (code.strip() if not digits else None)
+
+
+def plan(request: SearchRequest, source: str, zone: tzinfo, country: str | None = None) -> Plan:
+    """``country``: the source's, for phone numbers written without a country code."""
     p = Plan()
     for param in request.params:
         value = _single(param)
@@ -62,7 +92,9 @@ def plan(request: SearchRequest, source: str, zone: tzinfo) -> Plan:
             p.ids = [o[1] for o in owned if o is not None]
             p.by_id, p.empty = True, not p.ids
         elif param.name in _Q_PARAMS and value is not None and "q" not in p.query:
-            p.query["q"] = value.rpartition("|")[2]
+            q = _q(param, value, country)
+            if q:
+                p.query["q"] = q
             p.exact = False
         elif param.name == "active" and value in ("true", "false"):
             p.query["status"] = "ACTIVE" if value == "true" else "INACTIVE"

@@ -157,21 +157,53 @@ async def test_more_ids_than_the_call_cap_is_400_naming_it_and_no_vendor_is_aske
         assert service.vendor_calls() <= CAP
 
 
+def referenced_patients(bundle: dict[str, Any]) -> set[str]:
+    return {
+        p["actor"]["reference"]
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "match"
+        for p in e["resource"]["participant"]
+        if p["actor"]["reference"].startswith("Patient/")
+    }
+
+
 @pytest.mark.parametrize("source", [LEYR, NYRA])
-async def test_an_include_needing_more_reads_than_the_call_cap_is_400_naming_it(source):
+async def test_an_include_of_more_patients_than_the_call_cap_is_served_from_listings(source):
+    """Listing a care unit's (Leyr) or the hospital's (Nyra, pages of 100) patients takes
+    fewer calls than a read each: a page referencing more patients than the cap is
+    served whole, with no read of one patient."""
     service = Service(both())
     page = {"_source": source, "_count": "100"}
     async with service.client() as http:
         plain = (await http.get("/fhir/Appointment", params=page)).json()
-        patients = {
-            p["actor"]["reference"]
-            for e in plain["entry"]
-            for p in e["resource"]["participant"]
-            if p["actor"]["reference"].startswith("Patient/")
-        }
+        patients = referenced_patients(plain)
         assert len(patients) > CAP  # the page references more patients than may be read
 
         calls = service.calls[source]
+        calls.requests.clear()
+        r = await http.get("/fhir/Appointment", params={**page, "_include": "Appointment:patient"})
+        assert r.status_code == 200
+        included = {
+            f"Patient/{e['resource']['id']}"
+            for e in r.json()["entry"]
+            if e["search"]["mode"] == "include"
+        }
+        assert included == patients
+        listed = [p for p in calls.paths() if p.endswith("/patients")]
+        assert 1 <= len(listed) <= 2 and not [p for p in calls.paths() if "/patients/" in p]
+
+
+async def test_an_include_needing_more_calls_than_the_cap_is_400_naming_it():
+    """A hospital so large that listing it takes more calls than reading each patient,
+    and more patients on the page than the cap: refused before any patient is read."""
+    sandboxes = {NYRA: NyraSandbox(seed=5, patients=(CAP + 1) * 100, limits=FAST)}
+    service = Service(sandboxes)
+    page = {"_count": "100"}
+    async with service.client() as http:
+        plain = (await http.get("/fhir/Appointment", params=page)).json()
+        assert len(referenced_patients(plain)) > CAP
+
+        calls = service.calls[NYRA]
         calls.requests.clear()
         r = await http.get("/fhir/Appointment", params={**page, "_include": "Appointment:patient"})
         assert r.status_code == 400
