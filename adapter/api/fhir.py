@@ -22,6 +22,7 @@ from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
+from adapter.fhir.shaping import element_names, subset
 from adapter.fhir.versions import etag_of
 from adapter.settings import Settings
 
@@ -247,7 +248,29 @@ async def read(request: Request) -> Response:
         params["resource_type"], params["fhir_id"], caller(request)
     )
     note_ids(request, [resource["id"]])
-    return render(request, resource, headers=version_headers(resource))
+    headers = version_headers(resource)  # of the whole resource, whatever is shown of it
+    elements = _query_value(request, "_elements")
+    if elements is not None:
+        kept = _read_elements(resource["resourceType"], elements, request)
+        if kept:
+            resource = subset(resource["resourceType"], resource, kept)
+    return render(request, resource, headers=headers)
+
+
+def _read_elements(resource_type: str, raw: str, request: Request) -> tuple[str, ...]:
+    """The element names of a read's ``_elements`` the type has; another name is left out,
+    or a 400 under ``Prefer: handling=strict``."""
+    known = element_names(resource_type)
+    names = tuple(dict.fromkeys(n for n in raw.split(",") if n))
+    unknown = [n for n in names if n not in known]
+    if unknown and prefers_strict(request.headers.get("prefer")):
+        raise FhirError.one(
+            400,
+            "not-supported",
+            f"_elements: {resource_type} has no element {unknown[0][:40]}",
+            "_elements",
+        )
+    return tuple(n for n in names if n in known)
 
 
 def version_headers(resource: dict[str, Any]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-__all__ = ["COUNTRIES", "same_number", "search_number", "significant_digits"]
+__all__ = ["COUNTRIES", "compact", "same_number", "search_number", "significant_digits"]
 
 #: The countries (ISO 3166-1 alpha-2, upper case) a source may name as its own.
 COUNTRIES: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
@@ -51,6 +51,23 @@ def search_number(value: str) -> str:
     if value[:1] == " " and value[1:2].isdigit():
         return "+" + value[1:]
     return value
+
+
+def compact(value: str) -> str:
+    """A phone number without its formatting: ``+`` and digits only (``+91 98123-45678``
+    is ``+919812345678``, ``+44 (0)20 7946 0000`` is ``+442079460000``: a trunk prefix in
+    parentheses after a country code is not dialled), as a vendor that finds numbers by a
+    substring must hold them to find them by their digits. What has letters in it, or no
+    digits, is no number and is left as it is."""
+    text = value.strip()
+    if text.startswith("+"):
+        text = text.replace("(0)", "")
+    if not text or any(c.isalpha() for c in text):
+        return value
+    digits = phonenumbers.normalize_digits_only(text)
+    if not digits:
+        return value
+    return ("+" if text.startswith("+") else "") + digits
 
 
 @lru_cache(maxsize=8192)

@@ -141,3 +141,19 @@ def test_if_none_exist_with_an_unencoded_plus_finds_the_patient_it_names(
     )
     assert made.status_code == 201
     assert len(world.nyra.patients) == before + 1
+
+
+def test_a_nyra_patient_created_with_a_formatted_number_is_found_by_any_spelling(world, served):
+    body = {
+        "resourceType": "Patient",
+        "meta": {"source": "nyra-w"},
+        "name": [{"text": "Asha Formatted"}],
+        "telecom": [{"system": "phone", "value": "+91 90000 12345"}],
+    }
+    made = served.post("/Patient", json=body, headers=JSON)
+    assert made.status_code == 201, made.text
+    assert phones(made.json()) == ["+919000012345"]  # held as digits, the same number
+    assert "warning" not in made.headers  # nothing was lost
+    for query in ("phone=+91 90000 12345", "phone=9000012345", "phone=090000-12345"):
+        found = matched(served.get(f"/Patient?{query}").json())
+        assert [r["id"] for r in found] == [made.json()["id"]], query

@@ -314,3 +314,22 @@ async def test_the_capability_statement_offers_them(world):
             names = {p["name"] for p in resource["searchParam"]}
             assert "_lastUpdated" in names
             assert "_sort" in resource["documentation"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_read_takes_elements_too(world, source):
+    _, http = world
+    (first,) = _matches(await _bundle(http, "/fhir/Patient", _source=source, _count="1"))
+    whole = await http.get(f"/fhir/Patient/{first['id']}")
+    part = await http.get(f"/fhir/Patient/{first['id']}", params={"_elements": "gender"})
+    assert part.status_code == 200
+    validate(part.json())
+    assert set(part.json()) == {"resourceType", "id", "meta", "gender"}
+    assert any(t["code"] == SUBSETTED for t in part.json()["meta"]["tag"])
+    assert part.headers["etag"] == whole.headers["etag"]  # the version of the whole
+    strict = await http.get(
+        f"/fhir/Patient/{first['id']}",
+        params={"_elements": "gender,shoeSize"},
+        headers={"Prefer": "handling=strict"},
+    )
+    assert strict.status_code == 400 and "shoeSize" in strict.json()["issue"][0]["diagnostics"]

@@ -11,6 +11,7 @@ from strategies import held_phones, other_numbers, spelled_phones
 
 from adapter.connectors.nyra.search import phone_query
 from adapter.fhir.match import matches
+from adapter.fhir.phones import compact, search_number
 from adapter.fhir.search import SearchParam
 
 
@@ -51,3 +52,19 @@ def test_no_spelling_of_another_number_finds_it(data, held, known):
     spelled = data.draw(spelled_phones(calling_code, other), label="spelled")
     assert not finds(patient(value), "phone", spelled, country)
     assert not finds(patient(value), "telecom", spelled, country)
+
+
+@given(data=st.data(), held=held_phones(), known=st.booleans())
+def test_a_number_written_any_way_and_kept_compact_is_found_by_any_spelling(data, held, known):
+    """What a Nyra create sends (:func:`compact` of the number as the client wrote it) is
+    the same number, is found by any spelling in memory and by Nyra's ``q``, and stays
+    as it is when compacted again."""
+    country, calling_code, nsn, _ = held
+    country = country if known else None
+    written = data.draw(spelled_phones(calling_code, nsn), label="written")
+    kept = compact(search_number(written))
+    assert compact(kept) == kept
+    assert set(kept) <= set("+0123456789")
+    spelled = data.draw(spelled_phones(calling_code, nsn), label="spelled")
+    assert finds(patient(kept), "phone", spelled, country)
+    assert phone_query(spelled, country) in kept

@@ -62,6 +62,7 @@ from adapter.connectors.writes import (
     without_foreign_references,
 )
 from adapter.fhir.match import matches
+from adapter.fhir.phones import compact
 from adapter.fhir.search import SearchRequest
 from adapter.fhir.versions import require_version, with_version
 from adapter.transport import (
@@ -618,6 +619,10 @@ class NyraConnector:
             )
             for key in ("created_at", "updated_at", "age"):
                 record.pop(key, None)  # set by Nyra
+            if isinstance(record.get("phone"), str):
+                # Nyra finds a number by a substring of it as held: held formatted
+                # ("+91 98123 45678"), its digits would not be found.
+                record["phone"] = compact(record["phone"])
             try:
                 status, body = await self.client.send("POST", "/patients", record)
             except VendorTimeout as exc:
