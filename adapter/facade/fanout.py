@@ -15,7 +15,7 @@ the next page; only when every source asked fails is the whole search an error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +32,8 @@ from mappings import MappingError, decode_id
 __all__ = ["Merged", "count", "first_state", "left_out_issue", "page"]
 
 T = TypeVar("T")
+
+_COUNTED_RUN = 100  # matches handed to a count's ``kept`` at once
 
 
 @dataclass
@@ -164,17 +166,30 @@ async def _one(connector: Connector, name: str, state: SearchState) -> Page:
     return await connector.search(request, state.position.at.get(name))
 
 
-async def count(connectors: Mapping[str, Connector], state: SearchState) -> int:
+async def count(
+    connectors: Mapping[str, Connector],
+    state: SearchState,
+    kept: Callable[[list[dict[str, Any]]], Awaitable[int]] | None = None,
+) -> int:
     """The exact number of matches (pages through sources whose total is not exact).
+    ``kept``: how many of a run of matches count, when not all do (the facade's own
+    ``_lastUpdated``); every match is then paged through.
 
     A count with a source missing is not a count: any failure fails it."""
     request = state.request
 
     async def one(connector: Connector) -> int:
-        first = await connector.search(request.with_count(1))
-        if first.total is not None:
-            return first.total
-        return sum([1 async for _ in iterate(connector, request)])
+        if kept is None:
+            first = await connector.search(request.with_count(1))
+            if first.total is not None:
+                return first.total
+            return sum([1 async for _ in iterate(connector, request)])
+        n, run = 0, []
+        async for resource in iterate(connector, request):
+            run.append(resource)
+            if len(run) == _COUNTED_RUN:
+                n, run = n + await kept(run), []
+        return n + (await kept(run) if run else 0)
 
     results = await _gather([one(connectors[n]) for n in state.order])
     failures = [

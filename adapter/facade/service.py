@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
-from adapter.connectors.base import Connector, Page, ReadsMany, Written, iterate
+from adapter.connectors.base import Connector, Page, ReadsMany, Written
 from adapter.facade import fanout
-from adapter.facade.failures import all_failed, outcome_of
+from adapter.facade.failures import outcome_of
 from adapter.fhir.cursor import CursorCodec, InvalidCursor
 from adapter.fhir.declared import Declared
 from adapter.fhir.everything import EverythingQuery, parse_everything, references_in, since_keeps
@@ -300,25 +300,14 @@ class Facade:
     async def _count(self, state: SearchState) -> int:
         """The exact number of matches; under ``_lastUpdated``, every match is read (and
         dated by the journal where its vendor gives no time) and counted if it is kept."""
-        if not state.shaping.updated:
+        shaping = state.shaping
+        if not shaping.updated:
             return await fanout.count(self.connectors, state)
 
-        async def kept(source: str) -> int:
-            n = 0
-            async for resource in iterate(self.connectors[source], state.request):
-                (dated,) = await self._stamped([resource])
-                n += keeps(state.shaping, dated)
-            return n
+        async def kept(resources: list[dict[str, Any]]) -> int:
+            return sum(keeps(shaping, r) for r in await self._stamped(resources))
 
-        found = await asyncio.gather(*(kept(s) for s in state.order), return_exceptions=True)
-        failures = [
-            outcome_of(r, s, where=f"count at {s}")
-            for s, r in zip(state.order, found, strict=True)
-            if isinstance(r, BaseException)
-        ]
-        if failures:
-            raise all_failed(failures)
-        return sum(r for r in found if isinstance(r, int))
+        return await fanout.count(self.connectors, state, kept)
 
     # -- _include and _revinclude ---------------------------------------------------------
 
