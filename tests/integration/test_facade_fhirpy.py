@@ -121,6 +121,21 @@ def test_paging_across_both_sources(client, http):
     assert first["total"] == 100
 
 
+@pytest.mark.parametrize("source", ["leyr-test", "nyra-test"])
+def test_sort_and_elements_as_fhirpy_sends_them(client, source):
+    """fhirpy's .sort() and .elements(): one page of a source, sorted whole and subset."""
+    search = client.resources("Patient").search(_source=source).limit(100)
+    sorted_page = search.sort("-birthdate").elements("birthDate", "gender").fetch()
+    births = [p.get("birthDate") for p in sorted_page]
+    present = [b for b in births if b]
+    assert len(sorted_page) > 40 and births[: len(present)] == present
+    assert present == sorted(present, reverse=True)  # full dates in the sandboxes
+    for patient in sorted_page:
+        validate(patient.serialize())
+        assert set(patient.serialize()) <= {"resourceType", "id", "meta", "birthDate", "gender"}
+        assert patient["meta"]["tag"][-1]["code"] == "SUBSETTED"
+
+
 def test_read_by_id(client):
     patient = client.resources("Patient").search(_source="nyra-test").first()
     again = client.reference("Patient", patient.id).to_resource()
