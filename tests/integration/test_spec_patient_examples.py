@@ -1,5 +1,6 @@
 """The R4 specification's own Patient examples, created through the facade in each source
-and read back: every element the vendor can hold comes back equal; what it cannot hold
+and read back: every element the vendor can hold comes back equal (a phone number at
+Nyra without its formatting: the same digits); what it cannot hold
 by rule (mappings/README.md, "What each vendor cannot hold") is refused by name."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fhir_check import acheck_response
 from harness import FAST
 
 from adapter.app import create_app
+from adapter.fhir.phones import compact
 from adapter.sandbox import LeyrSandbox, NyraSandbox
 from adapter.settings import Settings
 from mappings.common.names import join_name, pick_name
@@ -45,12 +47,15 @@ def leyr_held(p: dict) -> dict:
 
 
 def nyra_held(p: dict) -> dict:
+    """What Nyra holds of a Patient; its phone number as ``+`` and digits, which is how
+    it is sent, so that Nyra's substring search finds it by its digits."""
     name = pick_name(p.get("name", [])) or {}
+    phone = (_telecom(p, "phone") or [None])[0]
     return {
         "name": join_name(name),
         "gender": p.get("gender"),
         "birthDate": p.get("birthDate"),
-        "phone": (_telecom(p, "phone") or [None])[0],
+        "phone": compact(phone) if phone is not None else None,
         "email": (_telecom(p, "email") or [None])[0],
     }
 
