@@ -64,8 +64,10 @@ RESULT_VALUES = {
     "_include": st.sampled_from(
         ["Appointment:patient", "Appointment:practitioner", "Appointment:*", "*", "Patient:x", ""]
     ),
-    "_sort": st.sampled_from(["date", "-date", "_id", "birthdate,-name", ""]),
-    "_elements": st.sampled_from(["id", "name,birthDate", ""]),
+    "_sort": st.sampled_from(
+        ["date", "-date", "_id", "birthdate,-name", "-_lastUpdated,start", "name,,x", "-", ""]
+    ),
+    "_elements": st.sampled_from(["id", "name,birthDate", "deceased,nonsense", ",", ""]),
     "_format": st.sampled_from(["json", "application/fhir+json", "xml", "text/html", ""]),
     "_pretty": st.sampled_from(["true", "false", "yes"]),
     "_cursor": st.one_of(st.text(max_size=40), st.binary(max_size=30).map(bytes.hex)),
@@ -81,6 +83,9 @@ WELLFORMED = {
     "_pretty": st.sampled_from(["true", "false"]),
     "_source": st.sampled_from(["leyr-a", "nyra-b", "leyr-a,nyra-b"]),
     "_id": st.sampled_from(["leyr-a.x", "nyra-b.1"]),
+    "_sort": st.sampled_from(["_id", "-_lastUpdated"]),
+    "_elements": st.sampled_from(["id", "meta"]),
+    "_lastUpdated": st.sampled_from(["ge2020-01-01", "lt2100"]),
 }
 # Text as clients type it and as they should not: any script, accents as combining marks,
 # the characters FHIR escapes (\\ , $ |), controls, and whitespace alone.
@@ -113,6 +118,9 @@ dates = st.one_of(
     ),
     texts,
 )
+
+
+RESULT_VALUES["_lastUpdated"] = st.tuples(st.sampled_from(PREFIXES), dates).map("".join)
 
 
 def tokens() -> st.SearchStrategy[str]:
