@@ -145,6 +145,11 @@ def serving(world: World) -> Iterator[httpx.Client]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        if thread.is_alive():
+            # uvicorn still waits for a connection or task to end: stop without waiting,
+            # so that the Subscription poller does not outlive the test.
+            server.force_exit = True
+            thread.join(timeout=10)
         sock.close()
 
 
