@@ -40,16 +40,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapter import package_version
+
 __all__ = ["main"]
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fhir-adapter")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 _EPILOG = """\
@@ -85,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"fhir-adapter {_version()}")
+    parser.add_argument("--version", action="version", version=f"fhir-adapter {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = _command(
@@ -188,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config, args.source, args.type, args.since, args.out, args.resume
         )
     if args.command == "version":
-        print(f"fhir-adapter {_version()}")
+        print(f"fhir-adapter {package_version()}")
         return 0
     if args.command == "openapi":
         from adapter.openapi import openapi_json

@@ -7,6 +7,7 @@ from datetime import date, datetime, tzinfo
 from typing import Any, TypeVar
 
 from adapter.connectors.base import WriteOutcomeUnknown, WriteRefusals, WriteRefused, Written
+from adapter.fhir.kept import SERVER_SET
 from adapter.fhir.match import actor_references
 from adapter.transport import VendorTimeout, scope
 from mappings import MappingError, decode_id
@@ -26,13 +27,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Elements a server sets, not the client: never a change the client asked for.
-_SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
-
 
 def changed(current: dict[str, Any], wanted: dict[str, Any]) -> set[str]:
     """Top-level elements whose value differs (present in one only counts)."""
-    keys = (set(current) | set(wanted)) - _SERVER_SET
+    keys = (set(current) | set(wanted)) - SERVER_SET
     return {k for k in keys if current.get(k) != wanted.get(k)}
 
 

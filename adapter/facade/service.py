@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
-from adapter.connectors.base import Connector, Page, ReadsMany, Written
+from adapter.connectors.base import Connector, Page, ReadsMany, Written, read_rest
 from adapter.facade import fanout
 from adapter.facade.failures import outcome_of
 from adapter.fhir.cursor import CursorCodec, InvalidCursor
@@ -407,21 +407,14 @@ class Facade:
                 error = outcome_of(exc, source, where=where)
                 return dict.fromkeys(ids, error)
         else:
-            answers = await asyncio.gather(
-                *(connector.read(kind, i) for i in ids), return_exceptions=True
-            )
-            found = {}
-            for fhir_id, answer in zip(ids, answers, strict=True):
-                if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-                    raise answer
-                found[fhir_id] = answer
+            found = await read_rest(connector, kind, ids, {})  # a read each
         out: dict[str, Any] = {
             i: outcome_of(r, source, where=where)
             for i, r in found.items()
             if isinstance(r, Exception)
         }
         good = [(i, r) for i, r in found.items() if not isinstance(r, Exception)]
-        stamped = await self._stamped([with_version(r) for _, r in good])
+        stamped = await self._stamped([r for _, r in good])  # versioned there too
         out.update((i, r) for (i, _), r in zip(good, stamped, strict=True))
         return out
 

@@ -8,9 +8,9 @@ OperationOutcome entry saying so).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from adapter import package_version
 from adapter.fhir.bulk import advertise_export
 from adapter.fhir.declared import Declared
 from adapter.fhir.everything import EVERYTHING_DEFINITION
@@ -97,13 +97,6 @@ _DEFINITIONS = {
     ("Schedule", "_id"): "Resource-id",
     ("Schedule", "actor"): "Schedule-actor",
 }
-
-
-def _version() -> str:
-    try:
-        return version("fhir-adapter")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def capability_statement(
@@ -209,7 +202,7 @@ def capability_statement(
         "date": datetime.now(UTC).date().isoformat(),
         "publisher": "fhir-adapter",
         "kind": "instance",
-        "software": {"name": "fhir-adapter", "version": _version()},
+        "software": {"name": "fhir-adapter", "version": package_version()},
         "implementation": {
             "description": "FHIR R4 facade over vendor healthcare APIs",
             "url": base,

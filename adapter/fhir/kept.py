@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["not_kept"]
+__all__ = ["SERVER_SET", "not_kept"]
 
-_SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
+# Elements a server sets, not the client: never something a write lost or changed.
+SERVER_SET = frozenset({"resourceType", "id", "meta", "text"})
 _MAX = 50  # elements named at most: past that, the first ones say enough
 
 
@@ -25,7 +26,7 @@ def not_kept(resource_type: str, sent: dict[str, Any], stored: dict[str, Any]) -
     """The FHIRPath of each element of ``sent`` that ``stored`` does not hold."""
     out: list[str] = []
     for key, value in sent.items():
-        if key in _SERVER_SET or key.startswith("_"):
+        if key in SERVER_SET or key.startswith("_"):
             continue
         _compare(f"{resource_type}.{key}", value, stored.get(key), out)
     return out[:_MAX]

@@ -290,10 +290,6 @@ def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None
 def date_matches(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
     """Whether any of ``values`` (FHIR dates, read in ``zone`` when they have no offset)
     meets the date parameter ``param``."""
-    return _date(param, values, zone)
-
-
-def _date(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
     targets = []
     for value in values:
         try:
@@ -355,7 +351,7 @@ def matches(
         elif kind == "reference":
             ok = _reference(param, values, _REF_TYPES.get(param.name))
         else:
-            ok = _date(param, values, zone)
+            ok = date_matches(param, values, zone)
         if not ok:
             return False
     return True

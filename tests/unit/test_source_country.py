@@ -4,14 +4,13 @@ connectors, which match phone searches with it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from test_config_strict import ENV, load, problems
 
 from adapter.connectors.config import SourceOptions, source_options
 from adapter.connectors.registry import create_connector
 from adapter.sandbox import LeyrSandbox, NyraSandbox
-from adapter.settings import EMBEDDED_DEFAULT, SettingsError, load_settings
+from adapter.settings import EMBEDDED_DEFAULT, load_settings
 
 NYRA = """
 [server]
@@ -23,19 +22,6 @@ base_url = "https://server.nyraai.io/api/external"
 timezone = "Asia/Kolkata"
 keys = [{ key = "${NYRA_KEY}", secret = "${NYRA_SECRET}", token = "${NYRA_TOKEN}" }]
 """
-ENV = {"NYRA_KEY": "nyra_key_1", "NYRA_SECRET": "nyra-secret-2", "NYRA_TOKEN": "nyra-token-3"}
-
-
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
-    path = tmp_path / "adapter.toml"
-    path.write_text(text)
-    return load_settings(path, ENV if env is None else env)
-
-
-def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(SettingsError) as info:
-        load(tmp_path, text, env)
-    return info.value.problems
 
 
 def test_a_country_is_optional_and_carried(tmp_path):
