@@ -290,7 +290,8 @@ class Facade:
         if back is not None:
             result.previous_cursor = self.cursors.encode_state(back)
         if state.includes or state.revincludes:
-            result.includes, more = await self._related(state, merged.matches, caller)
+            # what the page's own matches reference: those _lastUpdated kept
+            result.includes, more = await self._related(state, result.matches, caller)
             result.issues.extend(more)
         spent = scope.current()
         if spent is not None:

@@ -231,15 +231,16 @@ async def test_a_choice_element_by_its_name(world):
 
 
 async def _seed_journal(app: Any, resource_type: str, source: str, http: httpx.AsyncClient):
-    """Date each of the source's ``resource_type`` records in the journal: the first half
-    as seen in 2021, the rest in 2024 (the journal keeps the first time it saw each)."""
+    """Date each of the source's ``resource_type`` records in the journal: every other one
+    as seen in 2021, the rest in 2024 (the journal keeps the first time it saw each), so
+    that every page holds some of each."""
     records = await _all(http, f"/fhir/{resource_type}", _source=source, _count="100")
     undated = [r for r in records if not r["meta"].get("lastUpdated")]
-    half = len(undated) // 2
+    older, newer = undated[0::2], undated[1::2]
     journal = app.state.facade.journal
-    await journal.stamp(source, undated[:half], now=datetime(2021, 6, 1, tzinfo=UTC))
-    await journal.stamp(source, undated[half:], now=datetime(2024, 6, 1, tzinfo=UTC))
-    return {r["id"] for r in undated[:half]}, {r["id"] for r in undated[half:]}
+    await journal.stamp(source, older, now=datetime(2021, 6, 1, tzinfo=UTC))
+    await journal.stamp(source, newer, now=datetime(2024, 6, 1, tzinfo=UTC))
+    return {r["id"] for r in older}, {r["id"] for r in newer}
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -333,3 +334,28 @@ async def test_a_read_takes_elements_too(world, source):
         headers={"Prefer": "handling=strict"},
     )
     assert strict.status_code == 400 and "shoeSize" in strict.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_last_updated_includes_only_what_its_matches_reference(world, source):
+    app, http = world
+    await _seed_journal(app, "Appointment", source, http)
+    bundle = await _bundle(
+        http,
+        "/fhir/Appointment",
+        _source=source,
+        _count="40",
+        _lastUpdated="gt2023",
+        _include="Appointment:patient",
+    )
+    matches = _matches(bundle)
+    assert matches
+    referenced = {
+        p["actor"]["reference"]
+        for a in matches
+        for p in a["participant"]
+        if p.get("actor", {}).get("reference", "").startswith("Patient/")
+    }
+    included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert included
+    assert {f"Patient/{p['id']}" for p in included} <= referenced
