@@ -60,6 +60,10 @@ def _matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
 
 
+def _included(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "include"]
+
+
 def _outcome(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         i
@@ -202,7 +206,7 @@ async def test_elements_keep_what_fhir_requires_and_leave_includes_whole(world, 
     for appointment in matches:
         # status and participant are required by FHIR: kept whatever is asked
         assert set(appointment) == {"resourceType", "id", "meta", "start", "status", "participant"}
-    included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    included = _included(bundle)
     assert included and all(
         not any(t.get("code") == SUBSETTED for t in (p["meta"].get("tag") or [])) for p in included
     )
@@ -356,6 +360,6 @@ async def test_last_updated_includes_only_what_its_matches_reference(world, sour
         for p in a["participant"]
         if p.get("actor", {}).get("reference", "").startswith("Patient/")
     }
-    included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    included = _included(bundle)
     assert included
     assert {f"Patient/{p['id']}" for p in included} <= referenced
