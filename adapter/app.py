@@ -37,15 +37,13 @@ from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
 from adapter.api.writes import router as writes_router
+from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
-from adapter.connectors.registry import create_connector
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import FileJobStore, JobStore, RedisJobStore
-from adapter.facade import Facade, RequestLimits
-from adapter.fhir.cursor import CursorCodec
+from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.journal import journal_for
 from adapter.ops import logs as ops_logs
 from adapter.ops import metrics
 from adapter.ops.observer import observer as ops_observer
@@ -90,26 +88,12 @@ def create_app(
     if workers is None:
         workers = int(os.environ.get(WORKERS_ENV, "1"))
     budget.configure(budget.Budgets(budget_redis, workers=workers))
-    connectors = {
-        name: create_connector(name, config, transport=transports.get(name))
-        for name, config in settings.sources.items()
-    }
-    read_only = frozenset(n for n, c in settings.sources.items() if c.get("read_only") is True)
     # When each record last changed, where its vendor does not say: $everything's and
     # $export's _since. Shared through Redis, else a sqlite file beside the export files.
-    journal = journal_for(settings.redis_url, Path(settings.export.dir))
-    facade = Facade(
-        connectors,
-        CursorCodec(settings.cursor_key),
-        read_only=read_only,
-        limits=RequestLimits(
-            settings.default_count,
-            settings.max_count,
-            settings.request_seconds,
-            settings.max_vendor_calls,
-        ),
-        journal=journal,
-    )
+    journal = journal_of(settings)
+    # The one gate between every consumer here (routes, exports, Subscriptions) and the
+    # vendors.
+    facade = build_facade(settings, transports=transports, journal=journal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -166,7 +150,7 @@ def create_app(
         if settings.redis_url
         else FileJobStore(export_root)
     )
-    app.state.exports = ExportRunner(connectors, settings.export, jobs, journal=journal)
+    app.state.exports = ExportRunner(facade, settings.export, jobs, journal=journal)
     app.state.subscriptions = _subscriptions(settings, facade, transports.get("subscriptions"))
     audience = settings.public_base_url or "urn:fhir-adapter"
     open_access = settings.open_access and not settings.clients
@@ -198,6 +182,7 @@ def create_app(
     limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
     # Held open for the app's life; closed when it shuts down.
     app.state.audit_file = ops_logs.open_audit_ndjson(settings)
+    app.state.subscriptions.audit_file = app.state.audit_file  # a record per notification
     app.add_middleware(
         Guard,
         settings=settings,

@@ -21,7 +21,7 @@ answered (exit code 1 when a source fails it).
 
 ``export`` writes every resource of the types from the sources into NDJSON files and a
 Bulk Data ``manifest.json`` in ``DIR``, straight from the connectors (no server); see
-:mod:`adapter.export.command` for its exit codes and ``--resume``.
+:mod:`adapter.export_command` for its exit codes and ``--resume``.
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are
 not secrets of anyone's) and a source configuration that reaches it.
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "export":
-        from adapter.export.command import export_command
+        from adapter.export_command import export_command
 
         return export_command(
             args.config, args.source, args.type, args.since, args.out, args.resume
@@ -461,15 +461,12 @@ PROBE_SECONDS = 60.0  # a vendor that has not answered by then is reported as ti
 
 async def _probe_all(sources: Any) -> dict[str, tuple[bool, str]]:
     """Each source's probe, all at once: (passed, what to say)."""
-    from adapter.connectors.registry import create_connector
+    from adapter.assembly import connector_for
 
     async def one(name: str, config: Any) -> tuple[bool, str]:
-        connector = create_connector(name, config)
+        connector = connector_for(name, config)
         try:
-            probe = getattr(connector, "probe", None)
-            if probe is None:
-                return True, "not probed (its connector offers no probe)"
-            await asyncio.wait_for(probe(), PROBE_SECONDS)
+            await asyncio.wait_for(connector.probe(), PROBE_SECONDS)
             return True, "ok"
         except Exception as exc:
             return False, _probe_failure(exc)

@@ -27,7 +27,6 @@ from adapter.api.fhir import (
     parse_form,
     render,
 )
-from adapter.auth.scopes import Grant, allows
 from adapter.facade import SearchResult
 from adapter.fhir.bundle import searchset
 from adapter.fhir.params import prefers_strict
@@ -88,12 +87,10 @@ async def of_one(request: Request) -> Response:
 async def _everything(request: Request, patient_id: str | None) -> Response:
     negotiate(request)
     items = parse_form(request.scope.get("query_string", b""), "the query")
-    grant: Grant | None = request.scope.get("fhir.grant")
     result = await facade(request).everything(
         patient_id,
         items,
         caller(request),
-        readable=(lambda _: True) if grant is None else (lambda t: allows(grant, t, "read")),
         strict=prefers_strict(request.headers.get("prefer")),
     )
     note_ids(request, [r["id"] for r in result.matches] + [r["id"] for r in result.includes])

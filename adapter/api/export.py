@@ -32,7 +32,6 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
 )
-from adapter.auth.scopes import allows
 from adapter.export.engine import EXPORT_TYPES, ExportState, manifest, parse_instant
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import files_of
@@ -215,9 +214,9 @@ async def _kick_off(request: Request, group: str | None) -> Response:
                 400, "invalid", "_since must be an instant with a time zone", "_since"
             ) from None
     served = [t for t in EXPORT_TYPES if t in facade(request).declared.types]
-    types = served
+    who = caller(request)
     if params.get("_type"):
-        types = []
+        types: list[str] = []
         for value in params["_type"]:
             for name in (v.strip() for v in value.split(",")):
                 if name not in served:
@@ -226,27 +225,25 @@ async def _kick_off(request: Request, group: str | None) -> Response:
                     )
                 if name not in types:
                     types.append(name)
-    grant = request.scope.get("fhir.grant")
-    if grant is not None:
-        refused = [t for t in types if not allows(grant, t, "read")]
-        if refused:
-            raise FhirError.one(
-                403,
-                "forbidden",
-                f"the token's scopes do not allow read of {', '.join(refused)}",
-                **{"WWW-Authenticate": 'Bearer realm="fhir-adapter", error="insufficient_scope"'},
-            )
-    who = caller(request)
+        refused = [t for t in types if not who.may_read(t)]
+    else:  # every type the token may read
+        types = [t for t in served if who.may_read(t)]
+        refused = [] if types else served
+    if refused:
+        raise FhirError.one(
+            403,
+            "forbidden",
+            f"the token's scopes do not allow read of {', '.join(refused)}",
+            **{"WWW-Authenticate": 'Bearer realm="fhir-adapter", error="insufficient_scope"'},
+        )
     declared = facade(request).declared
-    if group is not None and (
-        group not in declared.sources or (who.sources is not None and group not in who.sources)
-    ):
+    if group is not None and (group not in declared.sources or not who.sees(group)):
         raise FhirError.one(404, "not-found", f"Group/{group} is not known")
     pairs = [
         (source, resource_type)
         for resource_type in types
         for source in declared.serving(resource_type)
-        if (group is None or source == group) and (who.sources is None or source in who.sources)
+        if (group is None or source == group) and who.sees(source)
     ]
     query = request.scope.get("query_string", b"").decode()
     asked = f"{base_url(request)}{request.scope.get('path', '').removeprefix('/fhir')}"

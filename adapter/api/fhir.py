@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapter.api.guard import MAX_URL
-from adapter.facade import Caller, Facade, SearchResult, outcome_of
+from adapter.facade import Caller, Facade, SearchResult, outcome_of, readable_types
 from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
 from adapter.fhir.outcome import FhirError
@@ -137,11 +137,19 @@ def render(
 
 
 def caller(request: Request) -> Caller:
-    """Who is asking: the client the guard let in, or anyone under open access."""
+    """Who is asking: the client the guard let in (the sources it may use, the types its
+    token may read), or anyone under open access. Made once per request."""
+    found: Caller | None = request.scope.get("fhir.caller")
+    if found is not None:
+        return found
     client = request.scope.get("fhir.client")
-    if client is None:
-        return _ANYONE
-    return Caller(client.name, client.sources)
+    who = (
+        _ANYONE
+        if client is None
+        else Caller(client.name, client.sources, readable_types(request.scope.get("fhir.grant")))
+    )
+    request.scope["fhir.caller"] = who
+    return who
 
 
 def note_ids(request: Request, ids: list[str]) -> None:

@@ -57,7 +57,7 @@ from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError, whole_seconds
-from adapter.ops.logs import log_request
+from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
 
 __all__ = [
@@ -574,37 +574,7 @@ class Guard:
             "outcome": "success" if status < 400 else "failure",
             "duration_ms": round(seconds * 1000, 1),
         }
-        audit_log.info(orjson.dumps(record).decode())
-        if self.audit_file is not None:
-            self.audit_file.write(orjson.dumps(_audit_event(record)) + b"\n")
-            self.audit_file.flush()
-
-
-def _audit_event(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as a FHIR R4 AuditEvent (https://hl7.org/fhir/R4/auditevent.html)."""
-    action = {"create": "C", "read": "R", "search": "E", "update": "U", "delete": "D"}
-    outcome = "0" if record["status"] < 400 else ("4" if record["status"] < 500 else "8")
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "RESTful Operation",
-        },
-        "action": action.get(record["interaction"] or "", "E"),
-        "recorded": record["at"],
-        "outcome": outcome,
-        "agent": [{"who": {"display": record["client"] or "anonymous"}, "requestor": True}],
-        "source": {"observer": {"display": "fhir-adapter"}},
-    }
-    if record["interaction"]:
-        event["subtype"] = [
-            {"system": "http://hl7.org/fhir/restful-interaction", "code": record["interaction"]}
-        ]
-    entities = [{"what": {"reference": f"{record['type']}/{i}"}} for i in record["ids"][:50]]
-    if entities:
-        event["entity"] = entities
-    return event
+        write_audit(record, self.audit_file)
 
 
 def _secured(

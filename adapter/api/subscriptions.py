@@ -97,9 +97,17 @@ async def create(request: Request) -> Response:
     except orjson.JSONDecodeError:
         raise FhirError.one(400, "invalid", "the body is not JSON") from None
     poller = _poller(request)
-    resource = await validate(body, facade(request), poller.allowed)
+    who = caller(request)
+    resource = await validate(body, facade(request), poller.allowed, who)
     resource["id"] = secrets.token_hex(12)
-    record = {"owner": caller(request).name, "resource": resource, "base": base_url(request)}
+    record = {
+        "owner": who.name,
+        "resource": resource,
+        "base": base_url(request),
+        # What the token could read: each delivery is held to it (and to the client's
+        # scopes then).
+        "types": None if who.types is None else sorted(who.types),
+    }
     await poller.store.create(record)
     poller.nudge()  # its first round: active as soon as its feeds are swept
     location = f"{base_url(request)}/Subscription/{resource['id']}"

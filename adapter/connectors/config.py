@@ -414,18 +414,14 @@ def http_for(
     config: Mapping[str, Any],
     transport: httpx.AsyncBaseTransport | None,
 ) -> tuple[VendorHTTP, Mapping[str, Any]]:
-    """The pooled connections of this source, and the defaults its sandbox implies."""
+    """The pooled connections of this source, and defaults for what the configuration
+    leaves out (none: a sandbox's credentials are filled in above the connectors, by
+    :func:`adapter.assembly.connector_for`, which also hands in its transport)."""
     defaults: Mapping[str, Any] = {}
-    if config.get("sandbox") is not None:
-        from adapter.sandbox import sandbox_for
-
-        try:
-            sandbox = sandbox_for(vendor, config["sandbox"], config)
-        except (ValueError, TypeError, OSError) as exc:
-            raise ConnectorConfigError(f"source {source!r}: sandbox: {exc}") from None
-        defaults = sandbox.defaults()
-        if transport is None:
-            transport = sandbox.transport()
+    if config.get("sandbox") is not None and transport is None:
+        raise ConnectorConfigError(
+            f"source {source!r}: a sandbox source is made by adapter.assembly.connector_for"
+        )
     base_url = config.get("base_url")
     if base_url is None and transport is not None:
         base_url = _SANDBOX_BASE.format(vendor=vendor)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from adapter.fhir.versions import with_version
+from adapter.protocol import remembering, unremembered
 from adapter.transport import MalformedResponse
 from mappings import MappingError
 
@@ -76,21 +75,6 @@ def map_records(
     return out
 
 
-_PASSING: ContextVar[bool] = ContextVar("fhir_adapter_unremembered", default=False)
-
-
-@contextmanager
-def unremembered() -> Iterator[None]:
-    """Within it, answers are mapped but neither looked up nor kept: a reader that sees
-    each answer once (an export, page after page) would only push out of the memo what
-    interactive reads share, and hold memory growing with the data set."""
-    token = _PASSING.set(True)
-    try:
-        yield
-    finally:
-        _PASSING.reset(token)
-
-
 class MappedMemo:
     def __init__(self, max_resources: int = 20_000) -> None:
         self._max = max_resources
@@ -99,7 +83,7 @@ class MappedMemo:
 
     def peek(self, call: str, body: bytes) -> Any | None:
         """What ``(call, body)`` was mapped to, if it is remembered; maps nothing."""
-        if self._max <= 0 or _PASSING.get():
+        if self._max <= 0 or not remembering():
             return None
         found = self._entries.get((call, hashlib.blake2b(body, digest_size=16).digest()))
         return None if found is None else found[0]
@@ -114,7 +98,7 @@ class MappedMemo:
         """``build(body)`` once per distinct (call, body); ``size`` counts what it holds.
 
         Entries of every call share one memo, so what comes back is typed by the caller."""
-        if self._max <= 0 or _PASSING.get():
+        if self._max <= 0 or not remembering():
             return build(body)
         key = (call, hashlib.blake2b(body, digest_size=16).digest())
         found = self._entries.get(key)

@@ -1,15 +1,15 @@
 """The export engine: every resource of some types at some sources, into NDJSON files.
 
-One *part* per (source, type): the engine pages through the connector's search (as
-:func:`adapter.connectors.base.iterate` does) and appends each page to the part's file
-as it comes, so the data set is never held in memory. A file holds at most
-``file_max_records`` records; then the part's next file starts.
+One *part* per (source, type): the engine pages through the source's listing of the
+type, through the gate (:meth:`adapter.facade.Facade.listing_page`), and appends each
+page to the part's file as it comes, so the data set is never held in memory. A file
+holds at most ``file_max_records`` records; then the part's next file starts.
 
 **Resumable.** After each page the files are flushed and the engine's :class:`ExportState`
-(per part: the connector's cursor, the records written, each file's size) is handed to
+(per part: the source's cursor, the records written, each file's size) is handed to
 ``save``. A run started again from the last saved state first cuts every file back to its
 saved size (a page written but not checkpointed is dropped), then asks each part's
-connector for the page at its saved cursor: nothing is written twice.
+source for the page at its saved cursor: nothing is written twice.
 
 **_since.** A resource without ``meta.lastUpdated`` (a vendor that keeps no such time) is
 given one by the change journal (``journal.stamp(source, resources, now)``), with or
@@ -28,7 +28,7 @@ parts go on and the export still completes.
 
 **Vendor budget.** Exports draw on the vendor keys' budgets like any request (the calls
 take their slots in the key pool), but pace themselves to at most ``budget_share`` of each
-limit of the source's key pool (:mod:`adapter.connectors.pacing`): the vendor calls a page
+limit of the source's key pool (:mod:`adapter.facade.pacing`): the vendor calls a page
 made are counted and the next page waits until the last window's calls are under that
 share. The rest of the
 budget stays free for interactive requests.
@@ -47,14 +47,9 @@ from typing import Any
 
 import orjson
 
-from adapter.connectors.base import Connector, Page
-from adapter.connectors.memo import unremembered
-from adapter.connectors.pacing import Pacer, share_limits
-from adapter.facade.failures import outcome_of
+from adapter.facade import Facade, Pacer, Page, outcome_of
 from adapter.fhir.outcome import Issue, operation_outcome
-from adapter.fhir.search import SearchRequest
 from adapter.journal import Journal
-from adapter.transport import scope
 
 __all__ = [
     "ERROR_FILE",
@@ -202,7 +197,7 @@ def _file_name(part: PartState, index: int) -> str:
 
 
 async def run_export(
-    connectors: Mapping[str, Connector],
+    gate: Facade,
     state: ExportState,
     out: Path,
     save: Callable[[ExportState], Awaitable[None]],
@@ -227,21 +222,20 @@ async def run_export(
             writer.truncate(part.files[-1])
     writer.truncate(state.errors)
     pacers = {
-        name: Pacer(share_limits(c, budget_share), clock, sleep) for name, c in connectors.items()
+        name: gate.pacer(name, budget_share, clock=clock, sleep=sleep) for name in gate.sources
     }
     for part in state.parts:
         if part.done:
             if progress:
                 progress(part.source, part.resource_type, part.written, part.total)
             continue
-        connector = connectors.get(part.source)
-        if connector is None:
+        if part.source not in gate.sources:
             _error(writer, state, Issue("error", "not-found", f"source {part.source} is unknown"))
             part.done = True
             await save(state)
             continue
         await _run_part(
-            connector,
+            gate,
             part,
             state,
             writer,
@@ -259,7 +253,7 @@ async def run_export(
 
 
 async def _run_part(
-    connector: Connector,
+    gate: Facade,
     part: PartState,
     state: ExportState,
     writer: _Writer,
@@ -274,11 +268,10 @@ async def _run_part(
     progress: Progress | None,
     sleep: Callable[[float], Awaitable[None]],
 ) -> None:
-    request = SearchRequest(part.resource_type, (), page_size)
     if progress:
         progress(part.source, part.resource_type, part.written, part.total)
     while not part.done:
-        page = await _page(connector, part, request, pacer, sleep)
+        page = await _page(gate, part, page_size, pacer, sleep)
         if isinstance(page, BaseException):
             where = f"export of {part.resource_type} at {part.source}"
             error = outcome_of(page, part.source, where=where)
@@ -312,9 +305,9 @@ async def _run_part(
 
 
 async def _page(
-    connector: Connector,
+    gate: Facade,
     part: PartState,
-    request: SearchRequest,
+    page_size: int,
     pacer: Pacer,
     sleep: Callable[[float], Awaitable[None]],
 ) -> Page | Exception:
@@ -323,15 +316,16 @@ async def _page(
         if attempt:
             await sleep(2.0 ** (attempt - 1))
         await pacer.wait()
-        with scope.spending(None, None) as spent, unremembered():
-            try:
-                page = await connector.search(request, part.cursor if part.started else None)
-            except Exception as exc:
-                failure = exc
-                pacer.record(spent.calls)
-                continue
-        pacer.record(spent.calls)
-        return page
+        try:
+            return await gate.listing_page(
+                part.source,
+                part.resource_type,
+                part.cursor if part.started else None,
+                count=page_size,
+                pacer=pacer,
+            )
+        except Exception as exc:
+            failure = exc
     assert failure is not None
     return failure
 

@@ -15,18 +15,18 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapter.connectors.base import Connector
 from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
 from adapter.export.store import JobStore, files_of
-from adapter.journal import journal_for
-from adapter.settings import ExportSettings, Settings
+from adapter.facade import Facade
 
-__all__ = ["ExportRunner", "JobGone", "journal_of"]
+if TYPE_CHECKING:
+    from adapter.settings import ExportSettings
+
+__all__ = ["ExportRunner", "JobGone", "now_instant"]
 
 log = logging.getLogger("fhir_adapter")
 
@@ -37,12 +37,6 @@ class JobGone(Exception):
     """The job was cancelled (or its lease lost) while it ran."""
 
 
-def journal_of(settings: Settings) -> Journal:
-    """The change journal of this deployment: in Redis with ``[server] redis_url``, else
-    a file under ``[export] dir`` (made when first used)."""
-    return journal_for(settings.redis_url, Path(settings.export.dir))
-
-
 def now_instant(clock: Callable[[], float]) -> str:
     moment = datetime.fromtimestamp(clock(), UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -51,7 +45,7 @@ def now_instant(clock: Callable[[], float]) -> str:
 class ExportRunner:
     def __init__(
         self,
-        connectors: Mapping[str, Connector],
+        gate: Facade,
         settings: ExportSettings,
         store: JobStore,
         *,
@@ -59,7 +53,7 @@ class ExportRunner:
         clock: Callable[[], float] = time.time,
         poll_seconds: float = 2.0,
     ) -> None:
-        self.connectors = connectors
+        self.gate = gate
         self.settings = settings
         self.store = store
         self.journal = journal
@@ -189,7 +183,7 @@ class ExportRunner:
 
         try:
             state = await run_export(
-                self.connectors,
+                self.gate,
                 state,
                 files_of(self.store.root, job_id),
                 save,

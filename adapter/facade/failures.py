@@ -30,7 +30,9 @@ from __future__ import annotations
 import logging
 import traceback
 
-from adapter.connectors.base import (
+from adapter.fhir.outcome import FhirError, Issue, whole_seconds
+from adapter.fhir.search import UnsupportedParameter
+from adapter.protocol import (
     PaginationLoop,
     ResourceNotFound,
     WriteNotSupported,
@@ -38,8 +40,6 @@ from adapter.connectors.base import (
     WriteRefusals,
     WriteRefused,
 )
-from adapter.fhir.outcome import FhirError, Issue, whole_seconds
-from adapter.fhir.search import UnsupportedParameter
 from adapter.transport import (
     AuthenticationRejected,
     BudgetRefused,
@@ -57,7 +57,7 @@ from adapter.transport.scope import CallBudgetExceeded
 from mappings import MappingError
 from mappings.errors import InvalidResource
 
-__all__ = ["all_failed", "outcome_of"]
+__all__ = ["all_failed", "not_found", "outcome_of", "too_costly"]
 
 log = logging.getLogger("fhir_adapter")
 _SOON = 5.0  # seconds: the wait suggested when nothing better is known
@@ -237,3 +237,18 @@ def all_failed(failures: list[FhirError]) -> FhirError:
     waits = [f.retry_after for f in failures if f.retry_after is not None]
     headers = {"Retry-After": str(max(waits))} if waits else {}
     return FhirError(status, [i for f in failures for i in f.issues], headers)
+
+
+def not_found(resource_type: str, fhir_id: str) -> FhirError:
+    return FhirError.one(404, "not-found", f"{resource_type}/{fhir_id} is not known here")
+
+
+def too_costly(cap: int, what: str, parameter: str) -> FhirError:
+    """The refusal of what would surely need more vendor calls than a request may make."""
+    return FhirError.one(
+        400,
+        "too-costly",
+        f"{what}; a request may make at most {cap} vendor calls ([server] max_vendor_calls): "
+        "narrow the search or ask for fewer at a time",
+        parameter,
+    )

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapter.connectors.base import Connector, Page, iterate
 from adapter.facade.failures import all_failed, outcome_of
 from adapter.fhir.declared import Declared
 from adapter.fhir.match import KINDS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch
 from adapter.fhir.search import Position, SearchRequest, SearchState
+from adapter.protocol import Connector, Page, iterate
 from adapter.transport.scope import CallBudgetExceeded
 from mappings import MappingError, decode_id
 

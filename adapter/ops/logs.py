@@ -14,10 +14,12 @@ service: counts, states, route templates, never a search value, an id or a secre
   messages are written to quote no patient data; an exception is shown by its type only,
   since its text and traceback may quote some.
 
-Audit trail (logger ``fhir_adapter.audit``): one record per ``/fhir`` request with every
-id touched, so it never mixes with the console. It goes to the AuditEvent NDJSON file when
-``[server] audit_ndjson`` names one (:func:`open_audit_ndjson`), and to standard output,
-one JSON object a line, only when ``[server] audit_stdout = true``.
+Audit trail (logger ``fhir_adapter.audit``, :func:`write_audit`): one record per
+``/fhir`` request with every id touched, and one per Subscription notification sent (its
+client, Subscription, and how many resources of each type), so it never mixes with the
+console. It goes to the AuditEvent NDJSON file when ``[server] audit_ndjson`` names one
+(:func:`open_audit_ndjson`), and to standard output, one JSON object a line, only when
+``[server] audit_stdout = true``.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ __all__ = [
     "log_request",
     "log_vendor_failure",
     "open_audit_ndjson",
+    "write_audit",
 ]
 
 LOGGER = "fhir_adapter"
 AUDIT_LOGGER = "fhir_adapter.audit"
 
 log = logging.getLogger(LOGGER)
+audit_log = logging.getLogger(AUDIT_LOGGER)
 
 
 class JsonLines(logging.Formatter):
@@ -178,3 +182,63 @@ def _install(
 def _remove_ours(logger: logging.Logger) -> None:
     for handler in [h for h in logger.handlers if isinstance(h, _OpsHandler)]:
         logger.removeHandler(handler)
+
+
+def write_audit(record: dict[str, Any], audit_file: IO[bytes] | None) -> None:
+    """One audit record: to the audit logger (one JSON object), and to ``audit_file`` (the
+    AuditEvent NDJSON file, when one is kept) as a FHIR R4 AuditEvent."""
+    if audit_log.isEnabledFor(logging.INFO):
+        audit_log.info(orjson.dumps(record).decode())
+    if audit_file is not None:
+        audit_file.write(orjson.dumps(audit_event(record)) + b"\n")
+        audit_file.flush()
+
+
+def audit_event(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as a FHIR R4 AuditEvent (https://hl7.org/fhir/R4/auditevent.html): a
+    RESTful interaction, or a notification sent (DICOM's "Export": data leaving)."""
+    action = {"create": "C", "read": "R", "search": "E", "update": "U", "delete": "D"}
+    outcome = "0" if record["status"] < 400 else ("4" if record["status"] < 500 else "8")
+    notify = record.get("event") == "subscription.notify"
+    kind = (
+        {
+            "system": "http://dicom.nema.org/resources/ontology/DCM",
+            "code": "110106",
+            "display": "Export",
+        }
+        if notify
+        else {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        }
+    )
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": kind,
+        "action": "R" if notify else action.get(record["interaction"] or "", "E"),
+        "recorded": record["at"],
+        "outcome": outcome,
+        "agent": [{"who": {"display": record["client"] or "anonymous"}, "requestor": True}],
+        "source": {"observer": {"display": "fhir-adapter"}},
+    }
+    if record["interaction"] and not notify:
+        event["subtype"] = [
+            {"system": "http://hl7.org/fhir/restful-interaction", "code": record["interaction"]}
+        ]
+    entities: list[dict[str, Any]] = [
+        {"what": {"reference": f"{record['type']}/{i}"}} for i in record["ids"][:50]
+    ]
+    if notify:
+        entities = [
+            {
+                "what": {"reference": f"Subscription/{record['subscription']}"},
+                "detail": [
+                    {"type": resource_type, "valueString": str(count)}
+                    for resource_type, count in sorted(record["counts"].items())
+                ],
+            }
+        ]
+    if entities:
+        event["entity"] = entities
+    return event

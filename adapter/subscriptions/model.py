@@ -32,10 +32,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pydantic
 from fhir.resources.R4B.subscription import Subscription
 
-from adapter.facade import Facade
+from adapter.facade import Caller, Facade
 from adapter.fhir.match import matches
 from adapter.fhir.outcome import FhirError
-from adapter.fhir.params import parse_search
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
 
 __all__ = [
@@ -67,21 +66,10 @@ def parsed_criteria(facade: Facade, text: str) -> tuple[str, SearchRequest]:
     """A criteria's resource type and search, as the facade parses it (strict): a
     :class:`FhirError` for one it does not accept."""
     resource_type, items = criteria_of(text)
-    parsed = parse_search(
-        resource_type,
-        items,
-        supported=facade.declared.supported_params(resource_type),
-        includes=facade.declared.includes(resource_type),
-        revincludes=facade.declared.revincludes(resource_type),
-        sources=facade.connectors,
-        strict=True,
-        default_count=facade.limits.default_count,
-        max_count=facade.limits.max_count,
-    )
-    return resource_type, parsed.request
+    return resource_type, facade.parse(resource_type, items, strict=True).request
 
 
-def _check_criteria(facade: Facade, text: str) -> None:
+def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
     resource_type, items = criteria_of(text)
     where = "Subscription.criteria"
     if resource_type not in CRITERIA_TYPES or resource_type not in facade.declared.types:
@@ -98,6 +86,17 @@ def _check_criteria(facade: Facade, text: str) -> None:
         raise _invalid(
             f"the criteria is not a search this server accepts: {detail}", where
         ) from None
+    if not caller.may_read(resource_type):
+        raise FhirError.one(
+            403,
+            "forbidden",
+            f"the token's scopes do not allow read of {resource_type}: its changes cannot "
+            "be subscribed to",
+            where,
+        )
+    unseen = sorted(s for s in request.sources or () if not caller.sees(s))
+    if unseen:
+        raise _invalid(f"the criteria's _source names no source: {', '.join(unseen)}", where)
     try:  # a change is matched in memory: each parameter must be one that can be
         for param in request.params:
             matches({"resourceType": resource_type}, [param], UTC)
@@ -146,8 +145,11 @@ async def check_endpoint(endpoint: str, allowed: Sequence[str]) -> None:
         raise _invalid("the endpoint resolves to a private, loopback or link-local address", where)
 
 
-async def validate(body: Any, facade: Facade, allowed: Sequence[str]) -> dict[str, Any]:
-    """The Subscription to keep (status ``requested``), or a 4xx naming what is wrong."""
+async def validate(
+    body: Any, facade: Facade, allowed: Sequence[str], caller: Caller = Caller()
+) -> dict[str, Any]:
+    """The Subscription to keep (status ``requested``), or a 4xx naming what is wrong: a
+    403 when ``caller`` may not read the criteria's type."""
     if not isinstance(body, dict) or body.get("resourceType") != "Subscription":
         raise FhirError.one(400, "invalid", "the body must be a Subscription", "Subscription")
     resource = {k: v for k, v in body.items() if k not in ("id", "meta", "error")}
@@ -170,7 +172,7 @@ async def validate(body: Any, facade: Facade, allowed: Sequence[str]) -> dict[st
         name, colon, _ = str(header).partition(":")
         if not colon or not name.strip() or any(c in str(header) for c in "\r\n"):
             raise _invalid('each header must be "Name: value"', "Subscription.channel.header")
-    _check_criteria(facade, str(resource.get("criteria", "")))
+    _check_criteria(facade, str(resource.get("criteria", "")), caller)
     await check_endpoint(str(channel.get("endpoint") or ""), allowed)
     return resource
 

@@ -16,7 +16,7 @@ listened to again after a time without Subscriptions, what changed meanwhile is 
 is found.
 
 **Budget.** A source's sweeps make at most ``budget_share`` of each limit of its key pool
-(:mod:`adapter.connectors.pacing`), counted over the calls of every worker (the counts
+(:mod:`adapter.facade.pacing`), counted over the calls of every worker (the counts
 live with the sweep's state); a vendor without limits is swept at most
 :data:`PAGES_PER_ROUND` pages per type a round. A change is found when the sweep next
 reaches its record: at worst one whole sweep later.
@@ -33,6 +33,14 @@ the outbox once the endpoint answers 2xx: delivery is at least once, in order pe
 resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
 to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
 ``Subscription.error`` says why. One past its ``end`` is ``off``.
+
+**Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
+and every delivery is checked as every answer is: its owner's client must still exist
+and may read the criteria's type (the token's read scopes when it was made, narrowed by
+the client's scopes now: a configuration reload that takes them away stops it, ``error``
+with the reason), and only resources of sources that client may use are sent. Each
+delivery writes an audit record (client, Subscription, types and counts; no ids, no
+patient data).
 """
 
 from __future__ import annotations
@@ -47,16 +55,14 @@ from typing import Any
 
 import httpx
 
-from adapter.connectors.memo import unremembered
-from adapter.connectors.pacing import Pacer, share_limits
-from adapter.facade import Facade
+from adapter.facade import Caller, Facade, Pacer, readable_types
 from adapter.fhir.match import matches
-from adapter.fhir.search import SearchParam, SearchRequest
+from adapter.fhir.search import SearchParam
 from adapter.fhir.versions import with_version
 from adapter.journal import Journal, digest_of
+from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
-from adapter.transport import scope
 
 __all__ = ["PAGES_PER_ROUND", "SubscriptionPoller", "history_bundle"]
 
@@ -100,12 +106,11 @@ def history_bundle(
 class _Wanted:
     """What one Subscription listens to: its resource type, the sources it hears from
     (those serving the type that its owner may use, narrowed by ``_source``), and the
-    parameters a change must match."""
+    parameters a change must match; ``caller``: its owner, as the gate sees it."""
 
-    def __init__(
-        self, record: dict[str, Any], facade: Facade, allowed: frozenset[str] | None
-    ) -> None:
+    def __init__(self, record: dict[str, Any], facade: Facade, caller: Caller) -> None:
         self.record = record
+        self.caller = caller
         self.id = str(record["resource"]["id"])
         resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
         self.resource_type = resource_type
@@ -113,7 +118,7 @@ class _Wanted:
         self.sources = tuple(
             s
             for s in facade.declared.serving(resource_type)
-            if (allowed is None or s in allowed) and (named is None or s in named)
+            if caller.sees(s) and (named is None or s in named)
         )
         self.params: tuple[SearchParam, ...] = request.params
 
@@ -142,8 +147,10 @@ class SubscriptionPoller:
         base_url: str | None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        audit_file: Any = None,
     ) -> None:
         self.facade = facade
+        self.audit_file = audit_file  # the AuditEvent NDJSON file, when one is kept
         self.store = store
         self.clients = clients
         self.journal = journal
@@ -241,11 +248,17 @@ class SubscriptionPoller:
             if end and _epoch(str(end)) <= self.clock():
                 await self._stop(record, "off", None)
                 continue
-            allowed = client.sources if client is not None else None
+            caller = _owner(record, client)
             try:
-                out.append(_Wanted(record, self.facade, allowed))
+                want = _Wanted(record, self.facade, caller)
             except Exception:  # the criteria no longer parses (a source was removed)
                 await self._stop(record, "error", "the criteria is no longer a search served here")
+                continue
+            if not caller.may_read(want.resource_type):
+                why = f"the client's scopes no longer allow read of {want.resource_type}"
+                await self._stop(record, "error", why)
+                continue
+            out.append(want)
         return out
 
     async def _stop(self, record: dict[str, Any], status: str, why: str | None) -> None:
@@ -266,13 +279,13 @@ class SubscriptionPoller:
     # -- finding changes -------------------------------------------------------------------
 
     async def _sweep(self, source: str, types: list[str], wanted: list[_Wanted]) -> None:
-        connector = self.facade.connectors[source]
         state = await self.store.sweep(source)
-        pacer = Pacer(
-            share_limits(connector, self.budget_share),
-            self.clock,
-            asyncio.sleep,
-            state.get("calls") or (),
+        pacer = self.facade.pacer(
+            source,
+            self.budget_share,
+            clock=self.clock,
+            sleep=asyncio.sleep,
+            calls=state.get("calls") or (),
         )
         feeds: dict[str, Any] = state.setdefault("feeds", {})
         try:
@@ -292,19 +305,16 @@ class SubscriptionPoller:
         pacer: Pacer,
         wanted: list[_Wanted],
     ) -> None:
-        connector = self.facade.connectors[source]
-        request = SearchRequest(resource_type, (), PAGE_SIZE)
         for _ in range(PAGES_PER_ROUND if not pacer.limits else 1_000):
             if pacer.delay() > 0:
                 return
-            with scope.spending(None, None) as spent, unremembered():
-                try:
-                    page = await connector.search(request, feed.get("cursor"))
-                except Exception as exc:  # the next round tries again
-                    pacer.record(max(1, spent.calls))
-                    log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
-                    return
-            pacer.record(max(1, spent.calls))
+            try:
+                page = await self.facade.listing_page(
+                    source, resource_type, feed.get("cursor"), count=PAGE_SIZE, pacer=pacer
+                )
+            except Exception as exc:  # the next round tries again
+                log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
+                return
             tell = wanted if feed.get("ready") else None
             await self._found(source, resource_type, page.resources, tell)
             feed["cursor"] = page.next_cursor
@@ -315,7 +325,7 @@ class SubscriptionPoller:
     async def written(self, resource: dict[str, Any]) -> None:
         """A resource as a write through the facade left it: told at once."""
         source = str((resource.get("meta") or {}).get("source"))
-        if source not in self.facade.connectors:
+        if source not in self.facade.sources:
             return
         await self._found(
             source, str(resource.get("resourceType")), [resource], await self._listening()
@@ -340,9 +350,8 @@ class SubscriptionPoller:
             return
         if self.journal is not None:
             news = await self.journal.stamp(source, news)
-        connector = self.facade.connectors[source]
-        zone = getattr(connector, "zone", UTC)
-        country = getattr(connector, "country", None)  # of phone numbers without a code
+        zone = self.facade.zone(source)
+        country = self.facade.country(source)  # of phone numbers without a code
         for want in tell:
             heard = [r for r in news if want.hears(r, source, zone, country)]
             if heard:
@@ -369,9 +378,13 @@ class SubscriptionPoller:
         changes = await self.store.peek(want.id, BATCH)
         if not changes:
             return
-        error = await self._deliver(record, changes)
+        # Where resources leave: only what the owner may see now.
+        shown = [r for r in changes if want.caller.may_see(r)]
+        error = await self._deliver(record, shown) if shown else None
         if error is None:
             await self.store.drop(want.id, len(changes))
+            if shown:
+                self._audit(want, shown)
             if record.get("failures") or resource.get("error"):
                 record["failures"] = 0
                 record["next_at"] = 0
@@ -403,6 +416,31 @@ class SubscriptionPoller:
             return f"the endpoint answered {answer.status_code}"
         return None
 
+    def _audit(self, want: _Wanted, sent: list[dict[str, Any]]) -> None:
+        """The audit record of one delivery: who, which Subscription, how many of each
+        type from which sources; no ids, nothing of a patient."""
+        counts: dict[str, int] = {}
+        for resource in sent:
+            kind = str(resource.get("resourceType"))
+            counts[kind] = counts.get(kind, 0) + 1
+        sources = {str((r.get("meta") or {}).get("source")) for r in sent}
+        write_audit(
+            {
+                "event": "subscription.notify",
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                "client": want.caller.name,
+                "interaction": "notify",
+                "type": want.resource_type,
+                "subscription": want.id,
+                "counts": counts,
+                "sources": sorted(sources),
+                "ids": [],
+                "status": 200,
+                "outcome": "success",
+            },
+            self.audit_file,
+        )
+
     def _failed(self, record: dict[str, Any], why: str) -> None:
         failures = int(record.get("failures") or 0) + 1
         record["failures"] = failures
@@ -415,6 +453,19 @@ class SubscriptionPoller:
             _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
         )
         log.info("subscription delivery failed (%d of %d): %s", failures, self.max_failures, why)
+
+
+def _owner(record: dict[str, Any], client: Any) -> Caller:
+    """A Subscription's owner as the gate sees it: the sources its client may use now, and
+    the types it may read: those its token could read when the Subscription was made
+    (``types`` in the record), narrowed by the client's scopes now."""
+    if client is None:  # made under open access
+        return Caller()
+    now = readable_types(client.scopes)
+    then = record.get("types")
+    if then is not None:
+        now = frozenset(then) if now is None else now & frozenset(then)
+    return Caller(client.name, client.sources, now)
 
 
 def _epoch(text: str) -> float:

@@ -18,6 +18,8 @@ from adapter.transport.cache import ReadCache, SharedFlights
 from adapter.transport.circuit import Circuit, CircuitOpen
 from adapter.transport.errors import (
     AuthenticationRejected,
+    BudgetRefused,
+    CircuitRefused,
     MalformedResponse,
     RateLimited,
     TemporaryVendorError,
@@ -162,6 +164,11 @@ class VendorClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    def limits(self) -> list[tuple[int, float]]:
+        """Each rate limit of the key pool over all its keys: (calls, window seconds)."""
+        keys = len(self.pool.keys)
+        return [(limit.count * keys, limit.window) for limit in self.pool.limits]
 
     def health(self) -> str:
         """up | degraded | circuit open | credentials refused | budget exhausted"""
@@ -418,21 +425,6 @@ class VendorClient:
                 self.circuit.failures,
                 round(self.circuit.open_seconds),
             )
-
-
-class CircuitRefused(VendorUnavailable):
-    """The source's circuit is open: the vendor was not asked."""
-
-    def __init__(self, source: str, retry_after: float) -> None:
-        super().__init__(source, None, "circuit open: the vendor keeps failing", retry_after)
-
-
-class BudgetRefused(RateLimited):
-    """No key can call before the request's deadline (or the queue is full)."""
-
-    def __init__(self, source: str, wait: float, queue_full: bool = False) -> None:
-        what = "too many requests wait for its keys" if queue_full else "no key free in time"
-        super().__init__(source, None, f"rate limited: {what}", wait)
 
 
 def _json(content: bytes) -> Any:

@@ -4,7 +4,10 @@
     ├── TemporaryVendorError        worth retrying (reads only); .retry_after in seconds
     │   ├── VendorTimeout           connect/read timeout; .committed_unknown for writes
     │   ├── VendorUnavailable       500/502/503/504, connection errors
+    │   │   └── CircuitRefused      the source's circuit is open: the vendor was not asked
     │   └── RateLimited             429
+    │       └── BudgetRefused       no key free before the deadline, or the queue is full:
+    │                               the vendor was not asked
     └── FatalVendorError            retrying would give the same answer
         ├── AuthenticationRejected  401: the source's credentials must be rotated
         ├── PermissionMissing       403; .permission (Nyra names it)
@@ -12,6 +15,12 @@
         ├── VendorValidation        400/409/422; .error_codes (Leyr's error_code values)
         ├── MalformedResponse       a body that is not the shape the contract promises
         └── VendorRejected          any other 4xx
+
+Raised by the transport besides these, each turned into an answer by the facade's
+``outcome_of``: ``CallBudgetExceeded`` (:mod:`adapter.transport.scope`: a request's cap
+of vendor calls), and, inside the key pool only, ``SlotTooFar``, ``QueueFull`` and
+``NoKeysLeft`` (:mod:`adapter.transport.ratelimit`), which the client turns into
+``BudgetRefused`` or ``AuthenticationRejected`` before they leave the transport.
 
 Every error carries the configured ``source`` and the vendor's ``status``. Messages hold
 the source, the status and vendor vocabulary (error codes, permission names) only: never
@@ -28,6 +37,8 @@ import orjson
 
 __all__ = [
     "AuthenticationRejected",
+    "BudgetRefused",
+    "CircuitRefused",
     "FatalVendorError",
     "MalformedResponse",
     "NotFound",
@@ -171,3 +182,18 @@ def classify_status(
     if status >= 500:
         return VendorUnavailable(source, status, text, retry_after)
     return VendorRejected(source, status, text)
+
+
+class CircuitRefused(VendorUnavailable):
+    """The source's circuit is open: the vendor was not asked."""
+
+    def __init__(self, source: str, retry_after: float) -> None:
+        super().__init__(source, None, "circuit open: the vendor keeps failing", retry_after)
+
+
+class BudgetRefused(RateLimited):
+    """No key can call before the request's deadline (or the queue is full)."""
+
+    def __init__(self, source: str, wait: float, queue_full: bool = False) -> None:
+        what = "too many requests wait for its keys" if queue_full else "no key free in time"
+        super().__init__(source, None, f"rate limited: {what}", wait)

@@ -13,7 +13,7 @@ from adapter.cli import main
 from adapter.connectors.leyr import LeyrConnector
 from adapter.connectors.nyra import NyraConnector
 from adapter.export import engine
-from adapter.export.command import STATE_FILE
+from adapter.export_command import STATE_FILE
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,6 @@ import pytest
 import redis.asyncio as aioredis
 from services import redis_up
 
-from adapter.connectors.base import Page
-from adapter.connectors.pacing import Pacer, share_limits
 from adapter.export.engine import (
     ExportState,
     _changed_after,
@@ -18,6 +16,12 @@ from adapter.export.engine import (
     run_export,
 )
 from adapter.export.store import FileJobStore, RedisJobStore
+from adapter.facade import Facade
+from adapter.facade.pacing import Pacer, share_limits
+from adapter.fhir.cursor import CursorCodec
+from adapter.fhir.declared import Capabilities, ResourceCapability
+from adapter.protocol import Page
+from adapter.transport.client import VendorClient
 from adapter.transport.ratelimit import KeyPool
 
 pytestmark = pytest.mark.anyio
@@ -77,15 +81,15 @@ async def test_a_lease_nobody_renews_runs_out(store):
 
 
 def test_the_export_takes_its_share_of_each_keys_limits():
-    pool = KeyPool.nyra(["k1", "k2", "k3"])
+    limits = VendorClient.limits(_WithPool(KeyPool.nyra(["k1", "k2", "k3"])))
+    assert limits == [(36, 1.0), (180, 60.0)]  # 12 a second and 60 a minute, per key
+    assert share_limits(limits, 0.5) == [(18, 1.0), (90, 60.0)]
+    assert share_limits([], 0.5) == []  # a vendor without limits is not paced
 
-    class Connector:
-        class client:
-            pass
 
-    Connector.client.pool = pool
-    assert share_limits(Connector(), 0.5) == [(18, 1.0), (90, 60.0)]
-    assert share_limits(object(), 0.5) == []  # a vendor without limits is not paced
+class _WithPool:
+    def __init__(self, pool: KeyPool) -> None:
+        self.pool = pool
 
 
 async def test_pages_wait_until_the_window_has_room():
@@ -115,6 +119,13 @@ async def test_a_resumed_run_drops_what_came_after_its_checkpoint(tmp_path):
     class Listing:
         source = "s"
         stop_at: str | None = "p2"
+        capabilities = Capabilities({"Patient": ResourceCapability(frozenset())})
+
+        def limits(self):
+            return []
+
+        async def aclose(self):
+            return None
 
         async def search(self, request, cursor=None):
             if cursor == self.stop_at:
@@ -130,14 +141,15 @@ async def test_a_resumed_run_drops_what_came_after_its_checkpoint(tmp_path):
         saved.append(state.to_json())
 
     listing = Listing()
+    gate = Facade({"s": listing}, CursorCodec(b"k" * 32))
     state = ExportState.plan([("s", "Patient")])
     with pytest.raises(KeyboardInterrupt):
-        await run_export({"s": listing}, state, tmp_path, save, file_max_records=4)
+        await run_export(gate, state, tmp_path, save, file_max_records=4)
     # What a crash leaves past the checkpoint: the next file, begun.
     (tmp_path / "Patient.s.002.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "x6"}\n')
     listing.stop_at = None
     resumed = ExportState.from_json(saved[-1])
-    done = await run_export({"s": listing}, resumed, tmp_path, save, file_max_records=4)
+    done = await run_export(gate, resumed, tmp_path, save, file_max_records=4)
     ids = [
         orjson.loads(line)["id"]
         for f in done.parts[0].files

@@ -284,6 +284,9 @@ class LeyrConnector:
     def health(self) -> str:
         return self.client.health()
 
+    def limits(self) -> list[tuple[int, float]]:
+        return self.client.limits()
+
     async def probe(self) -> None:
         """One cheap call that needs the credentials and the EHR code (``check-config
         --probe``): the EHR's care units, the lightest route of the Leyr contract. Tried

@@ -346,6 +346,9 @@ class NyraConnector:
     def health(self) -> str:
         return self.client.health()
 
+    def limits(self) -> list[tuple[int, float]]:
+        return self.client.limits()
+
     async def probe(self) -> None:
         """One cheap call that needs the key and ``patients:read`` (``check-config
         --probe``): one patient of the first page. Tried once, so the answer is what the

@@ -10,8 +10,6 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from adapter.connectors.base import Connector
-
 __all__ = ["Pacer", "share_limits"]
 
 
@@ -53,11 +51,7 @@ class Pacer:
             self.calls.append((self.clock(), calls))
 
 
-def share_limits(connector: Connector, share: float) -> list[tuple[int, float]]:
-    """``share`` of the source's key pool: per limit, calls per window (none for a vendor
-    without limits)."""
-    pool = getattr(getattr(connector, "client", None), "pool", None)
-    if pool is None:
-        return []
-    keys = len(pool.keys)
-    return [(max(1, math.floor(limit.count * keys * share)), limit.window) for limit in pool.limits]
+def share_limits(limits: Iterable[tuple[int, float]], share: float) -> list[tuple[int, float]]:
+    """``share`` of a source's limits (per limit: calls per window, over all its keys; see
+    ``Connector.limits``): none for a vendor without limits."""
+    return [(max(1, math.floor(count * share)), window) for count, window in limits]

@@ -1,4 +1,5 @@
-"""``fhir-adapter export``: the export engine run straight from the connectors, no server.
+"""``fhir-adapter export``: the export engine run through the same gate the server builds
+(:func:`adapter.assembly.build_facade`), without a server.
 
     fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
                         --out DIR [--resume]
@@ -33,8 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from adapter.connectors.base import Connector
-from adapter.connectors.registry import create_connector
+from adapter.assembly import build_facade, journal_of
 from adapter.export.engine import (
     EXPORT_TYPES,
     ExportState,
@@ -42,7 +42,8 @@ from adapter.export.engine import (
     parse_instant,
     run_export,
 )
-from adapter.export.jobs import journal_of, now_instant
+from adapter.export.jobs import now_instant
+from adapter.facade import Facade
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.transport import budget
 
@@ -88,12 +89,8 @@ def export_command(
         else None
     )
     budget.configure(budget.Budgets(budget_redis, workers=1))
-    connectors = {
-        name: create_connector(name, settings.sources[name], transport=(transports or {}).get(name))
-        for name in job["sources"]
-    }
     try:
-        state = asyncio.run(_run(settings, connectors, folder, job, budget_redis))
+        state = asyncio.run(_run(settings, transports, folder, job, budget_redis))
     except KeyboardInterrupt:
         print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
         return 130
@@ -185,23 +182,26 @@ def _write_json(path: Path, body: Any) -> None:
 
 async def _run(
     settings: Settings,
-    connectors: dict[str, Connector],
+    transports: Mapping[str, Any] | None,
     folder: Path,
     job: dict[str, Any],
     budget_redis: Any,
 ) -> ExportState:
     state = ExportState.from_json(job["state"])
+    journal = journal_of(settings)
+    gate: Facade = build_facade(
+        settings, transports=transports, sources=job["sources"], journal=journal
+    )
 
     async def save(current: ExportState) -> None:
         job["state"] = current.to_json()
         _write_json(folder / STATE_FILE, job)
 
     bars = _Bars(job["types"])
-    journal = journal_of(settings)
     try:
         with bars.progress:
             return await run_export(
-                connectors,
+                gate,
                 state,
                 folder,
                 save,
@@ -213,7 +213,7 @@ async def _run(
                 progress=bars.update,
             )
     finally:
-        await asyncio.gather(*(c.aclose() for c in connectors.values()), journal.aclose())
+        await asyncio.gather(gate.aclose(), journal.aclose())
         if budget_redis is not None:
             await budget_redis.aclose()
 
