@@ -143,11 +143,13 @@ def caller(request: Request) -> Caller:
     if found is not None:
         return found
     client = request.scope.get("fhir.client")
-    who = (
-        _ANYONE
-        if client is None
-        else Caller(client.name, client.sources, readable_types(request.scope.get("fhir.grant")))
-    )
+    if client is None:
+        who = _ANYONE
+    else:
+        # A client that may use every configured source is told so once (None), rather
+        # than asked of each resource.
+        sources = None if client.sources >= facade(request).source_names else client.sources
+        who = Caller(client.name, sources, readable_types(request.scope.get("fhir.grant")))
     request.scope["fhir.caller"] = who
     return who
 

@@ -49,6 +49,7 @@ class Sources:
         journal: Journal | None = None,
     ) -> None:
         self.connectors = dict(connectors)
+        self.source_names = frozenset(self.connectors)
         self.cursors = cursors
         self.limits = limits
         self.journal = journal  # meta.lastUpdated for what the vendor does not date
