@@ -12,6 +12,10 @@ answers (``adapter/connectors/memo.py``) maps them once; a third server with the
 off maps all 20 records on every request, the cost when a vendor's data keeps changing; a
 fourth requires a bearer token (the default outside development), checked per request.
 
+With ``--baseline DIR`` (another checkout of this project, say ``git worktree add DIR
+REV``), each run also serves DIR's token server, right after this tree's: a change is
+judged by the two token ratios of the same runs, against the same bare route.
+
     .venv/bin/python bench/bench_facade.py        # needs wrk (Debian: apt-get install wrk)
 """
 
@@ -175,11 +179,13 @@ def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -
     return {"rps": rps, "p50": latency["50"], "p99": latency["99"]}
 
 
-def measure(kind: str, seconds: int, connections: int) -> dict[str, float]:
+def measure(kind: str, seconds: int, connections: int, root: Path = ROOT) -> dict[str, float]:
+    """``kind``'s server from the checkout at ``root`` (this one unless told), loaded."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    script = root / "bench" / "bench_facade.py"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env
+        [sys.executable, str(script), "--serve", kind, "--port", str(port)], env=env
     )
     url = f"http://127.0.0.1:{port}{PATH}"
     headers = {"Authorization": f"Bearer {bench_token()}"} if kind == "authorized" else {}
@@ -210,6 +216,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose token server runs in each run too"
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
@@ -221,11 +230,19 @@ def main() -> None:
         f"-d{args.seconds}s, {args.runs} runs"
     )
     rows = []
+    baselines: list[float] = []
     for run in range(1, args.runs + 1):
         facade = measure("facade", args.seconds, args.connections)
         bare = measure("bare", args.seconds, args.connections)
         fresh = measure("unmemoised", args.seconds, args.connections)
         authorized = measure("authorized", args.seconds, args.connections)
+        if args.baseline is not None:
+            before = measure("authorized", args.seconds, args.connections, args.baseline)
+            baselines.append(before["rps"] / bare["rps"])
+            print(
+                f"run {run}: baseline with a bearer token {before['rps']:,.0f} req/s "
+                f"(ratio {baselines[-1]:.2f})"
+            )
         ratio = facade["rps"] / bare["rps"]
         rows.append(
             (
@@ -257,6 +274,11 @@ def main() -> None:
         f"with a bearer token {med(r[5]['rps'] for r in rows):,.0f} req/s, "
         f"p50 {med(r[5]['p50'] for r in rows):.1f} ms, ratio {med(r[6] for r in rows):.2f}"
     )
+    if baselines:
+        print(
+            f"with a bearer token: ratio {med(r[6] for r in rows):.2f} here, "
+            f"{med(baselines):.2f} at {args.baseline} (medians of the same runs)"
+        )
 
 
 if __name__ == "__main__":

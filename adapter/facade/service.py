@@ -114,7 +114,10 @@ class Facade(Sources):
         result = await self.within_deadline(self._search(parsed, resource_type, caller))
         # Where resources leave: none of a source the caller may not use, and no included
         # one of a type it may not read (the includes asked for none; this holds it).
-        result.matches = versioned([r for r in result.matches if _seen_by(caller, r)])
+        matches = result.matches
+        if caller.sources is not None:
+            matches = [r for r in matches if _seen_by(caller, r)]
+        result.matches = versioned(matches)
         includes, left_out = caller.admit(result.includes)
         result.includes = versioned(includes)
         result.issues.extend(suppressed(t, "_include") for t in left_out)
