@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from adapter.api.auth import LoginThrottle
 from adapter.api.auth import router as auth_router
+from adapter.api.docs import router as docs_router
 from adapter.api.everything import router as everything_router
 from adapter.api.export import router as export_router
 from adapter.api.fhir import error_response
@@ -135,6 +136,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by adapter.api.docs, completed
     )
     app.state.settings = settings
     app.state.facade = facade
@@ -168,6 +170,7 @@ def create_app(
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
     app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
+    app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
 
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)

@@ -347,9 +347,19 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level="info",
             access_log=False,
+            **_forwarding(settings),
             timeout_graceful_shutdown=int(settings.shutdown_seconds),
         )
     return 0
+
+
+def _forwarding(settings: Any) -> dict[str, Any]:
+    """uvicorn's trust in X-Forwarded-For and X-Forwarded-Proto: only from the proxies
+    ``[server] forwarded_allow_ips`` names (none by default; uvicorn would otherwise
+    believe any process on this machine). The address a request came from is what the
+    login throttle counts, so it must not be a header a client wrote."""
+    allowed = list(settings.forwarded_allow_ips)
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": allowed or ""}
 
 
 def _bound(host: str, port: int) -> socket.socket | None:
@@ -390,6 +400,7 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.so
         log_level="info",
         access_log=False,
         lifespan="on",
+        **_forwarding(app.state.settings),
         timeout_graceful_shutdown=int(grace),
     )
     server = uvicorn.Server(config)

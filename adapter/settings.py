@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import ipaddress
 import os
 import re
 import secrets
@@ -89,6 +90,7 @@ SERVER_KEYS: dict[str, Any] = {
     "shutdown_seconds": AtLeast(float, 0),
     "log_format": OneOf(("json", "text")),
     "trusted_hosts": list[str],
+    "forwarded_allow_ips": list[str],
     "body_seconds": AtLeast(float, 0, strictly=True),
 }
 
@@ -194,6 +196,9 @@ class Settings:
     # another address none; `serve` refuses a non-loopback address without either. An
     # app made in process (no IP address to judge by) is not held to a Host.
     trusted_hosts: tuple[str, ...] = ()
+    # Addresses (or networks) of the proxies whose X-Forwarded-For/-Proto are believed;
+    # none by default: a client's own headers never name its address.
+    forwarded_allow_ips: tuple[str, ...] = ()
     default_count: int = DEFAULT_COUNT
     max_count: int = MAX_COUNT
     # Signs paging cursors. Workers of one deployment must share it: set it (base64, at
@@ -289,6 +294,15 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         for i, host in enumerate(hosts)
         if not _HOST_PATTERN.fullmatch(host)
     ]
+    forwarded = tuple(str(ip).strip() for ip in server.get("forwarded_allow_ips", ()))
+    for i, value in enumerate(forwarded):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            problems.append(
+                f"[server] forwarded_allow_ips[{i}]: not an IP address or network "
+                '(e.g. "10.0.0.5", "10.0.0.0/24")'
+            )
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
         problems.append("[server] token_minutes must be from 1 to 60")
@@ -322,6 +336,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         shutdown_seconds=float(server.get("shutdown_seconds", default.shutdown_seconds)),
         body_seconds=float(server.get("body_seconds", default.body_seconds)),
         trusted_hosts=hosts,
+        forwarded_allow_ips=forwarded,
         log_format=server.get("log_format", default.log_format),
         public_base_url=base.rstrip("/") if base else None,
         default_count=default_count,

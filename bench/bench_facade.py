@@ -13,8 +13,9 @@ off maps all 20 records on every request, the cost when a vendor's data keeps ch
 fourth requires a bearer token (the default outside development), checked per request.
 
 With ``--baseline DIR`` (another checkout of this project, say ``git worktree add DIR
-REV``), each run also serves DIR's token server, right after this tree's: a change is
-judged by the two token ratios of the same runs, against the same bare route.
+REV``), each run also serves DIR's token server beside this tree's (each first in turn):
+a change is judged by the two token ratios of the same runs, against the same bare
+route.
 
     .venv/bin/python bench/bench_facade.py        # needs wrk (Debian: apt-get install wrk)
 """
@@ -235,9 +236,15 @@ def main() -> None:
         facade = measure("facade", args.seconds, args.connections)
         bare = measure("bare", args.seconds, args.connections)
         fresh = measure("unmemoised", args.seconds, args.connections)
-        authorized = measure("authorized", args.seconds, args.connections)
-        if args.baseline is not None:
+        if args.baseline is not None and run % 2 == 0:  # in turn first: no order favoured
             before = measure("authorized", args.seconds, args.connections, args.baseline)
+            authorized = measure("authorized", args.seconds, args.connections)
+        elif args.baseline is not None:
+            authorized = measure("authorized", args.seconds, args.connections)
+            before = measure("authorized", args.seconds, args.connections, args.baseline)
+        else:
+            authorized = measure("authorized", args.seconds, args.connections)
+        if args.baseline is not None:
             baselines.append(before["rps"] / bare["rps"])
             print(
                 f"run {run}: baseline with a bearer token {before['rps']:,.0f} req/s "

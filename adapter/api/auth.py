@@ -74,26 +74,33 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Failed token requests per client and per remote address: ``limit`` failures
-    within ``window`` seconds and further attempts for that client or from that address
-    wait until the earliest of them leaves the window. Successful ones are not counted.
+    """Failed token requests per client from each remote address (``limit`` within
+    ``window`` seconds), and per address whatever the client (``address_limit``, more: a
+    proxy or a NAT may stand for several clients); past either, further attempts for that
+    client from that address, or from that address at all, wait until the earliest
+    failure leaves the window. Successful ones are not counted. A client is never held
+    back by failures made in its name from elsewhere: whoever tries its name from another
+    address locks out only that address.
 
     In this process's memory (each worker counts its own). Only configured clients are
-    counted by name (an unknown name is no one's to protect); addresses are held up to
-    ``addresses`` at a time."""
+    counted by name (an unknown name is no one's to protect); addresses, and (client,
+    address) pairs, are held up to ``addresses`` at a time. The address is the socket's
+    peer, or what a proxy of ``[server] forwarded_allow_ips`` says it is: never a header
+    a client wrote."""
 
     def __init__(
         self,
         limit: int = 10,
         window: float = 60.0,
         *,
+        address_limit: int = 30,
         addresses: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = window
         self._clock = clock
         self._clients = _Failures(limit, addresses)
-        self._addresses = _Failures(limit, addresses)
+        self._addresses = _Failures(address_limit, addresses)
 
     def wait(self, client: str | None, address: str) -> int:
         """Whole seconds before an attempt may be made for ``client`` (a configured
@@ -102,7 +109,7 @@ class LoginThrottle:
         since = now - self.window
         held = [self._addresses.oldest_held(address, since)]
         if client is not None:
-            held.append(self._clients.oldest_held(client, since))
+            held.append(self._clients.oldest_held(f"{client}\0{address}", since))
         starts = [t for t in held if t is not None]
         return whole_seconds(min(starts) + self.window - now) if starts else 0
 
@@ -110,7 +117,7 @@ class LoginThrottle:
         now = self._clock()
         self._addresses.add(address, now)
         if client is not None:
-            self._clients.add(client, now)
+            self._clients.add(f"{client}\0{address}", now)
 
 
 def token_url(request: Request) -> str:
@@ -214,6 +221,10 @@ async def token(request: Request) -> Response:
             )
         except TokenError as exc:
             return refuse("unknown client" if named is None else "bad assertion", str(exc))
+        if form.get("client_id", client.name) != client.name:  # RFC 7521 4.2: the same
+            return refuse(
+                "client_id is not the assertion's", "client_id must be the assertion's iss"
+            )
     else:
         candidate = settings.clients.get(named or "")
         if candidate is None:

@@ -35,7 +35,9 @@ from adapter.api.fhir import (
 from adapter.export.engine import EXPORT_TYPES, ExportState, manifest, parse_instant
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import files_of
+from adapter.fhir import jsonbody
 from adapter.fhir.outcome import FhirError
+from adapter.fhir.params import preferences
 
 __all__ = ["EXPORT_TYPES", "router"]
 
@@ -176,9 +178,7 @@ def _no_job() -> FhirError:
 
 async def _kick_off(request: Request, group: str | None) -> Response:
     negotiate(request)
-    prefer = {
-        p.strip().replace(" ", "").lower() for p in (request.headers.get("prefer") or "").split(",")
-    }
+    prefer = preferences(request.headers.get("prefer"))
     if "respond-async" not in prefer:
         raise FhirError.one(400, "invalid", "$export needs the header Prefer: respond-async")
     lenient = "handling=lenient" in prefer
@@ -209,10 +209,8 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         since = params["_since"][-1]
         try:
             parse_instant(since)
-        except ValueError:
-            raise FhirError.one(
-                400, "invalid", "_since must be an instant with a time zone", "_since"
-            ) from None
+        except ValueError as exc:
+            raise FhirError.one(400, "invalid", f"_since {exc}", "_since") from None
     served = [t for t in EXPORT_TYPES if t in facade(request).declared.types]
     who = caller(request)
     if params.get("_type"):
@@ -266,9 +264,11 @@ async def _parameters(request: Request) -> list[tuple[str, str]]:
     if content_type == "application/x-www-form-urlencoded":
         return parse_form(body, "the form body")
     try:
-        resource = orjson.loads(body)
+        resource = jsonbody.loads(body)
     except orjson.JSONDecodeError:
         raise FhirError.one(400, "invalid", "the body is not a JSON Parameters resource") from None
+    except jsonbody.BodyRefused as exc:
+        raise FhirError.one(400, "invalid", str(exc)) from None
     if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
         raise FhirError.one(400, "invalid", "the body must be a Parameters resource")
     items = []

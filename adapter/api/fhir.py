@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from adapter.api.guard import MAX_URL
+from adapter.api.guard import MAX_URL, where_of
 from adapter.facade import Caller, Facade, SearchResult, outcome_of, readable_types
 from adapter.fhir.bundle import searchset
 from adapter.fhir.capability import capability_statement
@@ -167,7 +167,7 @@ def facade(request: Request) -> Facade:
 
 def error_response(request: Request, exc: BaseException) -> Response:
     """Any exception as its OperationOutcome answer (see :func:`outcome_of`)."""
-    error = outcome_of(exc, where=f"{request.method} {path_of(request)}")
+    error = outcome_of(exc, where=where_of(request.method, path_of(request)))
     return render(request, error.body(), error.status, error.headers)
 
 

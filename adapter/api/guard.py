@@ -70,6 +70,7 @@ __all__ = [
     "host_policy",
     "interaction_of",
     "route_of",
+    "where_of",
 ]
 
 audit_log = logging.getLogger("fhir_adapter.audit")
@@ -92,6 +93,18 @@ _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\]")
 _OPEN = {"/fhir/metadata", "/fhir/.well-known/smart-configuration"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The routes outside /fhir a log line may name as they are.
+_PLAIN_ROUTES = frozenset(
+    {
+        "/auth/token",
+        "/.well-known/smart-configuration",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    }
+)
 # Operations that only read (a type's, or an instance's): ``/fhir/ConceptMap/$translate``
 # is a read of ConceptMap, not a resource with the id ``$translate``; ``$everything`` a
 # read of Patient.
@@ -128,6 +141,15 @@ def interaction_of(method: str, path: str) -> tuple[str | None, str | None]:
     if method == "DELETE":
         return "delete", resource_type
     return "read", resource_type
+
+
+def where_of(method: str, path: str) -> str:
+    """What a log line may say of a request: its method (one of the known ones) and its
+    route template, never the path or query a client wrote."""
+    shown = method if method in _METHODS else "other"
+    if path.startswith("/fhir/"):
+        return f"{shown} {route_of(path)}"
+    return f"{shown} {path if path in _PLAIN_ROUTES else '(another path)'}"
 
 
 def route_of(path: str) -> str:
@@ -371,7 +393,7 @@ class Guard:
             else:
                 await self.app(scope, receive, watch)
         except Exception as exc:
-            error = outcome_of(exc, where=f"{scope['method']} {path}")
+            error = outcome_of(exc, where=where_of(scope["method"], path))
             if not status_seen:
                 await _send_error(watch, error)
         finally:

@@ -30,6 +30,7 @@ from adapter.api.fhir import (
     read_body,
     render,
 )
+from adapter.fhir import jsonbody
 from adapter.fhir.bundle import searchset
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
@@ -93,9 +94,11 @@ async def create(request: Request) -> Response:
     negotiate(request)
     raw = await read_body(request, MAX_BODY, "the body")
     try:
-        body = orjson.loads(raw)
+        body = jsonbody.loads(raw)
     except orjson.JSONDecodeError:
         raise FhirError.one(400, "invalid", "the body is not JSON") from None
+    except jsonbody.BodyRefused as exc:
+        raise FhirError.one(400, "invalid", str(exc)) from None
     poller = _poller(request)
     who = caller(request)
     resource = await validate(body, facade(request), poller.allowed, who)

@@ -35,8 +35,10 @@ from adapter.api.fhir import (
     version_headers,
 )
 from adapter.facade import Written
+from adapter.fhir import jsonbody
 from adapter.fhir.kept import not_kept
 from adapter.fhir.outcome import FhirError, Issue, operation_outcome
+from adapter.fhir.params import preferences
 from adapter.fhir.validation import fhir_problems
 from adapter.fhir.versions import parse_if_match
 from adapter.idempotency import IdempotencyStore, Outcome, fingerprint
@@ -182,11 +184,13 @@ def _resource(raw: bytes, resource_type: str) -> dict[str, Any]:
     if _deeper_than(raw, MAX_DEPTH):  # before the parser and the model's validation
         raise _too_deep()
     try:
-        resource = orjson.loads(raw)
+        resource = jsonbody.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):  # the parser's own limit (1024 levels)
             raise _too_deep() from None
         raise FhirError.one(400, "structure", "the body is not JSON") from None
+    except jsonbody.BodyRefused as exc:
+        raise FhirError.one(400, "structure", str(exc)) from None
     if not isinstance(resource, dict):
         raise FhirError.one(400, "structure", "the body is not a JSON object")
     if resource.get("resourceType") != resource_type:
@@ -222,7 +226,7 @@ def _respond(
         Issue("warning", "not-supported", f"not kept: source {source} cannot hold it", (path,))
         for path in lost
     ]
-    prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
+    prefer = preferences(request.headers.get("prefer"))
     if "return=operationoutcome" in prefer:
         what = "created" if status == 201 else "stored"
         body = operation_outcome(

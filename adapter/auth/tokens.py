@@ -150,8 +150,11 @@ def verify_assertion(
         raise TokenError("client assertion for another audience") from None
     except jwt.PyJWTError:
         raise TokenError("invalid client assertion") from None
-    if claims["exp"] - clock() > 300:
+    expires = claims["exp"]
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        raise TokenError("client assertion exp must be a number of seconds")
+    if expires - clock() > 300:
         raise TokenError("client assertion lives longer than 5 minutes")
-    if not replay.first_use(client.name, str(claims["jti"]), claims["exp"]):
+    if not replay.first_use(client.name, str(claims["jti"]), float(expires)):
         raise TokenError("client assertion already used")
     return client

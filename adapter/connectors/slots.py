@@ -45,6 +45,11 @@ SLOT_PARAMS = frozenset({"_id", "schedule", "schedule.actor", "start", "status"}
 _STAMP = "%Y%m%dT%H%M"
 
 
+# The starts a Slot id may hold: a day either side of them, in any zone, is a date.
+_FIRST_START = datetime(1, 1, 3, tzinfo=UTC)
+_LAST_START = datetime(9999, 12, 29, tzinfo=UTC)
+
+
 def slot_capability(*extra_params: str) -> ResourceCapability:
     """Slots are searched, and read by the id a search gave (while the time is free)."""
     return ResourceCapability(SLOT_PARAMS | set(extra_params))
@@ -92,6 +97,8 @@ def parse_slot_id(fhir_id: str, with_service: bool) -> SlotKey | None:
         start = datetime.strptime(parts[1], _STAMP).replace(tzinfo=UTC)
     except ValueError:
         return None
+    if not _FIRST_START <= start <= _LAST_START:
+        return None  # no Slot of ours: its day, in any zone, would leave the calendar
     service = parts[2] if with_service else None
     if service is not None and (len(service) != 8 or service.strip("0123456789abcdef")):
         return None

@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from adapter.facade import Facade, Pacer, Page, outcome_of
+from adapter.fhir.dates import parse_instant
 from adapter.fhir.outcome import Issue, operation_outcome
 from adapter.journal import Journal
 
@@ -123,14 +124,6 @@ class ExportState:
             PartState(**{**p, "files": [FileState(**f) for f in p["files"]]}) for p in data["parts"]
         ]
         return cls(parts, FileState(**data["errors"]))
-
-
-def parse_instant(value: str) -> datetime:
-    """A FHIR instant (or dateTime with a zone); ``ValueError`` otherwise."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("an instant needs a time zone")
-    return moment
 
 
 def manifest(

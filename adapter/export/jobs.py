@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,9 @@ __all__ = ["ExportRunner", "JobGone", "now_instant"]
 log = logging.getLogger("fhir_adapter")
 
 LEASE_SECONDS = 60.0
+# What a job id is (``secrets.token_urlsafe``): any other path is no job's, and never
+# reaches a file name or a Redis key.
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class JobGone(Exception):
@@ -132,7 +136,10 @@ class ExportRunner:
         return job
 
     async def find(self, job_id: str, client: str | None) -> dict[str, Any] | None:
-        """The job, if it exists, is not past keeping, and ``client`` asked for it."""
+        """The job, if it exists, is not past keeping, and ``client`` asked for it; None for
+        an id that is no job's (of another shape than those this service makes)."""
+        if not _JOB_ID.fullmatch(job_id):
+            return None
         job = await self.store.get(job_id)
         if job is None or job["client"] != client or await self._expired(job):
             return None

@@ -22,6 +22,22 @@ if TYPE_CHECKING:
 
 __all__ = ["create", "update"]
 
+# What pages or shapes a search's answer: no condition a resource could meet.
+_NOT_CONDITIONS = frozenset(
+    {
+        "_count",
+        "_cursor",
+        "_elements",
+        "_format",
+        "_include",
+        "_pretty",
+        "_revinclude",
+        "_sort",
+        "_summary",
+        "_total",
+    }
+)
+
 
 async def create(
     facade: Facade,
@@ -166,9 +182,22 @@ async def _matching(
     facade: Facade, resource_type: str, source: str, condition: str
 ) -> list[dict[str, Any]]:
     """What an ``If-None-Exist`` search finds at the target source (two at the most)."""
-    items = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+    try:
+        items = parse_qsl(condition.lstrip("?"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise FhirError.one(
+            400, "invalid", "If-None-Exist holds an escape (%..) that is not UTF-8", "If-None-Exist"
+        ) from None
     if not items:
         raise FhirError.one(400, "invalid", "If-None-Exist holds no search", "If-None-Exist")
+    shaping = sorted({name for name, _ in items if name.partition(":")[0] in _NOT_CONDITIONS})
+    if shaping:
+        raise FhirError.one(
+            400,
+            "invalid",
+            f"If-None-Exist holds the conditions of a search, not {', '.join(shaping)}",
+            "If-None-Exist",
+        )
     parsed = parse_search(
         resource_type,
         [*items, ("_count", "2")],

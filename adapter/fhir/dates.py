@@ -23,6 +23,7 @@ __all__ = [
     "compare",
     "local_window",
     "parse_date",
+    "parse_instant",
     "parse_range",
     "search_window",
 ]
@@ -36,6 +37,15 @@ _DATE = re.compile(
 )
 
 DateRange = tuple[datetime, datetime]  # [low, high), aware
+
+# R4's instant (https://hl7.org/fhir/R4/datatypes.html#instant): a full date, a time to the
+# second, and a zone; a leap second (60) is the pattern's, not one a clock here can hold.
+_INSTANT = re.compile(
+    r"(?P<date>[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:(?P<second>[0-5][0-9]|60)(\.[0-9]+)?"
+    r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))",
+    re.ASCII,
+)
 
 # FHIR's calendar is years 0001-9999, Python's too; but the end of 9999-12-31, and an
 # instant of 0001-01-01 with an offset east of UTC, lie outside what a ``datetime`` can
@@ -239,3 +249,23 @@ def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | No
     except ValueError:
         raise UnsupportedParameter(params[0].name, "not a FHIR date") from None
     return (first.isoformat() if first else None, last.isoformat() if last else None)
+
+
+def parse_instant(value: object) -> datetime:
+    """An R4 instant as an aware datetime in UTC; ``ValueError`` saying why for anything
+    else: not a string, not the pattern (an ISO week date, a missing zone, a date alone), a
+    leap second, a day the month does not have, or a moment outside years 1-9999 once in
+    UTC (``0001-01-01T00:00:00+14:00``)."""
+    if not isinstance(value, str):
+        raise ValueError("must be an instant written as a string, such as 2030-01-01T00:00:00Z")
+    match = _INSTANT.fullmatch(value)
+    if match is None:
+        raise ValueError("must be an instant: a date, a time to the second and a zone")
+    if match["second"] == "60":
+        raise ValueError("a leap second (second 60) is not taken")
+    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", value)  # past microseconds: cut
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("must be a day of the calendar, within years 1-9999 in UTC") from None

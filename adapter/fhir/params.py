@@ -41,6 +41,7 @@ __all__ = [
     "MAX_VALUES",
     "ParsedSearch",
     "parse_search",
+    "preferences",
     "prefers_strict",
 ]
 
@@ -99,12 +100,21 @@ class ParsedSearch:
         return self.summary_count or self.request.count == 0
 
 
+def preferences(prefer: str | None) -> frozenset[str]:
+    """The preferences of a ``Prefer`` header (RFC 7240), each lower-case without spaces
+    (``respond-async``, ``handling=lenient``, ``return=minimal``). Clients separate them
+    with commas, or with semicolons as if each were a parameter of the first
+    (``respond-async; handling=lenient``): both are read as a list."""
+    if not prefer:
+        return frozenset()
+    return frozenset(
+        t for p in re.split(r"[,;]", prefer) if (t := p.strip().replace(" ", "").lower())
+    )
+
+
 def prefers_strict(prefer: str | None) -> bool:
     """``Prefer: handling=strict`` (RFC 7240; FHIR search "handling")."""
-    if not prefer:
-        return False
-    tokens = {p.strip().replace(" ", "").lower() for p in prefer.split(",")}
-    return "handling=strict" in tokens
+    return "handling=strict" in preferences(prefer)
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from adapter.fhir import jsonbody
 from adapter.fhir.cursor import CursorCodec, InvalidCursor
 from adapter.fhir.match import string_matches, token_matches
 from adapter.fhir.outcome import FhirError, Issue
@@ -475,9 +476,11 @@ def translate_body(raw: bytes, *, strict: bool) -> TranslateRequest:
     """A POST ``$translate``'s body: a ``Parameters`` resource, each input once with the
     value[x] R4 gives it (``code`` may be a valueString too)."""
     try:
-        body = orjson.loads(raw)
+        body = jsonbody.loads(raw)
     except orjson.JSONDecodeError:
         raise FhirError.one(400, "invalid", "the body is not JSON", "Parameters") from None
+    except jsonbody.BodyRefused as exc:
+        raise FhirError.one(400, "invalid", str(exc), "Parameters") from None
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError.one(400, "invalid", "the body is not a Parameters resource", "Parameters")
     entries = body.get("parameter", [])

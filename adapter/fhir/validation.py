@@ -13,8 +13,10 @@ Messages name the element and the rule, never the value: it may be patient data.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -23,9 +25,18 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.fhir.outcome import Issue
 
-__all__ = ["fhir_problems"]
+__all__ = ["MAX_STRING", "fhir_problems"]
 
 _MAX_PROBLEMS = 100  # a body with more is not worth listing further
+# The longest string element a write may carry. FHIR allows up to 1 MB; no vendor here
+# keeps a name, an address or a comment of more than a few hundred characters, and a
+# longer one is refused before any vendor sees it.
+MAX_STRING = 4096
+# Control characters a FHIR string should not hold (all below U+0020 but tab, CR, LF).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A dateTime or instant with a time and a zone: its moment must be one in years 1-9999
+# once in UTC (9999-12-31T23:59:59-14:00 is not).
+_ZONED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})")
 
 
 def fhir_problems(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
@@ -49,7 +60,8 @@ def fhir_problems(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
 
 
 def _issue(path: str, rule: str) -> Issue:
-    return Issue("error", "invalid", f"not valid FHIR R4: {rule}", (path,))
+    said = rule if rule.startswith("this service") else f"not valid FHIR R4: {rule}"
+    return Issue("error", "invalid", said, (path,))
 
 
 def _plain(message: str) -> str:
@@ -117,6 +129,8 @@ def _kind(annotation: Any) -> str:
         return "integer"
     if any(getattr(t, "__name__", "") == "Decimal" for t in leaves) or leaves == [float]:
         return "decimal"
+    if any(t is datetime for t in leaves):
+        return "datetime"
     return "other"
 
 
@@ -171,4 +185,20 @@ def _primitive_rule(kind: str, codes: tuple[str, ...], value: Any) -> str | None
         return "a decimal is a JSON number"
     if codes and isinstance(value, str) and value not in codes:
         return f"the code must be one of {' | '.join(codes)} (a required value set)"
+    if isinstance(value, str):
+        return _string_rule(kind, value)
+    return None
+
+
+def _string_rule(kind: str, value: str) -> str | None:
+    if len(value) > MAX_STRING:
+        return f"this service takes strings of at most {MAX_STRING} characters"
+    if _CONTROL.search(value):
+        return "a string holds no control characters (FHIR's string: tab, CR and LF only)"
+    if kind == "datetime" and _ZONED.fullmatch(value):
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value).replace("Z", "+00:00")
+        try:
+            datetime.fromisoformat(text).astimezone(UTC)
+        except (ValueError, OverflowError):
+            return "the moment lies outside years 1-9999 once in UTC"
     return None

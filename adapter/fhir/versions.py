@@ -9,6 +9,7 @@ gives a new one. Search results and reads of the same record carry the same vers
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -40,6 +41,9 @@ def etag_of(resource: dict[str, Any]) -> str:
     return f'W/"{version}"'
 
 
+_VERSION = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def parse_if_match(header: str) -> str:
     """The version an ``If-Match`` names, weak (``W/"v"``) or strong (``"v"``); a bare
     version is taken too. 400 for a list or ``*`` (no conditional update is offered)."""
@@ -48,8 +52,10 @@ def parse_if_match(header: str) -> str:
         text = text[2:]
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
-    if not text or text == "*" or any(c in text for c in ' ,"'):
-        raise FhirError.one(400, "invalid", 'If-Match must name one version: W/"<versionId>"')
+    if not _VERSION.fullmatch(text):  # an R4 id: no list, no *, no control character
+        raise FhirError.one(
+            400, "invalid", 'If-Match must name one version: W/"<versionId>"', "If-Match"
+        )
     return text
 
 

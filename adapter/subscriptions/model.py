@@ -13,8 +13,16 @@
   private, loopback, link-local, reserved or multicast address), unless it matches a glob
   of ``[subscriptions] allowed_endpoints`` (over ``scheme://host:port``): the service
   must not become a way to reach what stands behind it.
-- ``channel.header`` values are the subscriber's secrets: kept for delivery, never
-  logged, and masked in what a read shows (:func:`for_reading`).
+- ``channel.header``: at most :data:`MAX_HEADERS` lines of visible ASCII, each
+  ``Name: value`` with a token for a name, at most :data:`MAX_HEADER` characters, and
+  none of the headers that frame the request (``Host``, ``Content-Length``...). Their
+  values are the subscriber's secrets: kept for delivery, never logged, and masked in
+  what a read shows (:func:`for_reading`).
+- ``end``: an R4 instant, strictly (a string with a date, a time and a zone; not a leap
+  second; within years 1-9999 in UTC).
+- The endpoint's address is judged again at each delivery, and the notification goes to
+  the very address judged (:func:`check_endpoint` returns it): a name that resolves
+  elsewhere between the check and the connection cannot redirect it.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import asyncio
 import copy
 import fnmatch
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -33,13 +43,17 @@ import pydantic
 from fhir.resources.R4B.subscription import Subscription
 
 from adapter.facade import Caller, Facade
+from adapter.fhir.dates import parse_instant
 from adapter.fhir.match import matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
 
 __all__ = [
     "CRITERIA_TYPES",
+    "MAX_HEADER",
+    "MAX_HEADERS",
     "PAYLOAD",
+    "Target",
     "check_endpoint",
     "criteria_of",
     "for_reading",
@@ -50,6 +64,30 @@ __all__ = [
 CRITERIA_TYPES = ("Appointment", "Patient")
 PAYLOAD = "application/fhir+json"
 MASK = "***"
+MAX_HEADERS = 10
+MAX_HEADER = 1024  # characters of one header line
+# A header line: a token (RFC 9110), a colon, and a value of visible ASCII and spaces.
+_HEADER = re.compile(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?[ \t]*"
+)
+# What frames the request, or is the service's own to say.
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 def _invalid(text: str, where: str) -> FhirError:
@@ -57,9 +95,10 @@ def _invalid(text: str, where: str) -> FhirError:
 
 
 def criteria_of(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """The resource type and search parameters of a criteria (not checked)."""
+    """The resource type and search parameters of a criteria (not otherwise checked);
+    ``UnicodeDecodeError`` for a value whose escapes are not UTF-8 (``%ff``)."""
     resource_type, _, query = text.partition("?")
-    return resource_type, parse_qsl(query, keep_blank_values=True)
+    return resource_type, parse_qsl(query, keep_blank_values=True, errors="strict")
 
 
 def parsed_criteria(facade: Facade, text: str) -> tuple[str, SearchRequest]:
@@ -70,8 +109,11 @@ def parsed_criteria(facade: Facade, text: str) -> tuple[str, SearchRequest]:
 
 
 def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
-    resource_type, items = criteria_of(text)
     where = "Subscription.criteria"
+    try:
+        resource_type, items = criteria_of(text)
+    except UnicodeDecodeError:
+        raise _invalid("the criteria holds an escape (%..) that is not UTF-8", where) from None
     if resource_type not in CRITERIA_TYPES or resource_type not in facade.declared.types:
         raise _invalid("the criteria must be an Appointment?... or Patient?... search", where)
     if any(name == "_cursor" for name, _ in items):
@@ -94,7 +136,8 @@ def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
             "be subscribed to",
             where,
         )
-    unseen = sorted(s for s in request.sources or () if not caller.sees(s))
+    named = {v for name, value in items if name == "_source" for v in value.split(",") if v}
+    unseen = sorted(s for s in named if s not in facade.sources or not caller.sees(s))
     if unseen:
         raise _invalid(f"the criteria's _source names no source: {', '.join(unseen)}", where)
     try:  # a change is matched in memory: each parameter must be one that can be
@@ -106,22 +149,47 @@ def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
         ) from None
 
 
-def _public(address: str) -> bool:
+# Where an IPv6 address carries an IPv4 one: NAT64 (RFC 6052, RFC 8215).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _global(address: str) -> bool:
+    """Whether ``address`` is one on the public internet (``is_global``), and so is any
+    IPv4 address it carries (mapped, 6to4, Teredo, NAT64): never loopback, private,
+    shared (100.64/10, cloud metadata), link-local, site-local or reserved."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
+    inner: list[ipaddress.IPv4Address] = []
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            inner.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            inner.append(ip.sixtofour)
+        if ip.teredo is not None:
+            inner.extend(ip.teredo)
+        if any(ip in net for net in _NAT64):
+            inner.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    return (
+        ip.is_global
+        and not ip.is_multicast
+        and not site_local
+        and all(a.is_global and not a.is_multicast for a in inner)
     )
 
 
-async def check_endpoint(endpoint: str, allowed: Sequence[str]) -> None:
-    """422 unless ``endpoint`` may be called (see the module's description)."""
+@dataclass(frozen=True)
+class Target:
+    """Where a notification goes: the ``url`` to POST to (its host the address that was
+    judged, when one was), the ``host`` header and TLS name to give (None: the URL's)."""
+
+    url: str
+    host: str | None = None
+    server_name: str | None = None
+
+
+async def check_endpoint(endpoint: str, allowed: Sequence[str]) -> Target:
+    """Where ``endpoint`` may be called, or a 422 saying why not (see the module's
+    description)."""
     where = "Subscription.channel.endpoint"
     try:
         parts = urlsplit(endpoint)
@@ -131,18 +199,30 @@ async def check_endpoint(endpoint: str, allowed: Sequence[str]) -> None:
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
         raise _invalid("the endpoint must be an http(s) URL without credentials", where)
+    if port == 0:
+        raise _invalid("the endpoint's port must not be 0", where)
     port = port or (443 if parts.scheme == "https" else 80)
     authority = f"[{host}]" if ":" in host else host
     if any(fnmatch.fnmatchcase(f"{parts.scheme}://{authority}:{port}", g) for g in allowed):
-        return
+        return Target(endpoint)
     if parts.scheme != "https":
         raise _invalid("the endpoint must be https", where)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise _invalid("the endpoint's host does not resolve", where) from None
-    if not infos or not all(_public(str(info[4][0])) for info in infos):
-        raise _invalid("the endpoint resolves to a private, loopback or link-local address", where)
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or not all(_global(a) for a in addresses):
+        raise _invalid(
+            "the endpoint resolves to an address that is not public (private, loopback, "
+            "link-local, shared or reserved)",
+            where,
+        )
+    pinned = addresses[0].split("%", 1)[0]
+    literal = f"[{pinned}]" if ":" in pinned else pinned
+    url = parts._replace(netloc=f"{literal}:{port}").geturl()
+    shown = authority if port == 443 else f"{authority}:{port}"
+    return Target(url, shown, host)
 
 
 async def validate(
@@ -154,6 +234,11 @@ async def validate(
         raise FhirError.one(400, "invalid", "the body must be a Subscription", "Subscription")
     resource = {k: v for k, v in body.items() if k not in ("id", "meta", "error")}
     resource["status"] = "requested"
+    if "end" in resource:  # before the model, which takes more than R4's instant
+        try:
+            parse_instant(resource["end"])
+        except ValueError as exc:
+            raise _invalid(f"end {exc}", "Subscription.end") from None
     try:
         Subscription.model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -168,13 +253,27 @@ async def validate(
         raise _invalid(
             f"the payload must be absent (ping only) or {PAYLOAD}", "Subscription.channel.payload"
         )
-    for header in channel.get("header") or []:
-        name, colon, _ = str(header).partition(":")
-        if not colon or not name.strip() or any(c in str(header) for c in "\r\n"):
-            raise _invalid('each header must be "Name: value"', "Subscription.channel.header")
+    _check_headers(channel.get("header") or [])
     _check_criteria(facade, str(resource.get("criteria", "")), caller)
     await check_endpoint(str(channel.get("endpoint") or ""), allowed)
     return resource
+
+
+def _check_headers(headers: list[Any]) -> None:
+    where = "Subscription.channel.header"
+    if len(headers) > MAX_HEADERS:
+        raise _invalid(f"at most {MAX_HEADERS} header lines are taken", where)
+    for index, header in enumerate(headers):
+        at = f"{where}[{index}]"
+        if not isinstance(header, str) or len(header) > MAX_HEADER:
+            raise _invalid(f"a header line is a string of at most {MAX_HEADER} characters", at)
+        if not _HEADER.fullmatch(header):
+            raise _invalid(
+                'a header line is "Name: value" in visible ASCII (a token for a name)', at
+            )
+        name = header.partition(":")[0].lower()
+        if name in _RESERVED_HEADERS or name.startswith("proxy-"):
+            raise _invalid(f"the {name} header is the service's own to send", at)
 
 
 def for_reading(resource: dict[str, Any]) -> dict[str, Any]:

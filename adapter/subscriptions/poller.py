@@ -56,7 +56,9 @@ from typing import Any
 import httpx
 
 from adapter.facade import Caller, Facade, Pacer, readable_types
+from adapter.fhir.dates import parse_instant
 from adapter.fhir.match import matches
+from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchParam
 from adapter.fhir.versions import with_version
 from adapter.journal import Journal, digest_of
@@ -75,6 +77,7 @@ _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = 120.0
 _ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
+_DELIVERY_LANES = 32  # Subscriptions served at once by one worker
 _ACTIVE = ("requested", "active")
 
 
@@ -160,8 +163,13 @@ class SubscriptionPoller:
         self.allowed = allowed_endpoints
         self.base_url = base_url
         self.clock = clock
+        # No connection is kept between deliveries: each goes to the address judged for
+        # it, with its own TLS name, never over a connection made for another name.
         self._http = httpx.AsyncClient(
-            transport=transport, timeout=_DELIVERY_SECONDS, follow_redirects=False
+            transport=transport,
+            timeout=_DELIVERY_SECONDS,
+            follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -224,42 +232,71 @@ class SubscriptionPoller:
                 finally:
                     await self.store.release(f"source.{source}")
         ready = {source: await self._ready_types(source) for source in feeds}
-        for want in wanted:
-            if await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
+        lanes = asyncio.Semaphore(_DELIVERY_LANES)
+
+        async def tend(want: _Wanted) -> None:
+            async with lanes:
+                if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
+                    return
                 try:
                     await self._tend(want, ready)
+                except Exception as exc:  # its own failure, never the round's
+                    await self._broken(want.id, f"it could not be served ({type(exc).__name__})")
                 finally:
                     await self.store.release(f"subscription.{want.id}")
+
+        # Each Subscription on its own: one whose endpoint hangs or fails delays no other.
+        await asyncio.gather(*(tend(want) for want in wanted))
 
     async def _listening(self) -> list[_Wanted]:
         """The Subscriptions that listen (``requested`` or ``active``), with what they
         hear; those past their ``end``, or whose client is gone, are stopped here."""
         out = []
         for record in await self.store.all():
-            resource = record["resource"]
-            if resource.get("status") not in _ACTIVE:
-                continue
-            owner = record.get("owner")
-            client = self.clients.get(owner) if owner is not None else None
-            if owner is not None and client is None:
-                await self._stop(record, "error", "the client that made this Subscription is gone")
-                continue
-            end = resource.get("end")
-            if end and _epoch(str(end)) <= self.clock():
-                await self._stop(record, "off", None)
-                continue
-            caller = _owner(record, client)
             try:
-                want = _Wanted(record, self.facade, caller)
-            except Exception:  # the criteria no longer parses (a source was removed)
-                await self._stop(record, "error", "the criteria is no longer a search served here")
+                want = await self._listens(record)
+            except Exception as exc:  # a record this service cannot read: its own error
+                why = f"it could not be read ({type(exc).__name__})"
+                try:
+                    await self._stop(record, "error", why)
+                except Exception:  # not even its id: left for an operator
+                    log.warning("a subscription record cannot be read: %s", type(exc).__name__)
                 continue
-            if not caller.may_read(want.resource_type):
-                why = f"the client's scopes no longer allow read of {want.resource_type}"
-                await self._stop(record, "error", why)
-                continue
-            out.append(want)
+            if want is not None:
+                out.append(want)
         return out
+
+    async def _listens(self, record: dict[str, Any]) -> _Wanted | None:
+        """What ``record`` listens to, or None (not listening, or stopped here)."""
+        resource = record["resource"]
+        if resource.get("status") not in _ACTIVE:
+            return None
+        owner = record.get("owner")
+        client = self.clients.get(owner) if owner is not None else None
+        if owner is not None and client is None:
+            await self._stop(record, "error", "the client that made this Subscription is gone")
+            return None
+        end = resource.get("end")
+        if end is not None:
+            try:
+                ends = parse_instant(end).timestamp()
+            except ValueError as exc:
+                await self._stop(record, "error", f"Subscription.end {exc}")
+                return None
+            if ends <= self.clock():
+                await self._stop(record, "off", None)
+                return None
+        caller = _owner(record, client)
+        try:
+            want = _Wanted(record, self.facade, caller)
+        except Exception:  # the criteria no longer parses (a source was removed)
+            await self._stop(record, "error", "the criteria is no longer a search served here")
+            return None
+        if not caller.may_read(want.resource_type):
+            why = f"the client's scopes no longer allow read of {want.resource_type}"
+            await self._stop(record, "error", why)
+            return None
+        return want
 
     async def _stop(self, record: dict[str, Any], status: str, why: str | None) -> None:
         sub_id = str(record["resource"]["id"])
@@ -353,7 +390,11 @@ class SubscriptionPoller:
         zone = self.facade.zone(source)
         country = self.facade.country(source)  # of phone numbers without a code
         for want in tell:
-            heard = [r for r in news if want.hears(r, source, zone, country)]
+            try:
+                heard = [r for r in news if want.hears(r, source, zone, country)]
+            except Exception as exc:  # this Subscription's criteria, not the others'
+                await self._broken(want.id, f"a change could not be matched ({type(exc).__name__})")
+                continue
             if heard:
                 await self.store.push(want.id, heard)
 
@@ -398,9 +439,9 @@ class SubscriptionPoller:
         """None once the endpoint took the notification, else why not (never a header)."""
         channel = record["resource"].get("channel") or {}
         endpoint = str(channel.get("endpoint"))
-        try:
-            await check_endpoint(endpoint, self.allowed)  # its name may resolve elsewhere now
-        except Exception:
+        try:  # judged again: its name may resolve elsewhere now
+            target = await check_endpoint(endpoint, self.allowed)
+        except FhirError:
             return "the endpoint now resolves to an address that may not be called"
         base = self.base_url or record.get("base")
         bundle = history_bundle(changes, base, channel.get("payload") == PAYLOAD)
@@ -408,10 +449,18 @@ class SubscriptionPoller:
         for line in channel.get("header") or []:
             name, _, value = str(line).partition(":")
             headers[name.strip()] = value.strip()
+        extensions = {}
+        if target.host is not None:  # to the address judged, under its name
+            headers["host"] = target.host
+            extensions["sni_hostname"] = target.server_name
         try:
-            answer = await self._http.post(endpoint, json=bundle, headers=headers)
+            answer = await self._http.post(
+                target.url, json=bundle, headers=headers, extensions=extensions
+            )
         except httpx.HTTPError as exc:
             return f"the endpoint could not be reached ({type(exc).__name__})"
+        except Exception as exc:  # a header httpx will not send, say: its own failure
+            return f"the notification could not be sent ({type(exc).__name__})"
         if not answer.is_success:
             return f"the endpoint answered {answer.status_code}"
         return None
@@ -441,6 +490,19 @@ class SubscriptionPoller:
             self.audit_file,
         )
 
+    async def _broken(self, sub_id: str, why: str) -> None:
+        """Something went wrong while serving this Subscription: a failure of its own,
+        counted toward ``max_failures`` like a delivery's."""
+        log.warning("subscription failed: %s", why)
+        record = await self.store.get(sub_id)
+        if record is None:
+            return
+        try:
+            self._failed(record, why)
+            await self.store.update(record)
+        except Exception as exc:
+            log.warning("subscription could not be marked failed: %s", type(exc).__name__)
+
     def _failed(self, record: dict[str, Any], why: str) -> None:
         failures = int(record.get("failures") or 0) + 1
         record["failures"] = failures
@@ -466,7 +528,3 @@ def _owner(record: dict[str, Any], client: Any) -> Caller:
     if then is not None:
         now = frozenset(then) if now is None else now & frozenset(then)
     return Caller(client.name, client.sources, now)
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

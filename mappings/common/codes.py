@@ -4,17 +4,22 @@ A table lists rows ``(vendor code, FHIR code, equivalence)``. Several vendor cod
 to one FHIR code; going back, the first row for a FHIR code wins (the table lists the
 preferred vendor code first). Equivalences are R4's ConceptMap codes
 (https://hl7.org/fhir/R4/valueset-concept-map-equivalence.html), read as "the FHIR code is
-<equivalence> to the vendor code".
+<equivalence> to the vendor code". A row that is ``narrower`` or ``inexact`` says how in
+``comments`` (vendor code -> text): R4 requires it of the ConceptMap (invariant cmd-1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mappings.common.fhir import NAMESPACE
 
 __all__ = ["CodeTable"]
+
+# Equivalences whose ConceptMap target must say how in a comment (R4's cmd-1).
+_SAY_HOW = frozenset({"narrower", "inexact"})
 
 
 @dataclass(frozen=True)
@@ -25,15 +30,18 @@ class CodeTable:
     vendor_system: str
     fhir_system: str
     rows: tuple[tuple[str, str, str], ...]
+    comments: Mapping[str, str] = field(default_factory=dict)
     _forward: dict[str, str] = field(init=False, repr=False, compare=False)
     _backward: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         forward: dict[str, str] = {}
         backward: dict[str, str] = {}
-        for vendor, fhir, _ in self.rows:
+        for vendor, fhir, equivalence in self.rows:
             if vendor in forward:
                 raise ValueError(f"{self.name}: vendor code {vendor!r} listed twice")
+            if equivalence in _SAY_HOW and not self.comments.get(vendor):
+                raise ValueError(f"{self.name}: {vendor!r} is {equivalence}: say how in comments")
             forward[vendor] = fhir
             backward.setdefault(fhir, vendor)
         object.__setattr__(self, "_forward", forward)
@@ -66,9 +74,16 @@ class CodeTable:
                     "source": self.vendor_system,
                     "target": self.fhir_system,
                     "element": [
-                        {"code": vendor, "target": [{"code": fhir, "equivalence": equivalence}]}
+                        {"code": vendor, "target": [self._target(vendor, fhir, equivalence)]}
                         for vendor, fhir, equivalence in self.rows
                     ],
                 }
             ],
         }
+
+    def _target(self, vendor: str, fhir: str, equivalence: str) -> dict[str, Any]:
+        target = {"code": fhir, "equivalence": equivalence}
+        comment = self.comments.get(vendor)
+        if comment:
+            target["comment"] = comment
+        return target

@@ -43,6 +43,10 @@ APPOINTMENT_STATUS = CodeTable(
         ("cancelled", "cancelled", "equivalent"),
         ("no_show", "noshow", "equivalent"),
     ),
+    comments={
+        "awaiting_confirmation": "a cancellation waiting for the patient's confirmation "
+        "code: neither firmly booked nor cancelled yet",
+    },
 )
 
 # Leyr typed-id prefixes ({type}:{value}); a bare value means emr_id (docs.leyr.io, patient

@@ -77,6 +77,10 @@ APPOINTMENT_TYPE = CodeTable(
         ("CHECKUP", "CHECKUP", "equivalent"),
         ("EMERGENCY", "EMERGENCY", "equivalent"),
     ),
+    comments={
+        "CONSULTATION": "v2-0276 has no consultation; ROUTINE is the nearest (the vendor's "
+        "own code travels beside it)",
+    },
 )
 
 TABLES = (GENDER, PATIENT_STATUS, APPOINTMENT_STATUS, APPOINTMENT_TYPE)

@@ -440,39 +440,52 @@ async def test_a_token_request_over_a_few_kib_is_413(token_app):
         outcome(r)
 
 
-async def test_failed_logins_are_throttled_per_client_and_logged_without_the_secret(
+async def test_failed_logins_are_throttled_per_client_at_an_address_and_logged_without_the_secret(
     token_app, caplog
 ):
+    """Ten failures in a client's name from one address hold that client back there, and
+    only there: its own valid login from elsewhere is served."""
     caplog.set_level(logging.WARNING, logger="fhir_adapter")
     clock = token_app.state.test_clock
     wrong = "wrong-secret-000000000000"
-    for i in range(10):  # each from its own address: the client is what is counted
-        async with client(token_app, f"10.0.0.{i}") as http:
+    async with client(token_app, "10.0.0.1") as http:
+        for _ in range(10):
             r = await http.post("/auth/token", data=_login(wrong))
-            assert r.status_code == 401 and r.json()["error"] == "invalid_client"
-    async with client(token_app, "10.0.1.1") as http:
-        r = await http.post("/auth/token", data=_login())  # the right secret, but now
+            assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+        r = await http.post("/auth/token", data=_login())  # the right secret, but here
         assert r.status_code == 429
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert outcome(r)["issue"][0]["code"] == "throttled"
-        clock.now += 61
+    async with client(token_app, "10.0.1.1") as http:  # the client itself, elsewhere
+        assert (await http.post("/auth/token", data=_login())).status_code == 200
+    clock.now += 61
+    async with client(token_app, "10.0.0.1") as http:
         assert (await http.post("/auth/token", data=_login())).status_code == 200
 
     lines = [r for r in caplog.records if r.getMessage() == "token request refused"]
     assert len(lines) == 10
     fields = lines[0].fields
     assert fields["client"] == "acme" and fields["kind"] == "wrong secret"
-    assert fields["address"] == "10.0.0.0"
+    assert fields["address"] == "10.0.0.1"
     for record in caplog.records:
         assert wrong not in record.getMessage() and wrong not in json.dumps(
             getattr(record, "fields", {})
         )
 
 
+async def test_failures_in_a_clients_name_from_many_addresses_do_not_lock_it_out(token_app):
+    wrong = "wrong-secret-000000000000"
+    for i in range(30):  # each from its own address, all naming the client
+        async with client(token_app, f"10.0.2.{i}") as http:
+            assert (await http.post("/auth/token", data=_login(wrong))).status_code == 401
+    async with client(token_app, "10.0.3.1") as http:
+        assert (await http.post("/auth/token", data=_login())).status_code == 200
+
+
 async def test_failed_logins_are_throttled_per_address(token_app, caplog):
     caplog.set_level(logging.WARNING, logger="fhir_adapter")
     async with client(token_app, "192.0.2.7") as http:
-        for i in range(10):
+        for i in range(30):
             r = await http.post("/auth/token", data=_login(client_id=f"guess-{i}"))
             assert r.status_code == 401
         r = await http.post("/auth/token", data=_login())
