@@ -1,11 +1,14 @@
 """``Idempotency-Key``: a repeated write replays its first outcome instead of happening twice.
 
 The first outcome of a key (status, headers, body) is kept for ``ttl`` seconds (24 h by
-default) with a fingerprint of the request; the same key with another request is refused,
-and a repeat that arrives while the first is still running is told to wait. Outcomes of
-5xx are not kept: the client may try again, and the connectors check the vendor before
-a write that timed out is made again. Memory by default; a shared store (Redis) for more
-than one worker implements the same two methods.
+default) with a fingerprint of the request; the same key with another request is
+refused, and a repeat that arrives while the first is still running is told to wait.
+Outcomes of 5xx are not kept: the client may try again. But a 5xx may follow a write the
+vendor made (a timeout, a lost connection, a vendor's 5xx after its commit): the key
+then remembers that its outcome is unknown (:meth:`IdempotencyStore.unknown`), and the
+retry looks for what the first try may have made before it sends anything, until a final
+answer is kept. Memory by default; a shared store (Redis) for more than one worker
+implements the same methods.
 """
 
 from __future__ import annotations
@@ -45,8 +48,14 @@ class IdempotencyStore(Protocol):
         """Claim ``key`` for a new request (None), or the outcome already held for it."""
         ...
 
-    async def finish(self, key: str, outcome: Outcome | None) -> None:
-        """Record the first outcome of ``key``, or (None) release it for another try."""
+    async def finish(self, key: str, outcome: Outcome | None, *, unknown: bool = False) -> None:
+        """Record the first outcome of ``key``, or (None) release it for another try;
+        ``unknown``: that try ended without knowing whether the vendor made the write."""
+        ...
+
+    async def unknown(self, key: str) -> bool:
+        """Whether an earlier try of ``key`` ended without knowing whether the vendor made
+        the write (and no final outcome is kept since)."""
         ...
 
 
@@ -71,6 +80,8 @@ class MemoryStore:
         self._entries: OrderedDict[str, tuple[float, Outcome, int]] = OrderedDict()
         self._bytes = 0
         self._lock = asyncio.Lock()
+        # Keys whose last try's outcome is unknown, and since when (bounded like entries).
+        self._unknown: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,12 +122,26 @@ class MemoryStore:
             self._put(key, now, Outcome(print_))
             return None
 
-    async def finish(self, key: str, outcome: Outcome | None) -> None:
+    async def finish(self, key: str, outcome: Outcome | None, *, unknown: bool = False) -> None:
         async with self._lock:
             if outcome is None:
                 self._drop(key)
+                if unknown:
+                    self._unknown.pop(key, None)
+                    self._unknown[key] = self._clock()
+                    while len(self._unknown) > self._max_entries:
+                        self._unknown.popitem(last=False)
             else:
                 self._put(key, self._clock(), outcome)
+                self._unknown.pop(key, None)
+
+    async def unknown(self, key: str) -> bool:
+        async with self._lock:
+            since = self._unknown.get(key)
+            if since is not None and since + self._ttl <= self._clock():
+                del self._unknown[key]
+                return False
+            return since is not None
 
 
 def _size(key: str, outcome: Outcome) -> int:
@@ -158,10 +183,13 @@ class RedisStore:
             base64.b64decode(data["b"]),
         )
 
-    async def finish(self, key: str, outcome: Outcome | None) -> None:
+    async def finish(self, key: str, outcome: Outcome | None, *, unknown: bool = False) -> None:
         if outcome is None:
+            if unknown:
+                await self.redis.set(self._key(key) + ":unknown", b"1", ex=self._ttl)
             await self.redis.delete(self._key(key))
             return
+        await self.redis.delete(self._key(key) + ":unknown")
         value = orjson.dumps(
             {
                 "f": outcome.fingerprint,
@@ -171,6 +199,9 @@ class RedisStore:
             }
         )
         await self.redis.set(self._key(key), value, ex=self._ttl)
+
+    async def unknown(self, key: str) -> bool:
+        return bool(await self.redis.exists(self._key(key) + ":unknown"))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -33,6 +33,7 @@ __all__ = [
     "ReadsMany",
     "ResourceCapability",
     "ResourceNotFound",
+    "WriteNotMade",
     "WriteNotSupported",
     "WriteOutcomeUnknown",
     "WriteRefusals",
@@ -127,6 +128,16 @@ class WriteOutcomeUnknown(Exception):
         super().__init__(f"{source}: a write's outcome is unknown")
 
 
+class WriteNotMade(Exception):
+    """A write failed without a clear answer (a 5xx, a lost connection, a timeout), and
+    looking at the vendor showed it was not made: the client may send it again."""
+
+    def __init__(self, source: str, retry_after: float | None = None) -> None:
+        self.source = source
+        self.retry_after = retry_after
+        super().__init__(f"{source}: the write was not made")
+
+
 class ConnectorConfigError(ValueError):
     """A source's configuration is missing or has a wrong key (named, never its value)."""
 
@@ -150,10 +161,18 @@ class Connector(Protocol):
 
     async def search(self, request: SearchRequest, cursor: str | None = None) -> Page: ...
 
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
+    async def create(
+        self, resource_type: str, resource: dict[str, Any], *, look_first: bool = False
+    ) -> Written:
         """Create at the vendor; the stored resource as read back. Only for resource types
         whose capability declares ``create``; otherwise :class:`WriteNotSupported`.
-        What the vendor cannot hold or do is :class:`WriteRefused`, before any call."""
+        What the vendor cannot hold or do is :class:`WriteRefused`, before any call.
+
+        A write the vendor may have carried out without a clear answer (the transport's
+        ``committed_unknown``) is looked up before answering: found, it is the answer;
+        surely absent, :class:`WriteNotMade`; not known, :class:`WriteOutcomeUnknown`.
+        ``look_first``: an earlier try of this very write ended so; look before sending
+        (found: the answer, and nothing is sent)."""
         ...
 
     async def update(

@@ -126,6 +126,8 @@ async def _idempotent(request: Request, handle: Handler) -> Response:
         replayed = dict(held.headers) | {"Idempotent-Replayed": "true"}
         return Response(held.body, held.status, replayed)
     response: Response | None = None
+    if await store.unknown(key):  # an earlier try may have made it: look before sending
+        request.scope["fhir.look_first"] = True
     try:
         response = await _answer(request, handle, raw)
         return response
@@ -134,7 +136,9 @@ async def _idempotent(request: Request, handle: Handler) -> Response:
         if response is not None and response.status_code < 500:  # a 5xx may be tried again
             kept = tuple((k, v) for k, v in response.headers.items() if k != "content-length")
             outcome = Outcome(print_, response.status_code, kept, bytes(response.body))
-        await store.finish(key, outcome)
+        # Whatever ended a try with a 5xx (or no answer at all), the vendor may have made
+        # the write: the next try looks first.
+        await store.finish(key, outcome, unknown=outcome is None)
 
 
 async def _answer(request: Request, handle: Handler, raw: bytes) -> Response:
@@ -258,6 +262,7 @@ async def _create(request: Request, resource_type: str, raw: bytes) -> Response:
         sent,
         caller(request),
         if_none_exist=request.headers.get("if-none-exist"),
+        look_first=bool(request.scope.get("fhir.look_first")),
     )
     # An existing match (If-None-Exist) was not written: nothing of the body was lost.
     return _respond(request, resource_type, written, 201, sent if written.created else None)

@@ -102,6 +102,8 @@ _FAULTS: dict[str, Spec] = {
     "hang_after_commit": bool,
     "hang_seconds": AtLeast(float, 0),
     "malformed_rate": float,
+    "after_commit": OneOf(("", "500", "502", "malformed", "drop")),
+    "after_commit_every": AtLeast(int, 1),
     "expired_token": bool,
     "seed": int,
 }

@@ -6,10 +6,16 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, tzinfo
 from typing import Any, TypeVar
 
-from adapter.connectors.base import WriteOutcomeUnknown, WriteRefusals, WriteRefused, Written
+from adapter.connectors.base import (
+    WriteNotMade,
+    WriteOutcomeUnknown,
+    WriteRefusals,
+    WriteRefused,
+    Written,
+)
 from adapter.fhir.kept import SERVER_SET
 from adapter.fhir.match import actor_references
-from adapter.transport import VendorTimeout, scope
+from adapter.transport import MalformedResponse, VendorError, scope
 from mappings import MappingError, decode_id
 from mappings.errors import InvalidResource
 
@@ -18,10 +24,13 @@ __all__ = [
     "actor_of",
     "all_refusals",
     "changed",
-    "look_after_timeout",
+    "found_before_sending",
+    "look_after_unknown",
     "participants_changed",
     "refuse_future_birth",
     "same_fields",
+    "unknown_outcome",
+    "unreadable_answer",
     "without_foreign_references",
 ]
 
@@ -130,23 +139,57 @@ def refuse_future_birth(patient: dict[str, Any], zone: tzinfo, vendor: str) -> N
         )
 
 
-async def look_after_timeout(
+async def look_after_unknown(
     source: str,
-    timeout: VendorTimeout,
+    failure: Exception,
     look: Callable[[], Awaitable[dict[str, Any] | None]],
+    *,
+    created: bool = True,
 ) -> Written:
-    """A create timed out, and the vendor may have made the record all the same: look for
-    it before anyone is told to send again. Found: it is the write's answer. Surely absent:
-    the timeout stands (the client may send again, with its Idempotency-Key). Looking
-    failed or was ambiguous: :class:`WriteOutcomeUnknown` (the client must search first)."""
+    """A write ended without a clear answer (a timeout, a lost connection, a 5xx, a
+    success whose body cannot be read: ``committed_unknown``), and the vendor may have
+    made it all the same: look for it before anyone is told to send again.
+
+    Found: it is the write's answer. Surely absent: :class:`WriteNotMade` (the client may
+    send again, with its Idempotency-Key) - unless the vendor had answered success, when
+    it was made and must be found. Looking failed or was ambiguous:
+    :class:`WriteOutcomeUnknown` (the client must search first)."""
     try:
         with scope.reserved():
             found = await look()
     except Exception:
         raise WriteOutcomeUnknown(source) from None
-    if found is None:
-        raise timeout
-    return Written(found)
+    if found is not None:
+        return Written(found, created)
+    if isinstance(failure, MalformedResponse) and (failure.status or 0) < 300:
+        raise WriteOutcomeUnknown(source)  # it said success: made, and not found
+    raise WriteNotMade(source, getattr(failure, "retry_after", None))
+
+
+def unreadable_answer(source: str, status: int | None, detail: str) -> MalformedResponse:
+    """The error of a write the vendor answered with success but not in the shape its
+    contract promises: made, its record not known."""
+    broken = MalformedResponse(source, status, detail)
+    broken.committed_unknown = True
+    return broken
+
+
+async def found_before_sending(
+    source: str, look: Callable[[], Awaitable[dict[str, Any] | None]]
+) -> dict[str, Any] | None:
+    """An earlier try of this write ended without a clear answer: what it may have made,
+    looked up before anything is sent again (None: it was not made). Looking that fails
+    is :class:`WriteOutcomeUnknown`: still, nothing may be sent."""
+    try:
+        with scope.reserved():
+            return await look()
+    except Exception:
+        raise WriteOutcomeUnknown(source) from None
+
+
+def unknown_outcome(error: Exception) -> bool:
+    """Whether ``error`` ended a write that the vendor may have carried out."""
+    return isinstance(error, VendorError) and error.committed_unknown
 
 
 def same_fields(sent: dict[str, Any], record: Any, keys: tuple[str, ...]) -> bool:

@@ -17,7 +17,8 @@ entry). Which exception means what:
       WriteRefused, InvalidResource  its status (422; 409 for a Slot taken), naming the element
       WriteNotSupported              422
       VendorValidation               409 for a time that is not free, else 422
-      VendorTimeout                  504: nothing was made (the connector looked); send again
+      WriteNotMade                   503: the vendor failed without a clear answer, and the
+                                     connector looked: nothing was made; send again
       WriteOutcomeUnknown            504: the connector could not look; search before sending
     an HTTP error of the framework   404 (no such path), 405 (method), its own status
     anything else                    500 that quotes nothing; logged by type and place
@@ -35,6 +36,7 @@ from adapter.fhir.search import UnsupportedParameter
 from adapter.protocol import (
     PaginationLoop,
     ResourceNotFound,
+    WriteNotMade,
     WriteNotSupported,
     WriteOutcomeUnknown,
     WriteRefusals,
@@ -126,9 +128,18 @@ def _write_refusal(exc: BaseException, source: str) -> FhirError | None:
         return FhirError.one(
             504,
             "timeout",
-            f"source {source} did not answer in time, and whether it made the record could "
-            "not be checked: search for it before sending the write again",
+            f"source {source} gave no clear answer, and whether it made the record could "
+            "not be checked: search for it before sending the write again (the same "
+            "Idempotency-Key looks for it first)",
             **{"Retry-After": str(whole_seconds(_SOON))},
+        )
+    if isinstance(exc, WriteNotMade):
+        return FhirError.one(
+            503,
+            "transient",
+            f"source {source} failed without a clear answer and holds no such record: "
+            "send the request again with the same Idempotency-Key",
+            **{"Retry-After": str(whole_seconds(exc.retry_after or _SOON))},
         )
     if isinstance(exc, WriteRefused):
         if exc.status == 409:  # taken meanwhile

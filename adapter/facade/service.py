@@ -281,9 +281,12 @@ class Facade(Sources):
         caller: Caller = Caller(),
         *,
         if_none_exist: str | None = None,
+        look_first: bool = False,
     ) -> Written:
         """See :func:`adapter.facade.writes.create`."""
-        return await _writes.create(self, resource_type, resource, caller, if_none_exist)
+        return await _writes.create(
+            self, resource_type, resource, caller, if_none_exist, look_first
+        )
 
     async def update(
         self,

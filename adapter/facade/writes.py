@@ -45,12 +45,15 @@ async def create(
     resource: dict[str, Any],
     caller: Caller,
     if_none_exist: str | None,
+    look_first: bool = False,
 ) -> Written:
     """Create at the source the resource belongs to; with ``if_none_exist`` (a search),
-    the one match instead, if there is one (412 for more)."""
+    the one match instead, if there is one (412 for more). ``look_first``: an earlier try
+    of this write (the same Idempotency-Key) ended without a clear answer; the connector
+    looks for what it may have made before sending anything."""
     facade.require_served(resource_type)
     with facade.write_deadline():
-        written = await _create(facade, resource_type, resource, caller, if_none_exist)
+        written = await _create(facade, resource_type, resource, caller, if_none_exist, look_first)
     return await _versioned(facade, written)
 
 
@@ -60,6 +63,7 @@ async def _create(
     resource: dict[str, Any],
     caller: Caller,
     if_none_exist: str | None,
+    look_first: bool,
 ) -> Written:
     source = await _source_for_create(facade, resource_type, resource, caller)
     if if_none_exist is not None:
@@ -68,8 +72,11 @@ async def _create(
             raise FhirError.one(412, "duplicate", "If-None-Exist matches more than one resource")
         if found:
             return Written(found[0], created=False)
+    connector = facade.connectors[source]
     try:
-        return await facade.connectors[source].create(resource_type, resource)
+        if look_first:
+            return await connector.create(resource_type, resource, look_first=True)
+        return await connector.create(resource_type, resource)
     except Exception as exc:
         raise outcome_of(exc, source, writing=True, where=f"create at {source}") from None
 

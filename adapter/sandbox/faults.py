@@ -11,6 +11,11 @@ work the same in-process and on a port:
 - ``hang_after_commit``: a write (any method but GET) is carried out, then its answer
   hangs: the vendor committed, the client sees a timeout;
 - ``malformed_rate``: share of answers whose body is cut short (not JSON);
+- ``after_commit``: a write (any method but GET) is carried out, then its answer is
+  replaced, as a failing load balancer or a crashing worker of the vendor would:
+  ``"500"``, ``"502"`` (the vendor's error body with that status), ``"malformed"`` (its
+  success cut short) or ``"drop"`` (the connection is lost: in process, the transport
+  raises ``httpx.RemoteProtocolError``); ``after_commit_every`` N: only every Nth write;
 - ``expired_token`` (Nyra): every hospital token is refused as expired (401).
 
 Which requests a share hits is drawn from a seeded random generator, so a run repeats.
@@ -27,7 +32,11 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["FaultMiddleware", "Faults", "SandboxTransport"]
+__all__ = ["DROPPED", "FaultMiddleware", "Faults", "SandboxTransport"]
+
+_AFTER_COMMIT = ("", "500", "502", "malformed", "drop")
+# The header of an answer the in-process transport turns into a lost connection.
+DROPPED = b"x-sandbox-dropped"
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Faults:
     hang_after_commit: bool = False
     hang_seconds: float = 30.0
     malformed_rate: float = 0.0
+    after_commit: str = ""  # "500" | "502" | "malformed" | "drop": a write's answer, lost
+    after_commit_every: int = 1
     expired_token: bool = False  # Nyra: every hospital token is past its time
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -48,7 +59,12 @@ class Faults:
             share = getattr(self, name)
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"fault {name!r} must be a share between 0 and 1")
+        if self.after_commit not in _AFTER_COMMIT:
+            raise ValueError(f"fault 'after_commit' must be one of {', '.join(_AFTER_COMMIT)}")
+        if self.after_commit_every < 1:
+            raise ValueError("fault 'after_commit_every' must be at least 1")
         self._rng = random.Random(self.seed)
+        self._writes = 0
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> Faults:
@@ -66,6 +82,13 @@ class Faults:
 
     def draw(self, share: float) -> bool:
         return share > 0 and self._rng.random() < share
+
+    def lost_answer(self, method: str) -> str:
+        """How this request's answer is lost after its write is made ("": it is not)."""
+        if not self.after_commit or method == "GET":
+            return ""
+        self._writes += 1
+        return self.after_commit if self._writes % self.after_commit_every == 0 else ""
 
 
 class FaultMiddleware:
@@ -91,7 +114,8 @@ class FaultMiddleware:
             return
         hang = f.hang_after_commit and scope.get("method") != "GET"
         malformed = f.draw(f.malformed_rate)
-        if not hang and not malformed:
+        lost = f.lost_answer(str(scope.get("method")))
+        if not hang and not malformed and not lost:
             await self.app(scope, receive, send)
             return
         held: list[Message] = []
@@ -100,6 +124,14 @@ class FaultMiddleware:
             held.append(message)
 
         await self.app(scope, receive, hold)
+        if lost in ("500", "502"):  # made; the answer is the vendor's error
+            await _send_body(send, int(lost), self.error_body(int(lost)))
+            return
+        if lost == "drop":
+            await send({"type": "http.response.start", "status": 200, "headers": [(DROPPED, b"1")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        malformed = malformed or lost == "malformed"
         if hang:
             await asyncio.sleep(f.hang_seconds)
         for message in held:
@@ -135,8 +167,16 @@ class SandboxTransport(httpx.ASGITransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = (request.extensions.get("timeout") or {}).get("read")
         if timeout is None:
-            return await super().handle_async_request(request)
+            return _dropped(await super().handle_async_request(request), request)
         try:
-            return await asyncio.wait_for(super().handle_async_request(request), timeout)
+            response = await asyncio.wait_for(super().handle_async_request(request), timeout)
         except TimeoutError:
             raise httpx.ReadTimeout("read timed out", request=request) from None
+        return _dropped(response, request)
+
+
+def _dropped(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    """The answer, or the lost connection the ``drop`` fault stands for."""
+    if DROPPED.decode() in response.headers:
+        raise httpx.RemoteProtocolError("server disconnected without an answer", request=request)
+    return response

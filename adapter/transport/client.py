@@ -300,11 +300,17 @@ class VendorClient:
                 )
             except _KeyRejected:
                 continue  # rejected before anything was done: safe on another key
+            except VendorError as exc:
+                if exc.committed_unknown:  # it may have changed what was read before
+                    await self.cache.clear()
+                raise
             await self.cache.clear()
             try:
                 return status, _json(content)
             except orjson.JSONDecodeError:
-                raise MalformedResponse(self.source, status, "body is not JSON") from None
+                broken = MalformedResponse(self.source, status, "body is not JSON")
+                broken.committed_unknown = True  # it answered success: made, id unknown
+                raise broken from None
 
     async def _once(
         self,
@@ -348,6 +354,8 @@ class VendorClient:
                 self._closed()
                 return response.status_code, response.content
             error = self.classify(self.source, response) or classify_status(self.source, response)
+            if write and response.status_code >= 500:
+                error.committed_unknown = True  # a 5xx may follow the vendor's commit
             self._judge(error)
             if isinstance(error, AuthenticationRejected):
                 lease.refused()
@@ -391,14 +399,19 @@ class VendorClient:
             return await self.http.request(
                 method, self._url(path, params), content=content, headers=headers
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Nothing was sent: the write surely did not happen.
+            raise VendorUnavailable(
+                self.source, None, f"connection failed ({type(exc).__name__})"
+            ) from None
         except (httpx.TimeoutException, TimeoutError):
             timeout = VendorTimeout(self.source, None, f"{method} timed out")
             timeout.committed_unknown = write
             raise timeout from None
         except httpx.TransportError as exc:
-            raise VendorUnavailable(
-                self.source, None, f"connection failed ({type(exc).__name__})"
-            ) from None
+            lost = VendorUnavailable(self.source, None, f"connection failed ({type(exc).__name__})")
+            lost.committed_unknown = write  # the request may have been carried out
+            raise lost from None
 
     def _closed(self) -> None:
         """The vendor answered: the circuit closes, if it was open."""
@@ -415,6 +428,12 @@ class VendorClient:
             return
         if not isinstance(error, VendorTimeout | VendorUnavailable):
             self._closed()
+            return
+        if error.committed_unknown and error.status is not None:
+            # The vendor answered a write after it may have carried it out: told apart
+            # from a vendor that fails. The look-up that follows judges the vendor.
+            hooks.vendor_failure(self.source, error.status, "WriteOutcomeUnknown")
+            self.circuit.abandoned()
             return
         hooks.vendor_failure(self.source, error.status, type(error).__name__)
         if self.circuit.failed():

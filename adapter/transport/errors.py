@@ -2,7 +2,7 @@
 
     VendorError
     ├── TemporaryVendorError        worth retrying (reads only); .retry_after in seconds
-    │   ├── VendorTimeout           connect/read timeout; .committed_unknown for writes
+    │   ├── VendorTimeout           connect/read timeout
     │   ├── VendorUnavailable       500/502/503/504, connection errors
     │   │   └── CircuitRefused      the source's circuit is open: the vendor was not asked
     │   └── RateLimited             429
@@ -22,7 +22,11 @@ of vendor calls), and, inside the key pool only, ``SlotTooFar``, ``QueueFull`` a
 ``NoKeysLeft`` (:mod:`adapter.transport.ratelimit`), which the client turns into
 ``BudgetRefused`` or ``AuthenticationRejected`` before they leave the transport.
 
-Every error carries the configured ``source`` and the vendor's ``status``. Messages hold
+Every error carries the configured ``source`` and the vendor's ``status``. On an error
+that ended a write, ``committed_unknown`` says the vendor may have carried it out all the
+same: a timeout, a connection lost after the request went out, a 5xx (a load balancer's
+or a crashing worker's, after the vendor committed), or a success whose body cannot be
+read. The connectors look such a write up before anyone is told to send it again. Messages hold
 the source, the status and vendor vocabulary (error codes, permission names) only: never
 credentials, request bodies or the vendor's free text, which may quote patient data.
 """
@@ -57,6 +61,8 @@ __all__ = [
 
 
 class VendorError(Exception):
+    committed_unknown = False  # on a write: the vendor may have carried it out
+
     def __init__(self, source: str, status: int | None, detail: str) -> None:
         self.source = source
         self.status = status
@@ -74,7 +80,7 @@ class TemporaryVendorError(VendorError):
 
 
 class VendorTimeout(TemporaryVendorError):
-    committed_unknown = False  # set on writes: the vendor may have done it
+    pass
 
 
 class VendorUnavailable(TemporaryVendorError):

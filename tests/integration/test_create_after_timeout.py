@@ -121,6 +121,13 @@ async def test_a_create_that_surely_did_not_land_says_send_again():
         transport=httpx.ASGITransport(app=app), base_url="http://f/fhir"
     ) as c:
         lost = await c.post("/Patient", json=_patient("nyra-t", "Tove"), headers=JSON)
-    assert lost.status_code == 504
-    assert "holds no such record" in lost.json()["issue"][0]["diagnostics"]
+    assert (lost.status_code, lost.headers["retry-after"]) == (503, "5")
+    assert lost.json()["issue"] == [
+        {
+            "severity": "error",
+            "code": "transient",
+            "diagnostics": "source nyra-t failed without a clear answer and holds no such "
+            "record: send the request again with the same Idempotency-Key",
+        }
+    ]
     assert _count(nyra, "Tove") == 0

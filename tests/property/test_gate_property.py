@@ -16,7 +16,7 @@ The app runs in process over both sandboxes; the examples are fixed (derandomize
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,12 +27,12 @@ from fhir_check import validate
 from harness import FAST
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from visibility import assert_visible, entries, secret_of, weekday
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
 from adapter.sandbox import LeyrSandbox, NyraSandbox
 from adapter.settings import ExportSettings, Settings
-from mappings import decode_id
 
 LEYR, NYRA = "leyr-a", "nyra-b"
 SOURCES = (LEYR, NYRA)
@@ -51,72 +51,6 @@ TYPES = (
 READERS = {"reader": SOURCES, "reader-nyra": (NYRA,), "reader-leyr": (LEYR,)}
 EXAMPLES = 25
 Params = list[tuple[str, str]]
-
-
-def secret_of(name: str) -> str:
-    return f"{name}-secret-0123456789"
-
-
-def source_of(resource: dict[str, Any]) -> str:
-    """The source named by a resource's id (before its first ``.``), which its
-    ``meta.source`` must agree with."""
-    try:
-        named = decode_id(resource["id"]).source
-    except ValueError:
-        raise AssertionError(f"{resource['id']} names no source") from None
-    claimed = (resource.get("meta") or {}).get("source")
-    assert claimed in (None, named), f"{resource['id']}: meta.source {claimed}"
-    return named
-
-
-def assert_visible(
-    body: dict[str, Any], readable_types: frozenset[str], sources: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """Fail if ``body`` (a resource, or a Bundle's entries' resources, and what those
-    contain) holds a type not in ``readable_types`` or a resource from a source not in
-    ``sources``; a searchset's outcome entry is the answer's own. The resources checked."""
-    checked: list[dict[str, Any]] = []
-
-    def visit(resource: dict[str, Any], where: str) -> None:
-        kind = resource["resourceType"]
-        if kind == "Bundle":
-            for i, entry in enumerate(resource.get("entry") or []):
-                mode = (entry.get("search") or {}).get("mode")
-                inner = entry["resource"]
-                if mode == "outcome" and inner["resourceType"] == "OperationOutcome":
-                    continue
-                visit(inner, f"{where}entry[{i}]({mode}) ")
-            return
-        assert kind in readable_types, (
-            f"{where}{kind}/{resource.get('id')} is of a type the token may not read "
-            f"(it may read {sorted(readable_types)})"
-        )
-        source = source_of(resource)
-        assert source in sources, (
-            f"{where}{kind}/{resource['id']} is from {source}, a source the client may not use"
-        )
-        for contained in resource.get("contained") or []:
-            assert contained["resourceType"] in readable_types, f"{where}{kind} contains one"
-        checked.append(resource)
-
-    visit(body, "")
-    return checked
-
-
-def entries(body: dict[str, Any], *modes: str) -> list[tuple[str, str, str]]:
-    wanted = modes or ("match", "include")
-    return [
-        (e["search"]["mode"], e["resource"]["resourceType"], e["resource"]["id"])
-        for e in body.get("entry") or []
-        if e["search"]["mode"] in wanted
-    ]
-
-
-def weekday(days_ahead: int) -> date:
-    day = date.today() + timedelta(days=days_ahead)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return day
 
 
 class Deployment:

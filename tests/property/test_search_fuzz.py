@@ -166,6 +166,8 @@ def world():
         for kind in ("Patient", "Appointment"):
             bundle = (await client.get(f"/fhir/{kind}", params={"_count": "10"})).json()
             for entry in bundle.get("entry", []):
+                if entry["search"]["mode"] == "outcome":  # a note (a budget wait, say)
+                    continue
                 resource = entry["resource"]
                 references.append(f"{kind}/{resource['id']}")
                 for who in resource.get("participant", []):

@@ -52,9 +52,12 @@ from adapter.connectors.writes import (
     actor_of,
     all_refusals,
     changed,
-    look_after_timeout,
+    found_before_sending,
+    look_after_unknown,
     participants_changed,
     same_fields,
+    unknown_outcome,
+    unreadable_answer,
     without_foreign_references,
 )
 from adapter.fhir.match import matches
@@ -66,7 +69,7 @@ from adapter.transport import (
     MalformedResponse,
     NotFound,
     VendorClient,
-    VendorTimeout,
+    VendorError,
     VendorValidation,
 )
 from mappings import LeyrContext, LeyrDirectory, MappingError, decode_id, leyr
@@ -570,15 +573,19 @@ class LeyrConnector:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
+    async def create(
+        self, resource_type: str, resource: dict[str, Any], *, look_first: bool = False
+    ) -> Written:
         if resource_type == "Patient":  # mapped with the names known: the write comes first
-            return await self._create_patient(resource)
+            return await self._create_patient(resource, look_first=look_first)
         if resource_type == "Appointment":
             await self._context()  # a resource is a Practitioner or a Device: the directory says
-            return await self._book(resource)
+            return await self._book(resource, look_first=look_first)
         raise WriteNotSupported(self.source, resource_type, "create")
 
-    async def _create_patient(self, resource: dict[str, Any]) -> Written:
+    async def _create_patient(
+        self, resource: dict[str, Any], *, look_first: bool = False
+    ) -> Written:
         resource = without_foreign_references(resource, self.source)
         record = all_refusals(
             {k: v for k, v in resource.items() if k != "id"},
@@ -589,15 +596,21 @@ class LeyrConnector:
             raise WriteRefused("Patient.managingOrganization", "not a care unit of this source")
         if not record.get("first_name") or not record.get("last_name"):
             raise WriteRefused("Patient.name", "Leyr needs a given and a family name")
+        if look_first:  # an earlier try's outcome is unknown: it may have been made
+            found = await found_before_sending(self.source, lambda: self._find_patient(cu, record))
+            if found is not None:
+                return Written(found)
         # Leyr: create-or-return-existing (upsert by identity); 201 only when created.
         try:
             status, body = await self.client.send("POST", f"{self._cu(cu)}/patients", record)
-        except VendorTimeout as exc:
-            return await look_after_timeout(
+            if not isinstance(body, dict):
+                raise unreadable_answer(self.source, status, "expected the patient")
+        except VendorError as exc:
+            if not unknown_outcome(exc):
+                raise
+            return await look_after_unknown(
                 self.source, exc, lambda: self._find_patient(cu, record)
             )
-        if not isinstance(body, dict):
-            raise MalformedResponse(self.source, status, "expected the patient")
         ctx = await self._names_after_write()
         return Written(leyr.to_fhir_patient(self._in_unit(body, cu), ctx), status == 201)
 
@@ -662,20 +675,60 @@ class LeyrConnector:
                 )
         return record["care_unit_id"], body
 
-    async def _book(self, resource: dict[str, Any]) -> Written:
+    async def _book(self, resource: dict[str, Any], *, look_first: bool = False) -> Written:
         slot_id = slot_of(resource)
         if slot_id is not None:
-            resource = await self._from_slot(resource, slot_id)
+            try:
+                resource = await self._from_slot(resource, slot_id)
+            except WriteRefused as taken:
+                if taken.status != 409:
+                    raise
+                # Taken: by this very booking's earlier try, if the Appointment holding it
+                # is the patient's, with the Slot's practitioner and start.
+                return await self._own_slot(resource, slot_id, taken, look_first)
         cu, body = self._booking(resource)
+        if look_first:  # an earlier try's outcome is unknown: it may have been made
+            found = await found_before_sending(self.source, lambda: self._find_booking(cu, body))
+            if found is not None:
+                return Written(found)
         try:
             status, made = await self.client.send("POST", f"{self._cu(cu)}/appointments", body)
-        except VendorTimeout as exc:
+            # Leyr returns a list of appointments from a create.
+            if not isinstance(made, list) or not made or not isinstance(made[0], dict):
+                raise unreadable_answer(self.source, status, "expected a list of appointments")
+        except VendorError as exc:
+            if not unknown_outcome(exc):
+                raise
             # The booking may have been made: look before anyone tries again.
-            return await look_after_timeout(self.source, exc, lambda: self._find_booking(cu, body))
-        # Leyr returns a list of appointments from a create.
-        if not isinstance(made, list) or not made or not isinstance(made[0], dict):
-            raise MalformedResponse(self.source, status, "expected a list of appointments")
+            return await look_after_unknown(self.source, exc, lambda: self._find_booking(cu, body))
         return Written(leyr.to_fhir_appointment(self._in_unit(made[0], cu), self.ctx))
+
+    async def _own_slot(
+        self, resource: dict[str, Any], slot_id: str, taken: WriteRefused, retried: bool
+    ) -> Written:
+        """The Appointment that holds a Slot no longer free, when it is this booking's own
+        (the same patient, the Slot's practitioner and start); else the 409 stands."""
+        key = parse_slot_id(slot_id, with_service=True)
+        patient = actor_of(resource, "Patient")
+        if key is None or patient is None or key.scope is None:
+            raise taken
+        try:
+            patient_id = decode_id(patient.split("/", 1)[1]).vendor_id
+        except MappingError:
+            raise taken from None
+        start = key.start.astimezone(self.zone)
+        day = start.date().isoformat()
+        query = {"patient_id": patient_id, "start_date": day, "end_date": day}
+        listed = await self.client.get_json(f"{self._cu(key.scope)}/appointments", params=query)
+        for record in listed if isinstance(listed, list) else ():
+            if (
+                record.get("resource_id") == key.resource
+                and record.get("status") in ("booked", None)
+                and _same_instant(record.get("start"), start.isoformat())
+            ):
+                found = leyr.to_fhir_appointment(self._in_unit(record, key.scope), self.ctx)
+                return Written(found, created=retried)
+        raise taken
 
     async def _from_slot(self, resource: dict[str, Any], slot_id: str) -> dict[str, Any]:
         """The Appointment to book, completed from the Slot it names (409 when that time
@@ -730,6 +783,8 @@ class LeyrConnector:
             raise WriteNotSupported(self.source, resource_type, "update")
         await self._context()
         current = await self.read("Appointment", fhir_id)
+        if not changed(current, resource):  # as asked already (a retry of a change made)
+            return Written(current, created=False)
         if if_match is not None:
             require_version(current, if_match)  # nothing sent to the vendor on a mismatch
         cu, vendor_id = decode_id(fhir_id).scope, decode_id(fhir_id).vendor_id
@@ -758,12 +813,30 @@ class LeyrConnector:
                 patch["resource_id"] = wanted.get("resource_id")
             if not patch:
                 return Written(current, created=False)
-        status, body = await self.client.send("PATCH", path, patch)
-        if not isinstance(body, dict):
-            raise MalformedResponse(self.source, status, "expected the appointment")
+        try:
+            status, body = await self.client.send("PATCH", path, patch)
+            if not isinstance(body, dict):
+                raise unreadable_answer(self.source, status, "expected the appointment")
+        except VendorError as exc:
+            if not unknown_outcome(exc):
+                raise
+            return await look_after_unknown(
+                self.source,
+                exc,
+                lambda: self._changed_as_asked(fhir_id, resource),
+                created=False,
+            )
         # A cancel that needs the patient's confirmation comes back as a new appointment,
         # awaiting_confirmation (FHIR status pending), under a new id.
         return Written(leyr.to_fhir_appointment(self._in_unit(body, cu or ""), self.ctx), False)
+
+    async def _changed_as_asked(
+        self, fhir_id: str, resource: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The appointment, if it now holds what a change whose answer was lost asked for
+        (the change was made); None if it does not (it was not)."""
+        now = await self.read("Appointment", fhir_id)
+        return now if not changed(now, resource) else None
 
 
 def _same_instant(a: Any, b: Any) -> bool:

@@ -55,10 +55,13 @@ from adapter.connectors.writes import (
     actor_of,
     all_refusals,
     changed,
-    look_after_timeout,
+    found_before_sending,
+    look_after_unknown,
     participants_changed,
     refuse_future_birth,
     same_fields,
+    unknown_outcome,
+    unreadable_answer,
     without_foreign_references,
 )
 from adapter.fhir.match import matches
@@ -72,7 +75,7 @@ from adapter.transport import (
     NotFound,
     NyraKey,
     VendorClient,
-    VendorTimeout,
+    VendorError,
     scope,
 )
 from mappings import MappingError, NyraContext, decode_id, nyra
@@ -610,7 +613,9 @@ class NyraConnector:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create(self, resource_type: str, resource: dict[str, Any]) -> Written:
+    async def create(
+        self, resource_type: str, resource: dict[str, Any], *, look_first: bool = False
+    ) -> Written:
         resource = {k: v for k, v in resource.items() if k != "id"}
         if resource_type == "Patient":
             resource = without_foreign_references(resource, self.source)
@@ -626,20 +631,26 @@ class NyraConnector:
                 # Nyra finds a number by a substring of it as held: held formatted
                 # ("+91 98123 45678"), its digits would not be found.
                 record["phone"] = compact(record["phone"])
+            if look_first:  # an earlier try's outcome is unknown: it may have been made
+                found = await found_before_sending(self.source, lambda: self._find_patient(record))
+                if found is not None:
+                    return Written(found)
             try:
                 status, body = await self.client.send("POST", "/patients", record)
-            except VendorTimeout as exc:
-                return await look_after_timeout(
+                made = self._data(body)
+                vendor_id = made.get("patient_id") if isinstance(made, dict) else None
+                if not isinstance(vendor_id, str):
+                    raise unreadable_answer(self.source, status, "expected data.patient_id")
+            except (VendorError, MalformedResponse) as exc:
+                if not unknown_outcome(exc):
+                    raise
+                return await look_after_unknown(
                     self.source, exc, lambda: self._find_patient(record)
                 )
-            made = self._data(body)
-            vendor_id = made.get("patient_id") if isinstance(made, dict) else None
         elif resource_type == "Appointment":
-            return await self._book(resource)
+            return await self._book(resource, look_first=look_first)
         else:
             raise WriteNotSupported(self.source, resource_type, "create")
-        if not isinstance(vendor_id, str):
-            raise MalformedResponse(self.source, status, "expected data.patient_id")
         # Nyra answers a create with the id only: read the record back.
         stored = await self._get_one(resource_type, vendor_id)
         if stored is None:
@@ -662,25 +673,39 @@ class NyraConnector:
             return None
         return await self._get_one("Patient", str(same[0]["id"]))
 
-    async def _book(self, resource: dict[str, Any]) -> Written:
+    async def _book(self, resource: dict[str, Any], *, look_first: bool = False) -> Written:
         if resource.get("status") not in ("booked", None):
             raise WriteRefused("Appointment.status", "a new appointment is booked")
         slot_id = slot_of(resource)
         if slot_id is not None:
-            resource = await self._from_slot(resource, slot_id)
+            try:
+                resource = await self._from_slot(resource, slot_id)
+            except WriteRefused as taken:
+                if taken.status != 409:
+                    raise
+                # Taken: by this very booking's earlier try, if the Appointment holding it
+                # is the patient's, with the Slot's doctor and start.
+                return await self._own_slot(resource, slot_id, taken, look_first)
         doctor = actor_of(resource, "Practitioner")
         if doctor is not None:  # its slot length decides the end the booking must have
             with contextlib.suppress(MappingError):  # a foreign id: the mapping names it
                 await self._learn_slots([decode_id(doctor.split("/", 1)[1]).vendor_id])
         body = nyra.to_nyra_booking(resource, self.ctx)
+        if look_first:  # an earlier try's outcome is unknown: it may have been made
+            found = await found_before_sending(self.source, lambda: self._find_booking(body))
+            if found is not None:
+                return Written(found)
         try:
             status, answer = await self.client.send("POST", "/appointments", body)
-        except VendorTimeout as exc:  # look before anyone tries again
-            return await look_after_timeout(self.source, exc, lambda: self._find_booking(body))
-        made = self._data(answer)
-        vendor_id = made.get("appointment_id") if isinstance(made, dict) else None
-        if not isinstance(vendor_id, str):
-            raise MalformedResponse(self.source, status, "expected data.appointment_id")
+            made = self._data(answer)
+            vendor_id = made.get("appointment_id") if isinstance(made, dict) else None
+            if not isinstance(vendor_id, str):
+                raise unreadable_answer(self.source, status, "expected data.appointment_id")
+        except (VendorError, MalformedResponse) as exc:
+            if not unknown_outcome(exc):
+                raise
+            # The booking may have been made: look before anyone tries again.
+            return await look_after_unknown(self.source, exc, lambda: self._find_booking(body))
         stored = await self._get_one("Appointment", vendor_id)
         if stored is None:
             raise MalformedResponse(self.source, None, "the booking cannot be read back")
@@ -700,6 +725,31 @@ class NyraConnector:
             ) from None
         actor = f"Practitioner/{self.ctx.id(key.resource)}"
         return booked_from_slot(resource, slot, actor, self.doctor_names.get(key.resource))
+
+    async def _own_slot(
+        self, resource: dict[str, Any], slot_id: str, taken: WriteRefused, retried: bool
+    ) -> Written:
+        """The Appointment that holds a Slot no longer free, when it is this booking's own
+        (the same patient, the Slot's doctor and start); else the 409 stands."""
+        key = parse_slot_id(slot_id, with_service=False)
+        patient = actor_of(resource, "Patient")
+        if key is None or patient is None:
+            raise taken
+        try:
+            patient_id = decode_id(patient.split("/", 1)[1]).vendor_id
+        except MappingError:
+            raise taken from None
+        local = key.start.astimezone(self.zone)
+        body = {
+            "patient_id": patient_id,
+            "doctor_id": key.resource,
+            "appointment_date": local.date().isoformat(),
+            "appointment_time": local.strftime("%H:%M:%S"),
+        }
+        found = await self._find_booking(body)
+        if found is None:
+            raise taken
+        return Written(found, created=retried)
 
     async def _find_booking(self, body: dict[str, Any]) -> dict[str, Any] | None:
         query = {
@@ -728,6 +778,8 @@ class NyraConnector:
         if resource_type != "Appointment":
             raise WriteNotSupported(self.source, resource_type, "update")
         current = await self.read("Appointment", fhir_id)
+        if not changed(current, resource):  # as asked already (a retry of a change made)
+            return Written(current, created=False)
         if if_match is not None:
             require_version(current, if_match)  # nothing sent to the vendor on a mismatch
         differs = changed(current, resource)
@@ -744,11 +796,23 @@ class NyraConnector:
             raise WriteRefused("Appointment.status", "Nyra takes only a cancel through the API")
         vendor_id = decode_id(fhir_id).vendor_id
         path = f"/appointments/{quote(vendor_id, safe='')}/status"
-        status, body = await self.client.send("PATCH", path, {"status": "CANCELLED"})
-        data = self._data(body)
-        if not isinstance(data, dict):
-            raise MalformedResponse(self.source, status, "expected the appointment")
+        try:
+            status, body = await self.client.send("PATCH", path, {"status": "CANCELLED"})
+            data = self._data(body)
+            if not isinstance(data, dict):
+                raise unreadable_answer(self.source, status, "expected the appointment")
+        except (VendorError, MalformedResponse) as exc:
+            if not unknown_outcome(exc):
+                raise
+            return await look_after_unknown(
+                self.source, exc, lambda: self._cancelled(fhir_id), created=False
+            )
         return Written(nyra.to_fhir_appointment(data, self.ctx), created=False)
+
+    async def _cancelled(self, fhir_id: str) -> dict[str, Any] | None:
+        """The appointment, if a cancel whose answer was lost was made."""
+        now = await self.read("Appointment", fhir_id)
+        return now if now.get("status") == "cancelled" else None
 
 
 def _doctor(doctor_id: str, name: str | None) -> dict[str, Any]:
