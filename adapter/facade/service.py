@@ -118,9 +118,10 @@ class Facade(Sources):
         if caller.sources is not None:
             matches = [r for r in matches if _seen_by(caller, r)]
         result.matches = versioned(matches)
-        includes, left_out = caller.admit(result.includes)
-        result.includes = versioned(includes)
-        result.issues.extend(suppressed(t, "_include") for t in left_out)
+        if result.includes:
+            includes, left_out = caller.admit(result.includes)
+            result.includes = versioned(includes)
+            result.issues.extend(suppressed(t, "_include") for t in left_out)
         if result.elements:  # after the version is taken of the whole resource
             result.matches = [subset(resource_type, r, result.elements) for r in result.matches]
         return result
