@@ -10,6 +10,8 @@ The operator's routes (``/healthz``, ``/readyz``, ``/metrics``) come from
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -61,6 +63,7 @@ from adapter.transport import budget, hooks
 __all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger("fhir_adapter")
+_SAMPLE_SECONDS = 15.0
 
 
 def create_app(
@@ -112,11 +115,17 @@ def create_app(
         and the Subscriptions' poller."""
         await app.state.exports.start()
         await app.state.subscriptions.start()
+        app.state.sampler = asyncio.create_task(_sample_worker(), name="worker-memory")
 
     async def aclose() -> None:
         """Release what this app holds: vendor connections, Redis clients, the audit file
         (at shutdown, or when a reloaded configuration replaces it). Export jobs stop
         where they stand; the next start resumes them."""
+        sampler = getattr(app.state, "sampler", None)
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         await app.state.exports.stop()
         await app.state.subscriptions.aclose()
         await facade.aclose()
@@ -246,6 +255,14 @@ def _subscriptions(
 
         setattr(facade, name, telling)
     return poller
+
+
+async def _sample_worker() -> None:
+    """This worker's resident memory into /metrics, every few seconds: every live
+    worker's figure is fresh whichever worker answers the scrape."""
+    while True:
+        metrics.sample_worker()
+        await asyncio.sleep(_SAMPLE_SECONDS)
 
 
 def app_from_env() -> FastAPI:

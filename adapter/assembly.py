@@ -62,8 +62,13 @@ def build_facade(
     the change journal, :func:`journal_of` unless given."""
     transports = transports or {}
     names = list(settings.sources) if sources is None else list(sources)
+    # Each source's memo takes an equal share of [server] memo_mb unless it names its own.
+    share = settings.memo_mb / max(1, len(settings.sources))
     connectors = {
-        name: connector_for(name, settings.sources[name], transports.get(name)) for name in names
+        name: connector_for(
+            name, {"memo_mb": share, **settings.sources[name]}, transports.get(name)
+        )
+        for name in names
     }
     read_only = frozenset(n for n in names if settings.sources[n].get("read_only") is True)
     return Facade(

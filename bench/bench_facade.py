@@ -114,7 +114,7 @@ def facade_app(memo: bool = True, auth: bool = False):
         settings = Settings(open_access=True, sources={"leyr-bench": source}, cursor_key=b"b" * 32)
     app = create_app(settings, transports={"leyr-bench": canned_vendor()})
     if not memo:  # map every answer afresh, as if the vendor's bytes changed each time
-        app.state.facade.connectors["leyr-bench"].memo = MappedMemo(max_resources=0)
+        app.state.facade.connectors["leyr-bench"].memo = MappedMemo(0)
     return app
 
 

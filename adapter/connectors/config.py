@@ -139,7 +139,9 @@ COMMON_KEYS: dict[str, Spec] = {
     },
     "sandbox": _SANDBOX,
     "cache_seconds": AtLeast(float, 0),
+    "cache_mb": AtLeast(float, 0),
     "directory_seconds": AtLeast(float, 0),
+    "memo_mb": AtLeast(float, 0),
     "circuit": {"failures": AtLeast(int, 1), "open_seconds": _SECONDS},
     "queue": AtLeast(int, 1),
 }
@@ -148,10 +150,12 @@ COMMON_KEYS: dict[str, Spec] = {
 @dataclass(frozen=True)
 class SourceOptions:
     """What every source takes besides its vendor's keys, defaults filled in: how long a
-    read may be served again (``cache_seconds``, 0: never), when its circuit opens and
+    read may be served again (``cache_seconds``, 0: never) and how much of them the read
+    cache may hold in memory (``cache_mb``), when its circuit opens and
     for how long (``circuit = {failures, open_seconds}``), and how many requests may
     wait for it (``queue``); how long what the source knows of its practitioners, places
     and services is kept (``directory_seconds``, 0: asked again for every request); the
+    memory its memo of mapped answers may hold (``memo_mb``, 0: no memo); the
     country (ISO 3166-1 alpha-2) of the phone numbers it holds without a country code
     (``country``, None: not known)."""
 
@@ -161,6 +165,8 @@ class SourceOptions:
     queue: int = 64
     directory_seconds: float = 300.0
     country: str | None = None
+    memo_bytes: int = 128 << 20  # the memory the source's mapped answers may hold
+    cache_bytes: int = 16 << 20  # what the read cache may hold in memory
 
 
 def source_options(config: Mapping[str, Any]) -> SourceOptions:
@@ -169,11 +175,13 @@ def source_options(config: Mapping[str, Any]) -> SourceOptions:
     circuit = config.get("circuit") or {}
     return SourceOptions(
         cache_seconds=float(config.get("cache_seconds", default.cache_seconds)),
+        cache_bytes=int(float(config.get("cache_mb", default.cache_bytes / (1 << 20))) * (1 << 20)),
         circuit_failures=int(circuit.get("failures", default.circuit_failures)),
         circuit_open_seconds=float(circuit.get("open_seconds", default.circuit_open_seconds)),
         queue=int(config.get("queue", default.queue)),
         directory_seconds=float(config.get("directory_seconds", default.directory_seconds)),
         country=config.get("country", default.country),
+        memo_bytes=int(float(config.get("memo_mb", default.memo_bytes / (1 << 20))) * (1 << 20)),
     )
 
 
@@ -196,6 +204,7 @@ def vendor_client(
         retry_for(source, config),
         circuit=Circuit(options.circuit_failures, options.circuit_open_seconds),
         cache_seconds=options.cache_seconds,
+        cache_bytes=options.cache_bytes,
     )
 
 

@@ -4,6 +4,9 @@ Only successful answers are kept, for ``seconds``; errors never. A write through
 source empties its cache, since it may change what was read. In memory, or in Redis
 (``[server] redis_url``) so that every worker sees one cache and one write empties it for
 all: there a generation number per source is part of every key, and a write moves it on.
+In memory it holds at most ``max_bytes`` of answers (the source's ``cache_mb``), the
+least recently kept going first, and tells what it holds (``read_cache_entries``,
+``read_cache_bytes`` in ``/metrics``).
 """
 
 from __future__ import annotations
@@ -15,19 +18,38 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["ReadCache", "SharedFlights"]
+from adapter.transport import hooks
+
+__all__ = ["DEFAULT_BYTES", "ReadCache", "SharedFlights"]
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
-_MAX_ENTRIES = 2048
+DEFAULT_BYTES = 16 << 20
+_OVERHEAD = 256  # bytes an entry costs besides its answer (key, tuple, list node)
 
 
 class ReadCache:
-    def __init__(self, source: str, seconds: float = 0.0, redis: Any = None) -> None:
+    def __init__(
+        self, source: str, seconds: float = 0.0, redis: Any = None, max_bytes: int = DEFAULT_BYTES
+    ) -> None:
         self.source = source
         self.seconds = seconds
+        self.max_bytes = max_bytes
         self._redis = redis
         self._local: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
+        self._held = 0
         self._generation = f"fhir-adapter:cache:{source}:generation"
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+    def _drop(self, key: Key) -> None:
+        held = self._local.pop(key, None)
+        if held is not None:
+            self._held -= _weight(key, held[1])
 
     async def get(self, key: Key) -> bytes | None:
         if self.seconds <= 0:
@@ -40,7 +62,8 @@ class ReadCache:
         if held is None:
             return None
         if held[0] <= time.monotonic():
-            del self._local[key]
+            self._drop(key)
+            self._told()
             return None
         return held[1]
 
@@ -51,10 +74,15 @@ class ReadCache:
             generation = await self._redis.get(self._generation) or b"0"
             await self._redis.set(self._name(key, generation), content, px=int(self.seconds * 1000))
             return
+        weight = _weight(key, content)
+        if weight > self.max_bytes:
+            return  # larger than the whole cache: not kept
+        self._drop(key)
         self._local[key] = (time.monotonic() + self.seconds, content)
-        self._local.move_to_end(key)
-        while len(self._local) > _MAX_ENTRIES:
-            self._local.popitem(last=False)
+        self._held += weight
+        while self._held > self.max_bytes:
+            self._drop(next(iter(self._local)))
+        self._told()
 
     async def clear(self) -> None:
         if self.seconds <= 0:
@@ -63,6 +91,11 @@ class ReadCache:
             await self._redis.incr(self._generation)
             return
         self._local.clear()
+        self._held = 0
+        self._told()
+
+    def _told(self) -> None:
+        hooks.read_cache(self.source, len(self._local), self._held)
 
     def _name(self, key: Key, generation: bytes | str) -> str:
         generation = generation.decode() if isinstance(generation, bytes) else generation
@@ -107,3 +140,8 @@ class SharedFlights:
 def _digest(key: Key) -> str:
     """A read's key as a short Redis key part (the URL path and parameters may be long)."""
     return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
+
+def _weight(key: Key, content: bytes) -> int:
+    """About what one kept answer costs in memory."""
+    return _OVERHEAD + len(content) + len(key[0]) + sum(len(k) + len(v) for k, v in key[1])

@@ -140,6 +140,7 @@ class VendorClient:
         *,
         circuit: Circuit | None = None,
         cache_seconds: float = 0.0,
+        cache_bytes: int = 16 << 20,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -151,7 +152,7 @@ class VendorClient:
         self.circuit = circuit or Circuit()
         budgets = budget.current()
         budgets.bind(source, pool)
-        self.cache = ReadCache(source, cache_seconds, budgets.redis)
+        self.cache = ReadCache(source, cache_seconds, budgets.redis, cache_bytes)
         self._shared = SharedFlights(source, budgets.redis) if budgets.redis is not None else None
         self._sleep = sleep
         self._rng = rng or random.Random()

@@ -17,6 +17,7 @@ __all__ = [
     "install",
     "key_budget",
     "rate_limited",
+    "read_cache",
     "vendor_call",
     "vendor_failure",
 ]
@@ -30,6 +31,8 @@ class Observer(Protocol):
     def vendor_failure(self, source: str, status: int | None, kind: str) -> None: ...
 
     def cache_hit(self, source: str) -> None: ...
+
+    def read_cache(self, source: str, entries: int, held: int) -> None: ...
 
     def circuit(self, source: str, is_open: bool) -> None: ...
 
@@ -64,6 +67,12 @@ def vendor_failure(source: str, status: int | None, kind: str) -> None:
 def cache_hit(source: str) -> None:
     if _observer is not None:
         _observer.cache_hit(source)
+
+
+def read_cache(source: str, entries: int, held: int) -> None:
+    """What the source's read cache holds now: its entries and their bytes."""
+    if _observer is not None:
+        _observer.read_cache(source, entries, held)
 
 
 def circuit(source: str, is_open: bool) -> None:

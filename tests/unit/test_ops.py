@@ -303,3 +303,35 @@ async def test_the_audit_ndjson_file_is_written_whatever_the_console(tmp_path, r
     app.state.audit_file.close()
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert [e["resourceType"] for e in events] == ["AuditEvent"]
+
+
+async def test_the_memo_of_mapped_answers_is_in_the_metrics(app, http):
+    """A search maps the vendor's answer once; the memo says what it holds, in bytes and
+    entries, and counts the answer mapped again as a hit."""
+    source = next(iter(app.state.facade.connectors))
+    memo = app.state.facade.connectors[source].memo
+    for _ in range(2):
+        r = await http.get("/fhir/Patient", params={"_source": source, "_count": "2"})
+        assert r.status_code == 200
+    text = (await http.get("/metrics")).text
+    assert sample(text, "memo_bytes", "memo_bytes", source=source) == memo.held_bytes > 0
+    assert sample(text, "memo_entries", "memo_entries", source=source) == len(memo) > 0
+    assert sample(text, "memo_hits", "memo_hits_total", source=source) >= 1
+    assert sample(text, "memo_misses", "memo_misses_total", source=source) >= 1
+
+
+def test_memo_mb_is_shared_out_between_the_sources_unless_a_source_names_its_own(tmp_path):
+    from adapter.settings import load_settings
+
+    config = tmp_path / "adapter.toml"
+    config.write_text(
+        "[server]\nopen_access = true\nmemo_mb = 100\n\n"
+        '[sources.a]\nconnector = "leyr"\ntimezone = "Europe/Stockholm"\nemr = "webdoc"\n'
+        "sandbox = {}\n\n"
+        '[sources.b]\nconnector = "nyra"\ntimezone = "Asia/Kolkata"\nsandbox = {}\n'
+        "memo_mb = 8\n"
+    )
+    made = create_app(load_settings(config, {}))
+    memos = {n: c.memo for n, c in made.state.facade.connectors.items()}
+    assert memos["a"]._max == 50 << 20  # half of [server] memo_mb
+    assert memos["b"]._max == 8 << 20  # its own

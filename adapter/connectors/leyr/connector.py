@@ -36,7 +36,7 @@ from adapter.connectors.config import (
 from adapter.connectors.directory import DIRECTORY_TYPES, Kept, directory_page, find, read_each
 from adapter.connectors.leyr.errors import classify
 from adapter.connectors.leyr.search import Plan, plan_appointments, plan_patients
-from adapter.connectors.memo import Mapped, MappedMemo, map_records
+from adapter.connectors.memo import DEFAULT_BYTES, Mapped, MappedMemo, map_records
 from adapter.connectors.slots import (
     booked_from_slot,
     parse_slot_id,
@@ -162,6 +162,7 @@ class LeyrConnector:
         timezone: str,
         client: VendorClient,
         directory_seconds: float = 300.0,
+        memo_bytes: int = DEFAULT_BYTES,
         country: str | None = None,
     ) -> None:
         if not care_units:
@@ -174,7 +175,7 @@ class LeyrConnector:
         self.zone = zone(timezone)
         self.country = country  # of the phone numbers held without a country code
         self.client = client
-        self.memo = MappedMemo()
+        self.memo = MappedMemo(memo_bytes, source)
         self.listing = Kept(directory_seconds, self._list_directory)
         self._named: tuple[Listing, LeyrContext] | None = None
         self._version = 0  # changes with the directory: answers are mapped once per version
@@ -275,6 +276,7 @@ class LeyrConnector:
             timezone=require(source, config, "timezone", defaults),
             client=client,
             directory_seconds=options.directory_seconds,
+            memo_bytes=options.memo_bytes,
             country=options.country,
         )
 

@@ -38,7 +38,7 @@ from adapter.connectors.config import (
     vendor_client,
 )
 from adapter.connectors.directory import Kept, directory_page, read_each
-from adapter.connectors.memo import MappedMemo, map_records
+from adapter.connectors.memo import DEFAULT_BYTES, MappedMemo, map_records
 from adapter.connectors.nyra.errors import classify
 from adapter.connectors.nyra.search import plan
 from adapter.connectors.slots import (
@@ -154,6 +154,7 @@ class NyraConnector:
         client: VendorClient,
         slot_minutes: int = 15,
         directory_seconds: float = 300.0,
+        memo_bytes: int = DEFAULT_BYTES,
         country: str | None = None,
     ) -> None:
         self.source = source
@@ -162,7 +163,7 @@ class NyraConnector:
         self.slot_minutes = slot_minutes
         self.zone = zone(timezone)
         self.client = client
-        self.memo = MappedMemo()
+        self.memo = MappedMemo(memo_bytes, source)
         # Each doctor's slot length, learned from the vendor's slots and availability
         # answers (refreshed whenever one is seen), and the names appointments give.
         self.learned: dict[str, int] = {}
@@ -340,6 +341,7 @@ class NyraConnector:
             slot_minutes=int(config.get("slot_minutes", 15)),
             client=vendor_client(source, config, http, pool, classify),
             directory_seconds=options.directory_seconds,
+            memo_bytes=options.memo_bytes,
             country=options.country,
         )
 
@@ -460,9 +462,7 @@ class NyraConnector:
             if resource_type == "Appointment":
                 await self._learn_slots(_doctors_in(body))
             try:
-                answer = self.memo.get_or_map(
-                    f"{call}#{self.version}", body, build, size=lambda d: len(d["results"])
-                )
+                answer = self.memo.get_or_map(f"{call}#{self.version}", body, build)
             except orjson.JSONDecodeError:
                 raise MalformedResponse(self.source, 200, "body is not JSON") from None
         if resource_type == "Patient" and not query and isinstance(answer.get("total"), int):
