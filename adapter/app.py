@@ -47,8 +47,8 @@ from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from adapter.ops import caches, metrics
 from adapter.ops import logs as ops_logs
-from adapter.ops import metrics
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
 from adapter.settings import WORKERS_ENV, Settings, load_settings
@@ -258,10 +258,11 @@ def _subscriptions(
 
 
 async def _sample_worker() -> None:
-    """This worker's resident memory into /metrics, every few seconds: every live
-    worker's figure is fresh whichever worker answers the scrape."""
+    """This worker's resident memory and its caches into /metrics, every few seconds:
+    every live worker's figures are fresh whichever worker answers the scrape."""
     while True:
         metrics.sample_worker()
+        caches.publish()
         await asyncio.sleep(_SAMPLE_SECONDS)
 
 

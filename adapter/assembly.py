@@ -24,7 +24,7 @@ from adapter.journal import Journal, journal_for
 from adapter.sandbox import sandbox_for
 from adapter.settings import Settings
 
-__all__ = ["build_facade", "connector_for", "journal_of"]
+__all__ = ["build_facade", "cache_parts", "connector_for", "journal_of"]
 
 
 def connector_for(
@@ -50,6 +50,21 @@ def journal_of(settings: Settings) -> Journal:
     return journal_for(settings.redis_url, Path(settings.export.dir))
 
 
+def cache_parts(settings: Settings, source: str) -> dict[str, float]:
+    """A source's part of ``[server] cache_mb``, in MB, as the source keys that hold it
+    (what the source configures itself wins over these).
+
+    Each source takes an equal part. Of it, an eighth goes to its directory and, when its
+    read cache keeps answers in this worker (``cache_seconds`` without Redis), another
+    eighth to that; the memo of mapped answers takes the rest."""
+    part = settings.cache_mb / max(1, len(settings.sources))
+    config = settings.sources[source]
+    reads = float(config.get("cache_seconds", 0)) > 0 and not settings.redis_url
+    directory = part / 8
+    read = part / 8 if reads else 0.0
+    return {"memo_mb": part - directory - read, "directory_mb": directory, "cache_mb": read}
+
+
 def build_facade(
     settings: Settings,
     *,
@@ -62,11 +77,9 @@ def build_facade(
     the change journal, :func:`journal_of` unless given."""
     transports = transports or {}
     names = list(settings.sources) if sources is None else list(sources)
-    # Each source's memo takes an equal share of [server] memo_mb unless it names its own.
-    share = settings.memo_mb / max(1, len(settings.sources))
     connectors = {
         name: connector_for(
-            name, {"memo_mb": share, **settings.sources[name]}, transports.get(name)
+            name, {**cache_parts(settings, name), **settings.sources[name]}, transports.get(name)
         )
         for name in names
     }

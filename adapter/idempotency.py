@@ -24,6 +24,8 @@ from typing import Protocol
 
 import orjson
 
+from adapter.ops import caches
+
 __all__ = ["IdempotencyStore", "MemoryStore", "Outcome", "RedisStore", "fingerprint"]
 
 
@@ -73,13 +75,19 @@ class MemoryStore:
         max_entries: int = 10_000,
         max_bytes: int = 16 << 20,
     ) -> None:
+        self.name = "idempotency"
+        self.source = ""
+        self.max_bytes = max_bytes
+        self.hits = 0  # keys found (a replay, or a write still under way)
+        self.misses = 0  # keys first claimed
+        self.evictions = 0  # outcomes let go before their time to stay within the limit
         self._ttl = ttl
         self._clock = clock
         self._max_entries = max_entries
-        self._max_bytes = max_bytes
         self._entries: OrderedDict[str, tuple[float, Outcome, int]] = OrderedDict()
         self._bytes = 0
         self._lock = asyncio.Lock()
+        caches.register(self)
         # Keys whose last try's outcome is unknown, and since when (bounded like entries).
         self._unknown: OrderedDict[str, float] = OrderedDict()
 
@@ -101,9 +109,10 @@ class MemoryStore:
         self._entries[key] = (at, outcome, size)
         self._bytes += size
         while self._entries and (
-            len(self._entries) > self._max_entries or self._bytes > self._max_bytes
+            len(self._entries) > self._max_entries or self._bytes > self.max_bytes
         ):
             self._drop(next(iter(self._entries)))
+            self.evictions += 1
 
     def _expire(self, now: float) -> None:
         while self._entries:
@@ -118,7 +127,9 @@ class MemoryStore:
             self._expire(now)
             held = self._entries.get(key)
             if held is not None:
+                self.hits += 1
                 return held[1]
+            self.misses += 1
             self._put(key, now, Outcome(print_))
             return None
 

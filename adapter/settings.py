@@ -91,7 +91,7 @@ SERVER_KEYS: dict[str, Any] = {
     "log_format": OneOf(("json", "text")),
     "trusted_hosts": list[str],
     "forwarded_allow_ips": list[str],
-    "memo_mb": AtLeast(float, 0),
+    "cache_mb": AtLeast(float, 0),
     "body_seconds": AtLeast(float, 0, strictly=True),
 }
 
@@ -200,9 +200,11 @@ class Settings:
     # Addresses (or networks) of the proxies whose X-Forwarded-For/-Proto are believed;
     # none by default: a client's own headers never name its address.
     forwarded_allow_ips: tuple[str, ...] = ()
-    # The memory each worker's memos of mapped vendor answers may hold, shared out
-    # between the sources (a source's own memo_mb overrides its share).
-    memo_mb: float = 256.0
+    # The memory each worker's caches may hold, in MB: shared out equally between the
+    # sources, and within a source's part between its memo of mapped answers, its
+    # directory and its read cache (a source's own memo_mb, directory_mb or cache_mb
+    # overrides its part). adapter.assembly.cache_parts says how.
+    cache_mb: float = 96.0
     default_count: int = DEFAULT_COUNT
     max_count: int = MAX_COUNT
     # Signs paging cursors. Workers of one deployment must share it: set it (base64, at
@@ -341,7 +343,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         body_seconds=float(server.get("body_seconds", default.body_seconds)),
         trusted_hosts=hosts,
         forwarded_allow_ips=forwarded,
-        memo_mb=float(server.get("memo_mb", default.memo_mb)),
+        cache_mb=float(server.get("cache_mb", default.cache_mb)),
         log_format=server.get("log_format", default.log_format),
         public_base_url=base.rstrip("/") if base else None,
         default_count=default_count,

@@ -10,6 +10,17 @@ prints the samples, each worker's growth over the last two thirds of the run, an
 answers by status (every one must be 2xx, 4xx, or 503/504 with ``Retry-After``).
 
     .venv/bin/python bench/bench_soak.py --minutes 30      # needs Redis at 127.0.0.1:6379
+
+It ends with a Markdown table of the samples and checks each worker against what the
+README promises: its resident memory stays under its first sample plus the caches' limits
+(``[server] cache_mb`` and the fixed tables), and moves by at most 10% over the last 20
+minutes (the last two thirds of a shorter run); descriptors and persistent Redis keys
+stay flat.
+
+``--trace DIR`` runs the workers under ``tracemalloc`` (one frame) and has each write a
+snapshot to DIR after a third of the run and at its end; ``bench/soak_diff.py DIR`` then
+lists the allocators that grew in between. Tracing costs memory, so its figures are not
+the table's: run it apart.
 """
 
 from __future__ import annotations
@@ -37,6 +48,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
+CACHE_MB = 96  # [server] cache_mb, the default
+TABLES_MB = 8  # the fixed tables of a worker with two sources (README, Operations)
+# Loaded by each worker at start-up when tracing: tracemalloc on, and a snapshot written
+# on SIGUSR2.
+TRACER = """
+import os
+if os.environ.get("SOAK_TRACE_DIR"):
+    import signal, tracemalloc
+    tracemalloc.start(1)
+    def _dump(signum, frame):
+        where = os.environ["SOAK_TRACE_DIR"]
+        n = sum(1 for f in os.listdir(where) if f.startswith(f"{os.getpid()}-"))
+        tracemalloc.take_snapshot().dump(os.path.join(where, f"{os.getpid()}-{n}.snap"))
+    signal.signal(signal.SIGUSR2, _dump)
+"""
 
 
 def free_port() -> int:
@@ -66,7 +92,9 @@ def receiver() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/hook"
 
 
-def config(leyr_port: int, nyra_port: int, leyr: object, nyra: object, root: Path) -> str:
+def config(
+    leyr_port: int, nyra_port: int, leyr: object, nyra: object, root: Path, redis_url: str
+) -> str:
     ld, nd = leyr.defaults(), nyra.defaults()  # type: ignore[attr-defined]
     keys = ", ".join(
         f'{{ key = "{k["key"]}", secret = "{k["secret"]}", token = "{k["token"]}" }}'
@@ -77,7 +105,8 @@ def config(leyr_port: int, nyra_port: int, leyr: object, nyra: object, root: Pat
     return f"""
 [server]
 open_access = true
-redis_url = "{REDIS_URL}"
+redis_url = "{redis_url}"
+cache_mb = {CACHE_MB}
 trusted_hosts = ["127.0.0.1:*"]
 
 [export]
@@ -166,7 +195,7 @@ async def mix(base: str, stop: float, seen: collections.Counter[str], n: int) ->
                         "resourceType": "Patient",
                         "meta": {"source": source},
                         "name": [{"family": f"Soak{n}x{step}", "given": ["Sam"]}],
-                        "telecom": [{"system": "phone", "value": f"+91981{step % 10**7:07d}"}],
+                        "telecom": [{"system": "phone", "value": f"+9198{n}{step % 10**7:07d}"}],
                         "gender": "female",
                         "birthDate": "1990-01-01",
                     }
@@ -178,6 +207,9 @@ async def mix(base: str, stop: float, seen: collections.Counter[str], n: int) ->
                 continue
             ok = r.status_code < 500 or "retry-after" in r.headers
             seen[f"{r.status_code}{'' if ok else ' without Retry-After'}"] += 1
+            if 400 <= r.status_code < 500:
+                issue = (r.json().get("issue") or [{}])[0]
+                seen[f"  {r.status_code}: {issue.get('diagnostics', '')[:60]}"] += 1
 
 
 async def exports(base: str, stop: float, seen: collections.Counter[str]) -> None:
@@ -202,12 +234,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--sample", type=float, default=30)
     parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--redis", default=REDIS_URL, help="a Redis database to flush and use")
+    parser.add_argument("--trace", type=Path, help="tracemalloc snapshots into this directory")
     args = parser.parse_args()
 
     from adapter.sandbox import LeyrSandbox, NyraSandbox
     from adapter.sandbox.nyra.keys import RateLimits
 
-    store = redis.Redis.from_url(REDIS_URL)
+    store = redis.Redis.from_url(args.redis)
     store.flushdb()
     leyr = LeyrSandbox(seed=9, patients=args.patients)
     nyra = NyraSandbox(
@@ -221,8 +255,13 @@ def main() -> None:
     serve_in_thread(nyra.app, nyra_port)
     root = Path(tempfile.mkdtemp(prefix="soak-"))
     path = root / "adapter.toml"
-    path.write_text(config(leyr_port, nyra_port, leyr, nyra, root))
+    path.write_text(config(leyr_port, nyra_port, leyr, nyra, root, args.redis))
     env = {**os.environ, "FHIR_ADAPTER_CONFIG": str(path)}
+    if args.trace:
+        args.trace.mkdir(parents=True, exist_ok=True)
+        (root / "sitecustomize.py").write_text(TRACER)
+        env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        env["SOAK_TRACE_DIR"] = str(args.trace.resolve())
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/fhir-adapter"), "serve", "--workers", "3", "--port", str(port)],
         env=env,
@@ -270,6 +309,7 @@ def main() -> None:
         loader.start()
         started = time.monotonic()
         rows = []
+        traced = 0  # snapshots asked for: after a third of the run, and at its end
         print(
             "minute  "
             + "  ".join(f"worker {i + 1} MB / fds" for i in range(3))
@@ -291,19 +331,54 @@ def main() -> None:
                 + f"  {row[2]:>21}  {row[3]}",
                 flush=True,
             )
+            if args.trace and traced == 0 and row[0] >= args.minutes / 3:
+                traced = 1
+                for pid in pids:
+                    os.kill(pid, signal.SIGUSR2)
             loader.join(args.sample)
-        print("answers:", dict(sorted(seen.items())))
-        third = [r for r in rows if r[0] >= args.minutes / 3]
-        if third:
-            first, last = third[0][1], third[-1][1]
-            for i, ((a, _), (b, _)) in enumerate(zip(first, last, strict=False)):
-                print(
-                    f"worker {i + 1}: {a} MB at {third[0][0]} min, {b} MB at the end "
-                    f"({(b - a) / a * 100:+.1f}%)"
-                )
+        if args.trace:
+            for pid in workers_of(server.pid):
+                os.kill(pid, signal.SIGUSR2)
+            time.sleep(20)  # the snapshots are written
+        report(rows, seen, args.minutes)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def report(rows: list, seen: collections.Counter[str], minutes: float) -> None:
+    """The samples as a Markdown table, the answers, and each check."""
+    workers = len(rows[0][1])
+    print()
+    print(
+        "| minute | "
+        + " | ".join(f"worker {i + 1} RSS MB / fds" for i in range(workers))
+        + " | persistent Redis keys | answers |"
+    )
+    print("|---" * (workers + 3) + "|")
+    for minute, samples, keys, answers in rows:
+        cells = " | ".join(f"{m:.0f} / {f}" for m, f in samples)
+        print(f"| {minute} | {cells} | {keys} | {answers:,} |")
+    print()
+    print("answers:", ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())))
+    bad = [k for k in seen if "without Retry-After" in k or k.startswith("error")]
+    print(f"every answer 2xx, 4xx or 5xx with Retry-After: {bad or 'yes'}")
+    flat_from = max(minutes - 20, minutes / 3)
+    tail = [r for r in rows if r[0] >= flat_from]
+    cap = CACHE_MB + TABLES_MB
+    for i in range(workers):
+        start = rows[0][1][i][0]
+        peak = max(r[1][i][0] for r in rows)
+        low, high = min(r[1][i][0] for r in tail), max(r[1][i][0] for r in tail)
+        under = "yes" if peak <= start + cap else "NO"
+        print(
+            f"worker {i + 1}: {start:.0f} MB at start, peak {peak:.0f} MB "
+            f"(under {start:.0f} + {cap} = {start + cap:.0f}: {under}); "
+            f"from minute {tail[0][0]}: {low:.0f} to {high:.0f} MB, "
+            f"{(high - low) / low * 100:.1f}% ({'flat' if high <= 1.1 * low else 'NOT flat'}); "
+            f"descriptors {min(r[1][i][1] for r in tail)} to {max(r[1][i][1] for r in tail)}"
+        )
+    print(f"persistent Redis keys from minute {tail[0][0]}: {tail[0][2]} to {tail[-1][2]}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError, whole_seconds
+from adapter.ops.caches import Table
 from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
 
@@ -237,6 +238,9 @@ def _loopback_name(name: str) -> bool:
         return False
 
 
+HOSTS_BYTES = 256 << 10  # Host values judged already, per policy
+
+
 class HostPolicy:
     """Which Host header values a request may name. ``patterns`` as ``[server]
     trusted_hosts`` holds them: ``name``, ``*.name`` (any subdomain of it, not the name
@@ -247,7 +251,7 @@ class HostPolicy:
 
     def __init__(self, patterns: Iterable[str] = (), *, loopback: bool = False) -> None:
         self.loopback = loopback
-        self._seen: dict[bytes, bool] = {}  # Host values judged already
+        self._seen: Table[bytes, bool] = Table("hosts", HOSTS_BYTES)  # Host values judged
         # (name, port): the port None for none, "*" for any
         self._exact: set[tuple[str, int | str | None]] = set()
         self._suffixes: list[tuple[str, int | str | None]] = []
@@ -261,10 +265,7 @@ class HostPolicy:
     def allows(self, host: bytes) -> bool:
         known = self._seen.get(host)
         if known is None:
-            known = self._judge(host)
-            if len(self._seen) >= 1024:
-                self._seen.clear()
-            self._seen[host] = known
+            known = self._seen.put(host, self._judge(host))
         return known
 
     def _judge(self, host: bytes) -> bool:

@@ -29,11 +29,21 @@ from starlette.types import Receive, Scope, Send
 
 from adapter.api.fhir import error_response
 from adapter.fhir.outcome import FhirError
+from adapter.ops.caches import Table, weigh
 
 __all__ = ["FhirRoutes"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _READS = frozenset({"GET", "HEAD"})
+# What the table of paths already routed may hold (about 2,000 paths of resource ids).
+ROUTES_BYTES = 1 << 20
+
+
+def _route_weight(
+    key: tuple[str, str], found: tuple[object, dict[str, str], frozenset[str]]
+) -> int:
+    # The route itself is shared by every entry: only what the entry adds is counted.
+    return weigh(key) + weigh(found[1]) + weigh(found[2])
 
 
 class _ClientGone(Exception):
@@ -135,7 +145,8 @@ class FhirRoutes:
         ]
         self._routes = sorted(declared, key=lambda r: r.rank, reverse=True)  # stable
         # Answers by (path, method): a client asks the same few paths again and again.
-        self._seen: dict[tuple[str, str], tuple[_Route | None, dict[str, str], frozenset[str]]] = {}
+        self._seen: Table[tuple[str, str], tuple[_Route | None, dict[str, str], frozenset[str]]]
+        self._seen = Table("routes", ROUTES_BYTES, weight=_route_weight)
 
     def _lookup(
         self, path: str, method: str
@@ -143,10 +154,7 @@ class FhirRoutes:
         key = (path, method)
         found = self._seen.get(key)
         if found is None:
-            found = self._match(path.strip("/").split("/"), method)
-            if len(self._seen) >= 4096:
-                self._seen.clear()
-            self._seen[key] = found
+            found = self._seen.put(key, self._match(path.strip("/").split("/"), method))
         return found
 
     def _match(

@@ -11,12 +11,16 @@ import jwt
 
 from adapter.auth.clients import Client
 from adapter.auth.scopes import Grant, format_scopes, parse_scopes
+from adapter.ops.caches import Table
 
 __all__ = ["ASSERTION_TYPE", "AssertionReplay", "TokenError", "TokenService", "verify_assertion"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ISSUER = "fhir-adapter"
 _ASSERTION_ALGORITHMS = ["RS384", "ES384"]  # what SMART Backend Services asks for
+
+
+TOKENS_BYTES = 1 << 20  # tokens verified already
 
 
 class TokenError(Exception):
@@ -31,7 +35,11 @@ class TokenService:
         self.audience = audience
         self.lifetime = int(minutes * 60)
         self._clock = clock
-        self._verified: dict[str, tuple[str, Grant, float, float]] = {}
+        # Tokens already verified (a token is a few hundred bytes; a client sends its own
+        # again and again until it expires).
+        self._verified: Table[str, tuple[str, Grant, float, float]] = Table(
+            "tokens", TOKENS_BYTES, weight=lambda token, _: 2 * len(token) + 1024
+        )
 
     def issue(self, client: Client, grant: Grant) -> tuple[str, int]:
         now = int(self._clock())
@@ -55,11 +63,9 @@ class TokenService:
             name, grant, not_before, expires = known
             if not_before <= self._clock() < expires:
                 return name, grant
-            del self._verified[token]
+            self._verified.pop(token)
         name, grant, not_before, expires = self._verify(token)
-        if len(self._verified) >= 4096:
-            self._verified.clear()
-        self._verified[token] = (name, grant, not_before, expires)
+        self._verified.put(token, (name, grant, not_before, expires))
         return name, grant
 
     def _verify(self, token: str) -> tuple[str, Grant, float, float]:

@@ -141,6 +141,7 @@ COMMON_KEYS: dict[str, Spec] = {
     "cache_seconds": AtLeast(float, 0),
     "cache_mb": AtLeast(float, 0),
     "directory_seconds": AtLeast(float, 0),
+    "directory_mb": AtLeast(float, 0),
     "memo_mb": AtLeast(float, 0),
     "circuit": {"failures": AtLeast(int, 1), "open_seconds": _SECONDS},
     "queue": AtLeast(int, 1),
@@ -154,8 +155,9 @@ class SourceOptions:
     cache may hold in memory (``cache_mb``), when its circuit opens and
     for how long (``circuit = {failures, open_seconds}``), and how many requests may
     wait for it (``queue``); how long what the source knows of its practitioners, places
-    and services is kept (``directory_seconds``, 0: asked again for every request); the
-    memory its memo of mapped answers may hold (``memo_mb``, 0: no memo); the
+    and services is kept (``directory_seconds``, 0: asked again for every request) and
+    the memory it may take (``directory_mb``); the memory its memo of mapped answers may
+    hold (``memo_mb``, 0: no memo); the
     country (ISO 3166-1 alpha-2) of the phone numbers it holds without a country code
     (``country``, None: not known)."""
 
@@ -165,8 +167,9 @@ class SourceOptions:
     queue: int = 64
     directory_seconds: float = 300.0
     country: str | None = None
-    memo_bytes: int = 128 << 20  # the memory the source's mapped answers may hold
+    memo_bytes: int = 64 << 20  # the memory the source's mapped answers may hold
     cache_bytes: int = 16 << 20  # what the read cache may hold in memory
+    directory_bytes: int = 8 << 20  # what its directory may hold in memory
 
 
 def source_options(config: Mapping[str, Any]) -> SourceOptions:
@@ -175,14 +178,20 @@ def source_options(config: Mapping[str, Any]) -> SourceOptions:
     circuit = config.get("circuit") or {}
     return SourceOptions(
         cache_seconds=float(config.get("cache_seconds", default.cache_seconds)),
-        cache_bytes=int(float(config.get("cache_mb", default.cache_bytes / (1 << 20))) * (1 << 20)),
+        cache_bytes=_mb(config, "cache_mb", default.cache_bytes),
         circuit_failures=int(circuit.get("failures", default.circuit_failures)),
         circuit_open_seconds=float(circuit.get("open_seconds", default.circuit_open_seconds)),
         queue=int(config.get("queue", default.queue)),
         directory_seconds=float(config.get("directory_seconds", default.directory_seconds)),
         country=config.get("country", default.country),
-        memo_bytes=int(float(config.get("memo_mb", default.memo_bytes / (1 << 20))) * (1 << 20)),
+        memo_bytes=_mb(config, "memo_mb", default.memo_bytes),
+        directory_bytes=_mb(config, "directory_mb", default.directory_bytes),
     )
+
+
+def _mb(config: Mapping[str, Any], key: str, default: int) -> int:
+    """A size configured in MB (a number), in bytes."""
+    return int(float(config.get(key, default / (1 << 20))) * (1 << 20))
 
 
 def vendor_client(

@@ -7,12 +7,15 @@ again and again is then mapped once while its bytes stay the same; any change in
 answer is a new digest and maps afresh. The resources handed out are shared between
 requests: callers must not change them (the facade only wraps them in Bundles).
 
-The memo is bounded in bytes (``memo_mb`` of the source; by default a share of
-``[server] memo_mb``), the least recently used answer going first. What an answer holds
-in memory is estimated from the vendor's bytes: :data:`BYTES_PER_BODY_BYTE` times them
-(measured with ``tracemalloc``: a mapped Leyr patient holds about 7.4 KB against its 329
-bytes in the vendor's answer, 22 times; Python's dicts and strings, not JSON). Its entries,
-bytes, hits, misses and evictions are in ``/metrics`` (``memo_*``, by source).
+The memo is bounded in bytes (``memo_mb`` of the source; by default its part of
+``[server] cache_mb``), the least recently used answer going first. What an answer holds
+in memory is estimated from the JSON of the resources it mapped to:
+:data:`BYTES_PER_JSON_BYTE` times it, plus :data:`ENTRY_BYTES` (measured with
+``tracemalloc`` over both sandboxes' answers: 6 to 10 times the JSON, the larger figure
+for the larger pages, which are what fills a memo; Python's dicts and strings beside the
+JSON each resource keeps). ``tests/unit/test_memo.py`` holds the estimate to what
+``tracemalloc`` sees. Its entries, bytes, hits, misses and evictions are in ``/metrics``
+(``cache_*{cache="memo"}``, by source).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from typing import Any
 import orjson
 
 from adapter.fhir.versions import with_version
-from adapter.ops import metrics
+from adapter.ops import caches
 from adapter.protocol import remembering, unremembered
 from adapter.transport import MalformedResponse
 from mappings import MappingError
 
 __all__ = [
-    "BYTES_PER_BODY_BYTE",
+    "BYTES_PER_JSON_BYTE",
+    "ENTRY_BYTES",
     "Mapped",
     "MappedMemo",
     "Serialised",
@@ -54,12 +58,16 @@ class Serialised(dict[str, Any]):
     fragment: orjson.Fragment
 
 
-def serialised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def serialised(resources: list[dict[str, Any]]) -> Mapped:
+    out = Mapped()
+    size = 0
     for resource in resources:
         frozen = Serialised(with_version(resource))
-        frozen.fragment = orjson.Fragment(orjson.dumps(frozen))
+        encoded = orjson.dumps(frozen)
+        size += len(encoded)
+        frozen.fragment = orjson.Fragment(encoded)
         out.append(frozen)
+    out.json_bytes = size
     return out
 
 
@@ -68,6 +76,7 @@ class Mapped(list[dict[str, Any]]):
     refused them (left out: one bad record must not break every page that reaches it)."""
 
     left_out: tuple[str, ...] = ()
+    json_bytes: int = 0  # the resources' JSON, in all
 
 
 def map_records(
@@ -87,25 +96,39 @@ def map_records(
             shown = str(vendor_id) if isinstance(vendor_id, str | int) else "without an id"
             log.warning("source %s: vendor record %s left out: %s", source, shown, exc)
             left_out.append(shown)
-    out = Mapped(serialised(mapped))
+    out = serialised(mapped)
     out.left_out = tuple(left_out)
     return out
 
 
-# What an answer's mapped resources hold in memory, per byte of the vendor's answer.
+# What mapped resources hold in memory, per byte of their JSON; and what an entry costs
+# besides (its key, the answer's own list or dict, the LRU's link).
+BYTES_PER_JSON_BYTE = 10
+ENTRY_BYTES = 1024
+# What an answer that holds no mapped resources is taken to hold, per byte of the vendor's.
 BYTES_PER_BODY_BYTE = 24
-DEFAULT_BYTES = 128 << 20
+DEFAULT_BYTES = 64 << 20
+
+
+def _weight(call: str, body: bytes, value: Any) -> int:
+    """About what remembering ``value`` holds in memory (see the module's note)."""
+    mapped = value.get("results") if isinstance(value, dict) else value
+    if isinstance(mapped, Mapped):
+        return ENTRY_BYTES + len(call) + 2 * len(body) + mapped.json_bytes * BYTES_PER_JSON_BYTE
+    return ENTRY_BYTES + len(call) + len(body) * BYTES_PER_BODY_BYTE
 
 
 class MappedMemo:
     def __init__(self, max_bytes: int = DEFAULT_BYTES, source: str = "") -> None:
-        self._max = max_bytes
+        self.name = "memo"
+        self.max_bytes = max_bytes
         self.source = source
         self._entries: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
         self._held = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        caches.register(self)
 
     @property
     def held_bytes(self) -> int:
@@ -117,7 +140,7 @@ class MappedMemo:
 
     def peek(self, call: str, body: bytes) -> Any | None:
         """What ``(call, body)`` was mapped to, if it is remembered; maps nothing."""
-        if self._max <= 0 or not remembering():
+        if self.max_bytes <= 0 or not remembering():
             return None
         found = self._entries.get((call, hashlib.blake2b(body, digest_size=16).digest()))
         return None if found is None else found[0]
@@ -126,27 +149,23 @@ class MappedMemo:
         """``build(body)`` once per distinct (call, body) while it is remembered.
 
         Entries of every call share one memo, so what comes back is typed by the caller."""
-        if self._max <= 0 or not remembering():
+        if self.max_bytes <= 0 or not remembering():
             return build(body)
         key = (call, hashlib.blake2b(body, digest_size=16).digest())
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            metrics.count_memo(self.source, hit=True)
             return found[0]
         self.misses += 1
-        metrics.count_memo(self.source, hit=False)
         value = build(body)
-        weight = 256 + len(call) + len(body) * BYTES_PER_BODY_BYTE
-        if weight > self._max:
+        weight = _weight(call, body, value)
+        if weight > self.max_bytes:
             return value
         self._entries[key] = (value, weight)
         self._held += weight
-        while self._held > self._max:
+        while self._held > self.max_bytes:
             _, (_, dropped) = self._entries.popitem(last=False)
             self._held -= dropped
             self.evictions += 1
-            metrics.count_memo_eviction(self.source)
-        metrics.set_memo(self.source, len(self._entries), self._held)
         return value

@@ -24,9 +24,10 @@ digit is read with a ``+`` (:func:`search_number`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import phonenumbers
+
+from adapter.ops.caches import Table
 
 __all__ = ["COUNTRIES", "compact", "same_number", "search_number", "significant_digits"]
 
@@ -70,8 +71,21 @@ def compact(value: str) -> str:
     return ("+" if text.startswith("+") else "") + digits
 
 
-@lru_cache(maxsize=8192)
+# Numbers already read: the same few recur in every search and every page of records.
+_READ: Table[tuple[str, str | None], _Read] = Table(
+    "phones", 1 << 20, weight=lambda key, _: 2 * len(key[0]) + 400
+)
+
+
 def _read(value: str, country: str | None) -> _Read:
+    key = (value, country)
+    found = _READ.get(key)
+    if found is None:
+        found = _READ.put(key, _parse(value, country))
+    return found
+
+
+def _parse(value: str, country: str | None) -> _Read:
     text = value.strip()
     digits = phonenumbers.normalize_digits_only(text)
     if not digits:

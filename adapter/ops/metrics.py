@@ -9,12 +9,10 @@
 - ``cache_hits_total``, counter: ``source``;
 - ``worker_resident_memory_bytes``, gauge: each worker's resident memory (by ``pid`` in
   multiprocess mode), sampled every few seconds and at each scrape;
-- ``read_cache_entries`` and ``read_cache_bytes``, gauges: ``source`` (a source's read
-  cache in memory, with ``cache_seconds``; summed over live workers);
-- ``memo_entries`` and ``memo_bytes``, gauges: ``source`` (the mapped answers a worker
-  remembers, and about what they hold in memory; summed over live workers);
-  ``memo_hits_total``, ``memo_misses_total``, ``memo_evictions_total``, counters:
-  ``source``.
+- ``cache_entries``, ``cache_bytes`` (summed over live workers) and ``cache_limit_bytes``,
+  gauges; ``cache_lookups_total`` (``result``: hit, miss) and ``cache_evictions_total``,
+  counters: ``cache``, ``source`` (every in-process cache, :mod:`adapter.ops.caches`;
+  ``source`` is empty for the service's own tables).
 
 Every label value comes from a bounded set (configured sources and key labels, served
 resource types, status codes): a value a client can choose freely would let it grow the
@@ -55,17 +53,14 @@ from prometheus_client import (
 __all__ = [
     "MULTIPROC_ENV",
     "count_cache_hit",
-    "count_memo",
-    "count_memo_eviction",
     "count_rate_limited",
     "exposition",
     "observe_request",
     "observe_vendor_call",
     "sample_worker",
+    "set_cache",
     "set_circuit",
     "set_key_budget",
-    "set_memo",
-    "set_read_cache",
     "worker_exiting",
 ]
 
@@ -116,45 +111,42 @@ CACHE_HITS = Counter(
     ["source"],
 )
 
-MEMO_ENTRIES = Gauge(
-    "memo_entries",
-    "Vendor answers whose mapping a worker remembers, by source (summed over live workers).",
-    ["source"],
-    multiprocess_mode="livesum",
-)
-MEMO_BYTES = Gauge(
-    "memo_bytes",
-    "About what the remembered mapped answers hold in memory, by source (summed over live "
-    "workers; bounded by the source's memo_mb in each).",
-    ["source"],
-    multiprocess_mode="livesum",
-)
 WORKER_RSS = Gauge(
     "worker_resident_memory_bytes",
     "The resident memory of a worker process (each live worker's, by pid, in multiprocess mode).",
     multiprocess_mode="liveall",
 )
-READ_CACHE_ENTRIES = Gauge(
-    "read_cache_entries",
-    "Vendor answers a source's read cache holds in memory (summed over live workers).",
-    ["source"],
+CACHE_ENTRIES = Gauge(
+    "cache_entries",
+    "Entries an in-process cache holds, by cache and source (summed over live workers).",
+    ["cache", "source"],
     multiprocess_mode="livesum",
 )
-READ_CACHE_BYTES = Gauge(
-    "read_cache_bytes",
-    "What a source's read cache holds in memory, in bytes (summed over live workers; "
-    "bounded by the source's cache_mb in each).",
-    ["source"],
+CACHE_BYTES = Gauge(
+    "cache_bytes",
+    "About what an in-process cache holds in memory, in bytes, by cache and source (summed "
+    "over live workers; each worker within cache_limit_bytes).",
+    ["cache", "source"],
     multiprocess_mode="livesum",
 )
-MEMO_HITS = Counter("memo_hits_total", "Vendor answers mapped once and served again.", ["source"])
-MEMO_MISSES = Counter("memo_misses_total", "Vendor answers mapped afresh.", ["source"])
-MEMO_EVICTIONS = Counter(
-    "memo_evictions_total", "Remembered answers let go to stay within memo_mb.", ["source"]
+CACHE_LIMIT = Gauge(
+    "cache_limit_bytes",
+    "What an in-process cache may hold in each worker, in bytes, by cache and source.",
+    ["cache", "source"],
+    multiprocess_mode="livemax",
+)
+CACHE_LOOKUPS = Counter(
+    "cache_lookups_total",
+    "Lookups in an in-process cache, by cache, source and result (hit or miss).",
+    ["cache", "source", "result"],
+)
+CACHE_EVICTIONS = Counter(
+    "cache_evictions_total",
+    "Entries an in-process cache let go to stay within its limit, by cache and source.",
+    ["cache", "source"],
 )
 
 _request_children: dict[tuple[str, str, int], Any] = {}
-_memo_children: dict[tuple[str, str], Any] = {}
 _vendor_children: dict[tuple[str, str], Any] = {}
 _rate_limited_children: dict[str, Any] = {}
 _budget_children: dict[tuple[str, str], Any] = {}
@@ -218,34 +210,28 @@ def count_cache_hit(source: str) -> None:
     child.inc()
 
 
-def _memo_child(metric: Any, kind: str, source: str) -> Any:
-    child = _memo_children.get((kind, source))
-    if child is None:
-        child = _memo_children[(kind, source)] = metric.labels(source)
-    return child
-
-
-def count_memo(source: str, *, hit: bool) -> None:
-    """A vendor answer was served from the memo (``hit``), or mapped afresh."""
-    if hit:
-        _memo_child(MEMO_HITS, "hit", source).inc()
-    else:
-        _memo_child(MEMO_MISSES, "miss", source).inc()
-
-
-def count_memo_eviction(source: str) -> None:
-    _memo_child(MEMO_EVICTIONS, "eviction", source).inc()
-
-
-def set_memo(source: str, entries: int, held: int) -> None:
-    """What the memo of ``source`` holds now: its entries and about how many bytes."""
-    _memo_child(MEMO_ENTRIES, "entries", source).set(entries)
-    _memo_child(MEMO_BYTES, "bytes", source).set(held)
-
-
-def set_read_cache(source: str, entries: int, held: int) -> None:
-    _memo_child(READ_CACHE_ENTRIES, "read-entries", source).set(entries)
-    _memo_child(READ_CACHE_BYTES, "read-bytes", source).set(held)
+def set_cache(
+    cache: str,
+    source: str,
+    *,
+    entries: int,
+    held: int,
+    limit: int,
+    hits: int,
+    misses: int,
+    evictions: int,
+) -> None:
+    """What an in-process cache holds now, and its lookups and evictions since last told
+    (see :mod:`adapter.ops.caches`, which calls this off the request path)."""
+    CACHE_ENTRIES.labels(cache, source).set(entries)
+    CACHE_BYTES.labels(cache, source).set(held)
+    CACHE_LIMIT.labels(cache, source).set(limit)
+    if hits:
+        CACHE_LOOKUPS.labels(cache, source, "hit").inc(hits)
+    if misses:
+        CACHE_LOOKUPS.labels(cache, source, "miss").inc(misses)
+    if evictions:
+        CACHE_EVICTIONS.labels(cache, source).inc(evictions)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -29,9 +29,6 @@ class OpsObserver:
     def cache_hit(self, source: str) -> None:
         metrics.count_cache_hit(source)
 
-    def read_cache(self, source: str, entries: int, held: int) -> None:
-        metrics.set_read_cache(source, entries, held)
-
     def circuit(self, source: str, is_open: bool) -> None:
         metrics.set_circuit(source, is_open)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
+from adapter.ops import caches
 from adapter.ops.metrics import exposition
 
 __all__ = ["READY_RETRY_AFTER", "SERVING", "STATES", "probes_router"]
@@ -55,6 +56,7 @@ def probes_router(readiness: Callable[[], Mapping[str, str]]) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics() -> Response:
+        caches.publish()
         body, content_type = exposition()
         return Response(body, media_type=content_type)
 

@@ -5,8 +5,8 @@ source empties its cache, since it may change what was read. In memory, or in Re
 (``[server] redis_url``) so that every worker sees one cache and one write empties it for
 all: there a generation number per source is part of every key, and a write moves it on.
 In memory it holds at most ``max_bytes`` of answers (the source's ``cache_mb``), the
-least recently kept going first, and tells what it holds (``read_cache_entries``,
-``read_cache_bytes`` in ``/metrics``).
+least recently kept going first, and tells what it holds (``cache_*{cache="read"}`` in
+``/metrics``, :mod:`adapter.ops.caches`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from adapter.transport import hooks
+from adapter.ops import caches
 
 __all__ = ["DEFAULT_BYTES", "ReadCache", "SharedFlights"]
 
@@ -31,12 +31,18 @@ class ReadCache:
     def __init__(
         self, source: str, seconds: float = 0.0, redis: Any = None, max_bytes: int = DEFAULT_BYTES
     ) -> None:
+        self.name = "read"
         self.source = source
         self.seconds = seconds
-        self.max_bytes = max_bytes
         self._redis = redis
+        # Kept in memory only without Redis: the limit is what this worker may hold.
+        self.max_bytes = max_bytes if seconds > 0 and redis is None else 0
         self._local: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
         self._held = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        caches.register(self)
         self._generation = f"fhir-adapter:cache:{source}:generation"
 
     @property
@@ -59,12 +65,12 @@ class ReadCache:
             found = await self._redis.get(self._name(key, generation))
             return bytes(found) if found is not None else None
         held = self._local.get(key)
-        if held is None:
+        if held is None or held[0] <= time.monotonic():
+            if held is not None:
+                self._drop(key)
+            self.misses += 1
             return None
-        if held[0] <= time.monotonic():
-            self._drop(key)
-            self._told()
-            return None
+        self.hits += 1
         return held[1]
 
     async def put(self, key: Key, content: bytes) -> None:
@@ -82,7 +88,7 @@ class ReadCache:
         self._held += weight
         while self._held > self.max_bytes:
             self._drop(next(iter(self._local)))
-        self._told()
+            self.evictions += 1
 
     async def clear(self) -> None:
         if self.seconds <= 0:
@@ -92,10 +98,6 @@ class ReadCache:
             return
         self._local.clear()
         self._held = 0
-        self._told()
-
-    def _told(self) -> None:
-        hooks.read_cache(self.source, len(self._local), self._held)
 
     def _name(self, key: Key, generation: bytes | str) -> str:
         generation = generation.decode() if isinstance(generation, bytes) else generation

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, overload
 import httpx
 import orjson
 
+from adapter.ops.caches import Table, weigh
 from adapter.transport import budget, hooks, scope
 from adapter.transport.cache import ReadCache, SharedFlights
 from adapter.transport.circuit import Circuit, CircuitOpen
@@ -44,6 +45,20 @@ log = logging.getLogger("fhir_adapter")
 
 Classifier = Callable[[str, httpx.Response], VendorError | None]
 _T = TypeVar("_T")
+# What the tables of vendor URLs and GET requests already built may hold, per source.
+URLS_BYTES = 1 << 20
+REQUESTS_BYTES = 2 << 20
+
+
+def _url_weight(key: tuple[str, tuple[tuple[str, str], ...]], url: httpx.URL) -> int:
+    # The key's strings, and the URL's own copy of them parsed into its parts (about
+    # twice its text) with its objects.
+    return weigh(key) + 3 * len(str(url)) + 600
+
+
+def _request_weight(key: tuple[httpx.URL, int], made: tuple[dict[str, str], httpx.Request]) -> int:
+    # The headers are the key's own, shared: the request's URL, headers list and objects.
+    return 4 * len(str(key[0])) + 2000
 
 
 def default_classify(source: str, response: httpx.Response) -> VendorError | None:
@@ -66,7 +81,9 @@ class VendorHTTP:
         self.transport = transport
         self.read_timeout = timeout.read if timeout.read is not None else math.inf
         self._timeouts = timeout.as_dict()
-        self._gets: dict[tuple[httpx.URL, int], tuple[dict[str, str], httpx.Request]] = {}
+        self._gets: Table[tuple[httpx.URL, int], tuple[dict[str, str], httpx.Request]] = Table(
+            "vendor-requests", REQUESTS_BYTES, weight=_request_weight
+        )
 
     async def request(
         self, method: str, url: httpx.URL, *, headers: dict[str, str], content: bytes | None
@@ -95,13 +112,15 @@ class VendorHTTP:
         key = (url, id(headers))
         made = self._gets.get(key)
         if made is None or made[0] is not headers:
-            if len(self._gets) >= 4096:
-                self._gets.clear()
             request = httpx.Request(
                 "GET", url, headers=headers, extensions={"timeout": self._timeouts}
             )
-            made = self._gets[key] = (headers, request)
+            made = self._gets.put(key, (headers, request))
         return made[1]
+
+    def serving(self, source: str) -> None:
+        """Name the source these connections serve (in the metrics of what they keep)."""
+        self._gets.source = source
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -146,6 +165,7 @@ class VendorClient:
     ) -> None:
         self.source = source
         self.http = http
+        http.serving(source)
         self.pool = pool
         self.classify = classify
         self.retry = retry or RetryPolicy()
@@ -156,7 +176,9 @@ class VendorClient:
         self._shared = SharedFlights(source, budgets.redis) if budgets.redis is not None else None
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+        self._urls: Table[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = Table(
+            "vendor-urls", URLS_BYTES, source=source, weight=_url_weight
+        )
         self._key_headers: dict[int, tuple[Any, dict[str, str], dict[str, str]]] = {}
         self._flights: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Future[bytes]] = {}
         self._exhausted_at = -math.inf
@@ -207,9 +229,7 @@ class VendorClient:
             url = httpx.URL(self.http.base_url + path.lstrip("/"))
             if params:
                 url = url.copy_merge_params(params)
-            if len(self._urls) >= 4096:
-                self._urls.clear()
-            self._urls[key] = url
+            self._urls.put(key, url)
         return url
 
     @overload

@@ -17,7 +17,6 @@ __all__ = [
     "install",
     "key_budget",
     "rate_limited",
-    "read_cache",
     "vendor_call",
     "vendor_failure",
 ]
@@ -31,8 +30,6 @@ class Observer(Protocol):
     def vendor_failure(self, source: str, status: int | None, kind: str) -> None: ...
 
     def cache_hit(self, source: str) -> None: ...
-
-    def read_cache(self, source: str, entries: int, held: int) -> None: ...
 
     def circuit(self, source: str, is_open: bool) -> None: ...
 
@@ -67,12 +64,6 @@ def vendor_failure(source: str, status: int | None, kind: str) -> None:
 def cache_hit(source: str) -> None:
     if _observer is not None:
         _observer.cache_hit(source)
-
-
-def read_cache(source: str, entries: int, held: int) -> None:
-    """What the source's read cache holds now: its entries and their bytes."""
-    if _observer is not None:
-        _observer.read_cache(source, entries, held)
 
 
 def circuit(source: str, is_open: bool) -> None:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.api.guard import route_of
 from adapter.app import create_app
-from adapter.ops import logs, metrics
+from adapter.ops import caches, logs, metrics
 from adapter.ops.observer import observer
 from adapter.sandbox import LeyrSandbox, NyraSandbox
 from adapter.settings import Settings
@@ -314,24 +314,38 @@ async def test_the_memo_of_mapped_answers_is_in_the_metrics(app, http):
         r = await http.get("/fhir/Patient", params={"_source": source, "_count": "2"})
         assert r.status_code == 200
     text = (await http.get("/metrics")).text
-    assert sample(text, "memo_bytes", "memo_bytes", source=source) == memo.held_bytes > 0
-    assert sample(text, "memo_entries", "memo_entries", source=source) == len(memo) > 0
-    assert sample(text, "memo_hits", "memo_hits_total", source=source) >= 1
-    assert sample(text, "memo_misses", "memo_misses_total", source=source) >= 1
+    # Summed over the memos of that source alive in this process (other tests' apps too).
+    alive = [c for c in caches.registered() if (c.name, c.source) == ("memo", source)]
+    assert memo in alive and memo.held_bytes > 0 and len(memo) > 0
+    memo_of = {"cache": "memo", "source": source}
+    held = sum(c.held_bytes for c in alive)
+    assert sample(text, "cache_bytes", "cache_bytes", **memo_of) == held
+    assert sample(text, "cache_entries", "cache_entries", **memo_of) == sum(map(len, alive))
+    limit = sum(c.max_bytes for c in alive)
+    assert sample(text, "cache_limit_bytes", "cache_limit_bytes", **memo_of) == limit
+    lookups = "cache_lookups", "cache_lookups_total"
+    assert sample(text, *lookups, **memo_of, result="hit") >= 1
+    assert sample(text, *lookups, **memo_of, result="miss") >= 1
 
 
-def test_memo_mb_is_shared_out_between_the_sources_unless_a_source_names_its_own(tmp_path):
+def test_cache_mb_is_shared_out_between_the_sources_unless_a_source_names_its_own(tmp_path):
     from adapter.settings import load_settings
 
     config = tmp_path / "adapter.toml"
     config.write_text(
-        "[server]\nopen_access = true\nmemo_mb = 100\n\n"
+        "[server]\nopen_access = true\ncache_mb = 128\n\n"
         '[sources.a]\nconnector = "leyr"\ntimezone = "Europe/Stockholm"\nemr = "webdoc"\n'
         "sandbox = {}\n\n"
         '[sources.b]\nconnector = "nyra"\ntimezone = "Asia/Kolkata"\nsandbox = {}\n'
-        "memo_mb = 8\n"
+        "memo_mb = 8\ncache_seconds = 5\n"
     )
     made = create_app(load_settings(config, {}))
-    memos = {n: c.memo for n, c in made.state.facade.connectors.items()}
-    assert memos["a"]._max == 50 << 20  # half of [server] memo_mb
-    assert memos["b"]._max == 8 << 20  # its own
+    made_ = made.state.facade.connectors
+    # Each source's part is 64 MB: an eighth to its directory, an eighth to a read cache
+    # in memory (b's), the rest to its memo unless it names its own.
+    assert made_["a"].memo.max_bytes == 56 << 20
+    assert made_["a"].listing.max_bytes == 8 << 20
+    assert made_["a"].client.cache.max_bytes == 0  # no cache_seconds: nothing kept
+    assert made_["b"].memo.max_bytes == 8 << 20
+    assert made_["b"].roster.max_bytes + made_["b"].schedules.max_bytes == 8 << 20
+    assert made_["b"].client.cache.max_bytes == 8 << 20

@@ -163,6 +163,7 @@ class LeyrConnector:
         client: VendorClient,
         directory_seconds: float = 300.0,
         memo_bytes: int = DEFAULT_BYTES,
+        directory_bytes: int = 8 << 20,
         country: str | None = None,
     ) -> None:
         if not care_units:
@@ -176,7 +177,9 @@ class LeyrConnector:
         self.country = country  # of the phone numbers held without a country code
         self.client = client
         self.memo = MappedMemo(memo_bytes, source)
-        self.listing = Kept(directory_seconds, self._list_directory)
+        self.listing = Kept(
+            directory_seconds, self._list_directory, max_bytes=directory_bytes, source=source
+        )
         self._named: tuple[Listing, LeyrContext] | None = None
         self._version = 0  # changes with the directory: answers are mapped once per version
 
@@ -277,6 +280,7 @@ class LeyrConnector:
             client=client,
             directory_seconds=options.directory_seconds,
             memo_bytes=options.memo_bytes,
+            directory_bytes=options.directory_bytes,
             country=options.country,
         )
 

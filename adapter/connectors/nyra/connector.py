@@ -155,6 +155,7 @@ class NyraConnector:
         slot_minutes: int = 15,
         directory_seconds: float = 300.0,
         memo_bytes: int = DEFAULT_BYTES,
+        directory_bytes: int = 8 << 20,
         country: str | None = None,
     ) -> None:
         self.source = source
@@ -173,8 +174,13 @@ class NyraConnector:
         # The hospital's number of patients, as its last unfiltered listing said: whether
         # listing them all is cheaper than reading some one by one (:meth:`read_many`).
         self.patients_total: int | None = None
-        self.roster = Kept(directory_seconds, self._scan_roster)
-        self.schedules = Kept(directory_seconds, self._all_schedules)
+        # The directory's memory, half each to the doctors and branches, and the schedules.
+        self.roster = Kept(
+            directory_seconds, self._scan_roster, max_bytes=directory_bytes // 2, source=source
+        )
+        self.schedules = Kept(
+            directory_seconds, self._all_schedules, max_bytes=directory_bytes // 2, source=source
+        )
 
     # -- what the hospital's records say of its doctors and branches ----------------------
 
@@ -342,6 +348,7 @@ class NyraConnector:
             client=vendor_client(source, config, http, pool, classify),
             directory_seconds=options.directory_seconds,
             memo_bytes=options.memo_bytes,
+            directory_bytes=options.directory_bytes,
             country=options.country,
         )
 
