@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import services
 from hypothesis import HealthCheck, settings
 
 # Deterministic by default: the same examples on every run and machine, no example
@@ -36,3 +37,12 @@ FHIR_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
 def pytest_sessionstart(session):
     if os.environ.get("CI") == "true" and not FHIR_SAMPLES.is_dir():
         raise pytest.UsageError(f"CI=true, yet no FHIR samples at {FHIR_SAMPLES}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_redis: skipped without Redis; fails under CI=true")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_redis") is not None:
+        services.need_redis()

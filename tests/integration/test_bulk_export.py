@@ -20,7 +20,7 @@ import redis
 import uvicorn
 from fhir_check import validate
 from harness import FAST
-from services import redis_up
+from services import needs_redis
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
@@ -391,7 +391,7 @@ def test_a_job_resumes_in_a_new_app_without_duplicates(deployment):
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-@pytest.mark.skipif(not redis_up(REDIS_URL), reason="no Redis server at 127.0.0.1:6379")
+@needs_redis
 def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
     redis.Redis.from_url(REDIS_URL).flushdb()
     deployment = Deployment(tmp_path)

@@ -9,12 +9,12 @@ Time is scaled: a "second" of 50 ms and a "minute" of 250 ms, Nyra's counts kept
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from services import needs_redis
 
 from adapter.transport import KeyPool, NyraKey
 from adapter.transport.budget import Budgets, RedisLedger
@@ -24,18 +24,7 @@ REDIS = "redis://127.0.0.1:6379/15"
 SECOND, MINUTE = 0.05, 0.25
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379"),
-]
+pytestmark = [pytest.mark.anyio, needs_redis]
 
 
 def _pool(source: str, client: aioredis.Redis) -> KeyPool:

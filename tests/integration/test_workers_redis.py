@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 import uvicorn
+from services import needs_redis
 
 from adapter.sandbox import NyraSandbox, RateLimits
 from mappings import encode_id
@@ -56,15 +56,7 @@ MINUTES = 5  # of load; the complete fixed windows among them are measured
 STARTUP_SECONDS = 45.0  # the most the workers may take to say they are up
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
+pytestmark = needs_redis
 
 
 class Arrivals:

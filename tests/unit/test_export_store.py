@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from services import redis_up
+from services import need_redis
 
 from adapter.export.engine import (
     ExportState,
@@ -36,8 +36,7 @@ async def store(request, tmp_path):
         made.advance = lambda seconds: now.__setitem__(0, now[0] + seconds)
         yield made
         return
-    if not redis_up(REDIS_URL):
-        pytest.skip("no Redis server at 127.0.0.1:6379")
+    need_redis(REDIS_URL)
     client = aioredis.Redis.from_url(REDIS_URL)
     await client.flushdb()
     made = RedisJobStore(client, tmp_path)

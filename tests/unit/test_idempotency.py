@@ -5,12 +5,12 @@ saying so."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import httpx
 import pytest
 from harness import FAST
+from services import needs_redis
 
 from adapter.app import create_app
 from adapter.idempotency import MemoryStore, Outcome, RedisStore
@@ -20,17 +20,6 @@ from mappings import encode_id
 
 pytestmark = pytest.mark.anyio
 REDIS = "redis://127.0.0.1:6379/15"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server at 127.0.0.1:6379")
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])

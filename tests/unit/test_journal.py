@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from services import redis_up
+from services import needs_redis
 
 from adapter.journal import FileJournal, RedisJournal, digest_of, journal_for
 
@@ -21,9 +21,6 @@ REDIS = "redis://127.0.0.1:6379/15"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 T2 = T0 + timedelta(hours=2)
-
-
-needs_redis = pytest.mark.skipif(not redis_up(REDIS), reason="no Redis server at 127.0.0.1:6379")
 
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=needs_redis)])

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from services import redis_up
+from services import need_redis
 
 from adapter.subscriptions.store import FileSubscriptionStore, RedisSubscriptionStore
 
@@ -26,8 +26,7 @@ async def store(request, tmp_path):
     if request.param == "file":
         yield FileSubscriptionStore(tmp_path / "subscriptions")
         return
-    if not redis_up(REDIS_URL):
-        pytest.skip("needs the Redis server at 127.0.0.1:6379, which is not answering")
+    need_redis(REDIS_URL)
     client = aioredis.Redis.from_url(REDIS_URL)
     await client.flushdb()
     made = RedisSubscriptionStore(client)

@@ -131,9 +131,10 @@ async def test_bad_parameters(tmp_path):
 async def test_writes_are_not_taken(tmp_path):
     async with _client(_app(tmp_path)) as c:
         r = await c.post("/fhir/Group", json={"resourceType": "Group"})
-        assert r.status_code in (404, 405)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+        assert r.json()["resourceType"] == "OperationOutcome"
         r = await c.put(f"/fhir/Group/{LEYR}", json={"resourceType": "Group", "id": LEYR})
-        assert r.status_code in (404, 405)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
