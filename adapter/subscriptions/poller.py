@@ -174,6 +174,10 @@ class SubscriptionPoller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds this worker has begun
+        # Called with the number of rounds ended so far as each one ends, failed or not
+        # (what waits for the poller to have looked again: tests, a console).
+        self.on_round_end: Callable[[int], None] | None = None
+        self._ended = 0
 
     # -- running ---------------------------------------------------------------------------
 
@@ -213,6 +217,9 @@ class SubscriptionPoller:
                 )
             else:
                 failed = 0
+            self._ended += 1
+            if self.on_round_end is not None:
+                self.on_round_end(self._ended)
 
     # -- a round ---------------------------------------------------------------------------
 

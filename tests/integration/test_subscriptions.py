@@ -70,6 +70,34 @@ class Receiver:
         self.server.server_close()
 
 
+class Rounds:
+    """The poller's rounds as they end, for a test thread to wait on (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, ended: int) -> None:
+        with self._changed:
+            self.ended = ended
+            self._changed.notify_all()
+
+    def two_more(self) -> None:
+        """Until the round under way and the whole one after it have ended."""
+        with self._changed:
+            target = self.ended + 2
+            assert self._changed.wait_for(lambda: self.ended >= target, timeout=60), (
+                "the poller ended no rounds"
+            )
+
+
+def told_once(world: World, receiver: Receiver) -> None:
+    """Nothing more reaches the receiver while the poller looks twice more."""
+    world.rounds.two_more()
+    with pytest.raises(queue.Empty):
+        receiver.got.get_nowait()
+
+
 class World:
     def __init__(self, root: Path) -> None:
         self.leyr = LeyrSandbox(seed=2, patients=12)
@@ -106,6 +134,8 @@ class World:
         """The service anew over the same sandboxes and directories (a restart)."""
         transports = {"leyr-w": self.leyr.transport(), "nyra-w": self.nyra.transport()}
         self.app = create_app(self.settings, transports=transports)
+        self.rounds = Rounds()
+        self.app.state.subscriptions.on_round_end = self.rounds
         return self.app
 
     def auth(self, name: str) -> dict[str, str]:
@@ -221,8 +251,7 @@ def test_a_change_at_the_vendor_is_notified(world, http, receiver):
     [entry] = body["entry"]
     assert entry["resource"]["name"][0]["family"] == "Changedsson"
     assert entry["resource"]["meta"]["lastUpdated"]
-    with pytest.raises(queue.Empty):  # told once
-        receiver.next(timeout=4 * POLL)
+    told_once(world, receiver)
 
 
 def book_at_the_vendor(world: World, source: str, hour: int) -> str:
@@ -323,8 +352,7 @@ def test_a_subscription_past_its_end_is_off(world, http, receiver):
     made = http.post("/Subscription", json=body, headers=JSON).json()
     until(lambda: http.get(f"/Subscription/{made['id']}").json()["status"] == "off")
     next(iter(world.leyr.patients[next(iter(world.leyr.care_units))]))["last_name"] = "Late"
-    with pytest.raises(queue.Empty):
-        receiver.next(timeout=4 * POLL)
+    told_once(world, receiver)
 
 
 def test_criteria_are_matched_against_each_change(world, http, receiver):
@@ -342,8 +370,7 @@ def test_criteria_are_matched_against_each_change(world, http, receiver):
     first["last_name"] = "Foryou"
     _, body = receiver.next()
     assert [e["resource"]["id"] for e in body["entry"]] == [target]
-    with pytest.raises(queue.Empty):
-        receiver.next(timeout=4 * POLL)
+    told_once(world, receiver)
 
 
 def test_a_booking_and_cancel_through_the_facade_are_notified(world, http, receiver):
@@ -375,8 +402,7 @@ def test_ping_only_has_no_entries_and_delete_stops(world, http, receiver):
     assert http.delete(f"/Subscription/{sub['id']}").status_code == 204
     assert http.get(f"/Subscription/{sub['id']}").status_code == 404
     patients[1]["last_name"] = "Unseen"
-    with pytest.raises(queue.Empty):
-        receiver.next(timeout=4 * POLL)
+    told_once(world, receiver)
 
 
 def test_failures_are_retried_then_error(world, http, receiver):

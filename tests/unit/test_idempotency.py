@@ -5,6 +5,7 @@ saying so."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -61,16 +62,35 @@ async def test_memory_outcomes_expire():
     assert await store.claim("k", "p") is None
 
 
+class Held(httpx.AsyncBaseTransport):
+    """The vendor's transport, holding each booking (POST) until ``release`` is set."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.booking = asyncio.Event()  # a booking reached the vendor
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.booking.set()
+            await self.release.wait()
+        return await self.inner.handle_async_request(request)
+
+
 @needs_redis
 async def test_two_workers_sharing_redis_book_once():
+    """The same key sent to two workers at once: the second arrives while the first's
+    booking is at the vendor, and is told the first is still running (409), not sent.
+    Asked again once the first is done, the key replays its outcome."""
     sandbox = NyraSandbox(seed=4, patients=3, limits=FAST)
     source = {"connector": "nyra", **sandbox.defaults()}
+    vendor = Held(sandbox.transport())
 
     def worker():
         settings = Settings(
             open_access=True, sources={"nyra-r": source}, cursor_key=b"r" * 32, redis_url=REDIS
         )
-        return create_app(settings, transports={"nyra-r": sandbox.transport()})
+        return create_app(settings, transports={"nyra-r": vendor})
 
     patient = next(iter(sandbox.patients))
     doctor = next(iter(sandbox.doctors))
@@ -90,20 +110,38 @@ async def test_two_workers_sharing_redis_book_once():
         ],
     }
     headers = {"content-type": "application/fhir+json", "Idempotency-Key": f"two-{uuid.uuid4()}"}
-    answers = []
-    for app in (worker(), worker()):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://w"
-        ) as c:
-            answers.append(await c.post("/fhir/Appointment", json=body, headers=headers))
-        await app.state.idempotency.aclose()
-    assert [a.status_code for a in answers] == [201, 201]
-    assert answers[1].headers["idempotent-replayed"] == "true"
-    assert answers[0].json() == answers[1].json()
+    apps = [worker(), worker()]
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
+        for app in apps
+    ]
+
+    async def first() -> httpx.Response:
+        return await clients[0].post("/fhir/Appointment", json=body, headers=headers)
+
+    async def second() -> httpx.Response:
+        await vendor.booking.wait()  # the first's booking is at the vendor, held
+        try:
+            return await clients[1].post("/fhir/Appointment", json=body, headers=headers)
+        finally:
+            vendor.release.set()
+
+    made, running = await asyncio.gather(first(), second())
+    assert made.status_code == 201, made.text
+    assert running.status_code == 409
+    assert running.json()["issue"][0]["diagnostics"] == (
+        "a request with this Idempotency-Key is still running"
+    )
+    again = await clients[1].post("/fhir/Appointment", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == made.json()
     booked = [
         a for a in sandbox.appointments if a["appointment_time"].startswith("2031-03-04T10:00")
     ]
     assert len(booked) == 1
+    for client, app in zip(clients, apps, strict=True):
+        await client.aclose()
+        await app.state.idempotency.aclose()
 
 
 @needs_redis
