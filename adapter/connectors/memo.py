@@ -7,6 +7,12 @@ again and again is then mapped once while its bytes stay the same; any change in
 answer is a new digest and maps afresh. The resources handed out are shared between
 requests: callers must not change them (the facade only wraps them in Bundles).
 
+An answer is remembered the second time it is mapped, not the first: most answers are
+seen once (a patient's appointments for ``$everything``, a page of a search that moved on)
+and would only push out those asked again and again (a Leyr care unit's whole list).
+Until then only its digest is kept, in a small table of answers seen once (a sixteenth
+of the memo's bytes).
+
 The memo is bounded in bytes (``memo_mb`` of the source; by default its part of
 ``[server] cache_mb``), the least recently used answer going first. What an answer holds
 in memory is estimated from the JSON of the resources it mapped to:
@@ -108,6 +114,9 @@ ENTRY_BYTES = 1024
 # What an answer that holds no mapped resources is taken to hold, per byte of the vendor's.
 BYTES_PER_BODY_BYTE = 24
 DEFAULT_BYTES = 64 << 20
+# What the key of an answer seen once costs (its digest, tuple and the table's link),
+# besides the call's text.
+_ONCE_BYTES = 250
 
 
 def _weight(call: str, body: bytes, value: Any) -> int:
@@ -125,6 +134,9 @@ class MappedMemo:
         self.source = source
         self._entries: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
         self._held = 0
+        # Answers mapped once and not kept: their keys, within a sixteenth of the bytes.
+        self._once: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._once_held = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -132,8 +144,9 @@ class MappedMemo:
 
     @property
     def held_bytes(self) -> int:
-        """About what the remembered answers hold in memory."""
-        return self._held
+        """About what the remembered answers, and the keys of those seen once, hold in
+        memory."""
+        return self._held + self._once_held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -146,7 +159,8 @@ class MappedMemo:
         return None if found is None else found[0]
 
     def get_or_map(self, call: str, body: bytes, build: Callable[[bytes], Any]) -> Any:
-        """``build(body)`` once per distinct (call, body) while it is remembered.
+        """``build(body)``, remembered from the second time a (call, body) is mapped while
+        the memo holds it.
 
         Entries of every call share one memo, so what comes back is typed by the caller."""
         if self.max_bytes <= 0 or not remembering():
@@ -159,13 +173,30 @@ class MappedMemo:
             return found[0]
         self.misses += 1
         value = build(body)
+        if not self._seen_before(key):
+            return value
         weight = _weight(call, body, value)
-        if weight > self.max_bytes:
+        if weight > self.max_bytes - self._once_held:
             return value
         self._entries[key] = (value, weight)
         self._held += weight
-        while self._held > self.max_bytes:
+        while self._entries and self._held + self._once_held > self.max_bytes:
             _, (_, dropped) = self._entries.popitem(last=False)
             self._held -= dropped
             self.evictions += 1
         return value
+
+    def _seen_before(self, key: tuple[str, bytes]) -> bool:
+        """Whether ``key`` was mapped once already (then it leaves the table of those seen
+        once, to be remembered); else it is noted there."""
+        weight = self._once.pop(key, None)
+        if weight is not None:
+            self._once_held -= weight
+            return True
+        weight = _ONCE_BYTES + len(key[0])
+        self._once[key] = weight
+        self._once_held += weight
+        while self._once and self._once_held > self.max_bytes // 16:
+            _, dropped = self._once.popitem(last=False)
+            self._once_held -= dropped
+        return False
