@@ -7,19 +7,28 @@ from pathlib import Path
 import pytest
 import services
 from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
-# Deterministic by default: the same examples on every run and machine, no example
-# database, no deadline on a shared, noisy machine. HYPOTHESIS_PROFILE=explore searches
-# with fresh randomness and more examples.
-settings.register_profile(
-    "default",
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=150,
-    suppress_health_check=[HealthCheck.too_slow],
+# Every run draws fresh examples (no derandomize: a property that always replays the same
+# inputs finds nothing new), and keeps the failing ones it found in an example database,
+# to be tried first next time. A local run keeps it in .hypothesis/ (git ignores it); a
+# run under CI=true in the user's cache, which outlives the clean checkout each CI run
+# starts from, so that a failure CI once found is tried again in every later run. No
+# deadline on a shared, noisy machine. HYPOTHESIS_PROFILE=explore searches far more
+# examples (a long run, before a release).
+_EXAMPLES = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fhir-adapter" / "hypothesis"
+    if os.environ.get("CI") == "true"
+    else Path(__file__).resolve().parents[1] / ".hypothesis" / "examples"
 )
-settings.register_profile("explore", deadline=None, max_examples=2000)
+_COMMON = {
+    "database": DirectoryBasedExampleDatabase(str(_EXAMPLES)),
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+settings.register_profile("default", max_examples=150, **_COMMON)
+settings.register_profile("explore", max_examples=2000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 

@@ -6,6 +6,7 @@ tests do not check the code against itself.
 
 from __future__ import annotations
 
+import functools
 import string
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
@@ -222,12 +223,65 @@ def leyr_patients(draw) -> dict:
     return draw(_with_unknown(record, LEYR_PATIENT_FIELDS))
 
 
-def aware_times(zone_name: str) -> st.SearchStrategy[datetime]:
-    """Real (not imaginary) wall-clock times in a zone, folds included."""
+@functools.cache
+def transitions(zone_name: str, year: int) -> tuple[datetime, ...]:
+    """The instants (UTC, naive) in ``year`` at which the zone's offset changes: found by
+    looking at each day's offset, then halving the day that changed down to the minute."""
     tz = ZoneInfo(zone_name)
-    return st.datetimes(*MODERN, timezones=st.just(tz), allow_imaginary=False).filter(
-        lambda t: t.utcoffset().seconds % 60 == 0
+
+    def offset(moment: datetime) -> timedelta | None:
+        return moment.replace(tzinfo=UTC).astimezone(tz).utcoffset()
+
+    found = []
+    day = datetime(year, 1, 1)
+    while day.year == year:
+        after = day + timedelta(days=1)
+        if offset(day) != offset(after):
+            low, high = day, after
+            while high - low > timedelta(minutes=1):
+                middle = low + (high - low) / 2
+                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
+            found.append(high.replace(second=0, microsecond=0))
+        day = after
+    return tuple(found)
+
+
+@st.composite
+def near_transitions(draw, zone_name: str) -> datetime:
+    """A naive wall-clock time in the zone within two hours of one of its offset changes
+    (so in a skipped or repeated hour about as often as not), or any time when the zone
+    never changes in the year drawn."""
+    year = draw(st.integers(1990, 2060))
+    changes = transitions(zone_name, year)
+    if not changes:
+        return draw(st.datetimes(datetime(year, 1, 1), datetime(year, 12, 31)))
+    change = draw(st.sampled_from(changes)).replace(tzinfo=UTC).astimezone(ZoneInfo(zone_name))
+    wall = change.replace(tzinfo=None)
+    return wall + timedelta(minutes=draw(st.integers(-120, 120)))
+
+
+def local_times(zone_name: str) -> st.SearchStrategy[datetime]:
+    """Naive wall-clock times in the zone: half of them near its daylight-saving changes."""
+    return st.one_of(st.datetimes(*MODERN), near_transitions(zone_name))
+
+
+# Zones drawn with their times, weighted to those that change their clocks.
+zones_with_times = zone_names.flatmap(lambda z: st.tuples(st.just(z), local_times(z)))
+
+
+def aware_times(zone_name: str) -> st.SearchStrategy[datetime]:
+    """Real (not imaginary) wall-clock times in a zone, folds included: half of them
+    near its daylight-saving changes, either side of a repeated hour."""
+    tz = ZoneInfo(zone_name)
+
+    def real(t: datetime) -> bool:
+        return t.astimezone(UTC).astimezone(tz).replace(fold=t.fold) == t
+
+    near = st.tuples(near_transitions(zone_name), st.sampled_from((0, 1))).map(
+        lambda p: p[0].replace(tzinfo=tz, fold=p[1])
     )
+    anywhere = st.datetimes(*MODERN, timezones=st.just(tz), allow_imaginary=False)
+    return st.one_of(anywhere, near.filter(real)).filter(lambda t: t.utcoffset().seconds % 60 == 0)
 
 
 def spell(moment: datetime) -> str:

@@ -65,6 +65,7 @@ from adapter.journal import Journal, digest_of
 from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
+from adapter.transport import tls_context
 
 __all__ = ["PAGES_PER_ROUND", "SubscriptionPoller", "history_bundle"]
 
@@ -167,6 +168,7 @@ class SubscriptionPoller:
         # it, with its own TLS name, never over a connection made for another name.
         self._http = httpx.AsyncClient(
             transport=transport,
+            verify=tls_context(),
             timeout=_DELIVERY_SECONDS,
             follow_redirects=False,
             limits=httpx.Limits(max_keepalive_connections=0),

@@ -9,6 +9,7 @@ from adapter.transport.client import (
     VendorHTTP,
     default_classify,
     make_vendor_http,
+    tls_context,
 )
 from adapter.transport.credentials import LeyrCredentials, NyraKey, Secret
 from adapter.transport.errors import (
@@ -63,4 +64,5 @@ __all__ = [
     "make_vendor_http",
     "parse_retry_after",
     "scope",
+    "tls_context",
 ]

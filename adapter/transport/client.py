@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -126,6 +128,13 @@ class VendorHTTP:
         await self.transport.aclose()
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The system's trusted certificates, as every outgoing connection checks them: read
+    once per process (reading them takes about 0.1 s)."""
+    return ssl.create_default_context()
+
+
 def make_vendor_http(
     base_url: str,
     *,
@@ -135,7 +144,7 @@ def make_vendor_http(
 ) -> VendorHTTP:
     """The pooled connections of one source (connect 5 s, read 30 s unless told otherwise)."""
     transport = transport or httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections)
+        verify=tls_context(), limits=httpx.Limits(max_connections=max_connections)
     )
     return VendorHTTP(base_url, timeout or httpx.Timeout(30.0, connect=5.0), transport)
 

@@ -10,7 +10,7 @@ OperationOutcome; a read of another source's resource a 404; anything else a Bun
 resource) holding only types the token may read from sources the client may use, with
 the matches the unrestricted client gets, and what an include left out told as suppressed.
 
-The app runs in process over both sandboxes; the examples are fixed (derandomized).
+The app runs in process over both sandboxes; fresh examples on every run.
 """
 
 from __future__ import annotations

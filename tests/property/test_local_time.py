@@ -5,22 +5,43 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import strategies as gen
-from hypothesis import given
+from hypothesis import find, given
 from hypothesis import strategies as st
 
 from mappings import NonexistentLocalTime, UnrepresentableLocalTime
 from mappings.common.time import instant_to_local, local_to_instant
 
-naive = st.datetimes(datetime(1980, 1, 1), datetime(2100, 1, 1))
+
+def instants_of(local: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Every UTC instant whose wall clock in ``tz`` reads ``local`` (none in a gap, two in
+    a fold), found from the zone's offsets alone: an instant ``local - offset`` for each
+    offset in force around it, kept when the offset in force then is that one."""
+    out = []
+    for hours in (-30, 0, 30):  # the offsets in force a day either side, and at it
+        near = (local + timedelta(hours=hours)).replace(tzinfo=UTC)
+        offset = near.astimezone(tz).utcoffset()
+        candidate = (local - offset).replace(tzinfo=UTC)
+        if candidate.astimezone(tz).utcoffset() == offset and candidate not in out:
+            out.append(candidate)
+    return sorted(out)
 
 
 def exists(local: datetime, tz: ZoneInfo) -> bool:
-    aware = local.replace(tzinfo=tz)
-    return aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == local
+    return bool(instants_of(local, tz))
 
 
-@given(naive, gen.zone_names)
-def test_local_time_is_refused_exactly_in_gaps(local, zone):
+def test_the_times_drawn_land_in_gaps_and_folds():
+    """The strategy reaches skipped and repeated hours: what the properties need."""
+    tz = "Europe/Stockholm"
+    gap = find(gen.local_times(tz), lambda t: not instants_of(t, ZoneInfo(tz)))
+    fold = find(gen.local_times(tz), lambda t: len(instants_of(t, ZoneInfo(tz))) == 2)
+    # spring forward in March; back in autumn (September until 1995, October since)
+    assert gap.month == 3 and fold.month in (9, 10)
+
+
+@given(gen.zones_with_times)
+def test_local_time_is_refused_exactly_in_gaps(zoned):
+    zone, local = zoned
     tz = ZoneInfo(zone)
     try:
         moment = local_to_instant(local.date(), local.time(), zone)
@@ -30,8 +51,7 @@ def test_local_time_is_refused_exactly_in_gaps(local, zone):
     assert exists(local, tz)
     assert moment.astimezone(tz).replace(tzinfo=None) == local
     # In a fold the earlier of the two instants is chosen.
-    earlier = local.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    assert moment.astimezone(UTC) == earlier
+    assert moment.astimezone(UTC) == instants_of(local, tz)[0]
 
 
 @given(

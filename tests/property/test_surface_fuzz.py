@@ -4,7 +4,7 @@ client assertions. Whatever is sent, the answer is a 2xx or a 4xx (an OperationO
 or OAuth's own error at the token endpoint): never a 5xx.
 
 The app is the embedded default's shape (a Leyr and a Nyra source over in-process
-sandboxes), with a client that may do anything; the examples are fixed (derandomized).
+sandboxes), with a client that may do anything; fresh examples on every run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ LEYR, NYRA = "leyr-f", "nyra-f"
 SETTINGS = settings(
     max_examples=150,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 TEXT = st.text(max_size=40)

@@ -253,6 +253,6 @@ class NyraWrites(WritesMachine):
         return f"Practitioner/{encode_id('src', next(iter(self.sandbox.doctors))['id'])}"
 
 
-MACHINE_SETTINGS = settings(max_examples=10, stateful_step_count=10, deadline=None)
+MACHINE_SETTINGS = settings(max_examples=50, stateful_step_count=30, deadline=None)
 TestLeyrWrites = MACHINE_SETTINGS(LeyrWrites).TestCase
 TestNyraWrites = MACHINE_SETTINGS(NyraWrites).TestCase

@@ -252,7 +252,7 @@ class NyraKeyedWrites(KeyedWrites):
         ]
 
 
-SETTINGS = settings(max_examples=25, stateful_step_count=12, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=25, stateful_step_count=12, deadline=None)
 TestLeyrKeyedWrites = LeyrKeyedWrites.TestCase
 TestLeyrKeyedWrites.settings = SETTINGS
 TestNyraKeyedWrites = NyraKeyedWrites.TestCase
