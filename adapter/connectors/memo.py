@@ -16,11 +16,14 @@ of the memo's bytes).
 The memo is bounded in bytes (``memo_mb`` of the source; by default its part of
 ``[server] cache_mb``), the least recently used answer going first. What an answer holds
 in memory is estimated from the JSON of the resources it mapped to:
-:data:`BYTES_PER_JSON_BYTE` times it, plus :data:`ENTRY_BYTES` (measured with
-``tracemalloc`` over both sandboxes' answers: 6 to 10 times the JSON, the larger figure
-for the larger pages, which are what fills a memo; Python's dicts and strings beside the
-JSON each resource keeps). ``tests/unit/test_memo.py`` holds the estimate to what
-``tracemalloc`` sees. Its entries, bytes, hits, misses and evictions are in ``/metrics``
+:data:`BYTES_PER_JSON_BYTE` times it, plus :data:`ENTRY_BYTES`. Measured with
+``tracemalloc`` over both sandboxes' answers, Python's dicts and strings beside the JSON
+each resource keeps take 6 to 10 times the JSON (the larger figure for the larger pages,
+which are what fill a memo); a worker's resident memory grows by about a third more than
+that as answers come and go (the allocator keeps what it freed for reuse:
+``bench/bench_soak.py``). The estimate counts both, so that the memo's limit bounds the
+memory it costs the process. ``tests/unit/connectors/test_memo.py`` holds the estimate to
+what ``tracemalloc`` sees. Its entries, bytes, hits, misses and evictions are in ``/metrics``
 (``cache_*{cache="memo"}``, by source).
 """
 
@@ -109,7 +112,7 @@ def map_records(
 
 # What mapped resources hold in memory, per byte of their JSON; and what an entry costs
 # besides (its key, the answer's own list or dict, the LRU's link).
-BYTES_PER_JSON_BYTE = 10
+BYTES_PER_JSON_BYTE = 13
 ENTRY_BYTES = 1024
 # What an answer that holds no mapped resources is taken to hold, per byte of the vendor's.
 BYTES_PER_BODY_BYTE = 24

@@ -114,7 +114,8 @@ async def test_the_bytes_a_memo_holds_of_real_answers_stay_within_its_cap(vendor
     """Filled well past its cap with real mapped answers, the memo's count of what it
     holds stays within the cap, and so does what it really holds (``tracemalloc``: the
     memory still allocated once the fill is over). The count never says less than the
-    memory held, nor more than twice it."""
+    memory held, nor more than two and a half times it (the estimate also counts what the
+    allocator keeps as answers come and go, which tracemalloc does not see)."""
     cap = 2 << 20
     made = _nyra_pages if vendor == "nyra" else _leyr_units
     connector, call = await made(cap)
@@ -132,7 +133,7 @@ async def test_the_bytes_a_memo_holds_of_real_answers_stay_within_its_cap(vendor
         tracemalloc.stop()
     memo = connector.memo
     assert memo.evictions > 0 and len(memo) > 1, (memo.evictions, len(memo), memo.held_bytes)
-    assert held <= memo.held_bytes <= 2 * held, (held, memo.held_bytes)
+    assert held <= memo.held_bytes <= 2.5 * held, (held, memo.held_bytes)
     assert held <= cap
     await connector.aclose()
 
