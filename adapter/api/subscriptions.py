@@ -5,8 +5,8 @@
 and keeps it as ``requested``; the poller makes it ``active`` once the sources it hears
 from have been swept. Search (``_id``, ``status``, ``url``: the channel's endpoint,
 ``criteria``; another parameter is ignored, or a 400 under ``Prefer: handling=strict``),
-read and delete act on the caller's own Subscriptions only: another client's is a 404. A
-read never shows the channel's header values. Scopes: ``system/Subscription.cruds``
+read, delete and ``$status`` act on the caller's own Subscriptions only: another client's
+is a 404. A read never shows the channel's header values. Scopes: ``system/Subscription.cruds``
 (``c`` create, ``r`` read, ``s`` search, ``d`` delete).
 """
 
@@ -34,7 +34,14 @@ from adapter.fhir import jsonbody
 from adapter.fhir.bundle import searchset
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
-from adapter.subscriptions import SubscriptionPoller, for_reading, validate
+from adapter.subscriptions import (
+    SubscriptionPoller,
+    chosen_topic,
+    for_reading,
+    is_topic_based,
+    status_bundle,
+    validate,
+)
 
 __all__ = ["router"]
 
@@ -101,9 +108,10 @@ async def create(request: Request) -> Response:
         raise FhirError.one(400, "invalid", str(exc)) from None
     poller = _poller(request)
     who = caller(request)
-    resource = await validate(body, facade(request), poller.allowed, who)
+    base = base_url(request)
+    resource = await validate(body, facade(request), poller.allowed, who, base)
     resource["id"] = secrets.token_hex(12)
-    record = {
+    record: dict[str, Any] = {
         "owner": who.name,
         "resource": resource,
         "base": base_url(request),
@@ -111,6 +119,8 @@ async def create(request: Request) -> Response:
         # scopes then).
         "types": None if who.types is None else sorted(who.types),
     }
+    if is_topic_based(resource):
+        record["topic"] = chosen_topic(resource, base)
     await poller.store.create(record)
     poller.nudge()  # its first round: active as soon as its feeds are swept
     location = f"{base_url(request)}/Subscription/{resource['id']}"
@@ -199,3 +209,19 @@ async def delete(request: Request) -> Response:
     record = await _own(request)
     await _poller(request).store.delete(record["resource"]["id"])
     return Response(status_code=204)
+
+
+@router.get(
+    "/{subscription_id}/$status",
+    summary="Subscription $status: its status and, topic-based, the events told",
+    responses={
+        200: fhir_json_response("Bundle (searchset) of one subscription-status Parameters"),
+        404: fhir_json_response("OperationOutcome: no Subscription of the caller's has it"),
+    },
+    openapi_extra={"parameters": [_ID]},
+)
+async def status(request: Request) -> Response:
+    negotiate(request)
+    record = await _own(request)
+    base = _poller(request).base_url or record.get("base") or base_url(request)
+    return render(request, status_bundle(record, str(base)))

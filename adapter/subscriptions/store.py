@@ -10,9 +10,10 @@ is set (every worker shares them), else files in a directory (one process).
 - A source's sweep: where the poller is in that source's listing, per resource type, and
   the vendor calls it made lately (its budget). Written by the holder of the source's lease.
 - A feed's digests (source and resource type): per id, the digest of the content last
-  told. :meth:`Store.swap` sets them and says which ones changed in one atomic step, so
-  that a change is found once, whichever worker (a sweep, a write through the facade) sees
-  it first.
+  told, then ``|`` and what a topic's trigger needs to know of it (its status, where and
+  with whom). :meth:`Store.exchange` sets them and answers what they were in one atomic
+  step (:meth:`Store.swap`: which digests changed), so that a change is found once,
+  whichever worker (a sweep, a write through the facade) sees it first.
 
 Leases (Redis ``SET NX PX``, else a lock file) give each Subscription and each source one
 holder at a time, so that each change is delivered once whatever the number of workers.
@@ -41,20 +42,24 @@ _SWEEP = "fhir-adapter:sweep:"
 _FEED = "fhir-adapter:feed:"
 _OUTBOX_MAX = 10_000  # changes kept for one Subscription whose endpoint does not take them
 
-# Set each id's digest; 1 where it was another (or none), 0 where it was the same.
-_SWAP = """
+# Set each id's value; answer what each was ("" for none).
+_EXCHANGE = """
 local out = {}
 for i = 1, #ARGV, 2 do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old == ARGV[i + 1] then
-    out[#out + 1] = 0
-  else
+  if old ~= ARGV[i + 1] then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    out[#out + 1] = 1
   end
+  out[#out + 1] = old or ''
 end
 return out
 """
+
+
+def _changed(old: str | None, new: str) -> bool:
+    """Whether a feed's value says the content changed: its digest (what comes before a
+    ``|``; after it, what a topic's trigger needs to know) is another, or there was none."""
+    return old is None or old.partition("|")[0] != new.partition("|")[0]
 
 
 class Store(Protocol):
@@ -77,6 +82,7 @@ class Store(Protocol):
     async def sweep(self, source: str) -> dict[str, Any]: ...
     async def save_sweep(self, source: str, state: dict[str, Any]) -> None: ...
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]: ...
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]: ...
     async def aclose(self) -> None: ...
 
 
@@ -243,17 +249,21 @@ class FileSubscriptionStore:
         await asyncio.to_thread(self._write_json, self._poller(f"sweep.{source}.json"), state)
 
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
-        def exchange() -> list[bool]:
+        olds = await self.exchange(feed, digests)
+        return [_changed(old, new) for old, (_, new) in zip(olds, digests, strict=True)]
+
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]:
+        def trade() -> list[str | None]:
             path = self._poller(f"feed.{feed}.json")
             with self._locked(path):
                 held = self._read_json(path)
                 known: dict[str, str] = held if isinstance(held, dict) else {}
-                changed = [known.get(key) != digest for key, digest in digests]
-                known.update(digests)
+                olds = [known.get(key) for key, _ in values]
+                known.update(values)
                 self._write_json(path, known)
-            return changed
+            return olds
 
-        return await asyncio.to_thread(exchange) if digests else []
+        return await asyncio.to_thread(trade) if values else []
 
     async def aclose(self) -> None:
         return None
@@ -263,7 +273,7 @@ class RedisSubscriptionStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._token = os.urandom(8).hex()
-        self._swap = redis.register_script(_SWAP)
+        self._exchange = redis.register_script(_EXCHANGE)
 
     async def create(self, record: dict[str, Any]) -> None:
         sub_id = _id(record)
@@ -325,11 +335,16 @@ class RedisSubscriptionStore:
         await self.redis.set(_SWEEP + source, orjson.dumps(state))
 
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
-        if not digests:
+        olds = await self.exchange(feed, digests)
+        return [_changed(old, new) for old, (_, new) in zip(olds, digests, strict=True)]
+
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]:
+        if not values:
             return []
-        args = [part for pair in digests for part in pair]
-        answer = await self._swap(keys=[_FEED + feed], args=args)
-        return [bool(flag) for flag in answer]
+        args = [part for pair in values for part in pair]
+        answer = await self._exchange(keys=[_FEED + feed], args=args)
+        olds = [a.decode() if isinstance(a, bytes) else str(a) for a in answer]
+        return [old or None for old in olds]
 
     async def aclose(self) -> None:
         await self.redis.aclose()
