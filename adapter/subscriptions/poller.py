@@ -32,7 +32,15 @@ Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundl
 the outbox once the endpoint answers 2xx: delivery is at least once, in order per
 resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
 to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
-``Subscription.error`` says why. One past its ``end`` is ``off``.
+``Subscription.error`` says why. One past its ``end`` is ``off``. Subscriptions are
+served side by side, one delivery in flight each; a round waits for them at most
+``poll_seconds``, and one still under way goes on beside the next rounds.
+
+**Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
+topic's trigger calls events, judged against what the feed's digests kept of the record
+before; a handshake goes out before one is ``active``, its events are numbered from the
+count its record keeps (grown once the endpoint takes them), and a heartbeat goes out when
+``backport-heartbeat-period`` passes with nothing sent.
 
 **Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
 and every delivery is checked as every answer is: its owner's client must still exist
@@ -47,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -221,6 +230,8 @@ class SubscriptionPoller:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lanes = asyncio.Semaphore(_DELIVERY_LANES)
+        self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
         self.rounds = 0  # rounds this worker has begun
         # Called with the number of rounds ended so far as each one ends, failed or not
         # (what waits for the poller to have looked again: tests, a console).
@@ -243,6 +254,10 @@ class SubscriptionPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        deliveries = list(self._delivering.values())
+        for task in deliveries:  # tried again from the outbox after a restart
+            task.cancel()
+        await asyncio.gather(*deliveries, return_exceptions=True)
 
     async def aclose(self) -> None:
         await self.stop()
@@ -287,10 +302,9 @@ class SubscriptionPoller:
                 finally:
                     await self.store.release(f"source.{source}")
         ready = {source: await self._ready_types(source) for source in feeds}
-        lanes = asyncio.Semaphore(_DELIVERY_LANES)
 
         async def tend(want: _Wanted) -> None:
-            async with lanes:
+            async with self._lanes:
                 if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
                     return
                 try:
@@ -300,8 +314,21 @@ class SubscriptionPoller:
                 finally:
                     await self.store.release(f"subscription.{want.id}")
 
-        # Each Subscription on its own: one whose endpoint hangs or fails delays no other.
-        await asyncio.gather(*(tend(want) for want in wanted))
+        # Each Subscription on its own, one delivery in flight each: the round waits for
+        # them at most one poll interval, and one still under way then (an endpoint that
+        # hangs) goes on beside the next rounds, which serve every other Subscription.
+        started = []
+        for want in wanted:
+            if want.id not in self._delivering:
+                task = asyncio.create_task(tend(want), name=f"subscription {want.id}")
+                self._delivering[want.id] = task
+                task.add_done_callback(functools.partial(self._delivered, want.id))
+                started.append(task)
+        if started:
+            await asyncio.wait(started, timeout=self.poll_seconds)
+
+    def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
+        self._delivering.pop(sub_id, None)
 
     async def _listening(self) -> list[_Wanted]:
         """The Subscriptions that listen (``requested`` or ``active``), with what they

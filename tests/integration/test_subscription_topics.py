@@ -5,6 +5,9 @@ whose first entry matches the IG's subscription-status ``Parameters``."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -297,3 +300,61 @@ def test_a_criteria_subscription_has_a_status_without_topic_or_count(http, recei
     missing = http.get("/Subscription/nosuch/$status")
     assert missing.status_code == 404
     assert missing.json()["resourceType"] == "OperationOutcome"
+
+
+class Silent:
+    """An endpoint that takes connections and never answers (as a hung CRM would)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.taken: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._take, daemon=True)
+        self.thread.start()
+
+    def _take(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.taken.append(self.sock.accept()[0])
+
+    @staticmethod
+    def still_open(conn: socket.socket) -> bool:
+        """Whether the caller still waits on ``conn`` (has not closed it)."""
+        try:
+            while conn.recv(65536, socket.MSG_DONTWAIT):
+                pass  # what it sent, unread
+        except BlockingIOError:
+            return True
+        return False  # end of stream: the caller gave up
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.taken:
+            conn.close()
+
+
+def test_an_endpoint_that_never_answers_holds_no_other(world, http, receiver):
+    """A change made while another Subscription's delivery hangs is told to this one
+    while that delivery still hangs: a round does not wait for it."""
+    body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
+    subscribe_to_topic(http, receiver, body)
+    silent = Silent()
+    try:
+        hung = http.post(
+            "/Subscription",
+            json=topic_subscription(silent.url, "patient-changed", ["Patient?_source=leyr-w"]),
+            headers=JSON,
+        )
+        assert hung.status_code == 201
+        until(lambda: bool(silent.taken))  # its handshake is under way, and hangs
+        first = silent.taken[0]
+        next(iter(world.leyr.patients["L0_1"]))["last_name"] = "Heardanyway"
+        _, note = receiver.next()
+        assert notified(note)["notification-event"][0]["event-number"] == "1"
+        assert note["entry"][1]["resource"]["name"][0]["family"] == "Heardanyway"
+        assert Silent.still_open(first)
+        assert http.get(f"/Subscription/{hung.json()['id']}").json()["status"] == "requested"
+    finally:
+        silent.close()
