@@ -5,9 +5,11 @@
 and keeps it as ``requested``; the poller makes it ``active`` once the sources it hears
 from have been swept. Search (``_id``, ``status``, ``url``: the channel's endpoint,
 ``criteria``; another parameter is ignored, or a 400 under ``Prefer: handling=strict``),
-read, delete and ``$status`` act on the caller's own Subscriptions only: another client's
-is a 404. A read never shows the channel's header values. Scopes: ``system/Subscription.cruds``
-(``c`` create, ``r`` read, ``s`` search, ``d`` delete).
+read, delete, ``$status`` and ``$events`` act on the caller's own Subscriptions only:
+another client's is a 404. A read never shows the channel's header values. Scopes:
+``system/Subscription.cruds`` (``c`` create, ``r`` read, ``s`` search, ``d`` delete).
+``$events`` answers from the Subscription's event log (its last events, delivered or
+not, kept in ``error`` too) only what the caller may see now.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from adapter.fhir.bundle import searchset
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
 from adapter.subscriptions import (
+    CONTENTS,
+    Event,
     SubscriptionPoller,
     chosen_topic,
+    events_bundle,
     for_reading,
     is_topic_based,
     status_bundle,
@@ -52,6 +57,20 @@ _SEARCH_PARAMS = {
     "url": "the channel's endpoint, exactly",
     "criteria": "the criteria, exactly",
 }
+_EVENTS_PARAMS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": text,
+    }
+    for name, text in (
+        ("eventsSinceNumber", "the first event number wanted (default 1)"),
+        ("eventsUntilNumber", "the last event number wanted (default the last kept)"),
+        ("content", "empty, id-only or full-resource (default the Subscription's)"),
+    )
+]
 _ID = {
     "name": "subscription_id",
     "in": "path",
@@ -224,4 +243,50 @@ async def status(request: Request) -> Response:
     negotiate(request)
     record = await _own(request)
     base = _poller(request).base_url or record.get("base") or base_url(request)
-    return render(request, status_bundle(record, str(base)))
+    told = await _poller(request).store.counted(record["resource"]["id"])
+    return render(request, status_bundle(record, str(base), told))
+
+
+@router.get(
+    "/{subscription_id}/$events",
+    summary="Subscription $events: a topic-based Subscription's events again, by number",
+    responses={
+        200: fhir_json_response("Bundle (history) of type query-event"),
+        404: fhir_json_response("OperationOutcome: no Subscription of the caller's has it"),
+    },
+    openapi_extra={"parameters": [_ID, *_EVENTS_PARAMS]},
+)
+async def events(request: Request) -> Response:
+    negotiate(request)
+    record = await _own(request)
+    chosen = record.get("topic")
+    if not chosen:
+        raise FhirError.one(
+            400, "not-supported", "$events is for topic-based Subscriptions", "Subscription"
+        )
+    asked = dict(parse_form(request.scope.get("query_string", b""), "the query"))
+    since = _number(asked, "eventsSinceNumber") or 1
+    until = _number(asked, "eventsUntilNumber")
+    content = asked.get("content", chosen["content"])
+    if content not in CONTENTS:
+        raise FhirError.one(400, "invalid", f"content is one of {', '.join(CONTENTS)}", "content")
+    poller = _poller(request)
+    sub_id = record["resource"]["id"]
+    who = caller(request)
+    found = [
+        Event(int(e["number"]), e["resource"])
+        for e in await poller.store.events(sub_id, since, until)
+        if who.may_see(e["resource"])  # what the caller may see now
+    ]
+    base = str(poller.base_url or record.get("base") or base_url(request))
+    told = await poller.store.counted(sub_id)
+    return render(request, events_bundle(record, base, told, found, content))
+
+
+def _number(asked: dict[str, str], name: str) -> int | None:
+    if name not in asked:
+        return None
+    value = asked[name]
+    if not value.isdigit() or not 0 < int(value) < 2**63:
+        raise FhirError.one(400, "invalid", f"{name} is a whole number from 1", name)
+    return int(value)

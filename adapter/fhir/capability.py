@@ -33,7 +33,8 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
         "or, topic-based (Subscriptions R5 Backport IG 1.1.0), one of the topics listed "
         "here, filters by backport-filter-criteria, payload content empty, id-only or "
         "full-resource, backport-heartbeat-period, backport-timeout and "
-        "backport-max-count, a handshake on activation, numbered events and $status. "
+        "backport-max-count, a handshake on activation, numbered events, $status and "
+        "$events. "
         "Notifications are history Bundles, at least once, in order per resource. Each "
         "client sees only its own Subscriptions (system/Subscription.cruds)."
     ),
@@ -59,7 +60,7 @@ _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
 
 def _subscription_capability(topics: Sequence[str]) -> dict[str, Any]:
     """The Subscription resource, with the topics' canonical URLs as the backport IG
-    advertises them, its Subscription profile and its $status operation."""
+    advertises them, its Subscription profile and its $status and $events operations."""
     if not topics:
         return SUBSCRIPTION_CAPABILITY
     return {
@@ -77,7 +78,11 @@ def _subscription_capability(topics: Sequence[str]) -> dict[str, Any]:
             {
                 "name": "status",
                 "definition": _BACKPORT + "OperationDefinition/backport-subscription-status",
-            }
+            },
+            {
+                "name": "events",
+                "definition": _BACKPORT + "OperationDefinition/backport-subscription-events",
+            },
         ],
     }
 

@@ -4,17 +4,20 @@ their searches and delivers the changes (:mod:`.poller`); the topics of topic-ba
 Subscriptions and their notifications (:mod:`.topics`)."""
 
 from adapter.subscriptions.model import chosen_topic, for_reading, is_topic_based, validate
-from adapter.subscriptions.poller import SubscriptionPoller, status_bundle
+from adapter.subscriptions.poller import SubscriptionPoller, events_bundle, status_bundle
 from adapter.subscriptions.store import FileSubscriptionStore, RedisSubscriptionStore, Store
-from adapter.subscriptions.topics import TOPICS, topic_url
+from adapter.subscriptions.topics import CONTENTS, TOPICS, Event, topic_url
 
 __all__ = [
+    "CONTENTS",
     "TOPICS",
+    "Event",
     "FileSubscriptionStore",
     "RedisSubscriptionStore",
     "Store",
     "SubscriptionPoller",
     "chosen_topic",
+    "events_bundle",
     "for_reading",
     "is_topic_based",
     "status_bundle",

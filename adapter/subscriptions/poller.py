@@ -38,8 +38,9 @@ served side by side, one delivery in flight each; a round waits for them at most
 
 **Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
 topic's trigger calls events, judged against what the feed's digests kept of the record
-before; a handshake goes out before one is ``active``, its events are numbered from the
-count its record keeps (grown once the endpoint takes them), and a heartbeat goes out when
+before; a handshake goes out before one is ``active``, its events are numbered as they
+are queued (:meth:`Store.push_events`, which also keeps them in its event log for
+``$events``), and a heartbeat goes out when
 ``backport-heartbeat-period`` passes with nothing sent.
 
 **Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
@@ -58,7 +59,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -74,10 +75,16 @@ from adapter.journal import Journal, digest_of
 from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
-from adapter.subscriptions.topics import TOPICS, Facts, facts_of, notification, numbered
+from adapter.subscriptions.topics import TOPICS, Event, Facts, facts_of, notification
 from adapter.transport import tls_context
 
-__all__ = ["PAGES_PER_ROUND", "SubscriptionPoller", "history_bundle", "status_bundle"]
+__all__ = [
+    "PAGES_PER_ROUND",
+    "SubscriptionPoller",
+    "events_bundle",
+    "history_bundle",
+    "status_bundle",
+]
 
 log = logging.getLogger("fhir_adapter.subscriptions")
 
@@ -117,15 +124,16 @@ def history_bundle(
     return bundle
 
 
-def status_bundle(record: dict[str, Any], base: str) -> dict[str, Any]:
+def status_bundle(record: dict[str, Any], base: str, told: int) -> dict[str, Any]:
     """The answer to ``$status``: a searchset Bundle of the Subscription's
-    subscription-status ``Parameters`` (type ``query-status``); a criteria Subscription's
-    has no topic and no event count (its changes are not numbered)."""
+    subscription-status ``Parameters`` (type ``query-status``; ``told``: the number of
+    its last event); a criteria Subscription's has no topic and no event count (its
+    changes are not numbered)."""
     parameters = notification(
         kind="query-status",
         subscription=record["resource"],
         base=base,
-        since_start=int(record.get("events") or 0),
+        since_start=told,
         timestamp=_instant(time.time()),
     )["entry"][0]["resource"]
     if not record.get("topic"):
@@ -140,6 +148,22 @@ def status_bundle(record: dict[str, Any], base: str) -> dict[str, Any]:
         "total": 1,
         "entry": [{"resource": parameters, "search": {"mode": "match"}}],
     }
+
+
+def events_bundle(
+    record: dict[str, Any], base: str, told: int, events: Sequence[Event], content: str
+) -> dict[str, Any]:
+    """The answer to ``$events``: a history Bundle of type ``query-event`` holding
+    ``events`` as a notification would (``content``: empty, id-only or full-resource)."""
+    return notification(
+        kind="query-event",
+        subscription=record["resource"],
+        base=base,
+        since_start=told,
+        events=events,
+        content=content,
+        timestamp=_instant(time.time()),
+    )
 
 
 class _Wanted:
@@ -493,7 +517,10 @@ class SubscriptionPoller:
                 await self._broken(want.id, f"a change could not be matched ({type(exc).__name__})")
                 continue
             if heard:
-                await self.store.push(want.id, heard)
+                if want.topic is not None:
+                    await self.store.push_events(want.id, heard)
+                else:
+                    await self.store.push(want.id, heard)
 
     async def _ready_types(self, source: str) -> set[str]:
         feeds = (await self.store.sweep(source)).get("feeds") or {}
@@ -513,7 +540,9 @@ class SubscriptionPoller:
             if want.topic is not None:  # the IG's handshake, before it is active
                 if waiting:
                     return
-                error = await self._deliver(record, self._status_bundle(record, "handshake"))
+                told = await self.store.counted(want.id)
+                handshake = self._status_bundle(record, "handshake", told)
+                error = await self._deliver(record, handshake)
                 if error is not None:
                     self._failed(record, error)
                     await self.store.update(record)
@@ -533,20 +562,28 @@ class SubscriptionPoller:
             await self._heartbeat(want, record)
             return
         # Where resources leave: only what the owner may see now.
-        shown = [r for r in changes if want.caller.may_see(r)]
         if want.topic is None:
+            shown = [r for r in changes if want.caller.may_see(r)]
+            numbers: list[int] = []
             base = self.base_url or record.get("base")
             bundle = history_bundle(
                 shown, base, (resource.get("channel") or {}).get("payload") == PAYLOAD
             )
-        else:
-            bundle = self._status_bundle(record, "event-notification", shown)
+        else:  # numbered events
+            events = [
+                Event(int(e["number"]), e["resource"])
+                for e in changes
+                if want.caller.may_see(e["resource"])
+            ]
+            shown = [e.resource for e in events]
+            numbers = [e.number for e in events]
+            told = await self.store.counted(want.id)
+            bundle = self._status_bundle(record, "event-notification", told, events)
         error = await self._deliver(record, bundle) if shown else None
         if error is None:
             await self.store.drop(want.id, len(changes))
             if shown:
-                self._audit(want, shown, "event-notification", int(record.get("events") or 0))
-            record["events"] = int(record.get("events") or 0) + len(shown)
+                self._audit(want, shown, "event-notification", numbers)
             record["sent_at"] = self.clock()
             record["failures"] = 0
             record["next_at"] = 0
@@ -561,7 +598,8 @@ class SubscriptionPoller:
         period = (record.get("topic") or {}).get("heartbeat")
         if not period or self.clock() - float(record.get("sent_at") or 0) < float(period):
             return
-        error = await self._deliver(record, self._status_bundle(record, "heartbeat"))
+        told = await self.store.counted(want.id)
+        error = await self._deliver(record, self._status_bundle(record, "heartbeat", told))
         if error is not None:
             self._failed(record, error)
         else:
@@ -571,16 +609,14 @@ class SubscriptionPoller:
         await self.store.update(record)
 
     def _status_bundle(
-        self, record: dict[str, Any], kind: str, resources: list[dict[str, Any]] | None = None
+        self, record: dict[str, Any], kind: str, told: int, events: Sequence[Event] = ()
     ) -> dict[str, Any]:
-        """A topic-based notification of ``kind``: its events numbered on from those told."""
-        told = int(record.get("events") or 0)
-        events = numbered(told + 1, resources or [])
+        """A topic-based notification of ``kind``: ``told``, the number of its last event."""
         return notification(
             kind=kind,
             subscription=record["resource"],
             base=str(self.base_url or record.get("base")),
-            since_start=told + len(events),
+            since_start=told,
             events=events,
             content=str((record.get("topic") or {}).get("content")),
             timestamp=_instant(self.clock()),
@@ -615,7 +651,9 @@ class SubscriptionPoller:
             return f"the endpoint answered {answer.status_code}"
         return None
 
-    def _audit(self, want: _Wanted, sent: list[dict[str, Any]], kind: str, told: int = 0) -> None:
+    def _audit(
+        self, want: _Wanted, sent: list[dict[str, Any]], kind: str, numbers: Sequence[int] = ()
+    ) -> None:
         """The audit record of one delivery: who, which Subscription, the notification's
         type, how many of each type from which sources (and, topic-based, the first and
         last event numbers); no ids, nothing of a patient."""
@@ -624,7 +662,7 @@ class SubscriptionPoller:
             kind = str(resource.get("resourceType"))
             counts[kind] = counts.get(kind, 0) + 1
         sources = {str((r.get("meta") or {}).get("source")) for r in sent}
-        numbers = {"event_numbers": [told + 1, told + len(sent)]} if want.topic and sent else {}
+        told = {"event_numbers": [min(numbers), max(numbers)]} if numbers else {}
         write_audit(
             {
                 "event": "subscription.notify",
@@ -634,7 +672,7 @@ class SubscriptionPoller:
                 "type": want.resource_type,
                 "subscription": want.id,
                 "notification": kind,
-                **numbers,
+                **told,
                 "counts": counts,
                 "sources": sorted(sources),
                 "ids": [],

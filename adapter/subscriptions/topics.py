@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,6 @@ __all__ = [
     "Topic",
     "facts_of",
     "notification",
-    "numbered",
     "topic_extensions",
     "topic_named",
     "topic_url",
@@ -199,7 +198,7 @@ def notification(
     timestamp: str,
 ) -> dict[str, Any]:
     """A notification Bundle (``history``) of ``kind`` (handshake, heartbeat,
-    event-notification, query-event): first the subscription-status ``Parameters``
+    event-notification, query-status, query-event): first the subscription-status ``Parameters``
     (https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/StructureDefinition-backport-subscription-status-r4.html),
     then, unless ``content`` is ``empty``, one entry per event's focus (its resource
     only when ``content`` is ``full-resource``)."""
@@ -246,7 +245,3 @@ def notification(
         "timestamp": timestamp,
         "entry": [status, *entries],
     }
-
-
-def numbered(first: int, resources: Iterable[dict[str, Any]]) -> list[Event]:
-    return [Event(first + i, r) for i, r in enumerate(resources)]

@@ -101,7 +101,13 @@ def status_of(parameters: dict[str, Any]) -> dict[str, Any]:
         assert set(parameter) == {"name", kind}
         out[name] = parameter[kind]
     assert all(name in out for name, (_, required) in single.items() if required)
-    assert out["type"] in ("handshake", "heartbeat", "event-notification", "query-status")
+    assert out["type"] in (
+        "handshake",
+        "heartbeat",
+        "event-notification",
+        "query-status",
+        "query-event",
+    )
     return out
 
 
@@ -159,7 +165,7 @@ def test_the_topics_are_advertised_as_the_ig_says(http):
         BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
     }
     assert kept["supportedProfile"] == [BACKPORT + "backport-subscription"]
-    assert [op["name"] for op in kept["operation"]] == ["status"]
+    assert [op["name"] for op in kept["operation"]] == ["status", "events"]
 
 
 @pytest.mark.parametrize(
@@ -358,3 +364,64 @@ def test_an_endpoint_that_never_answers_holds_no_other(world, http, receiver):
         assert http.get(f"/Subscription/{hung.json()['id']}").json()["status"] == "requested"
     finally:
         silent.close()
+
+
+def test_events_asks_again_for_what_an_endpoint_that_was_down_missed(world, http, receiver):
+    body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
+    sub, _ = subscribe_to_topic(http, receiver, body)
+    receiver.status = 500  # the CRM is down
+    first, second = list(world.leyr.patients["L0_1"])[:2]
+    first["last_name"], second["last_name"] = "Missedfirst", "Missedsecond"
+    _, refused = receiver.next()  # tried, and answered 500
+    assert [e["event-number"] for e in notified(refused)["notification-event"]] == ["1", "2"]
+    statuses = http.get(f"/Subscription/{sub['id']}/$status").json()
+    assert status_of(statuses["entry"][0]["resource"])["events-since-subscription-start"] == "2"
+
+    answer = http.get(f"/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": 1})
+    assert answer.status_code == 200
+    replay = answer.json()
+    status = notified(replay)
+    assert status["type"] == "query-event" and status["events-since-subscription-start"] == "2"
+    assert [e["event-number"] for e in status["notification-event"]] == ["1", "2"]
+    families = [e["resource"]["name"][0]["family"] for e in replay["entry"][1:]]
+    assert families == ["Missedfirst", "Missedsecond"]
+
+    only = http.get(
+        f"/Subscription/{sub['id']}/$events",
+        params={"eventsSinceNumber": 2, "eventsUntilNumber": 2, "content": "id-only"},
+    ).json()
+    status = notified(only)
+    assert [e["event-number"] for e in status["notification-event"]] == ["2"]
+    assert all("resource" not in e for e in only["entry"][1:])
+
+    refused_ask = http.get(f"/Subscription/{sub['id']}/$events", params={"content": "all"})
+    assert refused_ask.status_code == 400
+    assert refused_ask.json()["resourceType"] == "OperationOutcome"
+
+    receiver.status = 200  # back: the same events, under the same numbers
+    while True:
+        _, again = receiver.next()
+        numbers = [e["event-number"] for e in notified(again)["notification-event"]]
+        assert numbers == ["1", "2"]
+        if http.get(f"/Subscription/{sub['id']}").json().get("error") is None:
+            break
+
+
+def test_event_numbers_go_on_across_a_restart(world, receiver):
+    body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
+    first, second = list(world.leyr.patients["L0_1"])[:2]
+    with serving(world) as http:
+        sub, _ = subscribe_to_topic(http, receiver, body)
+        first["last_name"] = "Beforerestart"
+        _, note = receiver.next()
+        assert [e["event-number"] for e in notified(note)["notification-event"]] == ["1"]
+    world.restarted()
+    with serving(world) as http:
+        second["last_name"] = "Afterrestart"
+        _, note = receiver.next()
+        status = notified(note)
+        assert [e["event-number"] for e in status["notification-event"]] == ["2"]
+        assert status["events-since-subscription-start"] == "2"
+        replay = http.get(f"/Subscription/{sub['id']}/$events").json()
+        families = [e["resource"]["name"][0]["family"] for e in replay["entry"][1:]]
+        assert families == ["Beforerestart", "Afterrestart"]

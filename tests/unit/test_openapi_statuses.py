@@ -68,6 +68,7 @@ EXPECTED = {
     ("/fhir/Subscription/{subscription_id}", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Subscription/{subscription_id}", "delete"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Subscription/{subscription_id}/$status", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Subscription/{subscription_id}/$events", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Patient/$everything", "get"): GUARDED | TOKEN | SOURCES,
     ("/fhir/Patient/{fhir_id}/$everything", "get"): GUARDED | TOKEN | SOURCES,
 }

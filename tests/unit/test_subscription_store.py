@@ -136,3 +136,23 @@ def test_swaps_tell_exactly_the_digests_that_differ_from_the_last(tmp_path_facto
             held.update(batch)
 
     asyncio.run(run())
+
+
+async def test_events_are_numbered_on_and_kept_in_the_log(store):
+    await store.create(_record("s1"))
+    assert await store.counted("s1") == 0
+    await store.push_events("s1", [{"id": "a"}, {"id": "b"}])
+    await store.push_events("s1", [{"id": "c"}])
+    assert await store.counted("s1") == 3
+    assert await store.peek("s1", 10) == [
+        {"number": 1, "resource": {"id": "a"}},
+        {"number": 2, "resource": {"id": "b"}},
+        {"number": 3, "resource": {"id": "c"}},
+    ]
+    await store.drop("s1", 3)  # delivered: the log keeps them
+    assert [e["number"] for e in await store.events("s1", 2, None)] == [2, 3]
+    assert [e["number"] for e in await store.events("s1", 1, 1)] == [1]
+    await store.push_events("gone", [{"id": "x"}])  # no such Subscription: nothing kept
+    assert await store.counted("gone") == 0
+    assert await store.delete("s1")
+    assert await store.events("s1", 1, None) == [] and await store.counted("s1") == 0
