@@ -5,9 +5,11 @@
 and keeps it as ``requested``; the poller makes it ``active`` once the sources it hears
 from have been swept. Search (``_id``, ``status``, ``url``: the channel's endpoint,
 ``criteria``; another parameter is ignored, or a 400 under ``Prefer: handling=strict``),
-read, delete, ``$status`` and ``$events`` act on the caller's own Subscriptions only:
+read, update, delete, ``$status`` and ``$events`` act on the caller's own Subscriptions only:
 another client's is a 404. A read never shows the channel's header values. Scopes:
-``system/Subscription.cruds`` (``c`` create, ``r`` read, ``s`` search, ``d`` delete).
+``system/Subscription.cruds`` (``c`` create, ``r`` read, ``u`` update, ``s`` search,
+``d`` delete). An update is checked as a create is and sets the Subscription back to
+``requested``: one in ``error`` resumes from where it failed.
 ``$events`` answers from the Subscription's event log (its last events, delivered or
 not, kept in ``error`` too) only what the caller may see now.
 """
@@ -38,6 +40,7 @@ from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import prefers_strict
 from adapter.subscriptions import (
     CONTENTS,
+    MASK,
     Event,
     SubscriptionPoller,
     chosen_topic,
@@ -290,3 +293,70 @@ def _number(asked: dict[str, str], name: str) -> int | None:
     if not value.isdigit() or not 0 < int(value) < 2**63:
         raise FhirError.one(400, "invalid", f"{name} is a whole number from 1", name)
     return int(value)
+
+
+@router.put(
+    "/{subscription_id}",
+    summary="Subscription update: changed, and set back to requested (resumes one in error)",
+    responses={
+        200: fhir_json_response("the Subscription, status requested"),
+        404: fhir_json_response("OperationOutcome: no Subscription of the caller's has it"),
+        409: fhir_json_response("OperationOutcome: a delivery to it is under way; try again"),
+        422: fhir_json_response("OperationOutcome: what may not be subscribed, named in it"),
+    },
+    openapi_extra={"parameters": [_ID]},
+)
+async def update(request: Request) -> Response:
+    negotiate(request)
+    record = await _own(request)
+    sub_id = str(record["resource"]["id"])
+    raw = await read_body(request, MAX_BODY, "the body")
+    try:
+        body = jsonbody.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FhirError.one(400, "invalid", "the body is not JSON") from None
+    except jsonbody.BodyRefused as exc:
+        raise FhirError.one(400, "invalid", str(exc)) from None
+    if not isinstance(body, dict) or body.get("id") != sub_id:
+        raise FhirError.one(400, "invalid", f"the body must be Subscription/{sub_id}", "id")
+    poller = _poller(request)
+    who = caller(request)
+    base = base_url(request)
+    _keep_masked_headers(body, record["resource"])
+    resource = await validate(body, facade(request), poller.allowed, who, base)
+    resource["id"] = sub_id
+    lease = f"subscription.{sub_id}"
+    if not await poller.store.lease(lease, 120.0):
+        raise FhirError.one(409, "conflict", "a delivery to this Subscription is under way")
+    try:  # its queue, its event log and its count stay: delivery resumes from there
+        record.update(
+            resource=resource,
+            base=base,
+            types=None if who.types is None else sorted(who.types),
+            topic=chosen_topic(resource, base) if is_topic_based(resource) else None,
+            failures=0,
+            next_at=0,
+        )
+        if not await poller.store.update(record):
+            raise _not_found(sub_id)
+    finally:
+        await poller.store.release(lease)
+    poller.nudge()
+    return render(request, for_reading(resource))
+
+
+def _keep_masked_headers(body: dict[str, Any], kept: dict[str, Any]) -> None:
+    """A header line sent back as a read shows it (``Name: ***``) keeps its value."""
+    channel = body.get("channel")
+    if not isinstance(channel, dict) or not isinstance(channel.get("header"), list):
+        return
+    held = {
+        str(line).partition(":")[0].strip().lower(): str(line)
+        for line in (kept.get("channel") or {}).get("header") or []
+    }
+    channel["header"] = [
+        held.get(line.partition(":")[0].strip().lower(), line)
+        if isinstance(line, str) and line.partition(":")[2].strip() == MASK
+        else line
+        for line in channel["header"]
+    ]

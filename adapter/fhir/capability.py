@@ -43,6 +43,7 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
         {"code": "delete"},
         {"code": "read"},
         {"code": "search-type"},
+        {"code": "update"},
     ],
     "versioning": "no-version",
     "readHistory": False,

@@ -3,13 +3,14 @@
 their searches and delivers the changes (:mod:`.poller`); the topics of topic-based
 Subscriptions and their notifications (:mod:`.topics`)."""
 
-from adapter.subscriptions.model import chosen_topic, for_reading, is_topic_based, validate
+from adapter.subscriptions.model import MASK, chosen_topic, for_reading, is_topic_based, validate
 from adapter.subscriptions.poller import SubscriptionPoller, events_bundle, status_bundle
 from adapter.subscriptions.store import FileSubscriptionStore, RedisSubscriptionStore, Store
 from adapter.subscriptions.topics import CONTENTS, TOPICS, Event, topic_url
 
 __all__ = [
     "CONTENTS",
+    "MASK",
     "TOPICS",
     "Event",
     "FileSubscriptionStore",

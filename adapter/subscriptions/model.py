@@ -61,6 +61,7 @@ from adapter.subscriptions.topics import BACKPORT, CONTENTS, TOPICS, topic_named
 
 __all__ = [
     "CRITERIA_TYPES",
+    "MASK",
     "MAX_COUNT",
     "MAX_HEADER",
     "MAX_HEADERS",

@@ -41,7 +41,9 @@ topic's trigger calls events, judged against what the feed's digests kept of the
 before; a handshake goes out before one is ``active``, its events are numbered as they
 are queued (:meth:`Store.push_events`, which also keeps them in its event log for
 ``$events``), and a heartbeat goes out when
-``backport-heartbeat-period`` passes with nothing sent.
+``backport-heartbeat-period`` passes with nothing sent. One in ``error`` still hears its
+events (its queue and log keep them); set back to ``requested`` it shakes hands again and
+delivers its queue from where it failed.
 
 **Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
 and every delivery is checked as every answer is: its owner's client must still exist
@@ -375,7 +377,10 @@ class SubscriptionPoller:
     async def _listens(self, record: dict[str, Any]) -> _Wanted | None:
         """What ``record`` listens to, or None (not listening, or stopped here)."""
         resource = record["resource"]
-        if resource.get("status") not in _ACTIVE:
+        status = resource.get("status")
+        # A topic-based one in error still hears its events (kept for $events and for
+        # delivery once it is set back to requested); only delivery waits.
+        if status not in _ACTIVE and not (status == "error" and record.get("topic")):
             return None
         owner = record.get("owner")
         client = self.clients.get(owner) if owner is not None else None

@@ -425,3 +425,39 @@ def test_event_numbers_go_on_across_a_restart(world, receiver):
         replay = http.get(f"/Subscription/{sub['id']}/$events").json()
         families = [e["resource"]["name"][0]["family"] for e in replay["entry"][1:]]
         assert families == ["Beforerestart", "Afterrestart"]
+
+
+def test_one_in_error_keeps_its_events_and_resumes_when_requested_again(world, http, receiver):
+    body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
+    sub, _ = subscribe_to_topic(http, receiver, body)
+    here = f"/Subscription/{sub['id']}"
+
+    def told() -> str:
+        found = http.get(f"{here}/$status").json()
+        return str(status_of(found["entry"][0]["resource"])["events-since-subscription-start"])
+
+    receiver.status = 500
+    first, second = list(world.leyr.patients["L0_1"])[:2]
+    first["last_name"] = "Duringoutage"
+    for _ in range(3):  # max_failures
+        receiver.next()
+    until(lambda: http.get(here).json()["status"] == "error")
+    second["last_name"] = "Whileinerror"  # heard, and kept, while in error
+    until(lambda: told() == "2")
+
+    receiver.status = 200
+    again = http.get(here).json()  # as a read shows it: the header's value masked
+    assert again["channel"]["header"] == ["Authorization: ***"]
+    put = http.put(here, json={**again, "status": "requested"}, headers=JSON)
+    assert put.status_code == 200, put.text
+    assert put.json()["status"] == "requested"
+    headers, handshake = receiver.next()
+    assert headers["authorization"] == "Bearer hook-secret"  # the kept value
+    status = notified(handshake)
+    assert status["type"] == "handshake" and status["events-since-subscription-start"] == "2"
+    _, note = receiver.next()
+    status = notified(note)
+    assert [e["event-number"] for e in status["notification-event"]] == ["1", "2"]
+    families = [e["resource"]["name"][0]["family"] for e in note["entry"][1:]]
+    assert families == ["Duringoutage", "Whileinerror"]
+    until(lambda: http.get(here).json()["status"] == "active")
