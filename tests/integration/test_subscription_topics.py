@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from test_subscriptions import JSON, Receiver, World, book_at_the_vendor, serving, until
-from test_writes import booking
+from test_writes import booking, nyra_patient
 
 from mappings import decode_id
 
@@ -461,3 +461,35 @@ def test_one_in_error_keeps_its_events_and_resumes_when_requested_again(world, h
     families = [e["resource"]["name"][0]["family"] for e in note["entry"][1:]]
     assert families == ["Duringoutage", "Whileinerror"]
     until(lambda: http.get(here).json()["status"] == "active")
+
+
+def test_writes_through_the_service_fire_patient_created_and_appointment_changed(
+    world, http, receiver
+):
+    created = topic_subscription(receiver.url, "patient-created", ["Patient?_source=nyra-w"])
+    first, _ = subscribe_to_topic(http, receiver, created)
+    made = http.post("/Patient", json=nyra_patient(), headers=JSON)
+    assert made.status_code == 201, made.text
+    patient_id = made.json()["id"]
+    _, note = receiver.next()
+    status = notified(note)
+    assert status["subscription"]["reference"] == f"{BASE}/Subscription/{first['id']}"
+    assert [(e["event-number"], e["focus"]) for e in status["notification-event"]] == [
+        ("1", f"{BASE}/Patient/{patient_id}")
+    ]
+    assert note["entry"][1]["resource"]["name"][0]["family"] == "Verma"
+
+    changed = topic_subscription(
+        receiver.url, "appointment-changed", [f"Appointment?patient={patient_id}"]
+    )
+    second, _ = subscribe_to_topic(http, receiver, changed)
+    booked = http.post(
+        "/Appointment", json=booking(world, http, "nyra-w", patient_id, 14), headers=JSON
+    )
+    assert booked.status_code == 201, booked.text
+    _, note = receiver.next()
+    status = notified(note)
+    assert status["subscription"]["reference"] == f"{BASE}/Subscription/{second['id']}"
+    assert [(e["event-number"], e["focus"]) for e in status["notification-event"]] == [
+        ("1", f"{BASE}/Appointment/{booked.json()['id']}")
+    ]
