@@ -25,6 +25,7 @@ from adapter.fhir.params import prefers_strict
 from adapter.fhir.shaping import element_names, subset
 from adapter.fhir.versions import etag_of
 from adapter.settings import Settings
+from adapter.subscriptions import TOPICS, topic_url
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -203,8 +204,10 @@ async def metadata(request: Request) -> Response:
     token = None
     if request.app.state.tokens is not None:
         token = base_url(request).removesuffix("/fhir") + "/auth/token"
+    base = base_url(request)
+    topics = [topic_url(base, name) for name in TOPICS]
     statement = capability_statement(
-        facade(request).declared, base_url(request), settings.max_count, token
+        facade(request).declared, base, settings.max_count, token, topics
     )
     return render(request, statement)
 

@@ -173,7 +173,8 @@ def _complete_operation(
     elif subscriptions:  # kept by the service itself: no source is asked
         statuses |= set(_WITH_TOKEN) | {406}
         statuses |= {404} if "{subscription_id}" in path else set()
-        statuses |= {422, *_WITH_BODY} if method == "post" else set()
+        statuses |= {422, *_WITH_BODY} if method in ("post", "put") else set()
+        statuses |= {409} if method == "put" else set()  # a delivery holds it
         operation["security"] = [{"smart": []}]
     elif path == "/fhir/metadata":
         statuses.add(406)
@@ -266,7 +267,7 @@ def _success(path: str, method: str) -> dict[str, Any]:
         return {JSON: {"schema": {"$ref": _SCHEMAS + "SmartConfiguration"}}}
     if path == "/fhir/metadata":
         name = "CapabilityStatement"
-    elif path.endswith(("/_search", "/$everything")) or (
+    elif path.endswith(("/_search", "/$everything", "/$status", "/$events")) or (
         path in ("/fhir/{resource_type}", "/fhir/ConceptMap", "/fhir/Group", "/fhir/Subscription")
         and method == "get"
     ):

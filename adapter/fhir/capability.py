@@ -7,6 +7,7 @@ OperationOutcome entry saying so).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,12 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
     "profile": "http://hl7.org/fhir/StructureDefinition/Subscription",
     "documentation": (
         "rest-hook channel only; criteria: an Appointment or Patient search this server "
-        "accepts (_source included); payload absent (ping only) or application/fhir+json. "
+        "accepts (_source included), payload absent (ping only) or application/fhir+json; "
+        "or, topic-based (Subscriptions R5 Backport IG 1.1.0), one of the topics listed "
+        "here, filters by backport-filter-criteria, payload content empty, id-only or "
+        "full-resource, backport-heartbeat-period, backport-timeout and "
+        "backport-max-count, a handshake on activation, numbered events, $status and "
+        "$events. "
         "Notifications are history Bundles, at least once, in order per resource. Each "
         "client sees only its own Subscriptions (system/Subscription.cruds)."
     ),
@@ -37,6 +43,7 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
         {"code": "delete"},
         {"code": "read"},
         {"code": "search-type"},
+        {"code": "update"},
     ],
     "versioning": "no-version",
     "readHistory": False,
@@ -49,6 +56,38 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
         {"name": "url", "type": "uri", "definition": _SP + "Subscription-url"},
     ],
 }
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
+
+
+def _subscription_capability(topics: Sequence[str]) -> dict[str, Any]:
+    """The Subscription resource, with the topics' canonical URLs as the backport IG
+    advertises them, its Subscription profile and its $status and $events operations."""
+    if not topics:
+        return SUBSCRIPTION_CAPABILITY
+    return {
+        "extension": [
+            {
+                "url": _BACKPORT
+                + "StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+                "valueCanonical": url,
+            }
+            for url in topics
+        ],
+        **SUBSCRIPTION_CAPABILITY,
+        "supportedProfile": [_BACKPORT + "StructureDefinition/backport-subscription"],
+        "operation": [
+            {
+                "name": "status",
+                "definition": _BACKPORT + "OperationDefinition/backport-subscription-status",
+            },
+            {
+                "name": "events",
+                "definition": _BACKPORT + "OperationDefinition/backport-subscription-events",
+            },
+        ],
+    }
+
+
 # Each parameter's definition in the R4 specification.
 _DEFINITIONS = {
     ("Patient", "_id"): "Resource-id",
@@ -100,7 +139,11 @@ _DEFINITIONS = {
 
 
 def capability_statement(
-    declared: Declared, base: str, max_count: int, token_url: str | None = None
+    declared: Declared,
+    base: str,
+    max_count: int,
+    token_url: str | None = None,
+    topics: Sequence[str] = (),
 ) -> dict[str, Any]:
     resources = []
     every = set(declared.sources)
@@ -164,7 +207,7 @@ def capability_statement(
         resources.append(resource)
     resources.append(concept_map_capability())  # the code tables, served by the service itself
     resources.append(group_capability())  # one Group per source, made by the service itself
-    resources.append(SUBSCRIPTION_CAPABILITY)  # kept by the service itself
+    resources.append(_subscription_capability(topics))  # kept by the service itself
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": (

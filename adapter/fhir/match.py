@@ -170,6 +170,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "date": ("date", lambda r: [r["start"]] if "start" in r else []),
         "patient": ("reference", _actors("Patient")),
         "practitioner": ("reference", _actors("Practitioner")),
+        "location": ("reference", _actors("Location")),
         "actor": ("reference", _actors(None)),
         "service-type": ("token", _codings("serviceType")),
     },

@@ -1,7 +1,8 @@
 """What a Subscription may ask for, checked before it is kept.
 
 - The resource must be a valid R4 Subscription (the R4B model of ``fhir.resources``).
-- ``criteria``: an ``Appointment?...`` or ``Patient?...`` search the facade accepts in
+- ``criteria``: a topic's canonical URL (a topic-based Subscription, :func:`chosen_topic`),
+  or an ``Appointment?...`` or ``Patient?...`` search the facade accepts in
   strict mode (``_source`` included), each of whose parameters can be matched against
   a changed resource in memory; a paging cursor is not a criteria, and what shapes a
   result (``_count``, ``_sort``, ``_elements``, ``_include``...) is taken and has no
@@ -20,6 +21,15 @@
   what a read shows (:func:`for_reading`).
 - ``end``: an R4 instant, strictly (a string with a date, a time and a zone; not a leap
   second; within years 1-9999 in UTC).
+- A topic-based Subscription (the R4 backport IG's ``backport-subscription``): its
+  ``backport-filter-criteria`` extensions on ``_criteria`` are searches of the topic's
+  type using only the filters the topic takes (each value a comma list, no modifier);
+  ``_source`` must name sources the caller sees. ``channel.payload`` is
+  ``application/fhir+json`` with a ``backport-payload-content`` extension (``empty``,
+  ``id-only``, ``full-resource``); ``backport-heartbeat-period`` (seconds, at least
+  :data:`MIN_HEARTBEAT`), ``backport-timeout`` (1 to :data:`MAX_TIMEOUT` seconds) and
+  ``backport-max-count`` (events in one notification, at most :data:`MAX_COUNT`) are
+  taken on ``channel``.
 - The endpoint's address is judged again at each delivery, and the notification goes to
   the very address judged (:func:`check_endpoint` returns it): a name that resolves
   elsewhere between the check and the connection cannot redirect it.
@@ -47,16 +57,23 @@ from adapter.fhir.dates import parse_instant
 from adapter.fhir.match import matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
+from adapter.subscriptions.topics import BACKPORT, CONTENTS, TOPICS, topic_named
 
 __all__ = [
     "CRITERIA_TYPES",
+    "MASK",
+    "MAX_COUNT",
     "MAX_HEADER",
     "MAX_HEADERS",
+    "MAX_TIMEOUT",
+    "MIN_HEARTBEAT",
     "PAYLOAD",
     "Target",
     "check_endpoint",
+    "chosen_topic",
     "criteria_of",
     "for_reading",
+    "is_topic_based",
     "parsed_criteria",
     "validate",
 ]
@@ -66,6 +83,9 @@ PAYLOAD = "application/fhir+json"
 MASK = "***"
 MAX_HEADERS = 10
 MAX_HEADER = 1024  # characters of one header line
+MAX_COUNT = 100  # events in one notification
+MAX_TIMEOUT = 10  # seconds a delivery may take
+MIN_HEARTBEAT = 10  # seconds between heartbeats, at least
 # A header line: a token (RFC 9110), a colon, and a value of visible ASCII and spaces.
 _HEADER = re.compile(
     r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?[ \t]*"
@@ -106,6 +126,103 @@ def parsed_criteria(facade: Facade, text: str) -> tuple[str, SearchRequest]:
     :class:`FhirError` for one it does not accept."""
     resource_type, items = criteria_of(text)
     return resource_type, facade.parse(resource_type, items, strict=True).request
+
+
+def is_topic_based(resource: dict[str, Any]) -> bool:
+    return str(resource.get("criteria", "")).startswith(("http://", "https://"))
+
+
+def _extension(holder: Any, name: str) -> list[dict[str, Any]]:
+    found = (holder or {}).get("extension") if isinstance(holder, dict) else None
+    return [e for e in found or () if isinstance(e, dict) and e.get("url") == BACKPORT + name]
+
+
+def _whole(channel: dict[str, Any], name: str, low: int, high: int | None) -> int | None:
+    where = f"Subscription.channel.extension({name})"
+    found = _extension(channel, name)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise _invalid(f"{name} is given more than once", where)
+    value = next((v for k, v in found[0].items() if k.startswith("value")), None)
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise _invalid(f"{name} must be a whole number {bound}", where)
+    return value
+
+
+def chosen_topic(resource: dict[str, Any], base: str) -> dict[str, Any]:
+    """What a topic-based Subscription asks for: ``{"name", "filters": [[name, value]],
+    "content", "heartbeat", "timeout", "max_count"}``; a 422 naming what is wrong."""
+    topic = topic_named(base, str(resource.get("criteria", "")))
+    if topic is None:
+        raise _invalid(
+            f"the criteria is no topic of this server's (see {base}/metadata)",
+            "Subscription.criteria",
+        )
+    filters: list[list[str]] = []
+    where = "Subscription._criteria.extension(backport-filter-criteria)"
+    for extension in _extension(resource.get("_criteria"), "backport-filter-criteria"):
+        text = extension.get("valueString")
+        if not isinstance(text, str):
+            raise _invalid("a filter is a valueString", where)
+        try:
+            resource_type, items = criteria_of(text)
+        except UnicodeDecodeError:
+            raise _invalid("a filter holds an escape (%..) that is not UTF-8", where) from None
+        if resource_type != topic.resource_type:
+            raise _invalid(
+                f"the topic {topic.name} is about {topic.resource_type}, not {resource_type}",
+                where,
+            )
+        for name, value in items:
+            if name not in topic.filters:
+                raise _invalid(
+                    f"the topic {topic.name} takes no filter {name} (it takes "
+                    f"{', '.join(topic.filters)})",
+                    where,
+                )
+            if not value or any(not v for v in value.split(",")):
+                raise _invalid(f"the filter {name} has no value", where)
+            filters.append([name, value])
+    channel = resource.get("channel") or {}
+    contents = _extension(channel.get("_payload"), "backport-payload-content")
+    content = contents[0].get("valueCode") if len(contents) == 1 else None
+    if channel.get("payload") != PAYLOAD or content not in CONTENTS:
+        raise _invalid(
+            f"the payload must be {PAYLOAD} with one backport-payload-content extension "
+            f"({', '.join(CONTENTS)})",
+            "Subscription.channel.payload",
+        )
+    return {
+        "name": topic.name,
+        "filters": filters,
+        "content": content,
+        "heartbeat": _whole(channel, "backport-heartbeat-period", MIN_HEARTBEAT, None),
+        "timeout": _whole(channel, "backport-timeout", 1, MAX_TIMEOUT),
+        "max_count": _whole(channel, "backport-max-count", 1, MAX_COUNT),
+    }
+
+
+def _check_topic(facade: Facade, chosen: dict[str, Any], caller: Caller) -> None:
+    topic_type = TOPICS[chosen["name"]].resource_type
+    if topic_type not in facade.declared.types:
+        raise _invalid(f"no source serves {topic_type}", "Subscription.criteria")
+    if not caller.may_read(topic_type):
+        raise FhirError.one(
+            403,
+            "forbidden",
+            f"the token's scopes do not allow read of {topic_type}: its changes cannot "
+            "be subscribed to",
+            "Subscription.criteria",
+        )
+    named = {v for name, value in chosen["filters"] if name == "_source" for v in value.split(",")}
+    unseen = sorted(s for s in named if s not in facade.sources or not caller.sees(s))
+    if unseen:
+        raise _invalid(
+            f"the filter's _source names no source: {', '.join(unseen)}",
+            "Subscription._criteria.extension(backport-filter-criteria)",
+        )
 
 
 def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
@@ -226,10 +343,15 @@ async def check_endpoint(endpoint: str, allowed: Sequence[str]) -> Target:
 
 
 async def validate(
-    body: Any, facade: Facade, allowed: Sequence[str], caller: Caller = Caller()
+    body: Any,
+    facade: Facade,
+    allowed: Sequence[str],
+    caller: Caller = Caller(),
+    base: str = "",
 ) -> dict[str, Any]:
     """The Subscription to keep (status ``requested``), or a 4xx naming what is wrong: a
-    403 when ``caller`` may not read the criteria's type."""
+    403 when ``caller`` may not read the criteria's type. ``base``: the service's, under
+    which its topics' canonical URLs are."""
     if not isinstance(body, dict) or body.get("resourceType") != "Subscription":
         raise FhirError.one(400, "invalid", "the body must be a Subscription", "Subscription")
     resource = {k: v for k, v in body.items() if k not in ("id", "meta", "error")}
@@ -249,6 +371,11 @@ async def validate(
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook":
         raise _invalid("only the rest-hook channel is served", "Subscription.channel.type")
+    if is_topic_based(resource):
+        _check_headers(channel.get("header") or [])
+        _check_topic(facade, chosen_topic(resource, base), caller)
+        await check_endpoint(str(channel.get("endpoint") or ""), allowed)
+        return resource
     if channel.get("payload") not in (None, PAYLOAD):
         raise _invalid(
             f"the payload must be absent (ping only) or {PAYLOAD}", "Subscription.channel.payload"

@@ -32,7 +32,18 @@ Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundl
 the outbox once the endpoint answers 2xx: delivery is at least once, in order per
 resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
 to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
-``Subscription.error`` says why. One past its ``end`` is ``off``.
+``Subscription.error`` says why. One past its ``end`` is ``off``. Subscriptions are
+served side by side, one delivery in flight each; a round waits for them at most
+``poll_seconds``, and one still under way goes on beside the next rounds.
+
+**Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
+topic's trigger calls events, judged against what the feed's digests kept of the record
+before; a handshake goes out before one is ``active``, its events are numbered as they
+are queued (:meth:`Store.push_events`, which also keeps them in its event log for
+``$events``), and a heartbeat goes out when
+``backport-heartbeat-period`` passes with nothing sent. One in ``error`` still hears its
+events (its queue and log keep them); set back to ``requested`` it shakes hands again and
+delivers its queue from where it failed.
 
 **Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
 and every delivery is checked as every answer is: its owner's client must still exist
@@ -47,9 +58,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -65,9 +77,16 @@ from adapter.journal import Journal, digest_of
 from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
+from adapter.subscriptions.topics import TOPICS, Event, Facts, facts_of, notification
 from adapter.transport import tls_context
 
-__all__ = ["PAGES_PER_ROUND", "SubscriptionPoller", "history_bundle"]
+__all__ = [
+    "PAGES_PER_ROUND",
+    "SubscriptionPoller",
+    "events_bundle",
+    "history_bundle",
+    "status_bundle",
+]
 
 log = logging.getLogger("fhir_adapter.subscriptions")
 
@@ -107,6 +126,48 @@ def history_bundle(
     return bundle
 
 
+def status_bundle(record: dict[str, Any], base: str, told: int) -> dict[str, Any]:
+    """The answer to ``$status``: a searchset Bundle of the Subscription's
+    subscription-status ``Parameters`` (type ``query-status``; ``told``: the number of
+    its last event); a criteria Subscription's has no topic and no event count (its
+    changes are not numbered)."""
+    parameters = notification(
+        kind="query-status",
+        subscription=record["resource"],
+        base=base,
+        since_start=told,
+        timestamp=_instant(time.time()),
+    )["entry"][0]["resource"]
+    if not record.get("topic"):
+        parameters["parameter"] = [
+            p
+            for p in parameters["parameter"]
+            if p["name"] not in ("topic", "events-since-subscription-start")
+        ]
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "entry": [{"resource": parameters, "search": {"mode": "match"}}],
+    }
+
+
+def events_bundle(
+    record: dict[str, Any], base: str, told: int, events: Sequence[Event], content: str
+) -> dict[str, Any]:
+    """The answer to ``$events``: a history Bundle of type ``query-event`` holding
+    ``events`` as a notification would (``content``: empty, id-only or full-resource)."""
+    return notification(
+        kind="query-event",
+        subscription=record["resource"],
+        base=base,
+        since_start=told,
+        events=events,
+        content=content,
+        timestamp=_instant(time.time()),
+    )
+
+
 class _Wanted:
     """What one Subscription listens to: its resource type, the sources it hears from
     (those serving the type that its owner may use, narrowed by ``_source``), and the
@@ -116,22 +177,42 @@ class _Wanted:
         self.record = record
         self.caller = caller
         self.id = str(record["resource"]["id"])
-        resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
+        chosen: dict[str, Any] = record.get("topic") or {}
+        self.topic = TOPICS[chosen["name"]] if chosen else None
+        named: tuple[str, ...] | None
+        if self.topic is not None:  # a topic's filters: _source narrows, the rest match
+            resource_type = self.topic.resource_type
+            filters = [(str(n), str(v)) for n, v in chosen["filters"]]
+            sources = [v for n, value in filters if n == "_source" for v in value.split(",")]
+            named = tuple(sources) if sources else None
+            params = tuple(
+                SearchParam(n, tuple(v.split(","))) for n, v in filters if n != "_source"
+            )
+        else:
+            resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
+            named, params = request.sources, request.params
         self.resource_type = resource_type
-        named = request.sources
         self.sources = tuple(
             s
             for s in facade.declared.serving(resource_type)
             if caller.sees(s) and (named is None or s in named)
         )
-        self.params: tuple[SearchParam, ...] = request.params
+        self.params: tuple[SearchParam, ...] = params
 
     def hears(
-        self, resource: dict[str, Any], source: str, zone: tzinfo, country: str | None = None
+        self,
+        resource: dict[str, Any],
+        source: str,
+        zone: tzinfo,
+        country: str | None = None,
+        before: Facts | None = None,
     ) -> bool:
+        """Whether a change is told to this Subscription: ``before``, what was known of
+        the resource before it (None: nothing), for a topic's trigger."""
         return (
             resource.get("resourceType") == self.resource_type
             and source in self.sources
+            and (self.topic is None or self.topic.trigger(before, resource))
             and matches(resource, self.params, zone, country)
         )
 
@@ -175,6 +256,8 @@ class SubscriptionPoller:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lanes = asyncio.Semaphore(_DELIVERY_LANES)
+        self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
         self.rounds = 0  # rounds this worker has begun
         # Called with the number of rounds ended so far as each one ends, failed or not
         # (what waits for the poller to have looked again: tests, a console).
@@ -197,6 +280,10 @@ class SubscriptionPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        deliveries = list(self._delivering.values())
+        for task in deliveries:  # tried again from the outbox after a restart
+            task.cancel()
+        await asyncio.gather(*deliveries, return_exceptions=True)
 
     async def aclose(self) -> None:
         await self.stop()
@@ -241,10 +328,9 @@ class SubscriptionPoller:
                 finally:
                     await self.store.release(f"source.{source}")
         ready = {source: await self._ready_types(source) for source in feeds}
-        lanes = asyncio.Semaphore(_DELIVERY_LANES)
 
         async def tend(want: _Wanted) -> None:
-            async with lanes:
+            async with self._lanes:
                 if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
                     return
                 try:
@@ -254,8 +340,21 @@ class SubscriptionPoller:
                 finally:
                     await self.store.release(f"subscription.{want.id}")
 
-        # Each Subscription on its own: one whose endpoint hangs or fails delays no other.
-        await asyncio.gather(*(tend(want) for want in wanted))
+        # Each Subscription on its own, one delivery in flight each: the round waits for
+        # them at most one poll interval, and one still under way then (an endpoint that
+        # hangs) goes on beside the next rounds, which serve every other Subscription.
+        started = []
+        for want in wanted:
+            if want.id not in self._delivering:
+                task = asyncio.create_task(tend(want), name=f"subscription {want.id}")
+                self._delivering[want.id] = task
+                task.add_done_callback(functools.partial(self._delivered, want.id))
+                started.append(task)
+        if started:
+            await asyncio.wait(started, timeout=self.poll_seconds)
+
+    def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
+        self._delivering.pop(sub_id, None)
 
     async def _listening(self) -> list[_Wanted]:
         """The Subscriptions that listen (``requested`` or ``active``), with what they
@@ -278,7 +377,10 @@ class SubscriptionPoller:
     async def _listens(self, record: dict[str, Any]) -> _Wanted | None:
         """What ``record`` listens to, or None (not listening, or stopped here)."""
         resource = record["resource"]
-        if resource.get("status") not in _ACTIVE:
+        status = resource.get("status")
+        # A topic-based one in error still hears its events (kept for $events and for
+        # delivery once it is set back to requested); only delivery waits.
+        if status not in _ACTIVE and not (status == "error" and record.get("topic")):
             return None
         owner = record.get("owner")
         client = self.clients.get(owner) if owner is not None else None
@@ -388,10 +490,21 @@ class SubscriptionPoller:
         """Swap the digests of what was seen in; what changed goes to the outboxes of the
         Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs)."""
         resources = [with_version(r) for r in resources if r.get("id")]
-        changed = await self.store.swap(
-            f"{source}.{resource_type}", [(str(r["id"]), digest_of(r)) for r in resources]
+        digests = [digest_of(r) for r in resources]
+        olds = await self.store.exchange(
+            f"{source}.{resource_type}",
+            [
+                (str(r["id"]), f"{digest}|{facts_of(r).packed()}")
+                for r, digest in zip(resources, digests, strict=True)
+            ],
         )
-        news = [r for r, flag in zip(resources, changed, strict=True) if flag]
+        news, befores = [], []
+        for resource, digest, old in zip(resources, digests, olds, strict=True):
+            if old is None or old.partition("|")[0] != digest:
+                news.append(resource)
+                # What was known before: nothing (first seen), or facts (none kept by a
+                # version of the service before topics).
+                befores.append(None if old is None else Facts.unpacked(old.partition("|")[2]))
         if tell is None or not news:
             return
         if self.journal is not None:
@@ -400,12 +513,19 @@ class SubscriptionPoller:
         country = self.facade.country(source)  # of phone numbers without a code
         for want in tell:
             try:
-                heard = [r for r in news if want.hears(r, source, zone, country)]
+                heard = [
+                    r
+                    for r, before in zip(news, befores, strict=True)
+                    if want.hears(r, source, zone, country, before)
+                ]
             except Exception as exc:  # this Subscription's criteria, not the others'
                 await self._broken(want.id, f"a change could not be matched ({type(exc).__name__})")
                 continue
             if heard:
-                await self.store.push(want.id, heard)
+                if want.topic is not None:
+                    await self.store.push_events(want.id, heard)
+                else:
+                    await self.store.push(want.id, heard)
 
     async def _ready_types(self, source: str) -> set[str]:
         feeds = (await self.store.sweep(source)).get("feeds") or {}
@@ -418,33 +538,96 @@ class SubscriptionPoller:
         if record is None:
             return
         resource = record["resource"]
+        waiting = float(record.get("next_at") or 0) > self.clock()
         if resource.get("status") == "requested":
             if not all(want.resource_type in ready.get(s, set()) for s in want.sources):
                 return
+            if want.topic is not None:  # the IG's handshake, before it is active
+                if waiting:
+                    return
+                told = await self.store.counted(want.id)
+                handshake = self._status_bundle(record, "handshake", told)
+                error = await self._deliver(record, handshake)
+                if error is not None:
+                    self._failed(record, error)
+                    await self.store.update(record)
+                    return
+                self._audit(want, [], "handshake")
+                record["sent_at"] = self.clock()
             resource["status"] = "active"
+            record["failures"] = 0
+            record["next_at"] = 0
+            resource.pop("error", None)
             await self.store.update(record)
         if resource.get("status") != "active" or float(record.get("next_at") or 0) > self.clock():
             return
-        changes = await self.store.peek(want.id, BATCH)
+        chosen = record.get("topic") or {}
+        changes = await self.store.peek(want.id, int(chosen.get("max_count") or BATCH))
         if not changes:
+            await self._heartbeat(want, record)
             return
         # Where resources leave: only what the owner may see now.
-        shown = [r for r in changes if want.caller.may_see(r)]
-        error = await self._deliver(record, shown) if shown else None
+        if want.topic is None:
+            shown = [r for r in changes if want.caller.may_see(r)]
+            numbers: list[int] = []
+            base = self.base_url or record.get("base")
+            bundle = history_bundle(
+                shown, base, (resource.get("channel") or {}).get("payload") == PAYLOAD
+            )
+        else:  # numbered events
+            events = [
+                Event(int(e["number"]), e["resource"])
+                for e in changes
+                if want.caller.may_see(e["resource"])
+            ]
+            shown = [e.resource for e in events]
+            numbers = [e.number for e in events]
+            told = await self.store.counted(want.id)
+            bundle = self._status_bundle(record, "event-notification", told, events)
+        error = await self._deliver(record, bundle) if shown else None
         if error is None:
             await self.store.drop(want.id, len(changes))
             if shown:
-                self._audit(want, shown)
-            if record.get("failures") or resource.get("error"):
-                record["failures"] = 0
-                record["next_at"] = 0
-                resource.pop("error", None)
-                await self.store.update(record)
+                self._audit(want, shown, "event-notification", numbers)
+            record["sent_at"] = self.clock()
+            record["failures"] = 0
+            record["next_at"] = 0
+            resource.pop("error", None)
+            await self.store.update(record)
             return
         self._failed(record, error)
         await self.store.update(record)
 
-    async def _deliver(self, record: dict[str, Any], changes: list[dict[str, Any]]) -> str | None:
+    async def _heartbeat(self, want: _Wanted, record: dict[str, Any]) -> None:
+        """A heartbeat once ``backport-heartbeat-period`` has passed with nothing sent."""
+        period = (record.get("topic") or {}).get("heartbeat")
+        if not period or self.clock() - float(record.get("sent_at") or 0) < float(period):
+            return
+        told = await self.store.counted(want.id)
+        error = await self._deliver(record, self._status_bundle(record, "heartbeat", told))
+        if error is not None:
+            self._failed(record, error)
+        else:
+            self._audit(want, [], "heartbeat")
+            record["sent_at"] = self.clock()
+            record["failures"] = 0
+        await self.store.update(record)
+
+    def _status_bundle(
+        self, record: dict[str, Any], kind: str, told: int, events: Sequence[Event] = ()
+    ) -> dict[str, Any]:
+        """A topic-based notification of ``kind``: ``told``, the number of its last event."""
+        return notification(
+            kind=kind,
+            subscription=record["resource"],
+            base=str(self.base_url or record.get("base")),
+            since_start=told,
+            events=events,
+            content=str((record.get("topic") or {}).get("content")),
+            timestamp=_instant(self.clock()),
+        )
+
+    async def _deliver(self, record: dict[str, Any], bundle: dict[str, Any]) -> str | None:
         """None once the endpoint took the notification, else why not (never a header)."""
         channel = record["resource"].get("channel") or {}
         endpoint = str(channel.get("endpoint"))
@@ -452,19 +635,18 @@ class SubscriptionPoller:
             target = await check_endpoint(endpoint, self.allowed)
         except FhirError:
             return "the endpoint now resolves to an address that may not be called"
-        base = self.base_url or record.get("base")
-        bundle = history_bundle(changes, base, channel.get("payload") == PAYLOAD)
         headers = {"content-type": "application/fhir+json"}
         for line in channel.get("header") or []:
             name, _, value = str(line).partition(":")
             headers[name.strip()] = value.strip()
-        extensions = {}
+        extensions: dict[str, Any] = {}
         if target.host is not None:  # to the address judged, under its name
             headers["host"] = target.host
             extensions["sni_hostname"] = target.server_name
+        timeout = float((record.get("topic") or {}).get("timeout") or _DELIVERY_SECONDS)
         try:
             answer = await self._http.post(
-                target.url, json=bundle, headers=headers, extensions=extensions
+                target.url, json=bundle, headers=headers, extensions=extensions, timeout=timeout
             )
         except httpx.HTTPError as exc:
             return f"the endpoint could not be reached ({type(exc).__name__})"
@@ -474,22 +656,28 @@ class SubscriptionPoller:
             return f"the endpoint answered {answer.status_code}"
         return None
 
-    def _audit(self, want: _Wanted, sent: list[dict[str, Any]]) -> None:
-        """The audit record of one delivery: who, which Subscription, how many of each
-        type from which sources; no ids, nothing of a patient."""
+    def _audit(
+        self, want: _Wanted, sent: list[dict[str, Any]], kind: str, numbers: Sequence[int] = ()
+    ) -> None:
+        """The audit record of one delivery: who, which Subscription, the notification's
+        type, how many of each type from which sources (and, topic-based, the first and
+        last event numbers); no ids, nothing of a patient."""
         counts: dict[str, int] = {}
         for resource in sent:
             kind = str(resource.get("resourceType"))
             counts[kind] = counts.get(kind, 0) + 1
         sources = {str((r.get("meta") or {}).get("source")) for r in sent}
+        told = {"event_numbers": [min(numbers), max(numbers)]} if numbers else {}
         write_audit(
             {
                 "event": "subscription.notify",
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                "at": _instant(self.clock()),
                 "client": want.caller.name,
                 "interaction": "notify",
                 "type": want.resource_type,
                 "subscription": want.id,
+                "notification": kind,
+                **told,
                 "counts": counts,
                 "sources": sorted(sources),
                 "ids": [],
@@ -524,6 +712,10 @@ class SubscriptionPoller:
             _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
         )
         log.info("subscription delivery failed (%d of %d): %s", failures, self.max_failures, why)
+
+
+def _instant(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _owner(record: dict[str, Any], client: Any) -> Caller:

@@ -4,15 +4,21 @@ is set (every worker shares them), else files in a directory (one process).
 - A Subscription's record: ``{"owner": client, "resource": Subscription, "failures": n,
   "next_at": epoch seconds}``; the resource keeps its ``channel.header`` (the subscriber's
   secrets), which only delivery uses. Written only by the worker holding its lease.
-- Its outbox: the changed resources waiting to be delivered, oldest first. Any worker
+- Its outbox: the changed resources waiting to be delivered, oldest first (a topic-based
+  Subscription's: its events, ``{"number": n, "resource": ...}``, numbered by
+  :meth:`Store.push_events` from its count, which it keeps beside them).
+- A topic-based Subscription's event log: its last :data:`EVENTS_MAX` events, delivered
+  or not, for ``$events`` (:meth:`Store.events`); kept while the Subscription is, in
+  ``error`` too, and gone with it. Any worker
   appends (:meth:`Store.push`); the holder of the Subscription's lease takes them from the
   front once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
 - A source's sweep: where the poller is in that source's listing, per resource type, and
   the vendor calls it made lately (its budget). Written by the holder of the source's lease.
 - A feed's digests (source and resource type): per id, the digest of the content last
-  told. :meth:`Store.swap` sets them and says which ones changed in one atomic step, so
-  that a change is found once, whichever worker (a sweep, a write through the facade) sees
-  it first.
+  told, then ``|`` and what a topic's trigger needs to know of it (its status, where and
+  with whom). :meth:`Store.exchange` sets them and answers what they were in one atomic
+  step (:meth:`Store.swap`: which digests changed), so that a change is found once,
+  whichever worker (a sweep, a write through the facade) sees it first.
 
 Leases (Redis ``SET NX PX``, else a lock file) give each Subscription and each source one
 holder at a time, so that each change is delivered once whatever the number of workers.
@@ -33,28 +39,49 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
-__all__ = ["FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
+__all__ = ["EVENTS_MAX", "FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
 
 _PREFIX = "fhir-adapter:subscription:"
 _IDS = "fhir-adapter:subscriptions"
 _SWEEP = "fhir-adapter:sweep:"
 _FEED = "fhir-adapter:feed:"
 _OUTBOX_MAX = 10_000  # changes kept for one Subscription whose endpoint does not take them
+EVENTS_MAX = 10_000  # the last events of a topic-based Subscription kept for $events
 
-# Set each id's digest; 1 where it was another (or none), 0 where it was the same.
-_SWAP = """
+# Number a topic-based Subscription's events on from its count, append them to its outbox
+# and to its event log (its last EVENTS_MAX kept), in one step; answer the count.
+_NUMBER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local last = redis.call('INCRBY', KEYS[2], #ARGV)
+local first = last - #ARGV + 1
+for i = 1, #ARGV do
+  local event = '{"number":' .. (first + i - 1) .. ',"resource":' .. ARGV[i] .. '}'
+  redis.call('RPUSH', KEYS[3], event)
+  redis.call('RPUSH', KEYS[4], event)
+end
+redis.call('LTRIM', KEYS[3], -tonumber(KEYS[5]), -1)
+redis.call('LTRIM', KEYS[4], -tonumber(KEYS[5]), -1)
+return last
+"""
+
+# Set each id's value; answer what each was ("" for none).
+_EXCHANGE = """
 local out = {}
 for i = 1, #ARGV, 2 do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old == ARGV[i + 1] then
-    out[#out + 1] = 0
-  else
+  if old ~= ARGV[i + 1] then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    out[#out + 1] = 1
   end
+  out[#out + 1] = old or ''
 end
 return out
 """
+
+
+def _changed(old: str | None, new: str) -> bool:
+    """Whether a feed's value says the content changed: its digest (what comes before a
+    ``|``; after it, what a topic's trigger needs to know) is another, or there was none."""
+    return old is None or old.partition("|")[0] != new.partition("|")[0]
 
 
 class Store(Protocol):
@@ -72,11 +99,24 @@ class Store(Protocol):
     async def lease(self, name: str, seconds: float) -> bool: ...
     async def release(self, name: str) -> None: ...
     async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None: ...
+    async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        """Number each resource as the Subscription's next event, to its outbox and log."""
+        ...
+
+    async def counted(self, sub_id: str) -> int:
+        """The number of the Subscription's last event (0: none yet)."""
+        ...
+
+    async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
+        """The logged events numbered from ``since`` to ``until`` (None: the last)."""
+        ...
+
     async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]: ...
     async def drop(self, sub_id: str, count: int) -> None: ...
     async def sweep(self, source: str) -> dict[str, Any]: ...
     async def save_sweep(self, source: str, state: dict[str, Any]) -> None: ...
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]: ...
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]: ...
     async def aclose(self) -> None: ...
 
 
@@ -160,7 +200,7 @@ class FileSubscriptionStore:
 
     async def delete(self, sub_id: str) -> bool:
         def remove() -> bool:
-            for suffix in (".outbox", ".outbox.flock", ".lock"):
+            for suffix in (".outbox", ".outbox.flock", ".lock", ".events", ".count"):
                 with contextlib.suppress(OSError):
                     self._path(sub_id, suffix).unlink()
             try:
@@ -211,9 +251,52 @@ class FileSubscriptionStore:
         if resources:
             await asyncio.to_thread(append)
 
-    def _lines(self, sub_id: str) -> list[bytes]:
+    async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        def append() -> None:
+            path = self._path(sub_id, ".outbox")
+            with self._locked(path):  # the count, the outbox and the log together
+                if not self._path(sub_id).exists():
+                    return  # deleted meanwhile
+                last = self._count(sub_id)
+                lines = [
+                    orjson.dumps({"number": last + i, "resource": r}) + b"\n"
+                    for i, r in enumerate(resources, 1)
+                ]
+                for suffix, most in ((".outbox", _OUTBOX_MAX), (".events", EVENTS_MAX)):
+                    target = self._path(sub_id, suffix)
+                    with open(target, "ab") as handle:
+                        os.fchmod(handle.fileno(), 0o600)
+                        handle.writelines(lines)
+                    with open(target, "rb") as handle:
+                        kept = handle.readlines()
+                    if len(kept) > most:
+                        target.write_bytes(b"".join(kept[-most:]))
+                self._write_json(self._path(sub_id, ".count"), last + len(resources))
+
+        if resources:
+            await asyncio.to_thread(append)
+
+    def _count(self, sub_id: str) -> int:
+        value = self._read_json(self._path(sub_id, ".count"))
+        return value if isinstance(value, int) else 0
+
+    async def counted(self, sub_id: str) -> int:
+        return await asyncio.to_thread(self._count, sub_id)
+
+    async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            with self._locked(self._path(sub_id, ".outbox")):
+                lines = self._lines(sub_id, ".events")
+            found = (orjson.loads(line) for line in lines)
+            return [
+                e for e in found if since <= e["number"] and (until is None or e["number"] <= until)
+            ]
+
+        return await asyncio.to_thread(read)
+
+    def _lines(self, sub_id: str, suffix: str = ".outbox") -> list[bytes]:
         try:
-            with open(self._path(sub_id, ".outbox"), "rb") as handle:
+            with open(self._path(sub_id, suffix), "rb") as handle:
                 return handle.readlines()
         except FileNotFoundError:
             return []
@@ -243,17 +326,21 @@ class FileSubscriptionStore:
         await asyncio.to_thread(self._write_json, self._poller(f"sweep.{source}.json"), state)
 
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
-        def exchange() -> list[bool]:
+        olds = await self.exchange(feed, digests)
+        return [_changed(old, new) for old, (_, new) in zip(olds, digests, strict=True)]
+
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]:
+        def trade() -> list[str | None]:
             path = self._poller(f"feed.{feed}.json")
             with self._locked(path):
                 held = self._read_json(path)
                 known: dict[str, str] = held if isinstance(held, dict) else {}
-                changed = [known.get(key) != digest for key, digest in digests]
-                known.update(digests)
+                olds = [known.get(key) for key, _ in values]
+                known.update(values)
                 self._write_json(path, known)
-            return changed
+            return olds
 
-        return await asyncio.to_thread(exchange) if digests else []
+        return await asyncio.to_thread(trade) if values else []
 
     async def aclose(self) -> None:
         return None
@@ -263,7 +350,8 @@ class RedisSubscriptionStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._token = os.urandom(8).hex()
-        self._swap = redis.register_script(_SWAP)
+        self._exchange = redis.register_script(_EXCHANGE)
+        self._number = redis.register_script(_NUMBER)
 
     async def create(self, record: dict[str, Any]) -> None:
         sub_id = _id(record)
@@ -288,7 +376,9 @@ class RedisSubscriptionStore:
 
     async def delete(self, sub_id: str) -> bool:
         await self.redis.srem(_IDS, sub_id)
-        await self.redis.delete(f"{_PREFIX}{sub_id}:outbox")
+        await self.redis.delete(
+            f"{_PREFIX}{sub_id}:outbox", f"{_PREFIX}{sub_id}:events", f"{_PREFIX}{sub_id}:count"
+        )
         return bool(await self.redis.delete(_PREFIX + sub_id))
 
     async def lease(self, name: str, seconds: float) -> bool:
@@ -309,6 +399,29 @@ class RedisSubscriptionStore:
             pipe.ltrim(key, -_OUTBOX_MAX, -1)
             await pipe.execute()
 
+    async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        if not resources:
+            return
+        keys = [
+            _PREFIX + sub_id,
+            f"{_PREFIX}{sub_id}:count",
+            f"{_PREFIX}{sub_id}:outbox",
+            f"{_PREFIX}{sub_id}:events",
+            str(EVENTS_MAX),
+        ]
+        await self._number(keys=keys, args=[orjson.dumps(r) for r in resources])
+
+    async def counted(self, sub_id: str) -> int:
+        raw = await self.redis.get(f"{_PREFIX}{sub_id}:count")
+        return int(raw) if raw is not None else 0
+
+    async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
+        raws = await self.redis.lrange(f"{_PREFIX}{sub_id}:events", 0, -1)
+        found = (orjson.loads(raw) for raw in raws)
+        return [
+            e for e in found if since <= e["number"] and (until is None or e["number"] <= until)
+        ]
+
     async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]:
         raws = await self.redis.lrange(f"{_PREFIX}{sub_id}:outbox", 0, count - 1)
         return [orjson.loads(raw) for raw in raws]
@@ -325,11 +438,16 @@ class RedisSubscriptionStore:
         await self.redis.set(_SWEEP + source, orjson.dumps(state))
 
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
-        if not digests:
+        olds = await self.exchange(feed, digests)
+        return [_changed(old, new) for old, (_, new) in zip(olds, digests, strict=True)]
+
+    async def exchange(self, feed: str, values: Sequence[tuple[str, str]]) -> list[str | None]:
+        if not values:
             return []
-        args = [part for pair in digests for part in pair]
-        answer = await self._swap(keys=[_FEED + feed], args=args)
-        return [bool(flag) for flag in answer]
+        args = [part for pair in values for part in pair]
+        answer = await self._exchange(keys=[_FEED + feed], args=args)
+        olds = [a.decode() if isinstance(a, bytes) else str(a) for a in answer]
+        return [old or None for old in olds]
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -67,6 +67,9 @@ EXPECTED = {
     ("/fhir/Subscription", "post"): GUARDED | TOKEN | BODY | {406, 422},
     ("/fhir/Subscription/{subscription_id}", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Subscription/{subscription_id}", "delete"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Subscription/{subscription_id}", "put"): GUARDED | TOKEN | BODY | {404, 406, 409, 422},
+    ("/fhir/Subscription/{subscription_id}/$status", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Subscription/{subscription_id}/$events", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Patient/$everything", "get"): GUARDED | TOKEN | SOURCES,
     ("/fhir/Patient/{fhir_id}/$everything", "get"): GUARDED | TOKEN | SOURCES,
 }

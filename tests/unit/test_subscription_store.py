@@ -136,3 +136,49 @@ def test_swaps_tell_exactly_the_digests_that_differ_from_the_last(tmp_path_facto
             held.update(batch)
 
     asyncio.run(run())
+
+
+async def test_events_are_numbered_on_and_kept_in_the_log(store):
+    await store.create(_record("s1"))
+    assert await store.counted("s1") == 0
+    await store.push_events("s1", [{"id": "a"}, {"id": "b"}])
+    await store.push_events("s1", [{"id": "c"}])
+    assert await store.counted("s1") == 3
+    assert await store.peek("s1", 10) == [
+        {"number": 1, "resource": {"id": "a"}},
+        {"number": 2, "resource": {"id": "b"}},
+        {"number": 3, "resource": {"id": "c"}},
+    ]
+    await store.drop("s1", 3)  # delivered: the log keeps them
+    assert [e["number"] for e in await store.events("s1", 2, None)] == [2, 3]
+    assert [e["number"] for e in await store.events("s1", 1, 1)] == [1]
+    await store.push_events("gone", [{"id": "x"}])  # no such Subscription: nothing kept
+    assert await store.counted("gone") == 0
+    assert await store.delete("s1")
+    assert await store.events("s1", 1, None) == [] and await store.counted("s1") == 0
+
+
+async def test_two_workers_number_events_without_gaps_or_repeats(store, tmp_path):
+    """Two stores over the same Redis database or directory (two workers), pushing at
+    once: every number from 1 to the count, once, and the outbox in number order."""
+    if isinstance(store, FileSubscriptionStore):
+        other: FileSubscriptionStore | RedisSubscriptionStore = FileSubscriptionStore(
+            store.directory
+        )
+    else:
+        other = RedisSubscriptionStore(aioredis.Redis.from_url(REDIS_URL))
+    await store.create(_record("s1"))
+
+    async def push(worker, name: str) -> None:
+        for i in range(20):
+            await worker.push_events("s1", [{"id": f"{name}{i}a"}, {"id": f"{name}{i}b"}])
+
+    await asyncio.gather(push(store, "x"), push(other, "y"))
+    queued = await store.peek("s1", 1000)
+    assert [e["number"] for e in queued] == list(range(1, 81))
+    assert await other.counted("s1") == 80
+    assert len({e["resource"]["id"] for e in queued}) == 80
+    for name in ("x", "y"):  # each worker's own in the order it pushed them
+        mine = [e["resource"]["id"] for e in queued if e["resource"]["id"].startswith(name)]
+        assert mine == [f"{name}{i}{s}" for i in range(20) for s in "ab"]
+    await other.aclose()
