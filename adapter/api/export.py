@@ -3,9 +3,11 @@
 - Kick-off: ``GET|POST /fhir/$export``, ``/fhir/Patient/$export`` and
   ``/fhir/Group/{id}/$export`` (a Group is a source, by name: its Patients and their
   Appointments), with ``Prefer: respond-async``; ``_outputFormat`` (NDJSON), ``_type``,
-  ``_since``; a POST may carry them in a ``Parameters`` body. ``_typeFilter`` (and any
-  other parameter) is a 400, or ignored under ``Prefer: handling=lenient``. The answer is
-  202 with the status URL in ``Content-Location``.
+  ``_since``, ``_typeFilter`` (:mod:`adapter.export.filters`; a filter the export cannot
+  apply is a 400 naming it, whatever the handling); a POST may carry them in a
+  ``Parameters`` body. Any other parameter is a 400, or ignored under
+  ``Prefer: handling=lenient``. The answer is 202 with the status URL in
+  ``Content-Location``.
 - Status: ``GET /fhir/$export-poll/{job}``: 202 with ``X-Progress`` and ``Retry-After``
   while it runs, 200 with the manifest when done; ``DELETE`` cancels it (then 404).
 - Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON.
@@ -33,6 +35,7 @@ from adapter.api.fhir import (
     read_body,
 )
 from adapter.export.engine import EXPORT_TYPES, ExportState, manifest, parse_instant
+from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import files_of
 from adapter.fhir import jsonbody
@@ -42,7 +45,7 @@ from adapter.fhir.params import preferences
 __all__ = ["EXPORT_TYPES", "router"]
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-_KNOWN = frozenset({"_outputFormat", "_type", "_since", "_format", "_pretty"})
+_KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter", "_format", "_pretty"})
 RETRY_SECONDS = 2
 _MAX_PARAMETERS = 64 * 1024
 
@@ -51,7 +54,7 @@ router = APIRouter(prefix="/fhir", responses=ERROR_RESPONSES, default_response_c
 _KICK_OFF: dict[str, Any] = {
     "summary": "Bulk data export: kick-off",
     "description": "Needs Prefer: respond-async. 202 with the status URL in "
-    "Content-Location; _outputFormat (ndjson), _type, _since.",
+    "Content-Location; _outputFormat (ndjson), _type, _since, _typeFilter.",
     "status_code": 202,
     "responses": {202: {"description": "Accepted: poll the Content-Location URL"}},
 }
@@ -234,6 +237,8 @@ async def _kick_off(request: Request, group: str | None) -> Response:
             f"the token's scopes do not allow read of {', '.join(refused)}",
             **{"WWW-Authenticate": 'Bearer realm="fhir-adapter", error="insufficient_scope"'},
         )
+    type_filters = split_type_filters(params.get("_typeFilter", []))
+    parse_type_filters(facade(request), type_filters, types)  # a 400 for one not applied
     declared = facade(request).declared
     if group is not None and (group not in declared.sources or not who.sees(group)):
         raise FhirError.one(404, "not-found", f"Group/{group} is not known")
@@ -250,6 +255,7 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         request=f"{asked}?{query}" if query else asked,
         pairs=pairs,
         since=since,
+        type_filters=type_filters,
     )
     where = f"{base_url(request)}/$export-poll/{job['id']}"
     return Response(status_code=202, headers={"Content-Location": where})

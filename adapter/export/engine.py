@@ -22,6 +22,9 @@ without any (no journal) is kept, and a vendor's time in whole seconds counts as
 ``_since`` when its second ends after it: an export never leaves out what may have
 changed.
 
+**_typeFilter.** A type's filters (:mod:`adapter.export.filters`) are applied to each page
+after ``_since``: only the records that meet one of them are written.
+
 **Errors.** A record the mapping refused, and a source that fails (after a few tries),
 become OperationOutcome lines in the error file (``error`` in the manifest); the other
 parts go on and the export still completes.
@@ -47,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from adapter.export.filters import TypeFilter, kept
 from adapter.facade import Facade, Pacer, Page, outcome_of
 from adapter.fhir.dates import parse_instant
 from adapter.fhir.outcome import Issue, operation_outcome
@@ -196,6 +200,7 @@ async def run_export(
     save: Callable[[ExportState], Awaitable[None]],
     *,
     since: datetime | None = None,
+    type_filters: Mapping[str, Sequence[TypeFilter]] | None = None,
     journal: Journal | None = None,
     transaction_time: datetime | None = None,
     file_max_records: int = 100_000,
@@ -235,6 +240,7 @@ async def run_export(
             save,
             pacer=pacers[part.source],
             since=since,
+            filters=(type_filters or {}).get(part.resource_type, ()),
             journal=journal,
             transaction_time=transaction_time,
             file_max_records=file_max_records,
@@ -254,6 +260,7 @@ async def _run_part(
     *,
     pacer: Pacer,
     since: datetime | None,
+    filters: Sequence[TypeFilter],
     journal: Journal | None,
     transaction_time: datetime | None,
     file_max_records: int,
@@ -274,6 +281,9 @@ async def _run_part(
             await save(state)
             break
         resources = await _since(page.resources, part.source, since, journal, transaction_time)
+        if filters:
+            zone, country = gate.zone(part.source), gate.country(part.source)
+            resources = kept(filters, resources, zone, country)
         for vendor_id in page.left_out:
             _error(
                 writer,
@@ -286,7 +296,7 @@ async def _run_part(
                 ),
             )
         _write(writer, part, resources, file_max_records)
-        if not part.started and page.total is not None and since is None:
+        if not part.started and page.total is not None and since is None and not filters:
             part.total = page.total
         part.started = True
         if page.next_cursor is None or page.next_cursor == part.cursor:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
+from adapter.export.filters import parse_type_filters
 from adapter.export.store import JobStore, files_of
 from adapter.facade import Facade
 
@@ -117,13 +118,17 @@ class ExportRunner:
         request: str,
         pairs: Sequence[tuple[str, str]],
         since: str | None,
+        type_filters: Sequence[str] = (),
     ) -> dict[str, Any]:
+        """Store and start a job; ``type_filters``: its ``_typeFilter`` filters, as the
+        kick-off checked them."""
         job_id = secrets.token_urlsafe(16)
         job = {
             "id": job_id,
             "client": client,
             "request": request,
             "since": since,
+            "type_filters": list(type_filters),
             "status": "running",
             "created": self.clock(),
             "transaction_time": now_instant(self.clock),
@@ -180,6 +185,7 @@ class ExportRunner:
         if job is None:
             return
         state = ExportState.from_json(job["state"])
+        types = sorted({p.resource_type for p in state.parts})
 
         async def save(current: ExportState) -> None:
             stored = await self.store.get(job_id)
@@ -195,6 +201,7 @@ class ExportRunner:
                 files_of(self.store.root, job_id),
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
+                type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
                 journal=self.journal,
                 transaction_time=parse_instant(job["transaction_time"]),
                 file_max_records=self.settings.file_max_records,
