@@ -3,7 +3,9 @@ the sandboxes' own records, never in the facade's answers."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -156,3 +158,34 @@ def test_a_post_kick_off_takes_filters_in_its_parameters(deployment, served):
     leyr = [p for p in leyr_patients(deployment) if p["gender"] == "male"]
     nyra = [p for p in nyra_patients(deployment) if p["gender"] == "MALE"]
     assert got == {"Patient": ids(leyr, nyra)}
+
+
+def leyr_appointments(deployment: Deployment) -> list[dict[str, Any]]:
+    return [{**a, "cu": cu} for cu, table in deployment.leyr.appointments.items() for a in table]
+
+
+def test_appointments_by_status_and_by_date(deployment, served):
+    """Leyr's ``booked`` and Nyra's ``BOOKED`` and ``CONFIRMED`` are FHIR ``booked`` (their
+    code tables); a date without a zone is a day in the source's own zone."""
+    auth = deployment.token(served.app, "full")
+    got = exported(served, auth, _type="Appointment", _typeFilter="Appointment?status=booked")
+    leyr = [a for a in leyr_appointments(deployment) if a["status"] == "booked"]
+    nyra = [a for a in deployment.nyra.appointments if a["status"] in ("BOOKED", "CONFIRMED")]
+    assert leyr and nyra
+    assert got == {"Appointment": ids(leyr, nyra)}
+
+    day = "2026-04-01"
+    got = exported(served, auth, _type="Appointment", _typeFilter=f"Appointment?date=ge{day}")
+    leyr_from = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Europe/Stockholm"))
+    nyra_from = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Asia/Kolkata"))
+    leyr = [
+        a for a in leyr_appointments(deployment) if datetime.fromisoformat(a["start"]) >= leyr_from
+    ]
+    nyra = [
+        a
+        for a in deployment.nyra.appointments
+        if datetime.fromisoformat(a["appointment_time"]) >= nyra_from
+    ]
+    assert 0 < len(leyr) < len(leyr_appointments(deployment))
+    assert 0 < len(nyra) < len(deployment.nyra.appointments)
+    assert got == {"Appointment": ids(leyr, nyra)}
