@@ -60,8 +60,11 @@ class TypeFilter:
     params: tuple[SearchParam, ...]
     updated: tuple[SearchParam, ...]  # ``_lastUpdated`` bounds
     sources: tuple[str, ...] | None  # ``_source``, when it narrows
+    nothing: bool = False  # a parameter whose element no source fills: none is kept
 
     def keeps(self, resource: Mapping[str, Any], zone: tzinfo, country: str | None) -> bool:
+        if self.nothing:
+            return False
         source = (resource.get("meta") or {}).get("source")
         if self.sources is not None and source not in self.sources:
             return False
@@ -131,6 +134,7 @@ def parse_type_filters(
                 parsed.request.params,
                 parsed.shaping.updated,
                 named,
+                nothing=parsed.nothing is not None,
             )
         )
     return by_type
