@@ -1,13 +1,14 @@
 """Bulk data export over HTTP (FHIR Bulk Data Access IG v2.0.0).
 
-- Kick-off: ``GET|POST /fhir/$export``, ``/fhir/Patient/$export`` and
-  ``/fhir/Group/{id}/$export`` (a Group is a source, by name: its Patients and their
-  Appointments), with ``Prefer: respond-async``; ``_outputFormat`` (NDJSON), ``_type``,
-  ``_since``, ``_typeFilter`` (:mod:`adapter.export.filters`; a filter the export cannot
-  apply is a 400 naming it, whatever the handling); a POST may carry them in a
-  ``Parameters`` body. Any other parameter is a 400, or ignored under
-  ``Prefer: handling=lenient``. The answer is 202 with the status URL in
-  ``Content-Location``.
+- Kick-off: ``GET|POST /fhir/$export`` (every type a source can list),
+  ``/fhir/Patient/$export`` and ``/fhir/Group/{id}/$export`` (a Group is a source, by
+  name): the patient compartment (Patients and their Appointments) and, of the directory
+  types ``_type`` names, what those reference. With ``Prefer: respond-async``;
+  ``_outputFormat`` (NDJSON), ``_type``, ``_since``, ``_typeFilter``
+  (:mod:`adapter.export.filters`; a filter the export cannot apply is a 400 naming it,
+  whatever the handling); a POST may carry them in a ``Parameters`` body. Any other
+  parameter is a 400, or ignored under ``Prefer: handling=lenient``. The answer is 202
+  with the status URL in ``Content-Location``.
 - Status: ``GET /fhir/$export-poll/{job}``: 202 with ``X-Progress`` and ``Retry-After``
   while it runs, 200 with the manifest when done; ``DELETE`` cancels it (then 404).
 - Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON.
@@ -34,7 +35,13 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
 )
-from adapter.export.engine import EXPORT_TYPES, ExportState, manifest, parse_instant
+from adapter.export.engine import (
+    COMPARTMENT_TYPES,
+    EXPORT_TYPES,
+    ExportState,
+    manifest,
+    parse_instant,
+)
 from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import files_of
@@ -81,19 +88,19 @@ def runner(request: Request) -> ExportRunner:
 @router.get("/$export", **_KICK_OFF)
 @router.post("/$export", **_KICK_OFF)
 async def export_system(request: Request) -> Response:
-    return await _kick_off(request, None)
+    return await _kick_off(request, None, patient_level=False)
 
 
 @router.get("/Patient/$export", **_KICK_OFF)
 @router.post("/Patient/$export", **_KICK_OFF)
 async def export_patients(request: Request) -> Response:
-    return await _kick_off(request, None)
+    return await _kick_off(request, None, patient_level=True)
 
 
 @router.get("/Group/{group_id}/$export", openapi_extra={"parameters": [_GROUP_ID]}, **_KICK_OFF)
 @router.post("/Group/{group_id}/$export", openapi_extra={"parameters": [_GROUP_ID]}, **_KICK_OFF)
 async def export_group(request: Request) -> Response:
-    return await _kick_off(request, request.path_params["group_id"])
+    return await _kick_off(request, request.path_params["group_id"], patient_level=True)
 
 
 @router.get(
@@ -179,7 +186,7 @@ def _no_job() -> FhirError:
     return FhirError.one(404, "not-found", "no such export job (finished ones expire)")
 
 
-async def _kick_off(request: Request, group: str | None) -> Response:
+async def _kick_off(request: Request, group: str | None, *, patient_level: bool) -> Response:
     negotiate(request)
     prefer = preferences(request.headers.get("prefer"))
     if "respond-async" not in prefer:
@@ -215,6 +222,9 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         except ValueError as exc:
             raise FhirError.one(400, "invalid", f"_since {exc}", "_since") from None
     served = [t for t in EXPORT_TYPES if t in facade(request).declared.types]
+    # A Patient or Group export holds the patient compartment; a directory type only
+    # when _type names it, and then what the compartment references.
+    default = [t for t in served if t in COMPARTMENT_TYPES] if patient_level else served
     who = caller(request)
     if params.get("_type"):
         types: list[str] = []
@@ -227,9 +237,17 @@ async def _kick_off(request: Request, group: str | None) -> Response:
                 if name not in types:
                     types.append(name)
         refused = [t for t in types if not who.may_read(t)]
+        if patient_level and not any(t in COMPARTMENT_TYPES for t in types):
+            raise FhirError.one(
+                400,
+                "not-supported",
+                "a Patient or Group export holds the directory resources its Patients and "
+                "Appointments reference: _type must name Patient or Appointment too",
+                "_type",
+            )
     else:  # every type the token may read
-        types = [t for t in served if who.may_read(t)]
-        refused = [] if types else served
+        types = [t for t in default if who.may_read(t)]
+        refused = [] if types else default
     if refused:
         raise FhirError.one(
             403,
@@ -254,6 +272,7 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         client=who.name,
         request=f"{asked}?{query}" if query else asked,
         pairs=pairs,
+        patient_level=patient_level,
         since=since,
         type_filters=type_filters,
     )

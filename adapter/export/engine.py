@@ -25,6 +25,11 @@ changed.
 **_typeFilter.** A type's filters (:mod:`adapter.export.filters`) are applied to each page
 after ``_since``: only the records that meet one of them are written.
 
+**Types.** Every type a source can list (:data:`EXPORT_TYPES`). A Patient or Group export
+(``ExportState.plan(..., patient_level=True)``) writes the patient compartment's types
+first, and of a directory type only the resources they reference (collected, as
+``Type/id``, into the saved state as the compartment's pages are written).
+
 **Errors.** A record the mapping refused, and a source that fails (after a few tries),
 become OperationOutcome lines in the error file (``error`` in the manifest); the other
 parts go on and the export still completes.
@@ -52,11 +57,14 @@ import orjson
 
 from adapter.export.filters import TypeFilter, kept
 from adapter.facade import Facade, Pacer, Page, outcome_of
+from adapter.fhir.bulk import COMPARTMENT_TYPES, DIRECTORY_TYPES
 from adapter.fhir.dates import parse_instant
 from adapter.fhir.outcome import Issue, operation_outcome
 from adapter.journal import Journal
 
 __all__ = [
+    "COMPARTMENT_TYPES",
+    "DIRECTORY_TYPES",
     "ERROR_FILE",
     "EXPORT_TYPES",
     "ExportState",
@@ -70,9 +78,9 @@ __all__ = [
 ]
 
 ERROR_FILE = "errors.ndjson"
-# The types an export writes: those whose every resource a source can list (a Slot, say,
-# exists only within a time range asked for).
-EXPORT_TYPES = ("Patient", "Appointment")
+# Every type a source can list; the patient compartment's first: a Patient or Group
+# export writes the directory resources they reference, and so must have seen them.
+EXPORT_TYPES = COMPARTMENT_TYPES + DIRECTORY_TYPES
 PAGE_SIZE = 100
 # A failing page is asked again this many times (after 1, 2, 4 ... seconds) before the
 # source is reported in the error file.
@@ -99,6 +107,8 @@ class PartState:
     written: int = 0
     total: int | None = None  # the search's total when the source knows it
     files: list[FileState] = field(default_factory=list)
+    # A Patient or Group export's directory type: only what its compartment referenced.
+    referenced_only: bool = False
 
 
 @dataclass
@@ -107,10 +117,30 @@ class ExportState:
 
     parts: list[PartState]
     errors: FileState = field(default_factory=lambda: FileState(ERROR_FILE))
+    # ``Type/id`` of the directory resources the compartment's records written so far
+    # reference (kept only when a part is ``referenced_only``).
+    referenced: list[str] = field(default_factory=list)
 
     @classmethod
-    def plan(cls, pairs: Sequence[tuple[str, str]]) -> ExportState:
-        return cls([PartState(source, resource_type) for source, resource_type in pairs])
+    def plan(cls, pairs: Sequence[tuple[str, str]], *, patient_level: bool = False) -> ExportState:
+        """The parts of ``pairs`` (source, type), the compartment's first. At patient
+        level (a Patient or Group export) a directory type holds only what the
+        compartment's records reference."""
+        order = sorted(pairs, key=lambda pair: pair[1] not in COMPARTMENT_TYPES)
+        return cls(
+            [
+                PartState(
+                    source,
+                    resource_type,
+                    referenced_only=patient_level and resource_type in DIRECTORY_TYPES,
+                )
+                for source, resource_type in order
+            ]
+        )
+
+    @property
+    def patient_level(self) -> bool:
+        return any(p.referenced_only for p in self.parts)
 
     @property
     def done(self) -> bool:
@@ -127,7 +157,7 @@ class ExportState:
         parts = [
             PartState(**{**p, "files": [FileState(**f) for f in p["files"]]}) for p in data["parts"]
         ]
-        return cls(parts, FileState(**data["errors"]))
+        return cls(parts, FileState(**data["errors"]), list(data.get("referenced", [])))
 
 
 def manifest(
@@ -280,7 +310,11 @@ async def _run_part(
             part.done = True
             await save(state)
             break
-        resources = await _since(page.resources, part.source, since, journal, transaction_time)
+        listed = page.resources
+        if part.referenced_only:
+            wanted = set(state.referenced)
+            listed = [r for r in listed if _key(r) in wanted]
+        resources = await _since(listed, part.source, since, journal, transaction_time)
         if filters:
             zone, country = gate.zone(part.source), gate.country(part.source)
             resources = kept(filters, resources, zone, country)
@@ -296,7 +330,10 @@ async def _run_part(
                 ),
             )
         _write(writer, part, resources, file_max_records)
-        if not part.started and page.total is not None and since is None and not filters:
+        if state.patient_level and part.resource_type in COMPARTMENT_TYPES:
+            state.referenced = sorted(set(state.referenced).union(*map(_directory, resources)))
+        exact = since is None and not filters and not part.referenced_only
+        if not part.started and page.total is not None and exact:
             part.total = page.total
         part.started = True
         if page.next_cursor is None or page.next_cursor == part.cursor:
@@ -354,6 +391,29 @@ async def _since(
         for r, dated in zip(resources, vendor_dated, strict=True)
         if _changed_after(r, since, coarse=dated)
     ]
+
+
+def _key(resource: Mapping[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _directory(value: Any) -> set[str]:
+    """The ``Type/id`` of every directory resource ``value`` references, at any depth."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str):
+            kind, _, fhir_id = reference.rpartition("/")
+            kind = kind.rpartition("/")[2]
+            if kind in DIRECTORY_TYPES and fhir_id:
+                found.add(f"{kind}/{fhir_id}")
+        for item in value.values():
+            if isinstance(item, dict | list):
+                found |= _directory(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _directory(item)
+    return found
 
 
 def _changed_after(resource: dict[str, Any], since: datetime, *, coarse: bool) -> bool:

@@ -118,6 +118,7 @@ class ExportRunner:
         request: str,
         pairs: Sequence[tuple[str, str]],
         since: str | None,
+        patient_level: bool = False,
         type_filters: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Store and start a job; ``type_filters``: its ``_typeFilter`` filters, as the
@@ -133,7 +134,7 @@ class ExportRunner:
             "created": self.clock(),
             "transaction_time": now_instant(self.clock),
             "finished": None,
-            "state": ExportState.plan(pairs).to_json(),
+            "state": ExportState.plan(pairs, patient_level=patient_level).to_json(),
         }
         await self.store.put(job)
         if await self.store.claim(job_id, self.owner, LEASE_SECONDS):
