@@ -6,9 +6,11 @@
   types ``_type`` names, what those reference. With ``Prefer: respond-async``;
   ``_outputFormat`` (NDJSON), ``_type``, ``_since``, ``_typeFilter``
   (:mod:`adapter.export.filters`; a filter the export cannot apply is a 400 naming it,
-  whatever the handling); a POST may carry them in a ``Parameters`` body. Any other
-  parameter is a 400, or ignored under ``Prefer: handling=lenient``. The answer is 202
-  with the status URL in ``Content-Location``.
+  whatever the handling), ``_elements`` and ``patient`` (:mod:`adapter.export.elements`,
+  each a 400 naming it when it cannot be honoured); a POST may carry them in a
+  ``Parameters`` body (``patient`` as ``valueReference``). Any other parameter is a 400,
+  or ignored under ``Prefer: handling=lenient``. The answer is 202 with the status URL in
+  ``Content-Location``.
 - Status: ``GET /fhir/$export-poll/{job}``: 202 with ``X-Progress`` and ``Retry-After``
   while it runs, 200 with the manifest when done; ``DELETE`` cancels it (then 404).
 - Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON.
@@ -35,6 +37,7 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
 )
+from adapter.export.elements import checked_patients, parse_elements
 from adapter.export.engine import (
     COMPARTMENT_TYPES,
     EXPORT_TYPES,
@@ -52,7 +55,18 @@ from adapter.fhir.params import preferences
 __all__ = ["EXPORT_TYPES", "router"]
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-_KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter", "_format", "_pretty"})
+_KNOWN = frozenset(
+    {
+        "_outputFormat",
+        "_type",
+        "_since",
+        "_typeFilter",
+        "_elements",
+        "patient",
+        "_format",
+        "_pretty",
+    }
+)
 RETRY_SECONDS = 2
 _MAX_PARAMETERS = 64 * 1024
 
@@ -257,9 +271,15 @@ async def _kick_off(request: Request, group: str | None, *, patient_level: bool)
         )
     type_filters = split_type_filters(params.get("_typeFilter", []))
     parse_type_filters(facade(request), type_filters, types)  # a 400 for one not applied
+    elements = parse_elements(params.get("_elements", []), types)
     declared = facade(request).declared
     if group is not None and (group not in declared.sources or not who.sees(group)):
         raise FhirError.one(404, "not-found", f"Group/{group} is not known")
+    if params.get("patient") and not patient_level:
+        raise FhirError.one(
+            400, "not-supported", "patient narrows a Patient or Group export only", "patient"
+        )
+    patients = await checked_patients(facade(request), params.get("patient", []), who, group)
     pairs = [
         (source, resource_type)
         for resource_type in types
@@ -275,6 +295,8 @@ async def _kick_off(request: Request, group: str | None, *, patient_level: bool)
         patient_level=patient_level,
         since=since,
         type_filters=type_filters,
+        elements=elements,
+        patients=patients,
     )
     where = f"{base_url(request)}/$export-poll/{job['id']}"
     return Response(status_code=202, headers={"Content-Location": where})
@@ -301,6 +323,9 @@ async def _parameters(request: Request) -> list[tuple[str, str]]:
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise FhirError.one(400, "invalid", "each parameter needs a name")
         values = [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)]
+        reference = parameter.get("valueReference")
+        if isinstance(reference, dict) and isinstance(reference.get("reference"), str):
+            values.append(reference["reference"])  # patient: a Reference to a Patient
         if len(values) != 1:
             raise FhirError.one(400, "invalid", f"parameter {parameter['name']} needs a value")
         items.append((parameter["name"], values[0]))

@@ -30,6 +30,10 @@ after ``_since``: only the records that meet one of them are written.
 first, and of a directory type only the resources they reference (collected, as
 ``Type/id``, into the saved state as the compartment's pages are written).
 
+**_elements, patient** (:mod:`adapter.export.elements`). The named patients narrow the
+compartment's pages first; a type's elements subset each record last, after its
+references were collected.
+
 **Errors.** A record the mapping refused, and a source that fails (after a few tries),
 become OperationOutcome lines in the error file (``error`` in the manifest); the other
 parts go on and the export still completes.
@@ -55,6 +59,7 @@ from typing import Any
 
 import orjson
 
+from adapter.export.elements import narrowed, subset_all
 from adapter.export.filters import TypeFilter, kept
 from adapter.facade import Facade, Pacer, Page, outcome_of
 from adapter.fhir.bulk import COMPARTMENT_TYPES, DIRECTORY_TYPES
@@ -231,6 +236,8 @@ async def run_export(
     *,
     since: datetime | None = None,
     type_filters: Mapping[str, Sequence[TypeFilter]] | None = None,
+    elements: Mapping[str, Sequence[str]] | None = None,
+    patients: Sequence[str] = (),
     journal: Journal | None = None,
     transaction_time: datetime | None = None,
     file_max_records: int = 100_000,
@@ -271,6 +278,8 @@ async def run_export(
             pacer=pacers[part.source],
             since=since,
             filters=(type_filters or {}).get(part.resource_type, ()),
+            elements=(elements or {}).get(part.resource_type, ()),
+            patients=patients,
             journal=journal,
             transaction_time=transaction_time,
             file_max_records=file_max_records,
@@ -291,6 +300,8 @@ async def _run_part(
     pacer: Pacer,
     since: datetime | None,
     filters: Sequence[TypeFilter],
+    elements: Sequence[str],
+    patients: Sequence[str],
     journal: Journal | None,
     transaction_time: datetime | None,
     file_max_records: int,
@@ -314,6 +325,7 @@ async def _run_part(
         if part.referenced_only:
             wanted = set(state.referenced)
             listed = [r for r in listed if _key(r) in wanted]
+        listed = narrowed(patients, part.resource_type, listed)
         resources = await _since(listed, part.source, since, journal, transaction_time)
         if filters:
             zone, country = gate.zone(part.source), gate.country(part.source)
@@ -329,10 +341,12 @@ async def _run_part(
                     f"as {part.resource_type} and is left out",
                 ),
             )
-        _write(writer, part, resources, file_max_records)
         if state.patient_level and part.resource_type in COMPARTMENT_TYPES:
             state.referenced = sorted(set(state.referenced).union(*map(_directory, resources)))
-        exact = since is None and not filters and not part.referenced_only
+        if elements:
+            resources = subset_all({part.resource_type: elements}, part.resource_type, resources)
+        _write(writer, part, resources, file_max_records)
+        exact = since is None and not filters and not part.referenced_only and not patients
         if not part.started and page.total is not None and exact:
             part.total = page.total
         part.started = True

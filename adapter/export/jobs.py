@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -120,9 +120,11 @@ class ExportRunner:
         since: str | None,
         patient_level: bool = False,
         type_filters: Sequence[str] = (),
+        elements: Mapping[str, Sequence[str]] | None = None,
+        patients: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Store and start a job; ``type_filters``: its ``_typeFilter`` filters, as the
-        kick-off checked them."""
+        """Store and start a job; ``type_filters``, ``elements`` and ``patients``: its
+        ``_typeFilter``, ``_elements`` and ``patient``, as the kick-off checked them."""
         job_id = secrets.token_urlsafe(16)
         job = {
             "id": job_id,
@@ -130,6 +132,8 @@ class ExportRunner:
             "request": request,
             "since": since,
             "type_filters": list(type_filters),
+            "elements": {t: list(e) for t, e in (elements or {}).items()},
+            "patients": list(patients),
             "status": "running",
             "created": self.clock(),
             "transaction_time": now_instant(self.clock),
@@ -203,6 +207,8 @@ class ExportRunner:
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
                 type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
+                elements=job.get("elements", {}),
+                patients=job.get("patients", []),
                 journal=self.journal,
                 transaction_time=parse_instant(job["transaction_time"]),
                 file_max_records=self.settings.file_max_records,
