@@ -181,6 +181,8 @@ async def export_file(request: Request) -> Response:
     name = request.path_params["name"]
     state = job["state"]
     names = {f["name"] for p in state["parts"] for f in p["files"]} | {state["errors"]["name"]}
+    if "deleted" in state:
+        names.add(state["deleted"]["name"])
     if job["status"] != "done" or name not in names:
         raise FhirError.one(404, "not-found", "no such export file")
     path = files_of(runner(request).store.root, job["id"]) / name

@@ -34,6 +34,11 @@ first, and of a directory type only the resources they reference (collected, as
 compartment's pages first; a type's elements subset each record last, after its
 references were collected.
 
+**Deletions.** Every page's ids are told to the journal as seen at the export's
+``transaction_time``; when every part is done, each listing that reached its end sweeps
+the journal (what it did not see is deleted), and with ``_since`` the records found
+deleted after it are written as the ``deleted`` file (see :mod:`adapter.journal`).
+
 **Errors.** A record the mapping refused, and a source that fails (after a few tries),
 become OperationOutcome lines in the error file (``error`` in the manifest); the other
 parts go on and the export still completes.
@@ -69,6 +74,7 @@ from adapter.journal import Journal
 
 __all__ = [
     "COMPARTMENT_TYPES",
+    "DELETED_FILE",
     "DIRECTORY_TYPES",
     "ERROR_FILE",
     "EXPORT_TYPES",
@@ -83,6 +89,7 @@ __all__ = [
 ]
 
 ERROR_FILE = "errors.ndjson"
+DELETED_FILE = "deleted.ndjson"
 # Every type a source can list; the patient compartment's first: a Patient or Group
 # export writes the directory resources they reference, and so must have seen them.
 EXPORT_TYPES = COMPARTMENT_TYPES + DIRECTORY_TYPES
@@ -114,6 +121,7 @@ class PartState:
     files: list[FileState] = field(default_factory=list)
     # A Patient or Group export's directory type: only what its compartment referenced.
     referenced_only: bool = False
+    complete: bool = False  # the listing reached its end (not cut short by a failure)
 
 
 @dataclass
@@ -125,6 +133,8 @@ class ExportState:
     # ``Type/id`` of the directory resources the compartment's records written so far
     # reference (kept only when a part is ``referenced_only``).
     referenced: list[str] = field(default_factory=list)
+    deleted: FileState = field(default_factory=lambda: FileState(DELETED_FILE))
+    deletions_done: bool = False
 
     @classmethod
     def plan(cls, pairs: Sequence[tuple[str, str]], *, patient_level: bool = False) -> ExportState:
@@ -162,7 +172,13 @@ class ExportState:
         parts = [
             PartState(**{**p, "files": [FileState(**f) for f in p["files"]]}) for p in data["parts"]
         ]
-        return cls(parts, FileState(**data["errors"]), list(data.get("referenced", [])))
+        return cls(
+            parts,
+            FileState(**data["errors"]),
+            list(data.get("referenced", [])),
+            FileState(**data.get("deleted", {"name": DELETED_FILE})),
+            bool(data.get("deletions_done", False)),
+        )
 
 
 def manifest(
@@ -181,11 +197,16 @@ def manifest(
         if errors.count
         else []
     )
+    gone = state.deleted
+    deleted = (
+        [{"type": "Bundle", "url": url_of(gone.name), "count": gone.count}] if gone.count else []
+    )
     return {
         "transactionTime": transaction_time,
         "request": request,
         "requiresAccessToken": True,
         "output": output,
+        "deleted": deleted,
         "error": error,
     }
 
@@ -256,6 +277,7 @@ async def run_export(
         if part.files:
             writer.truncate(part.files[-1])
     writer.truncate(state.errors)
+    writer.truncate(state.deleted)
     pacers = {
         name: gate.pacer(name, budget_share, clock=clock, sleep=sleep) for name in gate.sources
     }
@@ -287,7 +309,45 @@ async def run_export(
             progress=progress,
             sleep=sleep,
         )
+    if journal is not None and transaction_time is not None and not state.deletions_done:
+        await _deletions(journal, state, writer, since, transaction_time, listed=not patients)
+        await save(state)
     return state
+
+
+async def _deletions(
+    journal: Journal,
+    state: ExportState,
+    writer: _Writer,
+    since: datetime | None,
+    transaction_time: datetime,
+    *,
+    listed: bool,
+) -> None:
+    """Each complete listing marks what it did not see as deleted (in the journal); with
+    ``since``, the records found deleted after it become the ``deleted`` file: a
+    transaction Bundle a line, one DELETE entry each (Bulk Data IG v2.0.0). Not for an
+    export narrowed to named patients (a deleted record's patient is not known), nor for
+    a directory part that holds only what its compartment referenced."""
+    writer.create(state.deleted)  # written whole again if a run stopped within it
+    state.deleted = FileState(state.deleted.name)
+    for part in state.parts:
+        if not part.complete:
+            continue
+        await journal.sweep(part.source, part.resource_type, transaction_time)
+        if since is None or not listed or part.referenced_only:
+            continue
+        gone = await journal.deleted(part.source, part.resource_type, since)
+        writer.append(state.deleted, [_line(_deletion(part.resource_type, i)) for i in gone])
+    state.deletions_done = True
+
+
+def _deletion(resource_type: str, fhir_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"{resource_type}/{fhir_id}"}}],
+    }
 
 
 async def _run_part(
@@ -321,6 +381,9 @@ async def _run_part(
             part.done = True
             await save(state)
             break
+        if journal is not None and transaction_time is not None:
+            ids = [str(r.get("id")) for r in page.resources]
+            await journal.seen(part.source, part.resource_type, ids, transaction_time)
         listed = page.resources
         if part.referenced_only:
             wanted = set(state.referenced)
@@ -352,6 +415,7 @@ async def _run_part(
         part.started = True
         if page.next_cursor is None or page.next_cursor == part.cursor:
             part.done = True
+            part.complete = page.next_cursor is None
         part.cursor = page.next_cursor
         await save(state)
         if progress:
