@@ -144,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only a type's records that meet this search, Type?name=value "
         "(repeatable; as _typeFilter: ANDed within one, ORed across one type's)",
     )
+    export.add_argument(
+        "--elements",
+        help="keep only these elements (Type.element or element, comma-separated; as "
+        "_elements: what R4 requires is kept, and the records are tagged SUBSETTED)",
+    )
     export.add_argument("--out", required=True, help="the directory to write into")
     export.add_argument(
         "--resume", action="store_true", help="continue the export stopped in --out"
@@ -191,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             args.resume,
             type_filters=args.type_filter,
+            elements=args.elements,
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")

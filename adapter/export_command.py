@@ -2,14 +2,16 @@
 (:func:`adapter.assembly.build_facade`), without a server.
 
     fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
-                        [--type-filter Type?search ...] --out DIR [--resume]
+                        [--type-filter Type?search ...] [--elements E,...] --out DIR
+                        [--resume]
 
 Writes the NDJSON files and ``manifest.json`` (the Bulk Data manifest, file URLs as
 ``file:`` URIs) into ``DIR``, with a progress bar per type. ``--type-filter`` (repeated, or
-comma-joined) is the kick-off's ``_typeFilter`` (:mod:`adapter.export.filters`). Its
-position is kept in ``DIR/export-state.json`` after every page: ``--resume`` continues an
-export that was stopped (Ctrl-C) or failed, without writing anything twice. Exit codes:
-0 done; 1 done but some records or a source failed (the error file is named); 2 a usage or
+comma-joined) is the kick-off's ``_typeFilter`` (:mod:`adapter.export.filters`),
+``--elements`` its ``_elements`` (:mod:`adapter.export.elements`). Its position is kept
+in ``DIR/export-state.json`` after every page: ``--resume`` continues an export that was
+stopped (Ctrl-C) or failed, without writing anything twice. Exit codes: 0 done; 1 done
+but some records or a source failed (the error file is named); 2 a usage or
 configuration mistake; 130 stopped by Ctrl-C (resumable).
 """
 
@@ -36,6 +38,7 @@ from rich.progress import (
 )
 
 from adapter.assembly import build_facade, journal_of
+from adapter.export.elements import parse_elements
 from adapter.export.engine import (
     EXPORT_TYPES,
     ExportState,
@@ -69,6 +72,7 @@ def export_command(
     resume: bool,
     *,
     type_filters: list[str] | None = None,
+    elements: str | None = None,
     transports: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the command; its exit code. ``transports`` (source -> transport) puts a
@@ -81,7 +85,11 @@ def export_command(
         return 2
     folder = Path(out)
     try:
-        job = _job(settings, folder, sources, types, since, resume, type_filters or [])
+        job = _job(settings, folder, sources, types, since, resume, type_filters or [], elements)
+    except FhirError as exc:  # --elements naming what no exported type has
+        for issue in exc.issues:
+            print(f"export: {issue.diagnostics}", file=sys.stderr)
+        return 2
     except UsageError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
@@ -134,6 +142,7 @@ def _job(
     since: str | None,
     resume: bool,
     type_filters: list[str],
+    elements: str | None = None,
 ) -> dict[str, Any]:
     saved = folder / STATE_FILE
     if resume:
@@ -169,11 +178,15 @@ def _job(
     filters = split_type_filters(type_filters)
     for text in filters:
         request += f" --type-filter {text}"
+    subsets = parse_elements([elements] if elements else [], wanted)
+    if elements:
+        request += f" --elements {elements}"
     job = {
         "sources": names,
         "types": wanted,
         "since": since,
         "type_filters": filters,
+        "elements": subsets,
         "request": request,
         "transaction_time": now_instant(time.time),
         "state": ExportState.plan([(s, t) for t in wanted for s in names]).to_json(),
@@ -221,6 +234,7 @@ async def _run(
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
                 type_filters=type_filters,
+                elements=job.get("elements", {}),
                 journal=journal,
                 transaction_time=parse_instant(job["transaction_time"]),
                 file_max_records=settings.export.file_max_records,

@@ -71,6 +71,20 @@ def test_a_type_filter_keeps_what_its_search_matches(tmp_path):
     assert {r["id"] for r in by_type["Patient"]} == females
 
 
+def test_elements_subset_what_is_written(tmp_path):
+    out = tmp_path / "out"
+    code = main(["export", "--source", "nyra-sandbox", "--type", "Patient,Location",
+                 "--elements", "Patient.gender", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    manifest, by_type = read_export(out)
+    assert "--elements Patient.gender" in manifest["request"]
+    assert len(by_type["Patient"]) == 200
+    for patient in by_type["Patient"]:
+        assert set(patient) == {"resourceType", "id", "meta", "gender"}
+        assert "SUBSETTED" in [t["code"] for t in patient["meta"]["tag"]]
+    assert all("SUBSETTED" not in str(r["meta"]) for r in by_type["Location"])
+
+
 def test_ctrl_c_stops_cleanly_and_resume_continues_without_duplicates(tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     assert main(["export", "--type", "Patient", "--out", str(whole)]) == 0
@@ -133,6 +147,7 @@ def test_a_failing_source_names_the_error_file(tmp_path, monkeypatch, capsys):
         ["--resume"],
         ["--type", "Patient", "--type-filter", "Appointment?status=booked"],
         ["--type-filter", "Patient?colour=blue"],
+        ["--type", "Patient", "--elements", "Patient.colour"],
     ],
 )
 def test_usage_mistakes_exit_2(tmp_path, args, capsys):
