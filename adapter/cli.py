@@ -138,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--source", help="source names, comma-separated (default: every one)")
     export.add_argument("--type", help="resource types, comma-separated (default: every one)")
     export.add_argument("--since", help="only what changed after this instant")
+    export.add_argument(
+        "--type-filter",
+        action="append",
+        help="keep only a type's records that meet this search, Type?name=value "
+        "(repeatable; as _typeFilter: ANDed within one, ORed across one type's)",
+    )
+    export.add_argument(
+        "--elements",
+        help="keep only these elements (Type.element or element, comma-separated; as "
+        "_elements: what R4 requires is kept, and the records are tagged SUBSETTED)",
+    )
     export.add_argument("--out", required=True, help="the directory to write into")
     export.add_argument(
         "--resume", action="store_true", help="continue the export stopped in --out"
@@ -178,7 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from adapter.export_command import export_command
 
         return export_command(
-            args.config, args.source, args.type, args.since, args.out, args.resume
+            args.config,
+            args.source,
+            args.type,
+            args.since,
+            args.out,
+            args.resume,
+            type_filters=args.type_filter,
+            elements=args.elements,
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")

@@ -2,11 +2,14 @@
 (:func:`adapter.assembly.build_facade`), without a server.
 
     fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
-                        --out DIR [--resume]
+                        [--type-filter Type?search ...] [--elements E,...] --out DIR
+                        [--resume]
 
 Writes the NDJSON files and ``manifest.json`` (the Bulk Data manifest, file URLs as
-``file:`` URIs) into ``DIR``, with a progress bar per type. Its position is kept in
-``DIR/export-state.json`` after every page: ``--resume`` continues an export that was
+``file:`` URIs) into ``DIR``, with a progress bar per type. ``--type-filter`` (repeated, or
+comma-joined) is the kick-off's ``_typeFilter`` (:mod:`adapter.export.filters`),
+``--elements`` its ``_elements`` (:mod:`adapter.export.elements`). Its position is kept
+in ``DIR/export-state.json`` after every page: ``--resume`` continues an export that was
 stopped (Ctrl-C) or failed, without writing anything twice. Exit codes: 0 done; 1 done
 but some records or a source failed (the error file is named); 2 a usage or
 configuration mistake; 130 stopped by Ctrl-C (resumable).
@@ -35,6 +38,7 @@ from rich.progress import (
 )
 
 from adapter.assembly import build_facade, journal_of
+from adapter.export.elements import parse_elements
 from adapter.export.engine import (
     EXPORT_TYPES,
     ExportState,
@@ -42,8 +46,10 @@ from adapter.export.engine import (
     parse_instant,
     run_export,
 )
+from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import now_instant
 from adapter.facade import Facade
+from adapter.fhir.outcome import FhirError
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.transport import budget
 
@@ -65,6 +71,8 @@ def export_command(
     out: str,
     resume: bool,
     *,
+    type_filters: list[str] | None = None,
+    elements: str | None = None,
     transports: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the command; its exit code. ``transports`` (source -> transport) puts a
@@ -77,7 +85,11 @@ def export_command(
         return 2
     folder = Path(out)
     try:
-        job = _job(settings, folder, sources, types, since, resume)
+        job = _job(settings, folder, sources, types, since, resume, type_filters or [], elements)
+    except FhirError as exc:  # --elements naming what no exported type has
+        for issue in exc.issues:
+            print(f"export: {issue.diagnostics}", file=sys.stderr)
+        return 2
     except UsageError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
@@ -94,6 +106,10 @@ def export_command(
     except KeyboardInterrupt:
         print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
         return 130
+    except FhirError as exc:  # a --type-filter the export cannot apply
+        for issue in exc.issues:
+            print(f"export: {issue.diagnostics}", file=sys.stderr)
+        return 2
     except Exception as exc:
         print(
             f"export failed ({type(exc).__name__}); `--resume --out {folder}` continues it",
@@ -125,6 +141,8 @@ def _job(
     types: str | None,
     since: str | None,
     resume: bool,
+    type_filters: list[str],
+    elements: str | None = None,
 ) -> dict[str, Any]:
     saved = folder / STATE_FILE
     if resume:
@@ -157,10 +175,18 @@ def _job(
     request = f"fhir-adapter export --source {','.join(names)} --type {','.join(wanted)}"
     if since:
         request += f" --since {since}"
+    filters = split_type_filters(type_filters)
+    for text in filters:
+        request += f" --type-filter {text}"
+    subsets = parse_elements([elements] if elements else [], wanted)
+    if elements:
+        request += f" --elements {elements}"
     job = {
         "sources": names,
         "types": wanted,
         "since": since,
+        "type_filters": filters,
+        "elements": subsets,
         "request": request,
         "transaction_time": now_instant(time.time),
         "state": ExportState.plan([(s, t) for t in wanted for s in names]).to_json(),
@@ -197,6 +223,7 @@ async def _run(
         job["state"] = current.to_json()
         _write_json(folder / STATE_FILE, job)
 
+    type_filters = parse_type_filters(gate, job.get("type_filters", []), job["types"])
     bars = _Bars(job["types"])
     try:
         with bars.progress:
@@ -206,6 +233,8 @@ async def _run(
                 folder,
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
+                type_filters=type_filters,
+                elements=job.get("elements", {}),
                 journal=journal,
                 transaction_time=parse_instant(job["transaction_time"]),
                 file_max_records=settings.export.file_max_records,

@@ -15,6 +15,16 @@ The limitation: a change is noticed only when the record is next seen (by a sear
 read through ``$everything``, an export). A record changed at the vendor and not seen
 since keeps its older time until then.
 
+**Deletions.** Beside the stamps, the journal keeps when each record (of any vendor, dated
+or not) was last seen in a listing (:meth:`Journal.seen`, by the export, page by page,
+with its ``transactionTime``). When a listing of a source's type reaches its end,
+:meth:`Journal.sweep` marks every record of it last seen *before* that listing as
+deleted at that listing's time: the listing held every record the vendor still had, and
+it was not among them. :meth:`Journal.deleted` gives those marked after a moment, for a
+``_since`` export's ``deleted`` list. So a deletion is noticed by the first complete
+listing after it, and only for a record some earlier listing had seen; a record that
+comes back (the same id listed again) is no longer deleted.
+
 Two stores: a sqlite file (``journal.sqlite3`` under a directory; WAL mode and a busy
 timeout, so several processes share it) and Redis (one hash per source and type, keys
 under ``fhir-adapter:journal:``; a Lua script per batch, so every worker and replica
@@ -36,6 +46,7 @@ from adapter.fhir.versions import version_of
 
 __all__ = [
     "JOURNAL_FILE",
+    "PRESENCE_PREFIX",
     "REDIS_PREFIX",
     "FileJournal",
     "Journal",
@@ -67,6 +78,19 @@ class Journal(Protocol):
         """Each resource with ``meta.lastUpdated`` set: the vendor's own where the mapping
         gave one, else the journal's time for its content (content not seen before: ``now``).
         Returns new dicts; the inputs are left as they are. One round trip per call."""
+        ...
+
+    async def seen(self, source: str, resource_type: str, ids: Sequence[str], at: datetime) -> None:
+        """``ids`` were in a listing of ``resource_type`` at ``source`` made at ``at``."""
+        ...
+
+    async def sweep(self, source: str, resource_type: str, at: datetime) -> None:
+        """A listing made at ``at`` reached its end: what it did not see is deleted at
+        ``at``."""
+        ...
+
+    async def deleted(self, source: str, resource_type: str, since: datetime) -> list[str]:
+        """The ids of the records found deleted after ``since``, sorted."""
         ...
 
     async def aclose(self) -> None: ...
@@ -147,6 +171,11 @@ class FileJournal:
                 "CREATE TABLE IF NOT EXISTS journal "
                 "(key TEXT PRIMARY KEY, digest TEXT NOT NULL, changed_at TEXT NOT NULL)"
             )
+            # Instants as instant() writes them (UTC, milliseconds, Z) compare as text.
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS presence (scope TEXT NOT NULL, id TEXT NOT NULL, "
+                "last_seen TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (scope, id))"
+            )
             self._db = db
         return self._db
 
@@ -186,6 +215,53 @@ class FileJournal:
             stamps = await asyncio.to_thread(self._stamps, entries, seen)
         return _finish(resources, out, entries, stamps)
 
+    def _run(self, statement: str, rows: Sequence[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        db = self._open()
+        if len(rows) == 1:
+            return list(db.execute(statement, rows[0]))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(statement, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return []
+
+    async def seen(self, source: str, resource_type: str, ids: Sequence[str], at: datetime) -> None:
+        if not ids:
+            return
+        scope, moment = f"{source}|{resource_type}", instant(at)
+        statement = (
+            "INSERT INTO presence (scope, id, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (scope, id) DO UPDATE SET "
+            "last_seen = max(last_seen, excluded.last_seen), "
+            "deleted_at = CASE WHEN deleted_at < excluded.last_seen THEN NULL "
+            "ELSE deleted_at END"
+        )
+        rows = [(scope, fhir_id, moment) for fhir_id in ids]
+        async with self._lock:
+            await asyncio.to_thread(self._run, statement, rows)
+
+    async def sweep(self, source: str, resource_type: str, at: datetime) -> None:
+        moment = instant(at)
+        statement = (
+            "UPDATE presence SET deleted_at = ? "
+            "WHERE scope = ? AND last_seen < ? AND deleted_at IS NULL"
+        )
+        async with self._lock:
+            await asyncio.to_thread(
+                self._run, statement, [(moment, f"{source}|{resource_type}", moment)]
+            )
+
+    async def deleted(self, source: str, resource_type: str, since: datetime) -> list[str]:
+        statement = "SELECT id FROM presence WHERE scope = ? AND deleted_at > ? ORDER BY id"
+        async with self._lock:
+            rows = await asyncio.to_thread(
+                self._run, statement, [(f"{source}|{resource_type}", instant(since))]
+            )
+        return [row[0] for row in rows]
+
     async def aclose(self) -> None:
         async with self._lock:
             if self._db is not None:
@@ -213,6 +289,39 @@ return out
 """
 
 
+# KEYS[1]: the presence hash of a source and type; ARGV: the listing's instant, then ids.
+# A field holds "last_seen deleted_at" (deleted_at "-" when not deleted).
+_SEEN_SCRIPT = """
+local at = ARGV[1]
+for i = 2, #ARGV do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  local last, gone = at, '-'
+  if held then
+    local space = string.find(held, ' ')
+    local old_last, old_gone = string.sub(held, 1, space - 1), string.sub(held, space + 1)
+    if old_last > last then last = old_last end
+    if old_gone ~= '-' and old_gone >= at then gone = old_gone end
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], last .. ' ' .. gone)
+end
+return 0
+"""
+# KEYS[1]: the presence hash; ARGV[1]: the listing's instant.
+_SWEEP_SCRIPT = """
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local held = all[i + 1]
+  local space = string.find(held, ' ')
+  local last, gone = string.sub(held, 1, space - 1), string.sub(held, space + 1)
+  if gone == '-' and last < ARGV[1] then
+    redis.call('HSET', KEYS[1], all[i], last .. ' ' .. ARGV[1])
+  end
+end
+return 0
+"""
+PRESENCE_PREFIX = "fhir-adapter:presence:"
+
+
 class RedisJournal:
     """The journal in Redis: one hash per source and resource type
     (``fhir-adapter:journal:<source>:<type>``), the record's id as the field."""
@@ -222,6 +331,8 @@ class RedisJournal:
 
         self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._script = self.redis.register_script(_STAMP_SCRIPT)
+        self._seen = self.redis.register_script(_SEEN_SCRIPT)
+        self._sweep = self.redis.register_script(_SWEEP_SCRIPT)
 
     async def stamp(
         self, source: str, resources: Sequence[dict[str, Any]], now: datetime | None = None
@@ -242,6 +353,25 @@ class RedisJournal:
             digest, _, at = text.partition(" ")
             stamps.append(Stamp(digest, _parse(at)))
         return _finish(resources, out, entries, stamps)
+
+    async def seen(self, source: str, resource_type: str, ids: Sequence[str], at: datetime) -> None:
+        if ids:
+            key = f"{PRESENCE_PREFIX}{source}:{resource_type}"
+            await self._seen(keys=[key], args=[instant(at), *ids])
+
+    async def sweep(self, source: str, resource_type: str, at: datetime) -> None:
+        await self._sweep(keys=[f"{PRESENCE_PREFIX}{source}:{resource_type}"], args=[instant(at)])
+
+    async def deleted(self, source: str, resource_type: str, since: datetime) -> list[str]:
+        after = instant(since)
+        out = []
+        key = f"{PRESENCE_PREFIX}{source}:{resource_type}"
+        async for field, value in self.redis.hscan_iter(key):
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            gone = text.partition(" ")[2]
+            if gone != "-" and gone > after:
+                out.append(field.decode() if isinstance(field, bytes) else str(field))
+        return sorted(out)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

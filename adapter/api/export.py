@@ -1,11 +1,16 @@
 """Bulk data export over HTTP (FHIR Bulk Data Access IG v2.0.0).
 
-- Kick-off: ``GET|POST /fhir/$export``, ``/fhir/Patient/$export`` and
-  ``/fhir/Group/{id}/$export`` (a Group is a source, by name: its Patients and their
-  Appointments), with ``Prefer: respond-async``; ``_outputFormat`` (NDJSON), ``_type``,
-  ``_since``; a POST may carry them in a ``Parameters`` body. ``_typeFilter`` (and any
-  other parameter) is a 400, or ignored under ``Prefer: handling=lenient``. The answer is
-  202 with the status URL in ``Content-Location``.
+- Kick-off: ``GET|POST /fhir/$export`` (every type a source can list),
+  ``/fhir/Patient/$export`` and ``/fhir/Group/{id}/$export`` (a Group is a source, by
+  name): the patient compartment (Patients and their Appointments) and, of the directory
+  types ``_type`` names, what those reference. With ``Prefer: respond-async``;
+  ``_outputFormat`` (NDJSON), ``_type``, ``_since``, ``_typeFilter``
+  (:mod:`adapter.export.filters`; a filter the export cannot apply is a 400 naming it,
+  whatever the handling), ``_elements`` and ``patient`` (:mod:`adapter.export.elements`,
+  each a 400 naming it when it cannot be honoured); a POST may carry them in a
+  ``Parameters`` body (``patient`` as ``valueReference``). Any other parameter is a 400,
+  or ignored under ``Prefer: handling=lenient``. The answer is 202 with the status URL in
+  ``Content-Location``.
 - Status: ``GET /fhir/$export-poll/{job}``: 202 with ``X-Progress`` and ``Retry-After``
   while it runs, 200 with the manifest when done; ``DELETE`` cancels it (then 404).
 - Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON.
@@ -32,7 +37,15 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
 )
-from adapter.export.engine import EXPORT_TYPES, ExportState, manifest, parse_instant
+from adapter.export.elements import checked_patients, parse_elements
+from adapter.export.engine import (
+    COMPARTMENT_TYPES,
+    EXPORT_TYPES,
+    ExportState,
+    manifest,
+    parse_instant,
+)
+from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import files_of
 from adapter.fhir import jsonbody
@@ -42,7 +55,18 @@ from adapter.fhir.params import preferences
 __all__ = ["EXPORT_TYPES", "router"]
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-_KNOWN = frozenset({"_outputFormat", "_type", "_since", "_format", "_pretty"})
+_KNOWN = frozenset(
+    {
+        "_outputFormat",
+        "_type",
+        "_since",
+        "_typeFilter",
+        "_elements",
+        "patient",
+        "_format",
+        "_pretty",
+    }
+)
 RETRY_SECONDS = 2
 _MAX_PARAMETERS = 64 * 1024
 
@@ -51,7 +75,7 @@ router = APIRouter(prefix="/fhir", responses=ERROR_RESPONSES, default_response_c
 _KICK_OFF: dict[str, Any] = {
     "summary": "Bulk data export: kick-off",
     "description": "Needs Prefer: respond-async. 202 with the status URL in "
-    "Content-Location; _outputFormat (ndjson), _type, _since.",
+    "Content-Location; _outputFormat (ndjson), _type, _since, _typeFilter.",
     "status_code": 202,
     "responses": {202: {"description": "Accepted: poll the Content-Location URL"}},
 }
@@ -78,19 +102,19 @@ def runner(request: Request) -> ExportRunner:
 @router.get("/$export", **_KICK_OFF)
 @router.post("/$export", **_KICK_OFF)
 async def export_system(request: Request) -> Response:
-    return await _kick_off(request, None)
+    return await _kick_off(request, None, patient_level=False)
 
 
 @router.get("/Patient/$export", **_KICK_OFF)
 @router.post("/Patient/$export", **_KICK_OFF)
 async def export_patients(request: Request) -> Response:
-    return await _kick_off(request, None)
+    return await _kick_off(request, None, patient_level=True)
 
 
 @router.get("/Group/{group_id}/$export", openapi_extra={"parameters": [_GROUP_ID]}, **_KICK_OFF)
 @router.post("/Group/{group_id}/$export", openapi_extra={"parameters": [_GROUP_ID]}, **_KICK_OFF)
 async def export_group(request: Request) -> Response:
-    return await _kick_off(request, request.path_params["group_id"])
+    return await _kick_off(request, request.path_params["group_id"], patient_level=True)
 
 
 @router.get(
@@ -157,6 +181,8 @@ async def export_file(request: Request) -> Response:
     name = request.path_params["name"]
     state = job["state"]
     names = {f["name"] for p in state["parts"] for f in p["files"]} | {state["errors"]["name"]}
+    if "deleted" in state:
+        names.add(state["deleted"]["name"])
     if job["status"] != "done" or name not in names:
         raise FhirError.one(404, "not-found", "no such export file")
     path = files_of(runner(request).store.root, job["id"]) / name
@@ -176,7 +202,7 @@ def _no_job() -> FhirError:
     return FhirError.one(404, "not-found", "no such export job (finished ones expire)")
 
 
-async def _kick_off(request: Request, group: str | None) -> Response:
+async def _kick_off(request: Request, group: str | None, *, patient_level: bool) -> Response:
     negotiate(request)
     prefer = preferences(request.headers.get("prefer"))
     if "respond-async" not in prefer:
@@ -212,6 +238,9 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         except ValueError as exc:
             raise FhirError.one(400, "invalid", f"_since {exc}", "_since") from None
     served = [t for t in EXPORT_TYPES if t in facade(request).declared.types]
+    # A Patient or Group export holds the patient compartment; a directory type only
+    # when _type names it, and then what the compartment references.
+    default = [t for t in served if t in COMPARTMENT_TYPES] if patient_level else served
     who = caller(request)
     if params.get("_type"):
         types: list[str] = []
@@ -224,9 +253,17 @@ async def _kick_off(request: Request, group: str | None) -> Response:
                 if name not in types:
                     types.append(name)
         refused = [t for t in types if not who.may_read(t)]
+        if patient_level and not any(t in COMPARTMENT_TYPES for t in types):
+            raise FhirError.one(
+                400,
+                "not-supported",
+                "a Patient or Group export holds the directory resources its Patients and "
+                "Appointments reference: _type must name Patient or Appointment too",
+                "_type",
+            )
     else:  # every type the token may read
-        types = [t for t in served if who.may_read(t)]
-        refused = [] if types else served
+        types = [t for t in default if who.may_read(t)]
+        refused = [] if types else default
     if refused:
         raise FhirError.one(
             403,
@@ -234,9 +271,17 @@ async def _kick_off(request: Request, group: str | None) -> Response:
             f"the token's scopes do not allow read of {', '.join(refused)}",
             **{"WWW-Authenticate": 'Bearer realm="fhir-adapter", error="insufficient_scope"'},
         )
+    type_filters = split_type_filters(params.get("_typeFilter", []))
+    parse_type_filters(facade(request), type_filters, types)  # a 400 for one not applied
+    elements = parse_elements(params.get("_elements", []), types)
     declared = facade(request).declared
     if group is not None and (group not in declared.sources or not who.sees(group)):
         raise FhirError.one(404, "not-found", f"Group/{group} is not known")
+    if params.get("patient") and not patient_level:
+        raise FhirError.one(
+            400, "not-supported", "patient narrows a Patient or Group export only", "patient"
+        )
+    patients = await checked_patients(facade(request), params.get("patient", []), who, group)
     pairs = [
         (source, resource_type)
         for resource_type in types
@@ -249,7 +294,11 @@ async def _kick_off(request: Request, group: str | None) -> Response:
         client=who.name,
         request=f"{asked}?{query}" if query else asked,
         pairs=pairs,
+        patient_level=patient_level,
         since=since,
+        type_filters=type_filters,
+        elements=elements,
+        patients=patients,
     )
     where = f"{base_url(request)}/$export-poll/{job['id']}"
     return Response(status_code=202, headers={"Content-Location": where})
@@ -276,6 +325,9 @@ async def _parameters(request: Request) -> list[tuple[str, str]]:
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise FhirError.one(400, "invalid", "each parameter needs a name")
         values = [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)]
+        reference = parameter.get("valueReference")
+        if isinstance(reference, dict) and isinstance(reference.get("reference"), str):
+            values.append(reference["reference"])  # patient: a Reference to a Patient
         if len(values) != 1:
             raise FhirError.one(400, "invalid", f"parameter {parameter['name']} needs a value")
         items.append((parameter["name"], values[0]))

@@ -22,6 +22,23 @@ without any (no journal) is kept, and a vendor's time in whole seconds counts as
 ``_since`` when its second ends after it: an export never leaves out what may have
 changed.
 
+**_typeFilter.** A type's filters (:mod:`adapter.export.filters`) are applied to each page
+after ``_since``: only the records that meet one of them are written.
+
+**Types.** Every type a source can list (:data:`EXPORT_TYPES`). A Patient or Group export
+(``ExportState.plan(..., patient_level=True)``) writes the patient compartment's types
+first, and of a directory type only the resources they reference (collected, as
+``Type/id``, into the saved state as the compartment's pages are written).
+
+**_elements, patient** (:mod:`adapter.export.elements`). The named patients narrow the
+compartment's pages first; a type's elements subset each record last, after its
+references were collected.
+
+**Deletions.** Every page's ids are told to the journal as seen at the export's
+``transaction_time``; when every part is done, each listing that reached its end sweeps
+the journal (what it did not see is deleted), and with ``_since`` the records found
+deleted after it are written as the ``deleted`` file (see :mod:`adapter.journal`).
+
 **Errors.** A record the mapping refused, and a source that fails (after a few tries),
 become OperationOutcome lines in the error file (``error`` in the manifest); the other
 parts go on and the export still completes.
@@ -47,12 +64,18 @@ from typing import Any
 
 import orjson
 
+from adapter.export.elements import narrowed, subset_all
+from adapter.export.filters import TypeFilter, kept
 from adapter.facade import Facade, Pacer, Page, outcome_of
+from adapter.fhir.bulk import COMPARTMENT_TYPES, DIRECTORY_TYPES
 from adapter.fhir.dates import parse_instant
 from adapter.fhir.outcome import Issue, operation_outcome
 from adapter.journal import Journal
 
 __all__ = [
+    "COMPARTMENT_TYPES",
+    "DELETED_FILE",
+    "DIRECTORY_TYPES",
     "ERROR_FILE",
     "EXPORT_TYPES",
     "ExportState",
@@ -66,9 +89,10 @@ __all__ = [
 ]
 
 ERROR_FILE = "errors.ndjson"
-# The types an export writes: those whose every resource a source can list (a Slot, say,
-# exists only within a time range asked for).
-EXPORT_TYPES = ("Patient", "Appointment")
+DELETED_FILE = "deleted.ndjson"
+# Every type a source can list; the patient compartment's first: a Patient or Group
+# export writes the directory resources they reference, and so must have seen them.
+EXPORT_TYPES = COMPARTMENT_TYPES + DIRECTORY_TYPES
 PAGE_SIZE = 100
 # A failing page is asked again this many times (after 1, 2, 4 ... seconds) before the
 # source is reported in the error file.
@@ -95,6 +119,9 @@ class PartState:
     written: int = 0
     total: int | None = None  # the search's total when the source knows it
     files: list[FileState] = field(default_factory=list)
+    # A Patient or Group export's directory type: only what its compartment referenced.
+    referenced_only: bool = False
+    complete: bool = False  # the listing reached its end (not cut short by a failure)
 
 
 @dataclass
@@ -103,10 +130,32 @@ class ExportState:
 
     parts: list[PartState]
     errors: FileState = field(default_factory=lambda: FileState(ERROR_FILE))
+    # ``Type/id`` of the directory resources the compartment's records written so far
+    # reference (kept only when a part is ``referenced_only``).
+    referenced: list[str] = field(default_factory=list)
+    deleted: FileState = field(default_factory=lambda: FileState(DELETED_FILE))
+    deletions_done: bool = False
 
     @classmethod
-    def plan(cls, pairs: Sequence[tuple[str, str]]) -> ExportState:
-        return cls([PartState(source, resource_type) for source, resource_type in pairs])
+    def plan(cls, pairs: Sequence[tuple[str, str]], *, patient_level: bool = False) -> ExportState:
+        """The parts of ``pairs`` (source, type), the compartment's first. At patient
+        level (a Patient or Group export) a directory type holds only what the
+        compartment's records reference."""
+        order = sorted(pairs, key=lambda pair: pair[1] not in COMPARTMENT_TYPES)
+        return cls(
+            [
+                PartState(
+                    source,
+                    resource_type,
+                    referenced_only=patient_level and resource_type in DIRECTORY_TYPES,
+                )
+                for source, resource_type in order
+            ]
+        )
+
+    @property
+    def patient_level(self) -> bool:
+        return any(p.referenced_only for p in self.parts)
 
     @property
     def done(self) -> bool:
@@ -123,7 +172,13 @@ class ExportState:
         parts = [
             PartState(**{**p, "files": [FileState(**f) for f in p["files"]]}) for p in data["parts"]
         ]
-        return cls(parts, FileState(**data["errors"]))
+        return cls(
+            parts,
+            FileState(**data["errors"]),
+            list(data.get("referenced", [])),
+            FileState(**data.get("deleted", {"name": DELETED_FILE})),
+            bool(data.get("deletions_done", False)),
+        )
 
 
 def manifest(
@@ -142,11 +197,16 @@ def manifest(
         if errors.count
         else []
     )
+    gone = state.deleted
+    deleted = (
+        [{"type": "Bundle", "url": url_of(gone.name), "count": gone.count}] if gone.count else []
+    )
     return {
         "transactionTime": transaction_time,
         "request": request,
         "requiresAccessToken": True,
         "output": output,
+        "deleted": deleted,
         "error": error,
     }
 
@@ -196,6 +256,9 @@ async def run_export(
     save: Callable[[ExportState], Awaitable[None]],
     *,
     since: datetime | None = None,
+    type_filters: Mapping[str, Sequence[TypeFilter]] | None = None,
+    elements: Mapping[str, Sequence[str]] | None = None,
+    patients: Sequence[str] = (),
     journal: Journal | None = None,
     transaction_time: datetime | None = None,
     file_max_records: int = 100_000,
@@ -214,6 +277,7 @@ async def run_export(
         if part.files:
             writer.truncate(part.files[-1])
     writer.truncate(state.errors)
+    writer.truncate(state.deleted)
     pacers = {
         name: gate.pacer(name, budget_share, clock=clock, sleep=sleep) for name in gate.sources
     }
@@ -235,6 +299,9 @@ async def run_export(
             save,
             pacer=pacers[part.source],
             since=since,
+            filters=(type_filters or {}).get(part.resource_type, ()),
+            elements=(elements or {}).get(part.resource_type, ()),
+            patients=patients,
             journal=journal,
             transaction_time=transaction_time,
             file_max_records=file_max_records,
@@ -242,7 +309,45 @@ async def run_export(
             progress=progress,
             sleep=sleep,
         )
+    if journal is not None and transaction_time is not None and not state.deletions_done:
+        await _deletions(journal, state, writer, since, transaction_time, listed=not patients)
+        await save(state)
     return state
+
+
+async def _deletions(
+    journal: Journal,
+    state: ExportState,
+    writer: _Writer,
+    since: datetime | None,
+    transaction_time: datetime,
+    *,
+    listed: bool,
+) -> None:
+    """Each complete listing marks what it did not see as deleted (in the journal); with
+    ``since``, the records found deleted after it become the ``deleted`` file: a
+    transaction Bundle a line, one DELETE entry each (Bulk Data IG v2.0.0). Not for an
+    export narrowed to named patients (a deleted record's patient is not known), nor for
+    a directory part that holds only what its compartment referenced."""
+    writer.create(state.deleted)  # written whole again if a run stopped within it
+    state.deleted = FileState(state.deleted.name)
+    for part in state.parts:
+        if not part.complete:
+            continue
+        await journal.sweep(part.source, part.resource_type, transaction_time)
+        if since is None or not listed or part.referenced_only:
+            continue
+        gone = await journal.deleted(part.source, part.resource_type, since)
+        writer.append(state.deleted, [_line(_deletion(part.resource_type, i)) for i in gone])
+    state.deletions_done = True
+
+
+def _deletion(resource_type: str, fhir_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"{resource_type}/{fhir_id}"}}],
+    }
 
 
 async def _run_part(
@@ -254,6 +359,9 @@ async def _run_part(
     *,
     pacer: Pacer,
     since: datetime | None,
+    filters: Sequence[TypeFilter],
+    elements: Sequence[str],
+    patients: Sequence[str],
     journal: Journal | None,
     transaction_time: datetime | None,
     file_max_records: int,
@@ -273,7 +381,18 @@ async def _run_part(
             part.done = True
             await save(state)
             break
-        resources = await _since(page.resources, part.source, since, journal, transaction_time)
+        if journal is not None and transaction_time is not None:
+            ids = [str(r.get("id")) for r in page.resources]
+            await journal.seen(part.source, part.resource_type, ids, transaction_time)
+        listed = page.resources
+        if part.referenced_only:
+            wanted = set(state.referenced)
+            listed = [r for r in listed if _key(r) in wanted]
+        listed = narrowed(patients, part.resource_type, listed)
+        resources = await _since(listed, part.source, since, journal, transaction_time)
+        if filters:
+            zone, country = gate.zone(part.source), gate.country(part.source)
+            resources = kept(filters, resources, zone, country)
         for vendor_id in page.left_out:
             _error(
                 writer,
@@ -285,12 +404,18 @@ async def _run_part(
                     f"as {part.resource_type} and is left out",
                 ),
             )
+        if state.patient_level and part.resource_type in COMPARTMENT_TYPES:
+            state.referenced = sorted(set(state.referenced).union(*map(_directory, resources)))
+        if elements:
+            resources = subset_all({part.resource_type: elements}, part.resource_type, resources)
         _write(writer, part, resources, file_max_records)
-        if not part.started and page.total is not None and since is None:
+        exact = since is None and not filters and not part.referenced_only and not patients
+        if not part.started and page.total is not None and exact:
             part.total = page.total
         part.started = True
         if page.next_cursor is None or page.next_cursor == part.cursor:
             part.done = True
+            part.complete = page.next_cursor is None
         part.cursor = page.next_cursor
         await save(state)
         if progress:
@@ -344,6 +469,29 @@ async def _since(
         for r, dated in zip(resources, vendor_dated, strict=True)
         if _changed_after(r, since, coarse=dated)
     ]
+
+
+def _key(resource: Mapping[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _directory(value: Any) -> set[str]:
+    """The ``Type/id`` of every directory resource ``value`` references, at any depth."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str):
+            kind, _, fhir_id = reference.rpartition("/")
+            kind = kind.rpartition("/")[2]
+            if kind in DIRECTORY_TYPES and fhir_id:
+                found.add(f"{kind}/{fhir_id}")
+        for item in value.values():
+            if isinstance(item, dict | list):
+                found |= _directory(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _directory(item)
+    return found
 
 
 def _changed_after(resource: dict[str, Any], since: datetime, *, coarse: bool) -> bool:

@@ -16,11 +16,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
+from adapter.export.filters import parse_type_filters
 from adapter.export.store import JobStore, files_of
 from adapter.facade import Facade
 
@@ -117,18 +118,27 @@ class ExportRunner:
         request: str,
         pairs: Sequence[tuple[str, str]],
         since: str | None,
+        patient_level: bool = False,
+        type_filters: Sequence[str] = (),
+        elements: Mapping[str, Sequence[str]] | None = None,
+        patients: Sequence[str] = (),
     ) -> dict[str, Any]:
+        """Store and start a job; ``type_filters``, ``elements`` and ``patients``: its
+        ``_typeFilter``, ``_elements`` and ``patient``, as the kick-off checked them."""
         job_id = secrets.token_urlsafe(16)
         job = {
             "id": job_id,
             "client": client,
             "request": request,
             "since": since,
+            "type_filters": list(type_filters),
+            "elements": {t: list(e) for t, e in (elements or {}).items()},
+            "patients": list(patients),
             "status": "running",
             "created": self.clock(),
             "transaction_time": now_instant(self.clock),
             "finished": None,
-            "state": ExportState.plan(pairs).to_json(),
+            "state": ExportState.plan(pairs, patient_level=patient_level).to_json(),
         }
         await self.store.put(job)
         if await self.store.claim(job_id, self.owner, LEASE_SECONDS):
@@ -180,6 +190,7 @@ class ExportRunner:
         if job is None:
             return
         state = ExportState.from_json(job["state"])
+        types = sorted({p.resource_type for p in state.parts})
 
         async def save(current: ExportState) -> None:
             stored = await self.store.get(job_id)
@@ -195,6 +206,9 @@ class ExportRunner:
                 files_of(self.store.root, job_id),
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
+                type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
+                elements=job.get("elements", {}),
+                patients=job.get("patients", []),
                 journal=self.journal,
                 transaction_time=parse_instant(job["transaction_time"]),
                 file_max_records=self.settings.file_max_records,

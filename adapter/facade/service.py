@@ -141,6 +141,12 @@ class Facade(Sources):
         if parsed.cursor is not None:
             state = self._resume(parsed.cursor, resource_type, caller)
             return await self._page(state, [], f"_cursor={parsed.cursor}", caller, shows_total=True)
+        if parsed.nothing is not None:  # no source fills what it asks: no vendor is asked
+            issues = [*parsed.ignored, parsed.nothing]
+            empty = SearchResult(resource_type, _first_query(parsed), issues=issues, total=0)
+            if parsed.total == "none" and not parsed.count_only:
+                empty.total = None
+            return empty
         state, issues = fanout.first_state(self.declared, parsed, caller.sources, caller.name)
         issues = [*parsed.ignored, *issues]
         if parsed.count_only:

@@ -12,6 +12,13 @@ parameter. So are ``_include`` and ``_revinclude`` values the search does not ta
 parameter (a date that is no date, a ``_count`` that is no number) and an unknown
 modifier are always a 400: ignoring them would change what the search means.
 
+A standard R4 search parameter of a served type whose element no source fills
+(:data:`UNFILLED`, such as Device ``patient``: the Devices the vendors keep are equipment
+and rooms, which belong to no patient) is neither: every resource lacks the element, so
+the search matches nothing (:attr:`ParsedSearch.nothing` says why, as information on the
+empty page). Ignoring it would answer every resource of the type to a search that asked
+for one patient's.
+
 What a search may hold is bounded, each bound a 400 naming the parameter that crosses it:
 connectors filter candidate records in memory (:mod:`adapter.fhir.match`), doing work for
 every record that grows with the search's values, all of it without giving the event loop
@@ -39,6 +46,7 @@ __all__ = [
     "MAX_TEXT_CHARACTERS",
     "MAX_VALUE",
     "MAX_VALUES",
+    "UNFILLED",
     "ParsedSearch",
     "parse_search",
     "preferences",
@@ -72,6 +80,13 @@ _CONTROL = frozenset(
 # The facade's own: what it does to each page (:mod:`adapter.fhir.shaping`).
 _SHAPING = frozenset({"_lastUpdated", "_sort", "_elements"})
 _SPLIT = re.compile(r"(?<!\\),")
+# Standard R4 search parameters (https://hl7.org/fhir/R4/searchparameter-registry.html)
+# of served types whose element no source fills: type -> parameter -> the element.
+# Leyr's Devices are a care unit's equipment and rooms (mappings/leyr/directory.py), Nyra
+# has none; neither vendor ties a device to a patient.
+UNFILLED: dict[str, dict[str, str]] = {
+    "Device": {"patient": "Device.patient"},
+}
 _PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb)(?=[0-9])")
 # ASCII digits only: ``str.isdigit`` takes "²" and "①", which ``int`` then refuses; and a
 # few of them, so that no count is worth converting at length.
@@ -93,6 +108,8 @@ class ParsedSearch:
     # What was left out (lenient handling), said on the first page as information.
     ignored: list[Issue] = field(default_factory=list)
     shaping: Shaping = field(default_factory=Shaping)  # _lastUpdated, _sort, _elements
+    # A parameter no resource can meet (:data:`UNFILLED`): the search matches nothing.
+    nothing: Issue | None = None
 
     @property
     def count_only(self) -> bool:
@@ -295,6 +312,16 @@ def parse_search(
             if name == "_cursor":
                 parsed.cursor = raw
             continue  # _format and _pretty are the route's business
+        if name not in kinds and name in UNFILLED.get(resource_type, {}):
+            element = UNFILLED[resource_type][name]
+            parsed.nothing = Issue(
+                "information",
+                "not-found",
+                f"search parameter {key}: no source fills {element}, so no {resource_type} matches",
+                (key,),
+            )
+            parsed.used.append((key, raw))
+            continue
         if name not in kinds or name not in supported:
             unsupported.append(_unsupported(key, key))
             continue

@@ -72,6 +72,38 @@ def test_leyr_practitioners_devices_places_and_services(world: World, served):
     assert all(s["type"][0]["coding"][0]["display"] == "Vaccination" for s in services)
 
 
+def test_devices_of_a_patient_are_none(world: World, served):
+    """Every Device the vendors keep is equipment: ``Device?patient=X`` (a standard R4
+    parameter whose element no source fills) matches nothing, and says so, instead of
+    ignoring the parameter and answering every Device."""
+    rooms = [r for r in world.leyr.resources if r.get("type") == "equipment"]
+    assert rooms  # there are Devices to be wrongly given
+    patient = a_patient(served, "leyr-w")
+    for params in ({"patient": patient}, {"patient": f"Patient/{patient}", "_count": "5"}):
+        r = served.get("/Device", params=params)
+        assert r.status_code == 200, r.text
+        bundle = r.json()
+        assert bundle["total"] == 0
+        assert entries(bundle) == []
+        [outcome] = entries(bundle, "outcome")
+        assert outcome["issue"] == [
+            {
+                "severity": "information",
+                "code": "not-found",
+                "diagnostics": "search parameter patient: no source fills Device.patient, "
+                "so no Device matches",
+                "expression": ["patient"],
+            }
+        ]
+    r = served.get("/Device", params={"patient": patient, "_summary": "count"})
+    assert r.json()["total"] == 0
+    strict = served.get(
+        "/Device", params={"patient": patient}, headers={"Prefer": "handling=strict"}
+    )
+    assert strict.status_code == 200
+    assert strict.json()["total"] == 0
+
+
 def test_leyr_appointments_name_who_where_and_what(world: World, served):
     bundle = served.get("/Appointment", params={"_source": "leyr-w", "_count": "20"}).json()
     names = {r["name"] for r in world.leyr.resources} | {

@@ -14,6 +14,8 @@ from adapter.connectors.leyr import LeyrConnector
 from adapter.connectors.nyra import NyraConnector
 from adapter.export import engine
 from adapter.export_command import STATE_FILE
+from adapter.sandbox import NyraSandbox
+from mappings import encode_id
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +55,34 @@ def test_an_export_writes_ndjson_and_its_manifest(tmp_path, capsys):
         assert len(ids) == len(set(ids))
         assert all(i.startswith("nyra-sandbox.") for i in ids)
     assert "export done" in capsys.readouterr().out
+
+
+def test_a_type_filter_keeps_what_its_search_matches(tmp_path):
+    out = tmp_path / "out"
+    code = main(["export", "--source", "nyra-sandbox", "--type", "Patient",
+                 "--type-filter", "Patient?gender=female", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    manifest, by_type = read_export(out)
+    assert "--type-filter Patient?gender=female" in manifest["request"]
+    sandbox = NyraSandbox(seed=7, patients=200)  # the embedded source, as configured
+    females = {encode_id("nyra-sandbox", p["id"]) for p in sandbox.patients
+               if p["gender"] == "FEMALE"}  # fmt: skip
+    assert females
+    assert {r["id"] for r in by_type["Patient"]} == females
+
+
+def test_elements_subset_what_is_written(tmp_path):
+    out = tmp_path / "out"
+    code = main(["export", "--source", "nyra-sandbox", "--type", "Patient,Location",
+                 "--elements", "Patient.gender", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    manifest, by_type = read_export(out)
+    assert "--elements Patient.gender" in manifest["request"]
+    assert len(by_type["Patient"]) == 200
+    for patient in by_type["Patient"]:
+        assert set(patient) == {"resourceType", "id", "meta", "gender"}
+        assert "SUBSETTED" in [t["code"] for t in patient["meta"]["tag"]]
+    assert all("SUBSETTED" not in str(r["meta"]) for r in by_type["Location"])
 
 
 def test_ctrl_c_stops_cleanly_and_resume_continues_without_duplicates(tmp_path, monkeypatch):
@@ -115,6 +145,9 @@ def test_a_failing_source_names_the_error_file(tmp_path, monkeypatch, capsys):
         ["--type", "Slot"],
         ["--since", "yesterday"],
         ["--resume"],
+        ["--type", "Patient", "--type-filter", "Appointment?status=booked"],
+        ["--type-filter", "Patient?colour=blue"],
+        ["--type", "Patient", "--elements", "Patient.colour"],
     ],
 )
 def test_usage_mistakes_exit_2(tmp_path, args, capsys):

@@ -151,3 +151,21 @@ def test_stamping_twice_gives_the_same_times(tmp_path_factory, backend, statuses
             await made.aclose()
 
     asyncio.run(run())
+
+
+async def test_a_complete_listing_marks_what_it_did_not_see_deleted(journal):
+    source = f"s{uuid.uuid4().hex[:8]}"  # a fresh scope, whatever the store holds
+    await journal.seen(source, "Patient", ["a", "b", "c"], T0)
+    await journal.sweep(source, "Patient", T0)
+    assert await journal.deleted(source, "Patient", T0 - timedelta(days=1)) == []
+    await journal.seen(source, "Patient", ["a"], T1)  # a later listing: b and c are gone
+    await journal.seen(source, "Appointment", ["b"], T1)  # another type is its own
+    await journal.sweep(source, "Patient", T1)
+    assert await journal.deleted(source, "Patient", T0) == ["b", "c"]
+    assert await journal.deleted(source, "Patient", T1) == []  # noticed at T1, not after
+    assert await journal.deleted(source, "Appointment", T0) == []
+    # c comes back; an older listing seeing b again does not undo what a newer one found
+    await journal.seen(source, "Patient", ["a", "c"], T2)
+    await journal.seen(source, "Patient", ["b"], T0)
+    await journal.sweep(source, "Patient", T2)
+    assert await journal.deleted(source, "Patient", T0) == ["b"]
