@@ -4,7 +4,8 @@ Connectors use this to filter what a vendor cannot filter natively, after fetchi
 correct only over a result set that is a superset of the answer, which the connector makes
 sure of. Semantics per https://hl7.org/fhir/R4/search.html: strings match by
 case- and accent-insensitive prefix (``:exact``, ``:contains``), tokens by
-``[system|]code``, references by id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
+``[system|]code`` (a ``code`` element in the code system of its value set), references by
+id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
 Phone numbers (``phone``, and ``telecom`` points whose system is ``phone``) match as
 numbers, in the source's country (:mod:`adapter.fhir.phones`).
 """
@@ -21,6 +22,7 @@ from adapter.fhir.phones import same_number, search_number
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
 __all__ = [
+    "CODE_SYSTEMS",
     "KINDS",
     "MODIFIERS",
     "actor_references",
@@ -30,6 +32,7 @@ __all__ = [
     "references",
     "string_matches",
     "token_matches",
+    "wanted_codes",
 ]
 
 Resource = dict[str, Any]
@@ -77,13 +80,18 @@ def _codings(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]
     return extract
 
 
-def _plain(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+def _plain(
+    key: str, system: str | None = None
+) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+    """The value under ``key`` as a token: a ``code`` element's with ``system``, the code
+    system of its element's value set (R4 search, "token": the system is implicit)."""
+
     def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
         value = r.get(key)
         if isinstance(value, bool):
             yield None, "true" if value else "false"
         elif value is not None:
-            yield None, str(value)
+            yield system, str(value)
 
     return extract
 
@@ -149,6 +157,14 @@ def _schedule_actor(r: Resource) -> Iterator[str]:
         yield "Practitioner/" + ref.split("/", 1)[1]
 
 
+# The code system of each ``code`` element searched as a token: the system of the value
+# set R4 binds it to (required bindings), which a ``system|code`` search names.
+CODE_SYSTEMS = {
+    ("Patient", "gender"): "http://hl7.org/fhir/administrative-gender",
+    ("Appointment", "status"): "http://hl7.org/fhir/appointmentstatus",
+    ("Slot", "status"): "http://hl7.org/fhir/slotstatus",
+}
+
 # name -> (kind, extractor), per resource type.
 KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     "Patient": {
@@ -157,7 +173,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "family": ("string", lambda r: _names(r, ("family",))),
         "given": ("string", lambda r: _names(r, ("given",))),
         "birthdate": ("date", lambda r: [r["birthDate"]] if "birthDate" in r else []),
-        "gender": ("token", _plain("gender")),
+        "gender": ("token", _plain("gender", CODE_SYSTEMS["Patient", "gender"])),
         "identifier": ("token", _identifiers),
         "phone": ("token", _telecom("phone")),
         "email": ("token", _telecom("email")),
@@ -166,7 +182,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     },
     "Appointment": {
         "_id": ("token", _plain("id")),
-        "status": ("token", _plain("status")),
+        "status": ("token", _plain("status", CODE_SYSTEMS["Appointment", "status"])),
         "date": ("date", lambda r: [r["start"]] if "start" in r else []),
         "patient": ("reference", _actors("Patient")),
         "practitioner": ("reference", _actors("Practitioner")),
@@ -179,7 +195,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "schedule": ("reference", _refs("schedule")),
         "schedule.actor": ("reference", _schedule_actor),
         "start": ("date", lambda r: [r["start"]] if "start" in r else []),
-        "status": ("token", _plain("status")),
+        "status": ("token", _plain("status", CODE_SYSTEMS["Slot", "status"])),
         "service-type": ("token", _codings("serviceType")),
     },
     "Practitioner": {
@@ -237,27 +253,51 @@ def string_matches(param: SearchParam, values: Iterable[str]) -> bool:
     return any(f.startswith(n) for n in needles for f in folded)
 
 
+def _token(value: str) -> tuple[str | None, str]:
+    """(system, code) of a token value: ``code`` is (None, code), any system or none;
+    ``|code`` is ("", code), no system; ``system|`` is (system, ""), any code of it."""
+    if "|" not in value:
+        return None, value
+    system, _, code = value.rpartition("|")
+    return system, code
+
+
 def token_matches(
     param: SearchParam,
     values: Iterable[tuple[str | None, str]],
     same: Callable[[str | None, str, str], bool] | None = None,
 ) -> bool:
-    """A token parameter (``[system|]code``) against the (system, code) pairs held.
+    """A token parameter against the (system, code) pairs held (R4 search, "token"):
+    ``code`` finds the code in any system or none, ``system|code`` in that system,
+    ``|code`` only where there is no system, and ``system|`` any code of the system.
     ``same(system, held, wanted)`` says whether a held code is the one wanted (default:
     equal)."""
     pairs = list(values)
     for wanted in param.values:
-        system, bar, code = wanted.rpartition("|") if "|" in wanted else (None, "", wanted)
+        system, code = _token(wanted)
         for have_system, have_code in pairs:
-            if bar and system == "" and have_system is not None:
-                continue  # `|code`: only codes with no system
-            if bar and system and have_system != system:
+            if system is not None and (have_system or "") != system:
                 continue
             if code == "" or (
                 have_code == code if same is None else same(have_system, have_code, code)
             ):
                 return True
     return False
+
+
+def wanted_codes(param: SearchParam, system: str) -> frozenset[str] | None:
+    """The codes a token parameter (its values ORed) finds on an element coded in
+    ``system``: None when it finds every code, empty when it finds none. For a connector
+    that asks its vendor for codes."""
+    out: set[str] = set()
+    for value in param.values:
+        wanted_system, code = _token(value)
+        if wanted_system is not None and wanted_system != system:
+            continue  # another system, or none (``|code``): never this element's
+        if code == "":
+            return None
+        out.add(code)
+    return frozenset(out)
 
 
 # Token parameters over ContactPoints: those whose system is ``phone`` compare as numbers.

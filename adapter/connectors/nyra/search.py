@@ -2,8 +2,9 @@
 
 Native filters: ``q`` (a case-insensitive substring of name, phone or email) for
 ``name``/``given``/``family``/``phone``/``email``/``telecom`` (a phone number as its last
-digits, :func:`phone_query`); ``status`` for ``active`` and
-for an Appointment ``status`` with a single Nyra code; ``patient_id``/``doctor_id``/
+digits, :func:`phone_query`); ``status`` for ``active`` and for an Appointment ``status``
+with a single Nyra code (a bare code, or one in FHIR's appointment status system; ``|code``
+finds nothing, a status always being of that system); ``patient_id``/``doctor_id``/
 ``branch_id`` for references; ``date_from``/``date_to`` (local dates, a day wider than
 asked) for ``date``. Everything is then filtered by FHIR's rules, so the natives only
 narrow. Caveat: Nyra's ``q`` does not fold accents, so a name search finds an accented
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from adapter.fhir.dates import search_window
+from adapter.fhir.match import CODE_SYSTEMS, wanted_codes
 from adapter.fhir.phones import significant_digits
 from adapter.fhir.search import SearchParam, SearchRequest
 from mappings import MappingError, decode_id
@@ -97,9 +99,16 @@ def plan(request: SearchRequest, source: str, zone: tzinfo, country: str | None 
                 p.query["q"] = q
             p.exact = False
         elif param.name == "active" and value in ("true", "false"):
-            p.query["status"] = "ACTIVE" if value == "true" else "INACTIVE"
-        elif param.name == "status" and value is not None and (code := _only_code(value)):
-            p.query["status"] = code
+            _natively(p, "ACTIVE" if value == "true" else "INACTIVE")
+        elif param.name == "status" and request.resource_type == "Appointment":
+            codes = wanted_codes(param, CODE_SYSTEMS["Appointment", "status"])
+            code = _only_code(next(iter(codes))) if codes is not None and len(codes) == 1 else None
+            if codes is not None and not codes:
+                p.empty = True  # no status of this system (``|booked``, another system's)
+            elif code is not None:
+                _natively(p, code)
+            else:
+                p.exact = False
         elif param.name in ("patient", "practitioner", "actor") and value is not None:
             _reference(p, param, value, source)
         elif param.name == "date":
@@ -112,6 +121,13 @@ def plan(request: SearchRequest, source: str, zone: tzinfo, country: str | None 
     if last is not None:
         p.query["date_to"] = last
     return p
+
+
+def _natively(p: Plan, status: str) -> None:
+    """Nyra's one ``status`` filter: a second, other status ANDed with it finds nothing."""
+    if p.query.get("status", status) != status:
+        p.empty = True
+    p.query["status"] = status
 
 
 def _only_code(fhir_status: str) -> str | None:

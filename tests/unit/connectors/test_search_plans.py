@@ -98,3 +98,31 @@ def test_nyra_active_maps_to_patient_status():
 def test_a_bad_date_is_refused():
     with pytest.raises(UnsupportedParameter):
         nyra_plan(req("Appointment", p("date", "soon", prefix="eq")), "nyr", KOLKATA)
+
+
+STATUS = "http://hl7.org/fhir/appointmentstatus"
+
+
+@pytest.mark.parametrize(
+    ("values", "query", "empty"),
+    [
+        ((f"{STATUS}|cancelled",), {"status": "CANCELLED"}, False),
+        (("cancelled",), {"status": "CANCELLED"}, False),
+        (("|cancelled",), {}, True),  # a status always has its system: nothing matches
+        (("urn:other|cancelled",), {}, True),
+        ((f"{STATUS}|",), {}, False),  # any status: nothing to ask
+        (("|cancelled", f"{STATUS}|noshow"), {"status": "NO_SHOW"}, False),
+    ],
+)
+def test_nyra_status_with_and_without_its_system(values, query, empty):
+    plan = nyra_plan(req("Appointment", p("status", *values)), "nyr", KOLKATA)
+    assert (plan.query, plan.empty) == (query, empty)
+
+
+def test_nyra_two_different_statuses_anded_find_nothing():
+    plan = nyra_plan(
+        req("Appointment", p("status", "cancelled"), p("status", "noshow")), "nyr", KOLKATA
+    )
+    assert plan.empty
+    plan = nyra_plan(req("Patient", p("active", "true"), p("active", "false")), "nyr", KOLKATA)
+    assert plan.empty

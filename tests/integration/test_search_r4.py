@@ -1,0 +1,125 @@
+"""Search answers as R4 defines them (https://hl7.org/fhir/R4/search.html), through the
+facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
+
+- tokens on ``code`` elements carry the element's implicit system;
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fhir_check import validate
+from search_world import ANCHOR, LEYR, NYRA, search_world
+
+pytestmark = pytest.mark.anyio
+
+SOURCES = (LEYR, NYRA)
+GENDER = "http://hl7.org/fhir/administrative-gender"
+APPOINTMENT_STATUS = "http://hl7.org/fhir/appointmentstatus"
+SLOT_STATUS = "http://hl7.org/fhir/slotstatus"
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def world(tmp_path_factory):
+    async with search_world(tmp_path_factory.mktemp("search-r4")) as made:
+        yield made
+
+
+async def _bundle(http: httpx.AsyncClient, url: str, params: Any = None) -> dict[str, Any]:
+    response = await http.get(url, params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    validate(body)
+    return body
+
+
+def _matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
+
+
+async def _all(http: httpx.AsyncClient, resource_type: str, params: Any) -> list[dict[str, Any]]:
+    """Every match of a search, page after page."""
+    bundle = await _bundle(http, f"/fhir/{resource_type}", [*params, ("_count", "100")])
+    out = _matches(bundle)
+    while following := next((x["url"] for x in bundle["link"] if x["relation"] == "next"), None):
+        bundle = await _bundle(http, following)
+        out += _matches(bundle)
+    return out
+
+
+async def _ids(http: httpx.AsyncClient, resource_type: str, *params: tuple[str, str]) -> set[str]:
+    found = await _all(http, resource_type, list(params))
+    ids = [r["id"] for r in found]
+    assert len(ids) == len(set(ids)), "a match was given twice"
+    return set(ids)
+
+
+async def _one(http: httpx.AsyncClient, resource_type: str, source: str, **where: Any) -> Any:
+    """The first of ``source``'s ``resource_type`` records whose elements hold ``where``."""
+    for resource in await _all(http, resource_type, [("_source", source)]):
+        if all(resource.get(k) == v for k, v in where.items()):
+            return resource
+    raise AssertionError(f"no {resource_type} at {source} with {where}")
+
+
+async def _doctor_and_slots(http: httpx.AsyncClient, source: str) -> tuple[str, list[Any]]:
+    """A practitioner of ``source`` with free time in the week after the anchor, and
+    that free time as Slots."""
+    window = [("start", f"ge{ANCHOR + timedelta(days=1)}"), ("start", f"lt{ANCHOR + timedelta(8)}")]
+    for doctor in await _all(http, "Practitioner", [("_source", source)]):
+        actor = f"Practitioner/{doctor['id']}"
+        slots = await _all(http, "Slot", [("schedule.actor", actor), *window])
+        if slots:
+            return actor, slots
+    raise AssertionError(f"no free time at {source}")
+
+
+# -- 1. tokens on code elements ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_gender_with_its_system_is_the_gender(world, source):
+    http = world.http
+    where = ("_source", source)
+    female = await _ids(http, "Patient", where, ("gender", "female"))
+    assert female
+    assert await _ids(http, "Patient", where, ("gender", f"{GENDER}|female")) == female
+    every = await _ids(http, "Patient", where, ("gender", "male,female,other,unknown"))
+    assert await _ids(http, "Patient", where, ("gender", f"{GENDER}|")) == every
+    # |code asks for a code without a system: a code element always has its value set's
+    assert await _ids(http, "Patient", where, ("gender", "|male")) == set()
+    assert await _ids(http, "Patient", where, ("gender", "urn:other|female")) == set()
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_appointment_status_with_its_system_is_the_status(world, source):
+    http = world.http
+    where = ("_source", source)
+    cancelled = await _ids(http, "Appointment", where, ("status", "cancelled"))
+    assert cancelled
+    with_system = ("status", f"{APPOINTMENT_STATUS}|cancelled")
+    assert await _ids(http, "Appointment", where, with_system) == cancelled
+    assert await _ids(http, "Appointment", where, ("status", "|cancelled")) == set()
+    every = await _ids(http, "Appointment", where)
+    assert await _ids(http, "Appointment", where, ("status", f"{APPOINTMENT_STATUS}|")) == every
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_slot_status_with_its_system_is_the_status(world, source):
+    http = world.http
+    actor, slots = await _doctor_and_slots(http, source)
+    first, last = min(s["start"] for s in slots), max(s["start"] for s in slots)
+    base = [("schedule.actor", actor), ("start", f"ge{first}"), ("start", f"le{last}")]
+    free = await _ids(http, "Slot", *base)
+    assert free == {s["id"] for s in slots}
+    assert await _ids(http, "Slot", *base, ("status", f"{SLOT_STATUS}|free")) == free
+    assert await _ids(http, "Slot", *base, ("status", f"{SLOT_STATUS}|")) == free
+    assert await _ids(http, "Slot", *base, ("status", "|free")) == set()
