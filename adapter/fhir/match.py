@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import tzinfo
 from typing import Any
 
-from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range
+from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range, point
 from adapter.fhir.phones import same_number, search_number
 from adapter.fhir.search import SearchParam, UnsupportedParameter
 
 __all__ = [
     "CODE_SYSTEMS",
+    "INSTANTS",
     "KINDS",
     "MODIFIERS",
     "actor_references",
@@ -57,9 +58,9 @@ def _names(r: Resource, parts: tuple[str, ...]) -> Iterator[str]:
 
 def _telecom(system: str | None) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
     def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
-        for point in r.get("telecom") or ():
-            if (system is None or point.get("system") == system) and "value" in point:
-                yield point.get("system"), point["value"]
+        for contact in r.get("telecom") or ():
+            if (system is None or contact.get("system") == system) and "value" in contact:
+                yield contact.get("system"), contact["value"]
 
     return extract
 
@@ -164,6 +165,9 @@ CODE_SYSTEMS = {
     ("Appointment", "status"): "http://hl7.org/fhir/appointmentstatus",
     ("Slot", "status"): "http://hl7.org/fhir/slotstatus",
 }
+
+# The date parameters over ``instant`` elements: each value a point in time.
+INSTANTS = frozenset({("Appointment", "date"), ("Slot", "start")})
 
 # name -> (kind, extractor), per resource type.
 KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
@@ -327,13 +331,16 @@ def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None
     return False
 
 
-def date_matches(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
+def date_matches(
+    param: SearchParam, values: Iterable[str], zone: tzinfo, *, instant: bool = False
+) -> bool:
     """Whether any of ``values`` (FHIR dates, read in ``zone`` when they have no offset)
-    meets the date parameter ``param``."""
+    meets the date parameter ``param``. ``instant``: the values are an ``instant``
+    element's, each a point in time (:func:`adapter.fhir.dates.point`)."""
     targets = []
     for value in values:
         try:
-            targets.append(parse_range(value, zone))
+            targets.append(point(value, zone) if instant else parse_range(value, zone))
         except ValueError:
             continue  # an unreadable stored value matches nothing
     prefix = param.prefix or "eq"
@@ -391,7 +398,8 @@ def matches(
         elif kind == "reference":
             ok = _reference(param, values, _REF_TYPES.get(param.name))
         else:
-            ok = date_matches(param, values, zone)
+            instant = (resource.get("resourceType"), param.name) in INSTANTS
+            ok = date_matches(param, values, zone, instant=instant)
         if not ok:
             return False
     return True

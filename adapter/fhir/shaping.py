@@ -121,7 +121,7 @@ def keeps(shaping: Shaping, resource: Resource) -> bool:
     updated = (resource.get("meta") or {}).get("lastUpdated")
     if not isinstance(updated, str):
         return False  # a time not known meets no bound
-    return all(date_matches(param, (updated,), UTC) for param in shaping.updated)
+    return all(date_matches(param, (updated,), UTC, instant=True) for param in shaping.updated)
 
 
 def kept_and_sorted(

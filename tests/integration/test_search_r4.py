@@ -2,17 +2,20 @@
 facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
 
 - tokens on ``code`` elements carry the element's implicit system;
+- fractions of a second in a date search value, on ``instant`` elements;
+- ``ge`` and ``le`` as ``gt`` or ``eq`` and ``lt`` or ``eq``, a time against a date;
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from fhir_check import validate
-from search_world import ANCHOR, LEYR, NYRA, search_world
+from search_world import ANCHOR, LEYR, NYRA, ZONES, search_world
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +126,76 @@ async def test_slot_status_with_its_system_is_the_status(world, source):
     assert await _ids(http, "Slot", *base, ("status", f"{SLOT_STATUS}|free")) == free
     assert await _ids(http, "Slot", *base, ("status", f"{SLOT_STATUS}|")) == free
     assert await _ids(http, "Slot", *base, ("status", "|free")) == set()
+
+
+# -- 2. fractions of a second on instants -----------------------------------------------
+
+
+def _with_fraction(instant: str, fraction: str) -> str:
+    """``2026-10-08T10:45:00+05:30`` with ``.000`` (say) after its seconds."""
+    return instant[:19] + fraction + instant[19:]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_fractions_of_a_second_on_appointment_date(world, source):
+    http = world.http
+    appointment = await _one(http, "Appointment", source, status="booked")
+    start, me = appointment["start"], appointment["id"]
+    where = ("_source", source)
+
+    async def found(prefix: str, fraction: str) -> bool:
+        value = prefix + _with_fraction(start, fraction)
+        return me in await _ids(http, "Appointment", where, ("date", value))
+
+    # the very instant, written to the millisecond
+    assert [await found(p, ".000") for p in ("eq", "ne", "gt", "ge", "lt", "le")] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    # half a second after the start
+    outcome = [await found(p, ".5") for p in ("eq", "ne", "gt", "ge", "lt", "le", "sa", "eb")]
+    assert outcome == [False, True, False, False, True, True, False, True]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_fractions_of_a_second_on_slot_start(world, source):
+    http = world.http
+    actor, slots = await _doctor_and_slots(http, source)
+    slot = slots[len(slots) // 2]
+    at = ("schedule.actor", actor)
+    assert slot["id"] in await _ids(
+        http, "Slot", at, ("start", _with_fraction(slot["start"], ".000"))
+    )
+    late = _with_fraction(slot["start"], ".5")
+    window = ("start", f"lt{ANCHOR + timedelta(days=9)}")
+    assert slot["id"] not in await _ids(http, "Slot", at, window, ("start", f"gt{late}"))
+    assert slot["id"] not in await _ids(http, "Slot", at, window, ("start", f"ge{late}"))
+    early = ("start", f"ge{ANCHOR}")
+    assert slot["id"] in await _ids(http, "Slot", at, early, ("start", f"eb{late}"))
+
+
+# -- 3. ge and le from gt, lt and eq, with a time against a date --------------------------
+
+
+async def test_le_and_ge_with_a_time_against_a_birth_date(world):
+    http = world.http
+    patient = await _one(http, "Patient", LEYR)
+    born = datetime.fromisoformat(patient["birthDate"])
+    zone = ZoneInfo(ZONES[LEYR])
+    offset = born.replace(tzinfo=zone).strftime("%z")
+    offset = f"{offset[:3]}:{offset[3:]}"
+    where = ("_source", LEYR)
+    for value in (f"{born:%Y-%m-%d}T00:00:00{offset}", f"{born:%Y-%m-%d}T23:59:59{offset}"):
+        got = {
+            prefix: await _ids(http, "Patient", where, ("birthdate", prefix + value))
+            for prefix in ("eq", "lt", "gt", "le", "ge")
+        }
+        assert got["le"] == got["lt"] | got["eq"], value
+        assert got["ge"] == got["gt"] | got["eq"], value
+    midnight = f"{born:%Y-%m-%d}T00:00:00{offset}"
+    assert patient["id"] not in await _ids(http, "Patient", where, ("birthdate", f"le{midnight}"))
+    assert patient["id"] in await _ids(http, "Patient", where, ("birthdate", f"ge{midnight}"))

@@ -60,7 +60,10 @@ def _step(value: str) -> timedelta:
         return timedelta(days=1)
     if parsed.second is None:
         return timedelta(minutes=1)
-    return timedelta(microseconds=1) if parsed.micro is not None else timedelta(seconds=1)
+    if parsed.micro is None:
+        return timedelta(seconds=1)
+    digits = len(value.partition(".")[2].rstrip("Z").split("+")[0].split("-")[0])
+    return timedelta(microseconds=10 ** (6 - min(digits, 6)))  # .5: a tenth of a second
 
 
 @given(fhir_dates(), zones)
