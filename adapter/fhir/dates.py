@@ -235,10 +235,11 @@ def compare(prefix: str, search: DateRange, target: DateRange) -> bool:
 
 
 def local_window(
-    params: Iterable[tuple[str | None, Sequence[str | FhirDate]]], zone: tzinfo
+    params: Iterable[Sequence[tuple[str | None, str | FhirDate]]], zone: tzinfo
 ) -> tuple[date | None, date | None]:
-    """Local dates, first and last inclusive, that surely hold every match of ANDed date
-    params given as ``(prefix, values)``; an open end is ``None``.
+    """Local dates, first and last inclusive, that surely hold every instant that matches
+    ANDed date params, each given as its ORed ``(prefix, value)`` pairs; an open end is
+    ``None``. ORed values are held by the window around them all.
 
     The window is a day wider than asked on each side, so that a vendor's date filter,
     whatever zone it counts days in, only narrows what is then filtered exactly.
@@ -246,22 +247,31 @@ def local_window(
     """
     low: datetime | None = None
     high: datetime | None = None
-    for prefix, values in params:
-        if len(values) != 1:
-            continue  # ORed values: no single window
-        value = values[0]
-        s_low, s_high = (parse_date(value) if isinstance(value, str) else value).range(zone)
-        prefix = prefix or "eq"
-        if prefix in ("eq", "ge", "gt", "sa"):
-            bound = s_low if prefix in ("eq", "ge") else s_high
-            low = bound if low is None else max(low, bound)
-        if prefix in ("eq", "le", "lt", "eb"):
-            bound = s_high if prefix in ("eq", "le") else s_low
-            high = bound if high is None else min(high, bound)
+    for ored in params:
+        bounds = [_bounds(prefix or "eq", value, zone) for prefix, value in ored]
+        if not bounds:
+            continue
+        lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+        if all(b is not None for b in lows):
+            either = min(b for b in lows if b is not None)
+            low = either if low is None else max(low, either)
+        if all(b is not None for b in highs):
+            either = max(b for b in highs if b is not None)
+            high = either if high is None else min(high, either)
     first = _local_day(low, zone, -1) if low is not None else None
     # ``high`` is exclusive: the last instant that can match lies just before it.
     last = _local_day(high - _TICK, zone, 1) if high is not None and high > _FIRST else None
     return first, last
+
+
+def _bounds(
+    prefix: str, value: str | FhirDate, zone: tzinfo
+) -> tuple[datetime | None, datetime | None]:
+    """``[low, high)`` (None: open) that holds every instant ``prefix`` + ``value`` finds."""
+    s_low, s_high = (parse_date(value) if isinstance(value, str) else value).range(zone)
+    low = {"eq": s_low, "ge": s_low, "gt": s_high, "sa": s_high}.get(prefix)
+    high = {"eq": s_high, "le": s_high, "lt": s_low, "eb": s_low}.get(prefix)
+    return low, high
 
 
 def _local_day(moment: datetime, zone: tzinfo, days: int) -> date | None:
@@ -277,7 +287,10 @@ def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | No
     """:func:`local_window` of ``date`` search params, as ISO dates for a vendor query."""
     params = tuple(params)
     try:
-        first, last = local_window(((p.prefix, p.dates or p.values) for p in params), zone)
+        first, last = local_window(
+            [tuple(zip(p.value_prefixes(), p.dates or p.values, strict=True)) for p in params],
+            zone,
+        )
     except ValueError:
         raise UnsupportedParameter(params[0].name, "not a FHIR date") from None
     return (first.isoformat() if first else None, last.isoformat() if last else None)

@@ -343,8 +343,7 @@ def date_matches(
             targets.append(point(value, zone) if instant else parse_range(value, zone))
         except ValueError:
             continue  # an unreadable stored value matches nothing
-    prefix = param.prefix or "eq"
-    for wanted in _wanted_dates(param):
+    for prefix, wanted in zip(param.value_prefixes(), _wanted_dates(param), strict=True):
         search = wanted.range(zone)
         if any(compare(prefix, search, target) for target in targets):
             return True

@@ -348,8 +348,8 @@ def _unsupported(key: str, what: str, choices: Collection[str] | None = None) ->
 
 
 def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
-    """One date parameter; ORed values must share their prefix (one comparator)."""
-    prefixes: set[str] = set()
+    """One date parameter: its values ORed, each with its own prefix (``eq`` when none)."""
+    prefixes: list[str] = []
     bare: list[str] = []
     dates: list[FhirDate] = []
     for value in values:
@@ -360,13 +360,9 @@ def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
             dates.append(parse_date(value))
         except ValueError:
             raise _bad(key, "a value is not a FHIR date or dateTime") from None
-        prefixes.add(prefix)
+        assert prefix in DATE_PREFIXES
+        prefixes.append(prefix)
         bare.append(value)
-    if len(prefixes) > 1:
-        raise FhirError(
-            400,
-            [Issue("error", "not-supported", f"{key}: ORed dates need one prefix", (key,))],
-        )
-    (prefix,) = prefixes
-    assert prefix in DATE_PREFIXES
-    return SearchParam(key, tuple(bare), None, prefix, tuple(dates))
+    if len(set(prefixes)) == 1:
+        return SearchParam(key, tuple(bare), None, prefixes[0], tuple(dates))
+    return SearchParam(key, tuple(bare), None, None, tuple(dates), tuple(prefixes))

@@ -4,6 +4,7 @@ facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
 - tokens on ``code`` elements carry the element's implicit system;
 - fractions of a second in a date search value, on ``instant`` elements;
 - ``ge`` and ``le`` as ``gt`` or ``eq`` and ``lt`` or ``eq``, a time against a date;
+- ORed dates with different prefixes;
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ def _matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
 
 
-async def _all(http: httpx.AsyncClient, resource_type: str, params: Any) -> list[dict[str, Any]]:
+async def _all(
+    http: httpx.AsyncClient, resource_type: str, params: Any, count: int = 100
+) -> list[dict[str, Any]]:
     """Every match of a search, page after page."""
-    bundle = await _bundle(http, f"/fhir/{resource_type}", [*params, ("_count", "100")])
+    bundle = await _bundle(http, f"/fhir/{resource_type}", [*params, ("_count", str(count))])
     out = _matches(bundle)
     while following := next((x["url"] for x in bundle["link"] if x["relation"] == "next"), None):
         bundle = await _bundle(http, following)
@@ -199,3 +202,22 @@ async def test_le_and_ge_with_a_time_against_a_birth_date(world):
     midnight = f"{born:%Y-%m-%d}T00:00:00{offset}"
     assert patient["id"] not in await _ids(http, "Patient", where, ("birthdate", f"le{midnight}"))
     assert patient["id"] in await _ids(http, "Patient", where, ("birthdate", f"ge{midnight}"))
+
+
+# -- 5. ORed dates with different prefixes ---------------------------------------------
+
+
+async def test_ored_dates_with_different_prefixes(world):
+    http = world.http
+    early, late = "lt2025-09-01", f"ge{ANCHOR + timedelta(days=150)}"
+    before = await _ids(http, "Appointment", ("date", early))
+    after = await _ids(http, "Appointment", ("date", late))
+    assert before and after
+    either = await _ids(http, "Appointment", ("date", f"{early},{late}"))
+    assert either == before | after
+    # paged in small pages, through cursors that carry both prefixes
+    paged = await _all(http, "Appointment", [("date", f"{early},{late}")], count=7)
+    assert {a["id"] for a in paged} == either and len(paged) == len(either)
+    bundle = await _bundle(http, "/fhir/Appointment", {"date": f"{early},{late}"})
+    self_link = next(x["url"] for x in bundle["link"] if x["relation"] == "self")
+    assert f"date=lt2025-09-01%2C{late}&" in self_link

@@ -97,7 +97,7 @@ def test_any_two_compare_and_a_match_lies_in_the_vendor_window(search, target, z
     # the target's first instant, as a vendor record would hold it
     moment = held[0]
     instant = (moment, min(moment + TICK, LAST) if moment < LAST else moment)
-    first, last = local_window([(prefix, (search,))], zone)
+    first, last = local_window([[(prefix, search)]], zone)
     if compare(prefix, asked, instant):
         try:
             day = moment.astimezone(zone).date()

@@ -161,3 +161,23 @@ def test_codings_by_system_and_code(param, expected):
         "serviceType": [{"coding": [{"system": "urn:s", "code": "svc-1"}, {"code": "svc-2"}]}],
     }
     assert matches(resource, [param], UTC) is expected
+
+
+def dates(name, *written):
+    """A date parameter whose ORed values each carry a prefix (``lt2024-03-01``)."""
+    return SearchParam(name, tuple(w[2:] for w in written), prefixes=tuple(w[:2] for w in written))
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        (dates("date", "lt2024-03-01", "ge2024-03-25"), True),
+        (dates("date", "lt2024-03-01", "gt2024-03-25"), False),  # not after that day
+        (dates("date", "eq2024-03-25", "ne2024-03-25"), True),
+        (dates("date", "sa2024-03-25", "eb2024-03-25"), False),
+        (dates("date", "le2024", "gt2024-04"), True),
+    ],
+    ids=str,
+)
+def test_ored_dates_with_prefixes_of_their_own(param, expected):
+    assert matches(APPT, [param], UTC) is expected
