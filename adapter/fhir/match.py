@@ -3,7 +3,8 @@
 Connectors use this to filter what a vendor cannot filter natively, after fetching; it is
 correct only over a result set that is a superset of the answer, which the connector makes
 sure of. Semantics per https://hl7.org/fhir/R4/search.html: strings match by
-case- and accent-insensitive prefix (``:exact``, ``:contains``), tokens by
+case- and accent-insensitive prefix, punctuation and repeated whitespace set aside
+(:mod:`adapter.fhir.strings`; ``:exact``, ``:contains``), tokens by
 ``[system|]code`` (a ``code`` element in the code system of its value set), references by
 id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
 Phone numbers (``phone``, and ``telecom`` points whose system is ``phone``) match as
@@ -12,7 +13,6 @@ numbers, in the source's country (:mod:`adapter.fhir.phones`).
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from datetime import tzinfo
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range, point
 from adapter.fhir.phones import same_number, search_number
 from adapter.fhir.search import SearchParam, UnsupportedParameter
+from adapter.fhir.strings import normalise, search_text
 
 __all__ = [
     "CODE_SYSTEMS",
@@ -37,12 +38,6 @@ __all__ = [
 ]
 
 Resource = dict[str, Any]
-
-
-def normalise(text: str) -> str:
-    """Case- and accent-folded text, for string search."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 # Extractors: what each search parameter reads from a resource.
@@ -246,12 +241,15 @@ MODIFIERS: dict[str, set[str | None]] = {
 
 
 def string_matches(param: SearchParam, values: Iterable[str]) -> bool:
-    """A string parameter (with ``:exact`` or ``:contains``) against the values held."""
+    """A string parameter (with ``:exact`` or ``:contains``) against the values held:
+    ``:exact`` as written, else both as :func:`adapter.fhir.strings.search_text` (case,
+    accents, punctuation and repeated whitespace set aside). A value that is nothing once
+    so folded finds nothing."""
     if param.modifier == "exact":
         wanted = set(param.values)
         return any(v in wanted for v in values)
-    needles = [normalise(v) for v in param.values]
-    folded = [normalise(v) for v in values]
+    needles = [n for v in param.values if (n := search_text(v))]
+    folded = [search_text(v) for v in values]
     if param.modifier == "contains":
         return any(n in f for n in needles for f in folded)
     return any(f.startswith(n) for n in needles for f in folded)

@@ -31,6 +31,7 @@ from adapter.fhir.match import KINDS, MODIFIERS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest, Shaping
 from adapter.fhir.shaping import element_names, sort_keys
+from adapter.fhir.strings import search_text
 
 __all__ = [
     "MAX_NAME",
@@ -314,6 +315,10 @@ def parse_search(
         values = _split(raw)
         if any(v == "" for v in values):
             raise _bad(key, "has an empty value")
+        if kind == "string" and modifier != "exact" and not all(map(search_text, values)):
+            raise _bad(
+                key, "a value is only punctuation and whitespace, which a string search ignores"
+            )
         if kind == "date":
             params.append(_date_param(key, values))
         else:

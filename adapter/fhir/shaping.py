@@ -28,8 +28,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.fhir.dates import parse_range
-from adapter.fhir.match import date_matches, normalise
+from adapter.fhir.match import date_matches
 from adapter.fhir.search import Shaping
+from adapter.fhir.strings import normalise
 
 __all__ = [
     "SORT_KEYS",

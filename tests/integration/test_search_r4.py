@@ -4,6 +4,7 @@ facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
 - tokens on ``code`` elements carry the element's implicit system;
 - fractions of a second in a date search value, on ``instant`` elements;
 - ``ge`` and ``le`` as ``gt`` or ``eq`` and ``lt`` or ``eq``, a time against a date;
+- strings compared without punctuation and repeated whitespace;
 - ORed dates with different prefixes;
 """
 
@@ -202,6 +203,41 @@ async def test_le_and_ge_with_a_time_against_a_birth_date(world):
     midnight = f"{born:%Y-%m-%d}T00:00:00{offset}"
     assert patient["id"] not in await _ids(http, "Patient", where, ("birthdate", f"le{midnight}"))
     assert patient["id"] in await _ids(http, "Patient", where, ("birthdate", f"ge{midnight}"))
+
+
+# -- 4. strings without punctuation and repeated whitespace ---------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_repeated_spaces_in_a_name_are_one(world, source):
+    http = world.http
+    patient = await _one(http, "Patient", source)
+    given, family = patient["name"][0]["given"][0], patient["name"][0]["family"]
+    where = ("_source", source)
+    assert patient["id"] in await _ids(http, "Patient", where, ("name", f"{given}  {family}"))
+    assert patient["id"] in await _ids(http, "Patient", where, ("name", f" {given},{family}."))
+    contains = ("name:contains", f"{given[1:]}   {family[:2]}")
+    assert patient["id"] in await _ids(http, "Patient", where, contains)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_practitioner_without_the_punctuation_of_dr(world, source):
+    http = world.http
+    doctor = (await _all(http, "Practitioner", [("_source", source)]))[0]
+    text = doctor["name"][0]["text"]
+    assert text.startswith("Dr. ")
+    first = text.split()[1]
+    found = await _ids(http, "Practitioner", ("name", f"dr {first.lower()}"))
+    assert doctor["id"] in found
+
+
+async def test_a_name_that_is_only_punctuation_is_refused(world):
+    response = await world.http.get("/fhir/Patient", params={"name": " .,- "})
+    assert response.status_code == 400
+    body = response.json()
+    validate(body)
+    assert body["issue"][0]["expression"] == ["name"]
+    assert "only punctuation and whitespace" in body["issue"][0]["diagnostics"]
 
 
 # -- 5. ORed dates with different prefixes ---------------------------------------------

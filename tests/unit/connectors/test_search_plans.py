@@ -126,3 +126,21 @@ def test_nyra_two_different_statuses_anded_find_nothing():
     assert plan.empty
     plan = nyra_plan(req("Patient", p("active", "true"), p("active", "false")), "nyr", KOLKATA)
     assert plan.empty
+
+
+@pytest.mark.parametrize(
+    ("value", "q"),
+    [
+        ("Anna  Nilsson", "Nilsson"),  # one word of the name: Nyra holds one space
+        ("dr. lena", "lena"),
+        ("Ravi,Kumar", "Kumar"),
+        ("Ｒａｖｉ", "Ravi"),  # compatibility forms composed
+    ],
+)
+def test_nyra_asks_for_the_longest_word_of_a_name(value, q):
+    assert nyra_plan(req("Patient", p("name", value)), "nyr", KOLKATA).query == {"q": q}
+
+
+def test_nyra_asks_for_an_exact_name_as_written():
+    plan = nyra_plan(req("Patient", p("name", "Ravi  Kumar", modifier="exact")), "nyr", KOLKATA)
+    assert plan.query == {"q": "Ravi  Kumar"}

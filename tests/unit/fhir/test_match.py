@@ -181,3 +181,31 @@ def dates(name, *written):
 )
 def test_ored_dates_with_prefixes_of_their_own(param, expected):
     assert matches(APPT, [param], UTC) is expected
+
+
+DOCTOR = {
+    "resourceType": "Practitioner",
+    "id": "src.d1",
+    "name": [{"text": "Dr. Lena Nilsson-Berg", "family": "Nilsson-Berg", "given": ["Lena"]}],
+}
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        (p("name", "dr lena"), True),  # "Dr." without its full stop
+        (p("name", "Dr.Lena"), True),
+        (p("name", "dr   lena  nils"), True),  # repeated whitespace is one space
+        (p("name", " dr, lena "), True),
+        (p("name", "nilsson berg"), True),  # the hyphen parts the name
+        (p("family", "nilssonberg"), False),  # ... it is not nothing
+        (p("name", "lena nilsson", modifier="contains"), True),
+        (p("name", "a  nils", modifier="contains"), True),
+        (p("name", "dr lena", modifier="exact"), False),  # :exact is as written
+        (p("name", "Dr. Lena Nilsson-Berg", modifier="exact"), True),
+        (p("name", "drlena"), False),
+    ],
+    ids=str,
+)
+def test_strings_without_punctuation_and_repeated_whitespace(param, expected):
+    assert matches(DOCTOR, [param], UTC) is expected
