@@ -234,11 +234,11 @@ class Facade(Sources):
     ) -> SearchResult:
         merged = await fanout.page(self.connectors, state)
         shaping = state.shaping
-        matches = merged.matches
-        if shaping.needs_times:
-            matches = await self.stamped(matches)
+        # Dated as a read is (the vendor's time, else the journal's): what _lastUpdated
+        # filters on is what the page shows.
+        matches = await self.stamped(merged.matches)
         if shaping:
-            matches = kept_and_sorted(shaping, state.resource_type, matches)
+            matches = kept_and_sorted(shaping, state.resource_type, matches, self.zone_of)
         result = SearchResult(
             state.resource_type,
             self_query,
@@ -254,7 +254,8 @@ class Facade(Sources):
             result.previous_cursor = self.cursors.encode_state(back)
         if state.includes or state.revincludes:
             # what the page's own matches reference: those _lastUpdated kept
-            result.includes, more = await related(self, state, result.matches, caller)
+            included, more = await related(self, state, result.matches, caller)
+            result.includes = await self.stamped(included)  # the _revincluded not yet
             result.issues.extend(more)
         spent = scope.current()
         if spent is not None:
@@ -269,7 +270,7 @@ class Facade(Sources):
             return await fanout.count(self.connectors, state)
 
         async def kept(resources: list[dict[str, Any]]) -> int:
-            return sum(keeps(shaping, r) for r in await self.stamped(resources))
+            return sum(keeps(shaping, r, self.zone_of(r)) for r in await self.stamped(resources))
 
         return await fanout.count(self.connectors, state, kept)
 

@@ -108,11 +108,6 @@ class Shaping:
     def __bool__(self) -> bool:
         return bool(self.updated or self.sort or self.elements)
 
-    @property
-    def needs_times(self) -> bool:
-        """Whether the matches need ``meta.lastUpdated`` before they are shaped."""
-        return bool(self.updated) or any(key == "_lastUpdated" for key, _ in self.sort)
-
 
 @dataclass(frozen=True, slots=True)
 class Position:

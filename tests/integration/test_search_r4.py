@@ -6,6 +6,8 @@ facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
 - ``ge`` and ``le`` as ``gt`` or ``eq`` and ``lt`` or ``eq``, a time against a date;
 - strings compared without punctuation and repeated whitespace;
 - ORed dates with different prefixes;
+- ``_lastUpdated`` without a zone, read in the source's zone;
+- ``meta.lastUpdated`` in plain search results, as a read gives it;
 """
 
 from __future__ import annotations
@@ -257,3 +259,52 @@ async def test_ored_dates_with_different_prefixes(world):
     bundle = await _bundle(http, "/fhir/Appointment", {"date": f"{early},{late}"})
     self_link = next(x["url"] for x in bundle["link"] if x["relation"] == "self")
     assert f"date=lt2025-09-01%2C{late}&" in self_link
+
+
+# -- 6. _lastUpdated without a zone: the source's day ------------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_last_updated_without_a_zone_is_the_sources_day(world, source):
+    http = world.http
+    zone = ZoneInfo(ZONES[source])
+    dated = [("_source", source), ("_lastUpdated", "ge2000-01-01T00:00:00Z")]
+    for appointment in await _all(http, "Appointment", dated):
+        changed = datetime.fromisoformat(appointment["meta"]["lastUpdated"])
+        local = changed.astimezone(zone)
+        if local.date() != changed.date():
+            break
+    else:
+        raise AssertionError("no change near midnight")
+    where = ("_source", source)
+    on_local_day = await _ids(http, "Appointment", where, ("_lastUpdated", f"{local:%Y-%m-%d}"))
+    assert appointment["id"] in on_local_day
+    on_utc_day = await _ids(http, "Appointment", where, ("_lastUpdated", f"{changed:%Y-%m-%d}"))
+    assert appointment["id"] not in on_utc_day
+
+
+# -- 7. meta.lastUpdated in a plain search, as a read gives it -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "source"),
+    [
+        ("Patient", LEYR),
+        ("Patient", NYRA),
+        ("Appointment", LEYR),
+        ("Appointment", NYRA),
+        ("Practitioner", LEYR),
+        ("Organization", NYRA),
+        ("HealthcareService", LEYR),
+    ],
+)
+async def test_search_results_carry_the_meta_of_a_read(world, resource_type, source):
+    http = world.http
+    page = _matches(
+        await _bundle(http, f"/fhir/{resource_type}", {"_source": source, "_count": "3"})
+    )
+    assert page
+    for resource in page:
+        read = (await http.get(f"/fhir/{resource_type}/{resource['id']}")).json()
+        assert resource["meta"] == read["meta"]
+        assert "lastUpdated" in resource["meta"]
