@@ -239,12 +239,15 @@ class Facade(Sources):
         matches = await self.stamped(merged.matches)
         if shaping:
             matches = kept_and_sorted(shaping, state.resource_type, matches, self.zone_of)
+        total = merged.total
+        if total is None and merged.whole:
+            total = len(matches)  # every match is on this page: the count is exact
         result = SearchResult(
             state.resource_type,
             self_query,
             matches=matches,
             issues=[*issues, *merged.issues],
-            total=merged.total if shows_total else None,
+            total=total if shows_total else None,
             elements=shaping.elements,
         )
         if merged.following is not None:
@@ -353,5 +356,9 @@ def _waited(source: str, seconds: float) -> Issue:
 
 
 def _first_query(parsed: ParsedSearch) -> str:
-    count = f"_count={parsed.request.count}"
-    return f"{urlencode(parsed.used)}&{count}" if parsed.used else count
+    """The query of a first page's ``self`` link: the parameters honoured, and the page
+    size used (a count gives none, unless it was asked for)."""
+    used = list(parsed.used)
+    if parsed.count_asked or not parsed.summary_count:
+        used.append(("_count", str(parsed.request.count)))
+    return urlencode(used)

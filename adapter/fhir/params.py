@@ -91,6 +91,7 @@ class ParsedSearch:
     cursor: str | None = None
     # The parameters honoured, as (name, value) for the self link, in the order given.
     used: list[tuple[str, str]] = field(default_factory=list)
+    count_asked: bool = False  # whether ``_count`` was given (else the default is used)
     # What was left out (lenient handling), said on the first page as information.
     ignored: list[Issue] = field(default_factory=list)
     shaping: Shaping = field(default_factory=Shaping)  # _lastUpdated, _sort, _elements
@@ -193,7 +194,8 @@ def parse_search(
     ``includes``, ``revincludes``: the ``_include`` and ``_revinclude`` values it takes."""
     kinds = KINDS.get(resource_type, {})
     _check_size(items, {name: kind for name, (kind, _) in kinds.items()})
-    known_sources = set(sources)
+    listed = tuple(sources)
+    known_sources = set(listed)
     params: list[SearchParam] = []
     parsed = ParsedSearch(SearchRequest(resource_type))
     count = default_count
@@ -253,6 +255,7 @@ def parse_search(
                         f"must be a whole number from 0, of at most {_COUNT_DIGITS} digits",
                     )
                 count = min(int(raw), max_count)
+                parsed.count_asked = True
                 continue
             if name == "_summary":
                 if raw == "count":
@@ -289,7 +292,7 @@ def parse_search(
                     parsed.used.append((key, raw))
                 continue
             if name == "_source":
-                wanted = tuple(v for v in _split(raw) if v)
+                wanted = _sources(key, modifier, raw, listed)
                 narrowed = wanted if narrowed is None else tuple(s for s in narrowed if s in wanted)
                 parsed.used.append((key, raw))
                 continue
@@ -341,6 +344,27 @@ def parse_search(
     parsed.request = SearchRequest(resource_type, tuple(params), count=count, sources=narrowed)
     parsed.shaping = Shaping(tuple(updated), tuple(sort), tuple(elements))
     return parsed
+
+
+def _sources(key: str, modifier: str, raw: str, known: Sequence[str]) -> tuple[str, ...]:
+    """The sources ``_source`` names: each value exactly, or with ``:below`` every known
+    source whose name begins with a value (R4's ``:below`` on a uri)."""
+    values = tuple(v for v in _split(raw) if v)
+    if not modifier:
+        return values
+    if modifier != "below":
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"{_shown(key)}: modifier :{modifier} is not supported (_source takes :below)",
+                    (key,),
+                )
+            ],
+        )
+    return tuple(s for s in known if any(s.startswith(v) for v in values))
 
 
 def _unsupported(key: str, what: str, choices: Collection[str] | None = None) -> Issue:

@@ -8,6 +8,7 @@ facade over both sandboxes (:mod:`search_world`: fixed data and clocks).
 - ORed dates with different prefixes;
 - ``_lastUpdated`` without a zone, read in the source's zone;
 - ``meta.lastUpdated`` in plain search results, as a read gives it;
+- ``_source:below``, the ``self`` link of a count, ``_total=estimate``.
 """
 
 from __future__ import annotations
@@ -308,3 +309,39 @@ async def test_search_results_carry_the_meta_of_a_read(world, resource_type, sou
         read = (await http.get(f"/fhir/{resource_type}/{resource['id']}")).json()
         assert resource["meta"] == read["meta"]
         assert "lastUpdated" in resource["meta"]
+
+
+# -- 8. _source:below, the self link of a count, _total=estimate ---------------------------
+
+
+async def test_source_below_matches_the_sources_under_it(world):
+    http = world.http
+    leyr = await _ids(http, "Patient", ("_source", LEYR))
+    assert await _ids(http, "Patient", ("_source:below", "leyr")) == leyr
+    assert await _ids(http, "Patient", ("_source:below", LEYR)) == leyr
+    assert await _ids(http, "Patient", ("_source:below", "l")) == leyr
+    assert await _ids(http, "Patient", ("_source:below", "ley-")) == set()
+    response = await http.get("/fhir/Patient", params={"_source:above": "leyr-a"})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["_source:above"]
+
+
+async def test_the_self_link_of_a_count_holds_no_page_size(world):
+    bundle = await _bundle(world.http, "/fhir/Patient", {"_summary": "count"})
+    assert bundle["link"] == [
+        {"relation": "self", "url": "http://fhir.test/fhir/Patient?_summary=count"}
+    ]
+    sized = await _bundle(world.http, "/fhir/Patient", {"_summary": "count", "_count": "5"})
+    (link,) = sized["link"]
+    assert link["url"] == "http://fhir.test/fhir/Patient?_summary=count&_count=5"
+
+
+async def test_an_estimate_is_the_exact_total_when_the_search_fits_a_page(world):
+    http = world.http
+    patient = await _one(http, "Patient", NYRA)
+    family = patient["name"][0]["family"]
+    for total in ("estimate", None):
+        params = {"family": family, "_count": "100"} | ({"_total": total} if total else {})
+        bundle = await _bundle(http, "/fhir/Patient", params)
+        assert len(_matches(bundle)) > 0
+        assert bundle["total"] == len(_matches(bundle))

@@ -199,10 +199,14 @@ async def test_summary_count_and_total_modes(http):
     count = (await http.get("/fhir/Patient", params={"_summary": "count"})).json()
     Bundle.model_validate(count)
     assert count["total"] == 56 and "entry" not in count
-    # a search whose total no source knows exactly: counted on request
-    inexact = {"name": "a", "_source": "nyra-b"}
+    # a search whose total no source knows exactly, over pages: counted on request
+    inexact = {"name": "a", "_source": "nyra-b", "_count": "2"}
     plain = (await http.get("/fhir/Patient", params=inexact)).json()
     assert "total" not in plain
+    # ... and on one page that holds every match: counted there
+    whole = (await http.get("/fhir/Patient", params={**inexact, "_count": "100"})).json()
+    matches = [e for e in whole["entry"] if e["search"]["mode"] == "match"]
+    assert whole["total"] == len(matches) > 2
     accurate = (await http.get("/fhir/Patient", params={**inexact, "_total": "accurate"})).json()
     everyone = []
     url = "/fhir/Patient?" + "&".join(f"{k}={v}" for k, v in inexact.items())
