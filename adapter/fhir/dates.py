@@ -122,10 +122,9 @@ class FhirDate:
         """``[low, high)`` in UTC. Wall-clock arithmetic in a zone with DST would make a
         day 23 or 25 hours long; the interval is the instants between the two wall times,
         so each end takes the zone's offset at its own wall time. A wall time the clocks
-        pass twice is read at its first passing (PEP 495, ``fold=0``), so a zoneless
-        minute of the repeated hour spans both of its passings; one they skip is read an
-        hour (the skip) on. An end past the calendar is clamped to it (``low == high``
-        only there)."""
+        pass twice is read at its first passing (PEP 495, ``fold=0``); one they skip is
+        read as far on as they skipped. An end past the calendar is clamped to it
+        (``low == high`` only there)."""
         key = default_zone if self.offset is None else None
         found = self._ranges.get(key)
         if found is None:

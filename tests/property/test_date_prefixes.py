@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from search_oracle import PREFIXES, date_range, prefix_holds
 
@@ -160,8 +160,21 @@ def service(prefix: str, search: str, target: str, zone: tzinfo, instant: bool) 
     return date_matches(param, (target,), zone, instant=instant)
 
 
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
 @settings(max_examples=600)
 @given(cases())
+# a minute the clocks skip (02:00 -> 03:00), against itself and the hour around it
+@example((STOCKHOLM, "2026-03-29T02:59", "2026-03-29T02:59", False))
+@example((STOCKHOLM, "2026-03-29T02:30", "2026-03-29T03:00:00+02:00", True))
+@example((STOCKHOLM, "2026-03-29", "2026-03-29T01:59:59.999999+01:00", True))
+# a minute the clocks pass twice (03:00 -> 02:00)
+@example((STOCKHOLM, "2026-10-25T02:30", "2026-10-25T02:30:00+01:00", True))
+@example((STOCKHOLM, "2026-10-25T02:30", "2026-10-25T02:30:00+02:00", True))
+# a time against a date: le is lt or eq
+@example((STOCKHOLM, "1978-02-08T00:00:00+01:00", "1978-02-08", False))
+@example((STOCKHOLM, "2026-10-08T10:45:00.5+05:30", "2026-10-08T10:45:00+05:30", True))
 def test_prefixes_agree_with_the_specification(case):
     zone, search, target, instant = case
     got = {p: service(p, search, target, zone, instant) for p in PREFIXES}
