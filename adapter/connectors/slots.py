@@ -20,7 +20,7 @@ from typing import Any
 
 from adapter.connectors.base import Page, ResourceCapability, WriteRefused, offset_page
 from adapter.fhir.dates import search_window
-from adapter.fhir.match import actor_references, matches
+from adapter.fhir.match import CODE_SYSTEMS, actor_references, matches, token_matches
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
 from mappings import MappingError, decode_id
 from mappings.common.context import SourceContext
@@ -212,10 +212,12 @@ def slot_query(request: SearchRequest, zone: tzinfo) -> SlotQuery:
         return SlotQuery("", first_day, first_day, empty=True)
     if (last_day - first_day).days > MAX_DAYS + 1:  # the window is a day wider each side
         raise UnsupportedParameter("start", f"a Slot search spans at most {MAX_DAYS} days")
-    statuses = {v for p in request.named("status") for v in p.values}
-    return SlotQuery(
-        practitioner, first_day, last_day, empty=bool(statuses) and "free" not in statuses
+    # Only free time is served: a status that cannot be ``free`` finds nothing.
+    busy = any(
+        not token_matches(param, [(CODE_SYSTEMS["Slot", "status"], "free")])
+        for param in request.named("status")
     )
+    return SlotQuery(practitioner, first_day, last_day, empty=busy)
 
 
 def slot_resource(

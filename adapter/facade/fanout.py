@@ -44,6 +44,7 @@ class Merged:
     issues: list[Issue] = field(default_factory=list)
     total: int | None = None
     following: SearchState | None = None  # the next page's state; None on the last
+    whole: bool = False  # the first page holds every match of every source
 
 
 def first_state(
@@ -126,7 +127,10 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
             continue
         merged.matches.extend(result.resources)
         merged.issues.extend(left_out_issue(name, vendor_id) for vendor_id in result.left_out)
-        totals.append(result.total)
+        # A source whose first page is its last has given every match: their number is its
+        # total, whether or not its vendor said one.
+        whole = state.position.first and result.next_cursor is None
+        totals.append(len(result.resources) if whole and result.total is None else result.total)
         if result.next_cursor is None:
             done.add(name)
             at.pop(name, None)
@@ -145,6 +149,12 @@ async def page(connectors: Mapping[str, Connector], state: SearchState) -> Merge
     )
     if state.position.first and complete and all(t is not None for t in totals):
         merged.total = sum(t for t in totals if t is not None)
+    merged.whole = (
+        state.position.first
+        and not failures
+        and not state.skipped
+        and len(done) == len(state.order)
+    )
     if any(n not in done for n in state.order):
         following = Position(at, frozenset(done), merged.total, first=False)
         merged.following = state.moved_to(following)

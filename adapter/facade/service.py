@@ -240,17 +240,20 @@ class Facade(Sources):
     ) -> SearchResult:
         merged = await fanout.page(self.connectors, state)
         shaping = state.shaping
-        matches = merged.matches
-        if shaping.needs_times:
-            matches = await self.stamped(matches)
+        # Dated as a read is (the vendor's time, else the journal's): what _lastUpdated
+        # filters on is what the page shows.
+        matches = await self.stamped(merged.matches)
         if shaping:
-            matches = kept_and_sorted(shaping, state.resource_type, matches)
+            matches = kept_and_sorted(shaping, state.resource_type, matches, self.zone_of)
+        total = merged.total
+        if total is None and merged.whole:
+            total = len(matches)  # every match is on this page: the count is exact
         result = SearchResult(
             state.resource_type,
             self_query,
             matches=matches,
             issues=[*issues, *merged.issues],
-            total=merged.total if shows_total else None,
+            total=total if shows_total else None,
             elements=shaping.elements,
         )
         if merged.following is not None:
@@ -260,7 +263,8 @@ class Facade(Sources):
             result.previous_cursor = self.cursors.encode_state(back)
         if state.includes or state.revincludes:
             # what the page's own matches reference: those _lastUpdated kept
-            result.includes, more = await related(self, state, result.matches, caller)
+            included, more = await related(self, state, result.matches, caller)
+            result.includes = await self.stamped(included)  # the _revincluded not yet
             result.issues.extend(more)
         spent = scope.current()
         if spent is not None:
@@ -275,7 +279,7 @@ class Facade(Sources):
             return await fanout.count(self.connectors, state)
 
         async def kept(resources: list[dict[str, Any]]) -> int:
-            return sum(keeps(shaping, r) for r in await self.stamped(resources))
+            return sum(keeps(shaping, r, self.zone_of(r)) for r in await self.stamped(resources))
 
         return await fanout.count(self.connectors, state, kept)
 
@@ -358,5 +362,9 @@ def _waited(source: str, seconds: float) -> Issue:
 
 
 def _first_query(parsed: ParsedSearch) -> str:
-    count = f"_count={parsed.request.count}"
-    return f"{urlencode(parsed.used)}&{count}" if parsed.used else count
+    """The query of a first page's ``self`` link: the parameters honoured, and the page
+    size used (a count gives none, unless it was asked for)."""
+    used = list(parsed.used)
+    if parsed.count_asked or not parsed.summary_count:
+        used.append(("_count", str(parsed.request.count)))
+    return urlencode(used)

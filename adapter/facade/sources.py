@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 from adapter.facade.access import Caller
@@ -104,6 +104,12 @@ class Sources:
     def zone(self, source: str) -> tzinfo:
         """The time zone of ``source``'s local times."""
         return self.connectors[source].zone
+
+    def zone_of(self, resource: dict[str, Any]) -> tzinfo:
+        """The time zone of the source ``resource`` is from (``meta.source``); UTC for one
+        of no source configured here."""
+        connector = self.connectors.get(str((resource.get("meta") or {}).get("source")))
+        return connector.zone if connector is not None else UTC
 
     def country(self, source: str) -> str | None:
         """The country of ``source``'s phone numbers held without a country code."""

@@ -165,7 +165,10 @@ def capability_statement(
                 "name": "_source",
                 "type": "uri",
                 "definition": _SP + "Resource-source",
-                "documentation": "The source(s) to ask, by name (meta.source of what they hold)",
+                "documentation": (
+                    "The source(s) to ask, by name (meta.source of what they hold); "
+                    "_source:below=x asks every source whose name begins with x"
+                ),
             }
         )
         params.append(

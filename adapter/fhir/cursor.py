@@ -20,7 +20,14 @@ from typing import Any
 import orjson
 
 from adapter.fhir.dates import parse_date
-from adapter.fhir.search import Position, SearchParam, SearchRequest, SearchState, Shaping
+from adapter.fhir.search import (
+    DATE_PREFIXES,
+    Position,
+    SearchParam,
+    SearchRequest,
+    SearchState,
+    Shaping,
+)
 from adapter.fhir.shaping import sort_keys
 
 __all__ = ["CursorCodec", "InvalidCursor"]
@@ -112,7 +119,7 @@ def _state_json(state: SearchState) -> dict[str, Any]:
     request = state.request
     out: dict[str, Any] = {
         "t": request.resource_type,
-        "p": [[p.name, p.modifier, p.prefix, list(p.values)] for p in request.params],
+        "p": [_param_json(p) for p in request.params],
         "n": request.count,
         "inc": list(state.includes),
         "rev": list(state.revincludes),
@@ -127,7 +134,7 @@ def _state_json(state: SearchState) -> dict[str, Any]:
         out["prev"] = _position_json(state.previous)
     shaping = state.shaping
     if shaping.updated:
-        out["lu"] = [[p.name, p.modifier, p.prefix, list(p.values)] for p in shaping.updated]
+        out["lu"] = [_param_json(p) for p in shaping.updated]
     if shaping.sort:
         out["so"] = [[key, descending] for key, descending in shaping.sort]
     if shaping.elements:
@@ -145,12 +152,23 @@ def _position_of(data: dict[str, Any]) -> Position:
     return Position(dict(at), frozenset(str(n) for n in data["done"]), total, bool(data["first"]))
 
 
+def _param_json(param: SearchParam) -> list[Any]:
+    out = [param.name, param.modifier, param.prefix, list(param.values)]
+    if param.prefixes:  # ORed dates with a prefix each
+        out.append(list(param.prefixes))
+    return out
+
+
 def _param_of(item: list[Any]) -> SearchParam:
-    name, modifier, prefix, values = item
+    name, modifier, prefix, values, *more = item
     values = tuple(str(v) for v in values)
+    prefixes = tuple(str(p) for p in more[0]) if more else ()
+    if prefixes and (len(prefixes) != len(values) or set(prefixes) - set(DATE_PREFIXES)):
+        raise ValueError("prefixes")
     # Dates are parsed once more here, from the cursor, as they were from the request.
-    dates = tuple(parse_date(v) for v in values) if prefix is not None else ()
-    return SearchParam(str(name), values, modifier, prefix, dates)
+    dated = prefix is not None or prefixes
+    dates = tuple(parse_date(v) for v in values) if dated else ()
+    return SearchParam(str(name), values, modifier, prefix, dates, prefixes)
 
 
 def _state_of(data: dict[str, Any]) -> SearchState:

@@ -1,8 +1,10 @@
 """FHIR date search semantics: every date is a range, compared by prefix.
 
 A search value and a resource value both stand for the interval their precision implies
-(``2024`` is the whole year, ``2024-03-25T14:00:00+01:00`` one second), and the prefixes
-compare intervals as https://hl7.org/fhir/R4/search.html#prefix defines them. Values without
+(``2024`` is the whole year, ``2024-03-25T14:00:00+01:00`` one second, ``...:00.5`` a
+tenth of one), and the prefixes compare intervals as
+https://hl7.org/fhir/R4/search.html#prefix defines them. An ``instant`` element's value
+is a point (:func:`point`): R4 gives an instant no width. Values without
 a time zone are read in the zone given (the source's), so "appointments on 2024-03-25" means
 that day where the appointment takes place.
 """
@@ -25,6 +27,7 @@ __all__ = [
     "parse_date",
     "parse_instant",
     "parse_range",
+    "point",
     "search_window",
 ]
 
@@ -86,7 +89,10 @@ def _step(value: FhirDate) -> timedelta:
         return timedelta(days=1)
     if value.second is None:
         return timedelta(minutes=1)
-    return _TICK if value.micro is not None else timedelta(seconds=1)
+    if value.digits is None:
+        return timedelta(seconds=1)
+    # ``.5`` is a tenth of a second, ``.000`` a millisecond; past six digits, a microsecond
+    return timedelta(microseconds=10 ** (6 - min(value.digits, 6)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class FhirDate:
     second: int | None = None
     micro: int | None = None  # set when fractional seconds were written
     offset: timedelta | None = None  # the value's own offset, if it gave one
+    digits: int | None = None  # how many digits of a second were written
     # Each zone's range, worked out once: matching asks a search's dates for theirs once
     # per candidate record. (A zone only matters to a value without an offset.)
     _ranges: dict[tzinfo | None, DateRange] = field(
@@ -114,8 +121,10 @@ class FhirDate:
     def range(self, default_zone: tzinfo = UTC) -> DateRange:
         """``[low, high)`` in UTC. Wall-clock arithmetic in a zone with DST would make a
         day 23 or 25 hours long; the interval is the instants between the two wall times,
-        so each end takes the zone's offset at its own wall time. An end past the
-        calendar is clamped to it (``low == high`` only there)."""
+        so each end takes the zone's offset at its own wall time. A wall time the clocks
+        pass twice is read at its first passing (PEP 495, ``fold=0``); one they skip is
+        read as far on as they skipped. An end past the calendar is clamped to it
+        (``low == high`` only there)."""
         key = default_zone if self.offset is None else None
         found = self._ranges.get(key)
         if found is None:
@@ -138,9 +147,15 @@ class FhirDate:
         step = _step(self)
         try:
             # An aware datetime plus a timedelta is wall-clock arithmetic in its zone.
-            return low.astimezone(UTC), (low + step).astimezone(UTC)
+            first, after = low.astimezone(UTC), (low + step).astimezone(UTC)
         except OverflowError:
             return _clamped(low.replace(tzinfo=None), step, zone)
+        if after <= first:
+            # A value within a stretch the zone's clocks skip (02:59 on the night they go
+            # from 02:00 to 03:00): its start is read as the clocks would show it had
+            # they not moved (PEP 495, fold=0: an hour on), and so is its end.
+            after = _instant(_ticks(first.replace(tzinfo=None)) + step // _TICK)
+        return first, after
 
 
 def _clamped(wall: datetime, step: timedelta, zone: tzinfo) -> DateRange:
@@ -169,7 +184,8 @@ def parse_date(value: str) -> FhirDate:
         int(g[k]) if g[k] is not None else None for k in ("m", "d", "H", "M", "S")
     )
     micro = int(g["f"][1:].ljust(6, "0")[:6]) if g["f"] else None
-    parsed = FhirDate(value, int(g["y"]), month, day, hour, minute, second, micro, offset)
+    digits = len(g["f"]) - 1 if g["f"] else None
+    parsed = FhirDate(value, int(g["y"]), month, day, hour, minute, second, micro, offset, digits)
     parsed.range()  # a day, month or time that does not exist is refused here, once
     return parsed
 
@@ -179,22 +195,37 @@ def parse_range(value: str, default_zone: tzinfo = UTC) -> DateRange:
     return parse_date(value).range(default_zone)
 
 
+def point(value: str, default_zone: tzinfo = UTC) -> DateRange:
+    """The range of an ``instant`` element's value: R4 search ("date") takes an instant
+    as "a fixed point in time with an interval smaller than the precision of the system",
+    so it is the one microsecond at which it starts, whatever precision it is written at.
+    ``ValueError`` if it is no FHIR date."""
+    low = parse_range(value, default_zone)[0]
+    return low, low + _TICK
+
+
 def compare(prefix: str, search: DateRange, target: DateRange) -> bool:
-    """Does ``target`` match ``prefix`` + ``search``? (R4 search, "prefix" table)."""
+    """Does ``target`` match ``prefix`` + ``search``? (R4 search, "prefix" table.)
+
+    Each prefix is the table's sentence: ``eq``, the search range contains the target's;
+    ``gt``, the range above the search value meets it; ``lt``, the range below; ``sa`` and
+    ``eb``, no overlap and the range above (below) contains it. ``ne``, ``ge`` and ``le``
+    are made of those, as the table makes them (``ge``: ``gt`` or ``eq``), so that they
+    cannot disagree with them."""
+    if prefix == "ne":
+        return not compare("eq", search, target)
+    if prefix == "ge":
+        return compare("gt", search, target) or compare("eq", search, target)
+    if prefix == "le":
+        return compare("lt", search, target) or compare("eq", search, target)
     s_low, s_high = search
     t_low, t_high = target
     if prefix == "eq":
         return s_low <= t_low and t_high <= s_high
-    if prefix == "ne":
-        return not (s_low <= t_low and t_high <= s_high)
     if prefix == "gt":
         return t_high > s_high
     if prefix == "lt":
         return t_low < s_low
-    if prefix == "ge":
-        return t_high > s_low
-    if prefix == "le":
-        return t_low < s_high
     if prefix == "sa":
         return t_low >= s_high
     if prefix == "eb":
@@ -203,10 +234,11 @@ def compare(prefix: str, search: DateRange, target: DateRange) -> bool:
 
 
 def local_window(
-    params: Iterable[tuple[str | None, Sequence[str | FhirDate]]], zone: tzinfo
+    params: Iterable[Sequence[tuple[str | None, str | FhirDate]]], zone: tzinfo
 ) -> tuple[date | None, date | None]:
-    """Local dates, first and last inclusive, that surely hold every match of ANDed date
-    params given as ``(prefix, values)``; an open end is ``None``.
+    """Local dates, first and last inclusive, that surely hold every instant that matches
+    ANDed date params, each given as its ORed ``(prefix, value)`` pairs; an open end is
+    ``None``. ORed values are held by the window around them all.
 
     The window is a day wider than asked on each side, so that a vendor's date filter,
     whatever zone it counts days in, only narrows what is then filtered exactly.
@@ -214,22 +246,31 @@ def local_window(
     """
     low: datetime | None = None
     high: datetime | None = None
-    for prefix, values in params:
-        if len(values) != 1:
-            continue  # ORed values: no single window
-        value = values[0]
-        s_low, s_high = (parse_date(value) if isinstance(value, str) else value).range(zone)
-        prefix = prefix or "eq"
-        if prefix in ("eq", "ge", "gt", "sa"):
-            bound = s_low if prefix in ("eq", "ge") else s_high
-            low = bound if low is None else max(low, bound)
-        if prefix in ("eq", "le", "lt", "eb"):
-            bound = s_high if prefix in ("eq", "le") else s_low
-            high = bound if high is None else min(high, bound)
+    for ored in params:
+        bounds = [_bounds(prefix or "eq", value, zone) for prefix, value in ored]
+        if not bounds:
+            continue
+        lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+        if all(b is not None for b in lows):
+            either = min(b for b in lows if b is not None)
+            low = either if low is None else max(low, either)
+        if all(b is not None for b in highs):
+            either = max(b for b in highs if b is not None)
+            high = either if high is None else min(high, either)
     first = _local_day(low, zone, -1) if low is not None else None
     # ``high`` is exclusive: the last instant that can match lies just before it.
     last = _local_day(high - _TICK, zone, 1) if high is not None and high > _FIRST else None
     return first, last
+
+
+def _bounds(
+    prefix: str, value: str | FhirDate, zone: tzinfo
+) -> tuple[datetime | None, datetime | None]:
+    """``[low, high)`` (None: open) that holds every instant ``prefix`` + ``value`` finds."""
+    s_low, s_high = (parse_date(value) if isinstance(value, str) else value).range(zone)
+    low = {"eq": s_low, "ge": s_low, "gt": s_high, "sa": s_high}.get(prefix)
+    high = {"eq": s_high, "le": s_high, "lt": s_low, "eb": s_low}.get(prefix)
+    return low, high
 
 
 def _local_day(moment: datetime, zone: tzinfo, days: int) -> date | None:
@@ -245,7 +286,10 @@ def search_window(params: Iterable[SearchParam], zone: tzinfo) -> tuple[str | No
     """:func:`local_window` of ``date`` search params, as ISO dates for a vendor query."""
     params = tuple(params)
     try:
-        first, last = local_window(((p.prefix, p.dates or p.values) for p in params), zone)
+        first, last = local_window(
+            [tuple(zip(p.value_prefixes(), p.dates or p.values, strict=True)) for p in params],
+            zone,
+        )
     except ValueError:
         raise UnsupportedParameter(params[0].name, "not a FHIR date") from None
     return (first.isoformat() if first else None, last.isoformat() if last else None)

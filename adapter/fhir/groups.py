@@ -17,6 +17,7 @@ from typing import Any
 from adapter.fhir.match import string_matches
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import SearchParam
+from adapter.fhir.strings import search_text
 
 __all__ = [
     "SEARCH_PARAMS",
@@ -93,6 +94,13 @@ def parse_group_search(items: Sequence[tuple[str, str]], *, strict: bool) -> Gro
         values = tuple(v for v in value.split(",") if v)
         if not values:
             raise FhirError.one(400, "invalid", f"{name} needs a value", key)
+        if name == "name" and modifier != "exact" and not all(map(search_text, values)):
+            raise FhirError.one(
+                400,
+                "invalid",
+                f"{key}: a value is only punctuation and whitespace, which a string search ignores",
+                key,
+            )
         params.append(SearchParam(name, values, modifier or None))
     return GroupSearch(tuple(params), count_only)
 

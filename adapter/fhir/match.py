@@ -3,24 +3,28 @@
 Connectors use this to filter what a vendor cannot filter natively, after fetching; it is
 correct only over a result set that is a superset of the answer, which the connector makes
 sure of. Semantics per https://hl7.org/fhir/R4/search.html: strings match by
-case- and accent-insensitive prefix (``:exact``, ``:contains``), tokens by
-``[system|]code``, references by id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
+case- and accent-insensitive prefix, punctuation and repeated whitespace set aside
+(:mod:`adapter.fhir.strings`; ``:exact``, ``:contains``), tokens by
+``[system|]code`` (a ``code`` element in the code system of its value set), references by
+id, dates as ranges by prefix (:mod:`adapter.fhir.dates`).
 Phone numbers (``phone``, and ``telecom`` points whose system is ``phone``) match as
 numbers, in the source's country (:mod:`adapter.fhir.phones`).
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from datetime import tzinfo
 from typing import Any
 
-from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range
+from adapter.fhir.dates import FhirDate, compare, parse_date, parse_range, point
 from adapter.fhir.phones import same_number, search_number
 from adapter.fhir.search import SearchParam, UnsupportedParameter
+from adapter.fhir.strings import normalise, search_text
 
 __all__ = [
+    "CODE_SYSTEMS",
+    "INSTANTS",
     "KINDS",
     "MODIFIERS",
     "actor_references",
@@ -30,15 +34,10 @@ __all__ = [
     "references",
     "string_matches",
     "token_matches",
+    "wanted_codes",
 ]
 
 Resource = dict[str, Any]
-
-
-def normalise(text: str) -> str:
-    """Case- and accent-folded text, for string search."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 # Extractors: what each search parameter reads from a resource.
@@ -54,9 +53,9 @@ def _names(r: Resource, parts: tuple[str, ...]) -> Iterator[str]:
 
 def _telecom(system: str | None) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
     def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
-        for point in r.get("telecom") or ():
-            if (system is None or point.get("system") == system) and "value" in point:
-                yield point.get("system"), point["value"]
+        for contact in r.get("telecom") or ():
+            if (system is None or contact.get("system") == system) and "value" in contact:
+                yield contact.get("system"), contact["value"]
 
     return extract
 
@@ -77,13 +76,18 @@ def _codings(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]
     return extract
 
 
-def _plain(key: str) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+def _plain(
+    key: str, system: str | None = None
+) -> Callable[[Resource], Iterator[tuple[str | None, str]]]:
+    """The value under ``key`` as a token: a ``code`` element's with ``system``, the code
+    system of its element's value set (R4 search, "token": the system is implicit)."""
+
     def extract(r: Resource) -> Iterator[tuple[str | None, str]]:
         value = r.get(key)
         if isinstance(value, bool):
             yield None, "true" if value else "false"
         elif value is not None:
-            yield None, str(value)
+            yield system, str(value)
 
     return extract
 
@@ -149,6 +153,17 @@ def _schedule_actor(r: Resource) -> Iterator[str]:
         yield "Practitioner/" + ref.split("/", 1)[1]
 
 
+# The code system of each ``code`` element searched as a token: the system of the value
+# set R4 binds it to (required bindings), which a ``system|code`` search names.
+CODE_SYSTEMS = {
+    ("Patient", "gender"): "http://hl7.org/fhir/administrative-gender",
+    ("Appointment", "status"): "http://hl7.org/fhir/appointmentstatus",
+    ("Slot", "status"): "http://hl7.org/fhir/slotstatus",
+}
+
+# The date parameters over ``instant`` elements: each value a point in time.
+INSTANTS = frozenset({("Appointment", "date"), ("Slot", "start")})
+
 # name -> (kind, extractor), per resource type.
 KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     "Patient": {
@@ -157,7 +172,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "family": ("string", lambda r: _names(r, ("family",))),
         "given": ("string", lambda r: _names(r, ("given",))),
         "birthdate": ("date", lambda r: [r["birthDate"]] if "birthDate" in r else []),
-        "gender": ("token", _plain("gender")),
+        "gender": ("token", _plain("gender", CODE_SYSTEMS["Patient", "gender"])),
         "identifier": ("token", _identifiers),
         "phone": ("token", _telecom("phone")),
         "email": ("token", _telecom("email")),
@@ -166,7 +181,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
     },
     "Appointment": {
         "_id": ("token", _plain("id")),
-        "status": ("token", _plain("status")),
+        "status": ("token", _plain("status", CODE_SYSTEMS["Appointment", "status"])),
         "date": ("date", lambda r: [r["start"]] if "start" in r else []),
         "patient": ("reference", _actors("Patient")),
         "practitioner": ("reference", _actors("Practitioner")),
@@ -180,7 +195,7 @@ KINDS: dict[str, dict[str, tuple[str, Callable[[Resource], Iterable[Any]]]]] = {
         "schedule": ("reference", _refs("schedule")),
         "schedule.actor": ("reference", _schedule_actor),
         "start": ("date", lambda r: [r["start"]] if "start" in r else []),
-        "status": ("token", _plain("status")),
+        "status": ("token", _plain("status", CODE_SYSTEMS["Slot", "status"])),
         "service-type": ("token", _codings("serviceType")),
     },
     "Practitioner": {
@@ -227,15 +242,27 @@ MODIFIERS: dict[str, set[str | None]] = {
 
 
 def string_matches(param: SearchParam, values: Iterable[str]) -> bool:
-    """A string parameter (with ``:exact`` or ``:contains``) against the values held."""
+    """A string parameter (with ``:exact`` or ``:contains``) against the values held:
+    ``:exact`` as written, else both as :func:`adapter.fhir.strings.search_text` (case,
+    accents, punctuation and repeated whitespace set aside). A value that is nothing once
+    so folded finds nothing."""
     if param.modifier == "exact":
         wanted = set(param.values)
         return any(v in wanted for v in values)
-    needles = [normalise(v) for v in param.values]
-    folded = [normalise(v) for v in values]
+    needles = [n for v in param.values if (n := search_text(v))]
+    folded = [search_text(v) for v in values]
     if param.modifier == "contains":
         return any(n in f for n in needles for f in folded)
     return any(f.startswith(n) for n in needles for f in folded)
+
+
+def _token(value: str) -> tuple[str | None, str]:
+    """(system, code) of a token value: ``code`` is (None, code), any system or none;
+    ``|code`` is ("", code), no system; ``system|`` is (system, ""), any code of it."""
+    if "|" not in value:
+        return None, value
+    system, _, code = value.rpartition("|")
+    return system, code
 
 
 def token_matches(
@@ -243,22 +270,37 @@ def token_matches(
     values: Iterable[tuple[str | None, str]],
     same: Callable[[str | None, str, str], bool] | None = None,
 ) -> bool:
-    """A token parameter (``[system|]code``) against the (system, code) pairs held.
+    """A token parameter against the (system, code) pairs held (R4 search, "token"):
+    ``code`` finds the code in any system or none, ``system|code`` in that system,
+    ``|code`` only where there is no system, and ``system|`` any code of the system.
     ``same(system, held, wanted)`` says whether a held code is the one wanted (default:
     equal)."""
     pairs = list(values)
     for wanted in param.values:
-        system, bar, code = wanted.rpartition("|") if "|" in wanted else (None, "", wanted)
+        system, code = _token(wanted)
         for have_system, have_code in pairs:
-            if bar and system == "" and have_system is not None:
-                continue  # `|code`: only codes with no system
-            if bar and system and have_system != system:
+            if system is not None and (have_system or "") != system:
                 continue
             if code == "" or (
                 have_code == code if same is None else same(have_system, have_code, code)
             ):
                 return True
     return False
+
+
+def wanted_codes(param: SearchParam, system: str) -> frozenset[str] | None:
+    """The codes a token parameter (its values ORed) finds on an element coded in
+    ``system``: None when it finds every code, empty when it finds none. For a connector
+    that asks its vendor for codes."""
+    out: set[str] = set()
+    for value in param.values:
+        wanted_system, code = _token(value)
+        if wanted_system is not None and wanted_system != system:
+            continue  # another system, or none (``|code``): never this element's
+        if code == "":
+            return None
+        out.add(code)
+    return frozenset(out)
 
 
 # Token parameters over ContactPoints: those whose system is ``phone`` compare as numbers.
@@ -288,17 +330,19 @@ def _reference(param: SearchParam, refs: Iterable[str], default_type: str | None
     return False
 
 
-def date_matches(param: SearchParam, values: Iterable[str], zone: tzinfo) -> bool:
+def date_matches(
+    param: SearchParam, values: Iterable[str], zone: tzinfo, *, instant: bool = False
+) -> bool:
     """Whether any of ``values`` (FHIR dates, read in ``zone`` when they have no offset)
-    meets the date parameter ``param``."""
+    meets the date parameter ``param``. ``instant``: the values are an ``instant``
+    element's, each a point in time (:func:`adapter.fhir.dates.point`)."""
     targets = []
     for value in values:
         try:
-            targets.append(parse_range(value, zone))
+            targets.append(point(value, zone) if instant else parse_range(value, zone))
         except ValueError:
             continue  # an unreadable stored value matches nothing
-    prefix = param.prefix or "eq"
-    for wanted in _wanted_dates(param):
+    for prefix, wanted in zip(param.value_prefixes(), _wanted_dates(param), strict=True):
         search = wanted.range(zone)
         if any(compare(prefix, search, target) for target in targets):
             return True
@@ -352,7 +396,8 @@ def matches(
         elif kind == "reference":
             ok = _reference(param, values, _REF_TYPES.get(param.name))
         else:
-            ok = date_matches(param, values, zone)
+            instant = (resource.get("resourceType"), param.name) in INSTANTS
+            ok = date_matches(param, values, zone, instant=instant)
         if not ok:
             return False
     return True

@@ -38,6 +38,7 @@ from adapter.fhir.match import KINDS, MODIFIERS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.search import DATE_PREFIXES, SearchParam, SearchRequest, Shaping
 from adapter.fhir.shaping import element_names, sort_keys
+from adapter.fhir.strings import search_text
 
 __all__ = [
     "MAX_NAME",
@@ -105,6 +106,7 @@ class ParsedSearch:
     cursor: str | None = None
     # The parameters honoured, as (name, value) for the self link, in the order given.
     used: list[tuple[str, str]] = field(default_factory=list)
+    count_asked: bool = False  # whether ``_count`` was given (else the default is used)
     # What was left out (lenient handling), said on the first page as information.
     ignored: list[Issue] = field(default_factory=list)
     shaping: Shaping = field(default_factory=Shaping)  # _lastUpdated, _sort, _elements
@@ -209,7 +211,8 @@ def parse_search(
     ``includes``, ``revincludes``: the ``_include`` and ``_revinclude`` values it takes."""
     kinds = KINDS.get(resource_type, {})
     _check_size(items, {name: kind for name, (kind, _) in kinds.items()})
-    known_sources = set(sources)
+    listed = tuple(sources)
+    known_sources = set(listed)
     params: list[SearchParam] = []
     parsed = ParsedSearch(SearchRequest(resource_type))
     count = default_count
@@ -269,6 +272,7 @@ def parse_search(
                         f"must be a whole number from 0, of at most {_COUNT_DIGITS} digits",
                     )
                 count = min(int(raw), max_count)
+                parsed.count_asked = True
                 continue
             if name == "_summary":
                 if raw == "count":
@@ -305,7 +309,7 @@ def parse_search(
                     parsed.used.append((key, raw))
                 continue
             if name == "_source":
-                wanted = tuple(v for v in _split(raw) if v)
+                wanted = _sources(key, modifier, raw, listed)
                 narrowed = wanted if narrowed is None else tuple(s for s in narrowed if s in wanted)
                 parsed.used.append((key, raw))
                 continue
@@ -341,6 +345,10 @@ def parse_search(
         values = _split(raw)
         if any(v == "" for v in values):
             raise _bad(key, "has an empty value")
+        if kind == "string" and modifier != "exact" and not all(map(search_text, values)):
+            raise _bad(
+                key, "a value is only punctuation and whitespace, which a string search ignores"
+            )
         if kind == "date":
             params.append(_date_param(key, values))
         else:
@@ -365,6 +373,27 @@ def parse_search(
     return parsed
 
 
+def _sources(key: str, modifier: str, raw: str, known: Sequence[str]) -> tuple[str, ...]:
+    """The sources ``_source`` names: each value exactly, or with ``:below`` every known
+    source whose name begins with a value (R4's ``:below`` on a uri)."""
+    values = tuple(v for v in _split(raw) if v)
+    if not modifier:
+        return values
+    if modifier != "below":
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"{_shown(key)}: modifier :{modifier} is not supported (_source takes :below)",
+                    (key,),
+                )
+            ],
+        )
+    return tuple(s for s in known if any(s.startswith(v) for v in values))
+
+
 def _unsupported(key: str, what: str, choices: Collection[str] | None = None) -> Issue:
     """The issue of a parameter (or value) that is not supported, as strict handling
     refuses it; ``choices``: the values that are, named when given."""
@@ -375,8 +404,8 @@ def _unsupported(key: str, what: str, choices: Collection[str] | None = None) ->
 
 
 def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
-    """One date parameter; ORed values must share their prefix (one comparator)."""
-    prefixes: set[str] = set()
+    """One date parameter: its values ORed, each with its own prefix (``eq`` when none)."""
+    prefixes: list[str] = []
     bare: list[str] = []
     dates: list[FhirDate] = []
     for value in values:
@@ -387,13 +416,9 @@ def _date_param(key: str, values: tuple[str, ...]) -> SearchParam:
             dates.append(parse_date(value))
         except ValueError:
             raise _bad(key, "a value is not a FHIR date or dateTime") from None
-        prefixes.add(prefix)
+        assert prefix in DATE_PREFIXES
+        prefixes.append(prefix)
         bare.append(value)
-    if len(prefixes) > 1:
-        raise FhirError(
-            400,
-            [Issue("error", "not-supported", f"{key}: ORed dates need one prefix", (key,))],
-        )
-    (prefix,) = prefixes
-    assert prefix in DATE_PREFIXES
-    return SearchParam(key, tuple(bare), None, prefix, tuple(dates))
+    if len(set(prefixes)) == 1:
+        return SearchParam(key, tuple(bare), None, prefixes[0], tuple(dates))
+    return SearchParam(key, tuple(bare), None, None, tuple(dates), tuple(prefixes))

@@ -33,9 +33,11 @@ DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 class SearchParam:
     """One ``name[:modifier]=v1,v2`` of a search: the values are ORed.
 
-    ``prefix`` is the comparator of a date parameter (``eq`` when none was given); other
-    kinds of parameter leave it ``None``. Several params of the same name are ANDed.
-    ``dates`` are a date parameter's values, parsed once when the search was parsed.
+    ``prefix`` is the comparator of a date parameter whose values share one (``eq`` when
+    none was given); other kinds of parameter leave it ``None``. ORed dates with
+    different comparators (``date=lt2026-01-01,ge2027-11-01``) have one each, in
+    ``prefixes``, and no ``prefix``. Several params of the same name are ANDed. ``dates``
+    are a date parameter's values, parsed once when the search was parsed.
     """
 
     name: str
@@ -43,11 +45,25 @@ class SearchParam:
     modifier: str | None = None
     prefix: str | None = None
     dates: tuple[FhirDate, ...] = field(default=(), compare=False, repr=False)
+    prefixes: tuple[str, ...] = ()
+
+    @property
+    def is_date(self) -> bool:
+        return self.prefix is not None or bool(self.prefixes)
+
+    def value_prefixes(self) -> tuple[str, ...]:
+        """Each value's comparator (a date parameter's; ``eq`` where none was given)."""
+        return self.prefixes or (self.prefix or "eq",) * len(self.values)
 
     def __str__(self) -> str:
         head = f"{self.name}:{self.modifier}" if self.modifier else self.name
-        prefix = "" if self.prefix in (None, "eq") else self.prefix
-        return f"{head}={prefix}{','.join(self.values)}"
+        if not self.is_date:
+            return f"{head}={','.join(self.values)}"
+        written = (
+            ("" if p == "eq" else p) + v
+            for p, v in zip(self.value_prefixes(), self.values, strict=True)
+        )
+        return f"{head}={','.join(written)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +107,6 @@ class Shaping:
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.sort or self.elements)
-
-    @property
-    def needs_times(self) -> bool:
-        """Whether the matches need ``meta.lastUpdated`` before they are shaped."""
-        return bool(self.updated) or any(key == "_lastUpdated" for key, _ in self.sort)
 
 
 @dataclass(frozen=True, slots=True)

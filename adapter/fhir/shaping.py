@@ -2,7 +2,8 @@
 and ``_elements`` (https://hl7.org/fhir/R4/search.html#lastUpdated, #sort, #elements).
 
 - ``_lastUpdated`` keeps the matches whose ``meta.lastUpdated`` meets every value given
-  (date prefixes as for any date parameter). That time is the vendor's where it gives one,
+  (date prefixes as for any date parameter; a value without a zone read in the match's
+  source's zone). That time is the vendor's where it gives one,
   else the change journal's (:mod:`adapter.journal`): when this service first saw the
   record's current content. It is the time ``_since`` of a bulk export reads.
 - ``_sort`` orders each page, by one key after another (``-`` before a key: descending);
@@ -21,15 +22,16 @@ travels in its paging cursors.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.fhir.dates import parse_range
-from adapter.fhir.match import date_matches, normalise
+from adapter.fhir.match import date_matches
 from adapter.fhir.search import Shaping
+from adapter.fhir.strings import normalise
 
 __all__ = [
     "SORT_KEYS",
@@ -114,21 +116,28 @@ def sort_keys(resource_type: str) -> dict[str, Callable[[Resource], Any]]:
     return {**SORT_KEYS.get(resource_type, {}), **_COMMON}
 
 
-def keeps(shaping: Shaping, resource: Resource) -> bool:
-    """Whether ``resource`` meets every ``_lastUpdated`` value of ``shaping``."""
+def keeps(shaping: Shaping, resource: Resource, zone: tzinfo = UTC) -> bool:
+    """Whether ``resource`` meets every ``_lastUpdated`` value of ``shaping``; a value
+    without a zone is read in ``zone`` (its source's, as for any date)."""
     if not shaping.updated:
         return True
     updated = (resource.get("meta") or {}).get("lastUpdated")
     if not isinstance(updated, str):
         return False  # a time not known meets no bound
-    return all(date_matches(param, (updated,), UTC) for param in shaping.updated)
+    return all(date_matches(param, (updated,), zone, instant=True) for param in shaping.updated)
 
 
 def kept_and_sorted(
-    shaping: Shaping, resource_type: str, resources: list[Resource]
+    shaping: Shaping,
+    resource_type: str,
+    resources: list[Resource],
+    zone_of: Callable[[Resource], tzinfo] = lambda _: UTC,
 ) -> list[Resource]:
-    """A page's matches that meet ``_lastUpdated``, in the ``_sort`` order."""
-    out = [r for r in resources if keeps(shaping, r)] if shaping.updated else resources
+    """A page's matches that meet ``_lastUpdated`` (each in its source's zone,
+    ``zone_of``), in the ``_sort`` order."""
+    if shaping.updated:
+        resources = [r for r in resources if keeps(shaping, r, zone_of(r))]
+    out = resources
     if shaping.sort:
         out = sort_resources(resource_type, out, shaping.sort)
     return out

@@ -257,6 +257,9 @@ def _check_criteria(facade: Facade, text: str, caller: Caller) -> None:
     unseen = sorted(s for s in named if s not in facade.sources or not caller.sees(s))
     if unseen:
         raise _invalid(f"the criteria's _source names no source: {', '.join(unseen)}", where)
+    below = [value for name, value in items if name == "_source:below"]
+    if below and not any(caller.sees(s) for s in request.sources or ()):
+        raise _invalid(f"the criteria's _source:below={below[0]} holds no source", where)
     try:  # a change is matched in memory: each parameter must be one that can be
         for param in request.params:
             matches({"resourceType": resource_type}, [param], UTC)

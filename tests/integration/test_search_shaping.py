@@ -24,6 +24,8 @@ from fhir_check import validate
 from adapter.app import create_app
 from adapter.fhir.dates import parse_range
 from adapter.fhir.match import normalise
+from adapter.fhir.search import SearchRequest
+from adapter.protocol import iterate
 from adapter.settings import ExportSettings, load_settings
 
 pytestmark = pytest.mark.anyio
@@ -238,7 +240,9 @@ async def _seed_journal(app: Any, resource_type: str, source: str, http: httpx.A
     """Date each of the source's ``resource_type`` records in the journal: every other one
     as seen in 2021, the rest in 2024 (the journal keeps the first time it saw each), so
     that every page holds some of each."""
-    records = await _all(http, f"/fhir/{resource_type}", _source=source, _count="100")
+    # As the connector lists them: a search through the facade would date them already.
+    connector = app.state.facade.connectors[source]
+    records = [r async for r in iterate(connector, SearchRequest(resource_type, (), 100))]
     undated = [r for r in records if not r["meta"].get("lastUpdated")]
     older, newer = undated[0::2], undated[1::2]
     journal = app.state.facade.journal

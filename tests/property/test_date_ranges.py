@@ -68,8 +68,25 @@ def test_local_window_holds_every_match(target_moment, search_moment, zone, pref
     tz = ZoneInfo(zone)
     value = f"{search_moment.astimezone(tz):%Y-%m-%d}"
     target = (target_moment, target_moment + timedelta(seconds=1))
-    first, last = local_window([(prefix, (value,))], tz)
+    first, last = local_window([[(prefix, value)]], tz)
     if compare(prefix, parse_range(value, tz), target):
+        day = target_moment.astimezone(tz).date()
+        assert first is None or first <= day
+        assert last is None or day <= last
+
+
+prefixes = st.sampled_from(["eq", "ne", "ge", "gt", "le", "lt", "sa", "eb"])
+
+
+@given(moments, st.lists(st.tuples(prefixes, moments), min_size=1, max_size=3), gen.zone_names)
+def test_local_window_holds_every_match_of_ored_prefixes(target_moment, ored, zone):
+    """ORed values with prefixes of their own (``date=lt2026-01-01,ge2027-11-01``): the
+    window holds every instant one of them finds."""
+    tz = ZoneInfo(zone)
+    values = [(prefix, f"{moment.astimezone(tz):%Y-%m-%d}") for prefix, moment in ored]
+    target = (target_moment, target_moment + timedelta(microseconds=1))  # an instant
+    first, last = local_window([values], tz)
+    if any(compare(prefix, parse_range(value, tz), target) for prefix, value in values):
         day = target_moment.astimezone(tz).date()
         assert first is None or first <= day
         assert last is None or day <= last

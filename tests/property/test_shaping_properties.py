@@ -6,9 +6,11 @@ a search state with its shaping comes back whole from a paging cursor."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import strategies as gen
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -118,6 +120,22 @@ def test_last_updated_keeps_exactly_the_times_in_range(times, bound, prefix):
         expected = {"gt": t > low, "le": t <= low, "ge": t >= low}[prefix]
         assert keeps(shaping, {"meta": {"lastUpdated": time}}) is expected
     assert not keeps(shaping, {"meta": {}})  # a time not known meets no bound
+
+
+@given(
+    st.datetimes(datetime(1950, 1, 1), datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.dates(date(1950, 1, 1), date(2100, 1, 1)),
+    gen.zone_names,
+)
+def test_last_updated_without_a_zone_is_a_day_of_the_sources_zone(moment, day, zone):
+    """``_lastUpdated=2026-03-29`` is that day where the source is, as ``date`` is."""
+    value = day.isoformat()
+    shaping = Shaping(
+        updated=(SearchParam("_lastUpdated", (value,), None, "eq", (parse_date(value),)),)
+    )
+    time = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    kept = keeps(shaping, {"meta": {"lastUpdated": time}}, ZoneInfo(zone))
+    assert kept is (moment.astimezone(ZoneInfo(zone)).date() == day)
 
 
 @given(

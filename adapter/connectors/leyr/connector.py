@@ -60,7 +60,7 @@ from adapter.connectors.writes import (
     unreadable_answer,
     without_foreign_references,
 )
-from adapter.fhir.match import matches
+from adapter.fhir.match import matches, wanted_codes
 from adapter.fhir.search import SearchRequest
 from adapter.fhir.versions import require_version, with_version
 from adapter.transport import (
@@ -502,15 +502,14 @@ class LeyrConnector:
             return []
         cu = gid.scope
         system = healthcare_service_system(self.source)
-        wanted = {
-            v.rpartition("|")[2]
-            for p in request.named("service-type")
-            for v in p.values
-            if "|" not in v or v.startswith(f"{system}|")
-        }
+        wanted: frozenset[str] | None = None  # the services the service-types name (ANDed)
+        for param in request.named("service-type"):
+            codes = wanted_codes(param, system)
+            if codes is not None:
+                wanted = codes if wanted is None else wanted & codes
         listing = await self.listing.get()
         services = [s["id"] for s in listing.services.get(cu, ()) if isinstance(s.get("id"), str)]
-        if wanted:
+        if wanted is not None:
             services = sorted(wanted)
         out = []
         for service in services:

@@ -1,13 +1,15 @@
 """FHIR searches as Nyra list calls (``page``/``limit`` paging, at most 100 a page).
 
 Native filters: ``q`` (a case-insensitive substring of name, phone or email) for
-``name``/``given``/``family``/``phone``/``email``/``telecom`` (a phone number as its last
-digits, :func:`phone_query`); ``status`` for ``active`` and
-for an Appointment ``status`` with a single Nyra code; ``patient_id``/``doctor_id``/
-``branch_id`` for references; ``date_from``/``date_to`` (local dates, a day wider than
-asked) for ``date``. Everything is then filtered by FHIR's rules, so the natives only
-narrow. Caveat: Nyra's ``q`` does not fold accents, so a name search finds an accented
-name only when typed with its accents.
+``name``/``given``/``family`` (the longest word of the value, which string search compares
+without punctuation and repeated whitespace) and ``phone``/``email``/``telecom`` (a phone
+number as its last digits, :func:`phone_query`); ``status`` for ``active`` and for an
+Appointment ``status`` with a single Nyra code (a bare code, or one in FHIR's appointment
+status system; ``|code`` finds nothing, a status always being of that system);
+``patient_id``/``doctor_id``/``branch_id`` for references; ``date_from``/``date_to``
+(local dates, a day wider than asked) for ``date``. Everything is then filtered by FHIR's
+rules, so the natives only narrow. Caveat: Nyra's ``q`` does not fold accents, so a name
+search finds an accented name only when typed with its accents.
 The total is exact only when every parameter was answered natively and exactly.
 """
 
@@ -17,14 +19,17 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from adapter.fhir.dates import search_window
+from adapter.fhir.match import CODE_SYSTEMS, wanted_codes
 from adapter.fhir.phones import significant_digits
 from adapter.fhir.search import SearchParam, SearchRequest
+from adapter.fhir.strings import words
 from mappings import MappingError, decode_id
 from mappings.nyra.codes import APPOINTMENT_STATUS
 
 __all__ = ["Plan", "phone_query", "plan"]
 
 _Q_PARAMS = ("name", "given", "family", "phone", "email", "telecom")
+_TEXT_PARAMS = ("name", "given", "family")
 # Nyra holds a phone number as it was given, "9876543210" or "+919876543210" (the contract:
 # it "may lack a country code"), and matches ``q`` as a substring: a searched number in any
 # other form (``+91 98765 43210``, ``098765-43210``) would find nothing there. The last
@@ -70,6 +75,10 @@ def phone_query(value: str, country: str | None = None) -> str:
 def _q(param: SearchParam, value: str, country: str | None) -> str | None:
     """The ``q`` that finds every record this value can match, or None when there is none
     (then nothing is pushed down)."""
+    if param.name in _TEXT_PARAMS and param.modifier != "exact":
+        # Matched without punctuation and repeated whitespace: each word of the value is
+        # in every name it finds, as written; the longest narrows the most.
+        return max(words(value), key=len, default=None)
     system, bar, code = value.rpartition("|")
     if param.name == "phone" or (param.name == "telecom" and system == "phone"):
         return phone_query(code, country) or code.strip()
@@ -97,9 +106,16 @@ def plan(request: SearchRequest, source: str, zone: tzinfo, country: str | None 
                 p.query["q"] = q
             p.exact = False
         elif param.name == "active" and value in ("true", "false"):
-            p.query["status"] = "ACTIVE" if value == "true" else "INACTIVE"
-        elif param.name == "status" and value is not None and (code := _only_code(value)):
-            p.query["status"] = code
+            _natively(p, "ACTIVE" if value == "true" else "INACTIVE")
+        elif param.name == "status" and request.resource_type == "Appointment":
+            codes = wanted_codes(param, CODE_SYSTEMS["Appointment", "status"])
+            code = _only_code(next(iter(codes))) if codes is not None and len(codes) == 1 else None
+            if codes is not None and not codes:
+                p.empty = True  # no status of this system (``|booked``, another system's)
+            elif code is not None:
+                _natively(p, code)
+            else:
+                p.exact = False
         elif param.name in ("patient", "practitioner", "actor") and value is not None:
             _reference(p, param, value, source)
         elif param.name == "date":
@@ -112,6 +128,13 @@ def plan(request: SearchRequest, source: str, zone: tzinfo, country: str | None 
     if last is not None:
         p.query["date_to"] = last
     return p
+
+
+def _natively(p: Plan, status: str) -> None:
+    """Nyra's one ``status`` filter: a second, other status ANDed with it finds nothing."""
+    if p.query.get("status", status) != status:
+        p.empty = True
+    p.query["status"] = status
 
 
 def _only_code(fhir_status: str) -> str | None:

@@ -98,3 +98,49 @@ def test_nyra_active_maps_to_patient_status():
 def test_a_bad_date_is_refused():
     with pytest.raises(UnsupportedParameter):
         nyra_plan(req("Appointment", p("date", "soon", prefix="eq")), "nyr", KOLKATA)
+
+
+STATUS = "http://hl7.org/fhir/appointmentstatus"
+
+
+@pytest.mark.parametrize(
+    ("values", "query", "empty"),
+    [
+        ((f"{STATUS}|cancelled",), {"status": "CANCELLED"}, False),
+        (("cancelled",), {"status": "CANCELLED"}, False),
+        (("|cancelled",), {}, True),  # a status always has its system: nothing matches
+        (("urn:other|cancelled",), {}, True),
+        ((f"{STATUS}|",), {}, False),  # any status: nothing to ask
+        (("|cancelled", f"{STATUS}|noshow"), {"status": "NO_SHOW"}, False),
+    ],
+)
+def test_nyra_status_with_and_without_its_system(values, query, empty):
+    plan = nyra_plan(req("Appointment", p("status", *values)), "nyr", KOLKATA)
+    assert (plan.query, plan.empty) == (query, empty)
+
+
+def test_nyra_two_different_statuses_anded_find_nothing():
+    plan = nyra_plan(
+        req("Appointment", p("status", "cancelled"), p("status", "noshow")), "nyr", KOLKATA
+    )
+    assert plan.empty
+    plan = nyra_plan(req("Patient", p("active", "true"), p("active", "false")), "nyr", KOLKATA)
+    assert plan.empty
+
+
+@pytest.mark.parametrize(
+    ("value", "q"),
+    [
+        ("Anna  Nilsson", "Nilsson"),  # one word of the name: Nyra holds one space
+        ("dr. lena", "lena"),
+        ("Ravi,Kumar", "Kumar"),
+        ("Ｒａｖｉ", "Ravi"),  # compatibility forms composed
+    ],
+)
+def test_nyra_asks_for_the_longest_word_of_a_name(value, q):
+    assert nyra_plan(req("Patient", p("name", value)), "nyr", KOLKATA).query == {"q": q}
+
+
+def test_nyra_asks_for_an_exact_name_as_written():
+    plan = nyra_plan(req("Patient", p("name", "Ravi  Kumar", modifier="exact")), "nyr", KOLKATA)
+    assert plan.query == {"q": "Ravi  Kumar"}
