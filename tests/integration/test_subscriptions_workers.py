@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import redis
 from fhir.resources.R4B.bundle import Bundle
+from hooks import Receiver, subscription
 from services import needs_redis
-from test_subscriptions import Receiver, subscription
-from test_workers_redis import Arrivals, Facade, vendor_on_a_port
+from workers import Arrivals, Facade, vendor_on_a_port
 
 from adapter.sandbox import NyraSandbox, RateLimits
 from mappings import decode_id

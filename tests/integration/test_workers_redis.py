@@ -24,84 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
-import os
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
-import uvicorn
 from services import needs_redis
+from workers import Arrivals, Facade, vendor_on_a_port
 
 from adapter.sandbox import NyraSandbox, RateLimits
 from mappings import encode_id
 
-COMMAND = Path(sys.executable).with_name("fhir-adapter")
 REDIS_URL = "redis://127.0.0.1:6379/15"
 SCALED = RateLimits(second_window=0.05, minute_window=3.0)  # Nyra's time, 20 times faster
 WORKERS = 3
 CLIENTS = 24
 MINUTES = 5  # of load; the complete fixed windows among them are measured
-STARTUP_SECONDS = 45.0  # the most the workers may take to say they are up
 
 
 pytestmark = needs_redis
-
-
-class Arrivals:
-    """ASGI middleware: the wall-clock time (the sandbox's own clock) of each request."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.times: list[float] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.times.append(time.time())
-        await self.app(scope, receive, send)
-
-
-@contextlib.contextmanager
-def vendor_on_a_port(arrivals: Arrivals) -> Iterator[str]:
-    """The sandbox (behind ``arrivals``) served by uvicorn in a thread; yields its base
-    URL."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(arrivals, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the Nyra sandbox did not start within 10 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(source: str, base_url: str, credentials: dict[str, str]) -> str:
@@ -119,76 +61,6 @@ timezone = "Asia/Kolkata"
 keys = [{{ {key} }}]
 rate_limit = {{ second_window = {SCALED.second_window}, minute_window = {SCALED.minute_window} }}
 """
-
-
-class Facade:
-    """``fhir-adapter serve --workers N`` (3 unless told) in its own process group. Its
-    console is read to the end by a thread, so that the workers never block on a full
-    pipe."""
-
-    def __init__(self, config: Path, workers: int = WORKERS) -> None:
-        self.workers = workers
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.proc = subprocess.Popen(
-            [
-                str(COMMAND),
-                "serve",
-                "--workers",
-                str(workers),
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: collections.deque[str] = collections.deque(maxlen=50)
-        self._said: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read_console, daemon=True).start()
-
-    def _read_console(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            self._said.put(line)
-        self._said.put(None)
-
-    def wait_until_started(self) -> None:
-        """Until every worker has said "Application startup complete", within
-        ``STARTUP_SECONDS``."""
-        started = 0
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while started < self.workers:
-            left = deadline - time.monotonic()
-            try:
-                line = self._said.get(timeout=max(0.0, left))
-            except queue.Empty:
-                raise AssertionError(
-                    f"{started} of {self.workers} workers started within {STARTUP_SECONDS:g} s: "
-                    f"{list(self.lines)[-5:]}"
-                ) from None
-            if line is None:
-                raise AssertionError(f"serve ended while starting: {list(self.lines)[-5:]}")
-            started += "Application startup complete" in line
-
-    def stop(self) -> None:
-        """SIGTERM (uvicorn stops its workers, then itself); after 15 s, SIGKILL to the
-        process group, while ``serve`` is not yet reaped and the group is surely its own."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 async def _load(base: str, paths: list[str], until: float) -> collections.Counter[int | str]:
@@ -230,7 +102,7 @@ def test_three_workers_share_one_keys_budget_through_redis(tmp_path):
     try:
         with vendor_on_a_port(arrivals) as base_url:
             config.write_text(_config(source, base_url, sandbox.api_keys()[0].credentials()))
-            facade = Facade(config)
+            facade = Facade(config, workers=WORKERS)
             try:
                 facade.wait_until_started()
                 started = time.time()

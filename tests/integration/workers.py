@@ -1,0 +1,141 @@
+"""``fhir-adapter serve`` workers in a subprocess, in front of a vendor sandbox served on a
+loopback port in a thread of the test's process: what the tests of several workers
+sharing Redis run."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+__all__ = ["Arrivals", "Facade", "vendor_on_a_port"]
+
+COMMAND = Path(sys.executable).with_name("fhir-adapter")
+STARTUP_SECONDS = 45.0  # the most the workers may take to say they are up
+
+
+class Arrivals:
+    """ASGI middleware: the wall-clock time (the sandbox's own clock) of each request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.times: list[float] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.times.append(time.time())
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def vendor_on_a_port(arrivals: Arrivals) -> Iterator[str]:
+    """The sandbox (behind ``arrivals``) served by uvicorn in a thread; yields its base
+    URL."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(arrivals, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the Nyra sandbox did not start within 10 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Facade:
+    """``fhir-adapter serve --workers N`` in its own process group. Its
+    console is read to the end by a thread, so that the workers never block on a full
+    pipe."""
+
+    def __init__(self, config: Path, workers: int) -> None:
+        self.workers = workers
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen(
+            [
+                str(COMMAND),
+                "serve",
+                "--workers",
+                str(workers),
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: collections.deque[str] = collections.deque(maxlen=50)
+        self._said: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_console, daemon=True).start()
+
+    def _read_console(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            self._said.put(line)
+        self._said.put(None)
+
+    def wait_until_started(self) -> None:
+        """Until every worker has said "Application startup complete", within
+        ``STARTUP_SECONDS``."""
+        started = 0
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while started < self.workers:
+            left = deadline - time.monotonic()
+            try:
+                line = self._said.get(timeout=max(0.0, left))
+            except queue.Empty:
+                raise AssertionError(
+                    f"{started} of {self.workers} workers started within {STARTUP_SECONDS:g} s: "
+                    f"{list(self.lines)[-5:]}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"serve ended while starting: {list(self.lines)[-5:]}")
+            started += "Application startup complete" in line
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn stops its workers, then itself); after 15 s, SIGKILL to the
+        process group, while ``serve`` is not yet reaped and the group is surely its own."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
