@@ -20,34 +20,20 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["Arrivals", "Facade", "vendor_on_a_port"]
+__all__ = ["Facade", "vendor_on_a_port"]
 
 COMMAND = Path(sys.executable).with_name("fhir-adapter")
 STARTUP_SECONDS = 45.0  # the most the workers may take to say they are up
 
 
-class Arrivals:
-    """ASGI middleware: the wall-clock time (the sandbox's own clock) of each request."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.times: list[float] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.times.append(time.time())
-        await self.app(scope, receive, send)
-
-
 @contextlib.contextmanager
-def vendor_on_a_port(arrivals: Arrivals) -> Iterator[str]:
-    """The sandbox (behind ``arrivals``) served by uvicorn in a thread; yields its base
-    URL."""
+def vendor_on_a_port(app: Any) -> Iterator[str]:
+    """A vendor sandbox's ``app`` served by uvicorn in a thread; yields its base URL."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(arrivals, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
