@@ -1,5 +1,6 @@
-"""Fixtures the hostile-input tests share: both sandboxes (``boxes``) and a client of the
-open app over them (``http``). A module with an ``http`` of its own uses that one."""
+"""Fixtures the hostile-input tests share: both sandboxes (``boxes``), a client of the
+open app over them (``http``) and every request that app sent a vendor
+(``vendor_requests``). A module with an ``http`` of its own uses that one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def boxes():
 
 
 @pytest.fixture
-async def http(boxes) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(open_app(boxes)) as c:
+def vendor_requests() -> list[httpx.Request]:
+    return []
+
+
+@pytest.fixture
+async def http(boxes, vendor_requests) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(open_app(boxes, vendor_requests)) as c:
         yield c

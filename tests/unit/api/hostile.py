@@ -8,15 +8,21 @@ import httpx
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from harness import FAST
 
+from adapter.api.writes import MAX_DEPTH
 from adapter.app import create_app
+from adapter.fhir.params import MAX_SEARCH_CHARACTERS, MAX_TEXT_CHARACTERS, MAX_VALUES
 from adapter.sandbox import LeyrSandbox, NyraSandbox
 from adapter.settings import Settings
 
 __all__ = [
     "CONFIG",
     "JSON",
+    "LARGEST_SEARCH",
+    "LARGE_PREFER",
     "LEYR",
+    "MEGABYTE_OF_NESTING",
     "NYRA",
+    "Recording",
     "checked",
     "client",
     "open_app",
@@ -32,6 +38,23 @@ CONFIG = {
 }
 JSON = {"content-type": "application/fhir+json"}
 
+# Inputs the tests send and bench/bench_hostile.py times.
+# Every bound of a search at once, with text that folds long (é folds into two).
+LARGEST_SEARCH = [
+    ("name:contains", "é" * (MAX_TEXT_CHARACTERS // 2 - 5)),
+    ("identifier", ",".join(f"s|{i:06d}" for i in range(MAX_VALUES - 20))),
+    *(("birthdate", f"ne19{i:02d}") for i in range(19)),
+]
+assert sum(len(value) for _, value in LARGEST_SEARCH) <= MAX_SEARCH_CHARACTERS
+# 7,000 arrays each nested to the limit, inside one more: under a megabyte, too deep.
+MEGABYTE_OF_NESTING = (
+    b'{"resourceType": "Patient", "x": ['
+    + b",".join([b"[" * MAX_DEPTH + b"]" * MAX_DEPTH] * 7000)
+    + b"]}"
+)
+# A thousand preferences, the one that matters last.
+LARGE_PREFER = ", ".join(["respond-async"] * 1000) + ", handling=strict"
+
 
 def sandboxes() -> dict[str, LeyrSandbox | NyraSandbox]:
     return {
@@ -40,13 +63,30 @@ def sandboxes() -> dict[str, LeyrSandbox | NyraSandbox]:
     }
 
 
-def open_app(boxes: dict[str, LeyrSandbox | NyraSandbox]):
+class Recording(httpx.AsyncBaseTransport):
+    """A sandbox's transport that adds every request reaching the vendor to ``sent``."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, sent: list[httpx.Request]) -> None:
+        self.inner = inner
+        self.sent = sent
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return await self.inner.handle_async_request(request)
+
+
+def open_app(boxes: dict[str, LeyrSandbox | NyraSandbox], sent: list[httpx.Request] | None = None):
+    """The open app over ``boxes``; every request reaching a vendor is added to ``sent``,
+    when given."""
     sources = {
         name: {**CONFIG[name], **box.defaults(), "retry": {"attempts": 1}}
         for name, box in boxes.items()
     }
     settings = Settings(open_access=True, sources=sources, cursor_key=b"c" * 32)
-    return create_app(settings, transports={n: b.transport() for n, b in boxes.items()})
+    transports: dict[str, httpx.AsyncBaseTransport] = {n: b.transport() for n, b in boxes.items()}
+    if sent is not None:
+        transports = {n: Recording(t, sent) for n, t in transports.items()}
+    return create_app(settings, transports=transports)
 
 
 async def checked(response: httpx.Response) -> None:
