@@ -9,63 +9,35 @@ import contextlib
 import os
 import queue
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from serve_command import COMMAND, bound_port, first_line
+from serving import on_a_port
 
 __all__ = ["Facade", "vendor_on_a_port"]
 
-COMMAND = Path(sys.executable).with_name("fhir-adapter")
 STARTUP_SECONDS = 45.0  # the most the workers may take to say they are up
 
 
 @contextlib.contextmanager
 def vendor_on_a_port(app: Any) -> Iterator[str]:
     """A vendor sandbox's ``app`` served by uvicorn in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the Nyra sandbox did not start within 10 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with on_a_port(app, access_log=False, lifespan="off") as base_url:
+        yield base_url
 
 
 class Facade:
-    """``fhir-adapter serve --workers N`` in its own process group. Its
-    console is read to the end by a thread, so that the workers never block on a full
-    pipe."""
+    """``fhir-adapter serve --workers N --port 0`` in its own process group, at the port
+    it says it bound. Its console is read to the end by a thread, so that the workers
+    never block on a full pipe."""
 
     def __init__(self, config: Path, workers: int) -> None:
         self.workers = workers
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
@@ -77,9 +49,9 @@ class Facade:
                 "--config",
                 str(config),
                 "--port",
-                str(self.port),
+                "0",
             ],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
@@ -88,6 +60,13 @@ class Facade:
         self.lines: collections.deque[str] = collections.deque(maxlen=50)
         self._said: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_console, daemon=True).start()
+        assert self.proc.stdout is not None
+        try:
+            self.port = bound_port(first_line(self.proc, self.proc.stdout, STARTUP_SECONDS))
+        except BaseException:
+            self.stop()
+            raise
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def _read_console(self) -> None:
         assert self.proc.stderr is not None
