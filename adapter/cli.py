@@ -10,7 +10,8 @@
 
 ``fhir-adapter --help`` and each command's ``--help`` give its purpose and examples.
 ``serve`` and ``sandbox`` bind their address before they print anything: a busy port is
-one line on standard error and exit code 1.
+one line on standard error and exit code 1. ``serve --port 0`` takes a port the system
+picks; the first line it prints names the address it got.
 
 A configuration mistake, in ``serve`` or ``check-config``, is one line on standard error
 per mistake (``configuration error: ...``) and exit code 2, never a traceback. ``serve``
@@ -339,7 +340,12 @@ def _serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     os.environ.update(exported)
     where = f"http://{args.host}:{port}/fhir"
-    print(f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}")
+    # The port bound, which --port 0 leaves to the system: flushed at once, since a
+    # process that started this one may be waiting to read it from a pipe.
+    print(
+        f"fhir-adapter serving {', '.join(settings.sources)} ({settings.origin}) at {where}",
+        flush=True,
+    )
     if embedded:
         token_url = f"http://{args.host}:{port}/auth/token"
         print(

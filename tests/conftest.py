@@ -1,5 +1,12 @@
 """Shared test configuration. This folder is on ``sys.path``, so tests can
-``import strategies`` (the hypothesis strategies every property test draws from)."""
+``import strategies`` (the hypothesis strategies every property test draws from).
+
+Each folder of tests is on ``sys.path`` too (pytest's default ``prepend`` import mode puts
+a test module's or conftest's folder there), so its helper modules are imported by name
+(``from worlds import World`` in ``integration/``). A test module never imports another:
+what two of them share lives in a helper module, whose name does not start with
+``test_``, or as a fixture in the folder's ``conftest.py``. Every module name is unique
+across the folders, since they share one namespace."""
 
 import os
 from pathlib import Path

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -93,12 +93,21 @@ class Faults:
 
 class FaultMiddleware:
     """Applies :class:`Faults` around an ASGI app; ``error_body(status)`` gives the
-    vendor's own error body for a simulated 5xx."""
+    vendor's own error body for a simulated 5xx. ``sleep`` is how added latency and hangs
+    wait: a test may replace it with one that records the waits, or never returns, to
+    see what was added and what was cut off without timing anything."""
 
-    def __init__(self, app: ASGIApp, faults: Faults, error_body: Callable[[int], bytes]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        faults: Faults,
+        error_body: Callable[[int], bytes],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.app = app
         self.faults = faults
         self.error_body = error_body
+        self.sleep = sleep
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,9 +115,9 @@ class FaultMiddleware:
             return
         f = self.faults
         if f.latency:
-            await asyncio.sleep(f.latency)
+            await self.sleep(f.latency)
         if f.draw(f.timeout_rate):
-            await asyncio.sleep(f.hang_seconds)
+            await self.sleep(f.hang_seconds)
         if f.draw(f.error_rate):
             await _send_body(send, f.error_status, self.error_body(f.error_status))
             return
@@ -133,7 +142,7 @@ class FaultMiddleware:
             return
         malformed = malformed or lost == "malformed"
         if hang:
-            await asyncio.sleep(f.hang_seconds)
+            await self.sleep(f.hang_seconds)
         for message in held:
             if malformed and message["type"] == "http.response.start":
                 message = {

@@ -294,8 +294,7 @@ class SubscriptionPoller:
         failed = 0  # rounds failed in a row: the wait before the next one doubles
         while True:
             wait = min(self.poll_seconds * 2**failed, max(self.poll_seconds, _ROUND_BACKOFF))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await self._between_rounds(wait)
             self._wake.clear()
             try:
                 await self.round()
@@ -309,6 +308,12 @@ class SubscriptionPoller:
             self._ended += 1
             if self.on_round_end is not None:
                 self.on_round_end(self._ended)
+
+    async def _between_rounds(self, seconds: float) -> None:
+        """Until nudged, or ``seconds`` pass (a test of the backoff replaces it on the
+        poller, so that the intervals it is asked for can be seen without waiting them)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     # -- a round ---------------------------------------------------------------------------
 

@@ -11,18 +11,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from importlib.metadata import version
-from pathlib import Path
 
 import httpx
 import pytest
+from serve_command import COMMAND, bound_port, first_line
 
 from adapter.cli import _parser, main
 
-COMMAND = Path(sys.executable).with_name("fhir-adapter")
-START_SECONDS = 60.0
+START_SECONDS = 60.0  # a safety net: serve that says nothing by then is stopped
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -91,11 +88,8 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_prints_no_secret(tmp_path)
 
 
 def test_serve_prints_its_banner_once_the_port_answers(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     serve = subprocess.Popen(
-        [str(COMMAND), "serve", "--port", str(port)],
+        [str(COMMAND), "serve", "--port", "0"],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -105,10 +99,10 @@ def test_serve_prints_its_banner_once_the_port_answers(tmp_path):
     )
     try:
         assert serve.stdout is not None
-        deadline = time.monotonic() + START_SECONDS
-        first = serve.stdout.readline()
-        assert time.monotonic() < deadline
-        assert first.startswith("fhir-adapter serving") and f":{port}/fhir" in first
+        first = first_line(serve, serve.stdout, START_SECONDS)
+        # Port 0 asked for: the system picked one, and the first line says which.
+        port = bound_port(first)
+        assert first.startswith("fhir-adapter serving") and f"127.0.0.1:{port}/fhir" in first
         # The address is taken before the banner: a connection is accepted at once (the
         # app answers it as soon as its start-up is done).
         with socket.create_connection(("127.0.0.1", port), timeout=5):

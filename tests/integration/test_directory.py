@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from test_writes import JSON, World, weekday
+from worlds import JSON, World, weekday
 
 from mappings import decode_id, encode_id
 

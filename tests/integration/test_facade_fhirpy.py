@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 from datetime import date, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
@@ -18,6 +14,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome as OutcomeError
 from fhirpy.base.exceptions import ResourceNotFound
 from harness import FAST
+from serving import on_a_port
 
 from adapter.app import create_app
 from adapter.settings import Settings
@@ -40,17 +37,8 @@ SOURCES = {
 @pytest.fixture(scope="module")
 def server():
     settings = Settings(open_access=True, sources=SOURCES, cursor_key=b"k" * 32)
-    app = create_app(settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(uv.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
-    uv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with on_a_port(create_app(settings)) as base:
+        yield f"{base}/fhir"
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from bulk import Deployment, Served, download, finish, kick_off
 from fhir_invariants import NOT_EVALUATED, constraints_of, violations
-from test_bulk_export import Deployment, Served, download, finish, kick_off
 
 from adapter.subscriptions.poller import history_bundle
 

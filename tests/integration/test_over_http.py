@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import subprocess
 import sys
-import threading
 import tomllib
 
 import pytest
-import uvicorn
+from serving import on_a_port
 
 from adapter.connectors.base import iterate
 from adapter.connectors.registry import create_connector
@@ -26,16 +23,8 @@ pytestmark = pytest.mark.anyio
 def leyr_on_a_port():
     """A Leyr sandbox served by uvicorn on 127.0.0.1 (a free port), in a thread."""
     sandbox = LeyrSandbox(seed=4, patients=40)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound and listening before the server runs: no race
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(sandbox.app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    yield sandbox, f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with on_a_port(sandbox.app) as base_url:
+        yield sandbox, base_url
 
 
 async def test_the_leyr_connector_over_real_http(leyr_on_a_port):

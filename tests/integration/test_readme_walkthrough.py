@@ -5,7 +5,10 @@ sandbox sources, the demo client) on a free port; the ``TOKEN=...`` line it prin
 first command, then every ``sh`` block from "Try it" to the end of "Analysts: bulk
 export", in order, in one bash (``-euo pipefail``: a command that fails stops the run,
 as an error answer makes ``fhir``/``curl --fail-with-body`` fail). The README's ports
-(8080 for the service, 9009 for the notification receiver) are swapped for free ones.
+(8080 for the service, 9009 for the notification receiver) are swapped for free ones,
+each bound by the process that listens on it: ``serve --port 0`` says in its first line
+which port it got, and the receiver, binding port 0, writes its port to a file that the
+script reads before the Subscription names it.
 
 Needs ``bash``, ``curl`` and ``jq`` (the README's own prerequisites); without them the
 test is skipped, saying which is missing.
@@ -17,17 +20,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from serve_command import COMMAND, bound_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-COMMAND = Path(sys.executable).with_name("fhir-adapter")
 START_SECONDS = 60.0
 RUN_SECONDS = 300.0
 
@@ -39,10 +40,18 @@ def walkthrough(text: str) -> list[str]:
     return re.findall(r"^```sh\n(.*?)^```$", text[start:end], re.S | re.M)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# The README's notification receiver, and the same on a port the system picks, written
+# to HOOK_FILE once bound (its Python is inside single quotes: none are used here).
+RECEIVER = 'h.HTTPServer(("127.0.0.1", 9009), H).serve_forever()'
+HOOK_FILE = "hook.port"
+RECEIVER_ON_PORT_0 = (
+    's = h.HTTPServer(("127.0.0.1", 0), H); '
+    f'open("{HOOK_FILE}", "w").write(str(s.server_port)); s.serve_forever()'
+)
+# The Subscription's endpoint, inside a single-quoted JSON body: the quote is closed for
+# the port the receiver wrote, and opened again.
+ENDPOINT = "http://127.0.0.1:9009/hook"
+ENDPOINT_AT_HOOK_PORT = "http://127.0.0.1:'\"$HOOK_PORT\"'/hook"
 
 
 def test_the_walkthrough_finds_its_blocks():
@@ -59,14 +68,13 @@ def test_the_walkthrough_finds_its_blocks():
     reason="the README walkthrough needs bash, curl and jq on PATH",
 )
 def test_the_readme_walkthrough_runs_in_order_against_the_demo(tmp_path):
-    port, hook = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
     env["FHIR_ADAPTER_DEMO_SECRET"] = "walkthrough-demo-secret-0123456789"
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     console = tmp_path / "serve.log"
     with console.open("w") as log:
         serve = subprocess.Popen(
-            [str(COMMAND), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [str(COMMAND), "serve", "--host", "127.0.0.1", "--port", "0"],
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -80,15 +88,28 @@ def test_the_readme_walkthrough_runs_in_order_against_the_demo(tmp_path):
             assert time.monotonic() < deadline, "serve did not start in time"
             time.sleep(0.1)
         printed = console.read_text(encoding="utf-8").splitlines()
+        port = bound_port(next(line for line in printed if line.startswith("fhir-adapter ")))
         token_line = next((line.strip() for line in printed if "TOKEN=" in line), None)
         assert token_line is not None, "serve printed no TOKEN=... line"
 
         def local(text: str) -> str:
-            return text.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("9009", str(hook))
+            text = text.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+            if RECEIVER in text:  # then wait for the port it bound
+                text = text.replace(RECEIVER, RECEIVER_ON_PORT_0)
+                text += (
+                    f"\nuntil [ -s {HOOK_FILE} ]; do sleep 0.1; done; "
+                    f"HOOK_PORT=$(cat {HOOK_FILE})\n"
+                )
+            text = text.replace(ENDPOINT, ENDPOINT_AT_HOOK_PORT)
+            assert "9009" not in text, text  # every use of the receiver's port replaced
+            return text
 
         out = tmp_path / "walkthrough.out"
         parts = [token_line]
-        for block in walkthrough(README.read_text(encoding="utf-8")):
+        blocks = walkthrough(README.read_text(encoding="utf-8"))
+        assert sum(RECEIVER in b for b in blocks) == 1, "the README's receiver has changed"
+        assert sum(ENDPOINT in b for b in blocks) == 1, "the README's endpoint has changed"
+        for block in blocks:
             if 'Subscription/$SUB_ID" -X DELETE' in block:
                 # A person reads the notification before stopping; the script waits for it.
                 parts.append(

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_command import COMMAND, bound_port, first_line
 
-COMMAND = Path(sys.executable).with_name("fhir-adapter")
 CONFIG = """
 [server]
 request_seconds = 10
@@ -40,27 +38,23 @@ scopes = ["system/Patient.rs"]
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, tmp_path: Path) -> None:
         self.config = tmp_path / "adapter.toml"
         self.config.write_text(CONFIG.format(extra=""))
-        self.port = _port()
-        self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        # Port 0: serve binds a port the system picks, and its first line says which.
         self.proc = subprocess.Popen(
-            [str(COMMAND), "serve", "--config", str(self.config), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
+            [str(COMMAND), "serve", "--config", str(self.config), "--port", "0"],
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
         self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        self.port = bound_port(first_line(self.proc, self.proc.stdout, 60))
+        self.base = f"http://127.0.0.1:{self.port}"
         self.wait_for("Application startup complete")
 
     def wait_for(self, text: str, timeout: float = 60) -> str:

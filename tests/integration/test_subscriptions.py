@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,10 +18,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fhir.resources.R4B.bundle import Bundle
 from harness import FAST
-from test_writes import booking, weekday
+from hooks import Receiver, subscription
+from serving import on_a_port
+from worlds import booking, weekday
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
@@ -34,40 +33,6 @@ from mappings import decode_id
 JSON = {"content-type": "application/fhir+json"}
 POLL = 0.2
 WAIT = 10 * POLL + 3  # two poll intervals, with room for a slow machine
-
-
-class Receiver:
-    """A rest-hook endpoint on loopback: each POST's headers and body, in a queue; it
-    answers ``status``."""
-
-    def __init__(self) -> None:
-        self.got: queue.Queue[tuple[dict[str, str], dict[str, Any]]] = queue.Queue()
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = orjson.loads(self.rfile.read(length))
-                outer.got.put(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(outer.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def next(self, timeout: float = WAIT) -> tuple[dict[str, str], dict[str, Any]]:
-        return self.got.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Rounds:
@@ -151,7 +116,7 @@ def world(tmp_path: Path) -> World:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
+    hook = Receiver(wait=WAIT)
     yield hook
     hook.close()
 
@@ -159,50 +124,17 @@ def receiver() -> Iterator[Receiver]:
 @contextlib.contextmanager
 def serving(world: World) -> Iterator[httpx.Client]:
     """``world.app`` on a loopback port, and a client of it as the CRM."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir",
-            timeout=30,
-            headers=world.auth("crm"),
-        ) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        if thread.is_alive():
-            # uvicorn still waits for a connection or task to end: stop without waiting,
-            # so that the Subscription poller does not outlive the test.
-            server.force_exit = True
-            thread.join(timeout=10)
-        sock.close()
+    with (
+        on_a_port(world.app) as base,
+        httpx.Client(base_url=f"{base}/fhir", timeout=30, headers=world.auth("crm")) as client,
+    ):
+        yield client
 
 
 @pytest.fixture
 def http(world: World) -> Iterator[httpx.Client]:
     with serving(world) as client:
         yield client
-
-
-def subscription(endpoint: str, criteria: str, **channel: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "CRM sync",
-        "criteria": criteria,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": "application/fhir+json",
-            "header": ["Authorization: Bearer hook-secret"],
-            **channel,
-        },
-    }
 
 
 def until(check: Callable[[], bool], timeout: float = WAIT) -> None:

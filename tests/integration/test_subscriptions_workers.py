@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import redis
 from fhir.resources.R4B.bundle import Bundle
+from hooks import Receiver, subscription
 from services import needs_redis
-from test_subscriptions import Receiver, subscription
-from test_workers_redis import Arrivals, Facade, vendor_on_a_port
+from workers import Facade, vendor_on_a_port
 
 from adapter.sandbox import NyraSandbox, RateLimits
 from mappings import decode_id
@@ -117,7 +117,7 @@ def test_two_workers_deliver_each_change_once(tmp_path):
     receiver = Receiver()
     got: list[tuple[dict[str, str], dict[str, Any]]] = []
     try:
-        with vendor_on_a_port(Arrivals(sandbox.app)) as base_url:
+        with vendor_on_a_port(sandbox.app) as base_url:
             config = tmp_path / "adapter.toml"
             config.write_text(_config(tmp_path, base_url, sandbox.api_keys()[0].credentials()))
             facade = Facade(config, workers=2)

@@ -5,17 +5,15 @@ must send it (428)."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
-import uvicorn
 from fhir_check import check_response
-from test_writes import JSON, World, booking, leyr_own, nyra_own
+from serving import on_a_port
+from worlds import JSON, World, booking, leyr_own, nyra_own
 
 from adapter.app import create_app
 from adapter.auth.clients import load_clients
@@ -28,22 +26,9 @@ STALE = 'W/"0123456789abcdef"'
 
 @contextmanager
 def serving(app) -> Iterator[httpx.Client]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
     hooks = {"response": [check_response]}
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30, event_hooks=hooks
-        ) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with on_a_port(app) as base, httpx.Client(base_url=base, timeout=30, event_hooks=hooks) as c:
+        yield c
 
 
 def book(world: World, served: httpx.Client, source: str, hour: int) -> httpx.Response:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fhir_check import check_response
-from test_writes import World, booking, leyr_patient, nyra_patient, weekday
+from worlds import World, booking, leyr_patient, nyra_patient, weekday
 
 from mappings import decode_id
 

@@ -246,11 +246,13 @@ def test_probe_finds_a_wrong_vendor_secret(tmp_path, capsys):
 
 
 def test_probe_says_a_vendor_is_unreachable(tmp_path, capsys):
-    with socket.socket() as sock:  # a loopback port nobody listens on
+    # A loopback port nobody listens on: held bound, never listening, through the probe,
+    # so that a connection to it is refused and no other process can take it meanwhile.
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    text = OPEN + NYRA_VENDOR.format(base_url=f"http://127.0.0.1:{port}")
-    assert main(["check-config", write(tmp_path, text), "--probe"]) == 1
+        text = OPEN + NYRA_VENDOR.format(base_url=f"http://127.0.0.1:{port}")
+        assert main(["check-config", write(tmp_path, text), "--probe"]) == 1
     assert probe_lines(capsys.readouterr().out) == {"nyra-city": "unreachable"}
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from config_files import ENV, load, problems
 
 from adapter.auth.clients import load_clients
 from adapter.connectors import ConnectorConfigError
 from adapter.connectors.config import COMMON_KEYS, SourceOptions, source_options, url_problems
 from adapter.connectors.registry import create_connector
 from adapter.sandbox import Faults
-from adapter.settings import EMBEDDED_DEFAULT, Settings, SettingsError, load_settings
+from adapter.settings import EMBEDDED_DEFAULT, load_settings
 
 NYRA = """
 [sources.nyra-city]
@@ -41,30 +42,6 @@ secret = "${ACME_CRM_SECRET}"
 scopes = ["system/Patient.rs", "system/Appointment.cruds"]
 sources = ["nyra-city"]
 """
-ENV = {
-    "NYRA_KEY": "nyra_key_value_123",
-    "NYRA_SECRET": "nyra-secret-value-456",
-    "NYRA_TOKEN": "nyra-token-value-789",
-    "LEYR_CLIENT_ID": "leyr-client-id-value",
-    "LEYR_CLIENT_SECRET": "leyr-client-secret-value",
-    "ACME_CRM_SECRET": "acme-secret-value-0123456789",
-}
-
-
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
-    path = tmp_path / "adapter.toml"
-    path.write_text(text)
-    return load_settings(path, ENV if env is None else env)
-
-
-def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(SettingsError) as info:
-        load(tmp_path, text, env)
-    for value in ENV.values():
-        assert value not in str(info.value)
-    return info.value.problems
-
-
 # -- unknown keys -------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ connectors, which match phone searches with it."""
 from __future__ import annotations
 
 import pytest
-from test_config_strict import ENV, load, problems
+from config_files import ENV, load, problems
 
 from adapter.connectors.config import SourceOptions, source_options
 from adapter.connectors.registry import create_connector

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["ALL_PERMISSIONS", "NyraGrant", "RateLimits", "count_request"]
@@ -21,6 +22,8 @@ ALL_PERMISSIONS = frozenset(
         "analytics:read",
     }
 )
+
+KEPT_WINDOWS = 4096  # minute windows a key's record keeps (a long-running sandbox's memory)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class NyraGrant:
     token_expires_at: float = math.inf
     requests: int = 0
     limited: int = 0
+    # Requests counted in each minute window, by the window's number (the sandbox clock's
+    # time over ``minute_window``, rounded down): what the key was charged, window by
+    # window, for a test to hold against the limit. The latest KEPT_WINDOWS only.
+    minutes: Counter[int] = field(default_factory=Counter, repr=False)
     _windows: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def credentials(self) -> dict[str, str]:
@@ -70,6 +77,9 @@ def count_request(
     over_second, over_minute = s_count >= limits.per_second, m_count >= limits.per_minute
     grant._windows["s"] = (second, s_count + 1)
     grant._windows["m"] = (minute, m_count + 1)
+    if minute not in grant.minutes and len(grant.minutes) >= KEPT_WINDOWS:
+        del grant.minutes[next(iter(grant.minutes))]  # the oldest: windows come in order
+    grant.minutes[minute] += 1
     grant.requests += 1
     remaining = max(0, limits.per_minute - m_count - 1)
     headers.update(_rate_headers(limits.per_minute, remaining, reset))

@@ -4,6 +4,7 @@ it issued, and the lookups the routes and rules make (branch visibility, free sl
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -84,6 +85,10 @@ class NyraState:
     def limited_total(self) -> int:
         """429s answered so far, over every key."""
         return sum(g.limited for g in self.grants.values())
+
+    def per_minute_window(self) -> Counter[int]:
+        """Requests counted in each minute window (by its number), over every key."""
+        return sum((g.minutes for g in self.grants.values()), Counter())
 
     # -- lookups ------------------------------------------------------------------------
 

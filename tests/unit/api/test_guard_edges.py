@@ -386,9 +386,9 @@ async def test_a_body_that_trickles_in_is_cut_off_with_408(path, media):
     app = _app(open_access=path != "/auth/token", body_seconds=0.05)
     method = "PUT" if path.count("/") == 3 and "_search" not in path else "POST"
     headers = [(b"host", b"fhir.test"), (b"content-type", media), (b"content-length", b"500")]
-    started = asyncio.get_running_loop().time()
+    # The rest of the body never comes: only the body's deadline can answer (_asgi's
+    # wait of 10 s is a safety net, failing an app that would wait for ever).
     sent = await _asgi(app, method, path, headers, [b'{"resourceType": "Pat'], more=True)
-    assert asyncio.get_running_loop().time() - started < 5
     start, body = sent[0], sent[1]
     assert start["status"] == 408
     assert (b"connection", b"close") in start["headers"]

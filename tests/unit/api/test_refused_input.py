@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_hostile_input import JSON, checked, client, open_app, outcome, refused, sandboxes
+from hostile import JSON, LEYR, NYRA, checked, open_app, outcome, refused
 
 from adapter.app import create_app
 from adapter.settings import SettingsError, load_settings
@@ -28,19 +28,7 @@ from mappings import encode_id
 
 pytestmark = pytest.mark.anyio
 
-LEYR, NYRA = "leyr-a", "nyra-b"
 ASYNC = {"prefer": "respond-async"}
-
-
-@pytest.fixture
-def boxes():
-    return sandboxes()
-
-
-@pytest.fixture
-async def http(boxes):
-    async with client(open_app(boxes)) as c:
-        yield c
 
 
 def subscription(**changes) -> dict:

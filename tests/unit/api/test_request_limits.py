@@ -17,8 +17,8 @@ and every ``Retry-After`` is whole seconds.
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -223,12 +223,32 @@ async def test_an_include_needing_more_calls_than_the_cap_is_400_naming_it():
 # -- the request's time ------------------------------------------------------------------
 
 REQUEST_SECONDS = 1.0
-HANG = 10.0  # longer than the request may take
+# The hanging source's own read timeout: far past the request's time, so that only the
+# request's deadline can end a call to it.
+LONG_READ = {"timeout": {"read": 3600.0, "connect": 5.0}}
+SAFETY_NET = 60.0  # seconds: a cut-off that never comes fails the test, not hang it
+
+
+class Hangs:
+    """A sandbox's ``sleep`` whose hangs never end on their own: only a cancelled call
+    ends one. ``cut`` counts the hangs so ended."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+
+    async def __call__(self, seconds: float) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cut += 1
+            raise
 
 
 @pytest.mark.parametrize("hanging", [LEYR, NYRA])
 async def test_a_hanging_vendor_is_cut_off_within_the_requests_time(hanging):
-    service = Service(both(patients=12), request_seconds=REQUEST_SECONDS)
+    service = Service(
+        both(patients=12), request_seconds=REQUEST_SECONDS, extra={hanging: LONG_READ}
+    )
     healthy = NYRA if hanging == LEYR else LEYR
     async with service.client() as http:
         # a page of 20 over two sources: the healthy one's share is its first 10
@@ -239,23 +259,27 @@ async def test_a_hanging_vendor_is_cut_off_within_the_requests_time(hanging):
             e["resource"]["id"]
             for e in (await http.get("/fhir/Patient", params={"_source": hanging})).json()["entry"]
         )
-        faults = service.sandboxes[hanging].faults
-        faults.timeout_rate = 1.0
-        faults.hang_seconds = HANG
+        box = service.sandboxes[hanging]
+        hangs = box.app.sleep = Hangs()
+        box.faults.timeout_rate = 1.0
 
-        async def timed(url: str, **params: str) -> httpx.Response:
-            started = time.monotonic()
-            r = await http.get(url, params=params)
-            assert time.monotonic() - started <= REQUEST_SECONDS + 1.0
+        async def cut_off(url: str, **params: str) -> httpx.Response:
+            """The answer, which only the request's deadline can bring: the vendor never
+            answers, and the source would wait an hour for it."""
+            calls, cut = len(service.calls[hanging].requests), hangs.cut
+            async with asyncio.timeout(SAFETY_NET):
+                r = await http.get(url, params=params)
+            made = len(service.calls[hanging].requests) - calls
+            assert made >= 1 and hangs.cut - cut == made  # every call to it, cut off
             return r
 
-        read = await timed(f"/fhir/Patient/{record}")
-        only = await timed("/fhir/Patient", _source=hanging)
+        read = await cut_off(f"/fhir/Patient/{record}")
+        only = await cut_off("/fhir/Patient", _source=hanging)
         for r in (read, only):
             assert r.status_code == 504 and int(r.headers["retry-after"]) >= 1
             assert issue_of(r)["code"] == "timeout" and hanging in issue_of(r)["diagnostics"]
 
-        search = await timed("/fhir/Patient", _count="20")
+        search = await cut_off("/fhir/Patient", _count="20")
         assert search.status_code == 200
         entries = search.json()["entry"]
         matches = [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"]
@@ -267,10 +291,14 @@ async def test_a_hanging_vendor_is_cut_off_within_the_requests_time(hanging):
 
 
 async def test_a_write_to_a_hanging_vendor_is_cut_off_within_the_requests_time():
-    service = Service({LEYR: LeyrSandbox(seed=5, patients=4)}, request_seconds=REQUEST_SECONDS)
-    faults = service.sandboxes[LEYR].faults
-    faults.timeout_rate = 1.0
-    faults.hang_seconds = REQUEST_SECONDS + 1.6  # past the allowance, yet a short test
+    service = Service(
+        {LEYR: LeyrSandbox(seed=5, patients=4)},
+        request_seconds=REQUEST_SECONDS,
+        extra={LEYR: LONG_READ},
+    )
+    box = service.sandboxes[LEYR]
+    hangs = box.app.sleep = Hangs()
+    box.faults.timeout_rate = 1.0
     patient = {
         "resourceType": "Patient",
         "meta": {"source": LEYR},
@@ -279,12 +307,24 @@ async def test_a_write_to_a_hanging_vendor_is_cut_off_within_the_requests_time()
         "gender": "male",
         "birthDate": "1912-12-12",
     }
-    async with service.client() as http:
-        started = time.monotonic()
+    async with service.client() as http, asyncio.timeout(SAFETY_NET):
         r = await http.post("/fhir/Patient", json=patient, headers=JSON)
-        elapsed = time.monotonic() - started
-    assert elapsed <= REQUEST_SECONDS + 1.0
-    assert r.status_code == 504
+    assert r.status_code == 504 and issue_of(r)["code"] == "timeout"
+    made = len(service.calls[LEYR].requests)
+    assert made >= 1 and hangs.cut == made  # the write, and any look after it, cut off
+    assert not [p for unit in box.patients.values() for p in unit if p["last_name"] == "Tolvansson"]
+
+
+class Waits:
+    """A key pool's ``sleep`` for a test in which no wait for budget may begin: each
+    one asked for is recorded, and fails the request instead of waiting."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        raise RuntimeError(f"a wait of {seconds:g} s for budget was begun")
 
 
 async def test_a_nyra_source_whose_budget_is_spent_answers_503_at_once_without_a_429():
@@ -293,16 +333,18 @@ async def test_a_nyra_source_whose_budget_is_spent_answers_503_at_once_without_a
     service = Service(
         {NYRA: nyra}, request_seconds=5.0, extra={NYRA: {"rate_limit": {"per_minute": 3}}}
     )
+    # The source's key pool, told to record the waits for budget it would make.
+    waits = service.app.state.facade.connectors[NYRA].client.pool._sleep = Waits()
     record = nyra_id(nyra)
     async with service.client() as http:
         for _ in range(3):
             assert (await http.get(f"/fhir/Patient/{record}")).status_code == 200
-        started = time.monotonic()
         r = await http.get(f"/fhir/Patient/{record}")
-        assert time.monotonic() - started < 2.0
         assert r.status_code == 503
         assert 1 <= int(r.headers["retry-after"]) <= 61  # until the minute's window frees
+        # Refused for the budget, not cut off by the deadline after waiting for it.
         assert issue_of(r)["code"] == "throttled" and NYRA in issue_of(r)["diagnostics"]
+        assert waits.asked == []  # no wait for budget was begun: answered at once
         ready = await http.get("/readyz")
         assert ready.json()["sources"][NYRA] == "budget exhausted"
     assert service.vendor_calls() == 3
