@@ -29,6 +29,7 @@ __all__ = [
     "download",
     "finish",
     "kick_off",
+    "references",
     "total",
 ]
 
@@ -129,3 +130,24 @@ def total(served: Served, auth: dict[str, str], resource_type: str, **params: st
     r = served.http.get(f"/{resource_type}", params={"_summary": "count", **params}, headers=auth)
     assert r.status_code == 200, r.text
     return int(r.json()["total"])
+
+
+def references(resources: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str) and "/" in ref and not ref.startswith("#"):
+                kind, _, fhir_id = ref.rpartition("/")
+                found.add((kind.rpartition("/")[2], fhir_id))
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for rs in resources.values():
+        for resource in rs:
+            walk(resource)
+    return found

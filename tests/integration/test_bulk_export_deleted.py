@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from bulk import LEYR, NYRA, Deployment, Served, download, finish, kick_off
 from fhir_check import validate
-from test_bulk_export import LEYR, NYRA, Deployment, Served, download, finish, kick_off
 
 from mappings import encode_id
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from test_bulk_export import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off
+from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off
 
 from mappings import encode_id
 

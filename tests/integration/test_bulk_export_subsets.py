@@ -7,8 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_bulk_export import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off
-from test_bulk_export_types import references
+from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off, references
 
 from mappings import encode_id
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_bulk_export import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off
+from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off, references
 
 from mappings import encode_id
 
@@ -48,27 +48,6 @@ def sandbox_directory(deployment: Deployment) -> dict[str, set[str]]:
         "Organization": units | branches | {encode_id(NYRA, "hospital")},
         "HealthcareService": {scoped(s) for s in leyr.services},
     }
-
-
-def references(resources: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            ref = value.get("reference")
-            if isinstance(ref, str) and "/" in ref and not ref.startswith("#"):
-                kind, _, fhir_id = ref.rpartition("/")
-                found.add((kind.rpartition("/")[2], fhir_id))
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    for rs in resources.values():
-        for resource in rs:
-            walk(resource)
-    return found
 
 
 def test_a_system_export_holds_every_listable_type(deployment, served):

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from test_subscriptions import JSON, Receiver, World, book_at_the_vendor, serving, until
-from test_writes import booking, nyra_patient
+from hooks import Receiver
+from subscribing import JSON, World, book_at_the_vendor, serving, until
+from worlds import booking, nyra_patient
 
 from mappings import decode_id
 
