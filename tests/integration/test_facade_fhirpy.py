@@ -71,6 +71,7 @@ def test_capability_statement_is_r4_and_lists_what_works(http):
         "delete",
         "read",
         "search-type",
+        "update",
     ]
     assert [i.code for i in resources["Slot"].interaction] == ["read", "search-type"]
     assert [i.code for i in resources["Practitioner"].interaction] == ["read", "search-type"]
