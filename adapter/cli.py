@@ -321,7 +321,9 @@ def _serve(args: argparse.Namespace) -> int:
         exported[DEMO_SECRET_ENV] = env[DEMO_SECRET_ENV] = secrets.token_urlsafe(24)
     from adapter.app import create_app
     from adapter.ops import logs
+    from adapter.ops.memory import limit_arenas
 
+    limit_arenas()  # before the first thread and worker: see adapter/ops/memory.py
     try:
         settings = load_settings(env=env)
         _network_checks(settings, args.workers)
