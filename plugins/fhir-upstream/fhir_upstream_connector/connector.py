@@ -257,8 +257,9 @@ class FhirUpstreamConnector:
             declared.append(Limit(limits["per_second"], limits.get("second_window", 1.0)))
         if "per_minute" in limits:
             declared.append(Limit(limits["per_minute"], limits.get("minute_window", 60.0)))
-        pool_options = {"max_wait": float(max_wait)} if max_wait is not None else {}
-        pool = KeyPool([_Upstream()], declared, **pool_options)
+        pool = KeyPool(
+            [_Upstream()], declared, max_wait=float(max_wait) if max_wait is not None else 65.0
+        )
         options = source_options(config)
         return cls(
             source,
@@ -392,7 +393,9 @@ class FhirUpstreamConnector:
 
     def to_upstream(self, resource: dict[str, Any], upstream_id: str | None) -> dict[str, Any]:
         kind = resource["resourceType"]
-        body = {k: self._up(v, f"{kind}.{k}") for k, v in resource.items() if k not in ("id", "meta")}
+        body = {
+            k: self._up(v, f"{kind}.{k}") for k, v in resource.items() if k not in ("id", "meta")
+        }
         return {"resourceType": kind, **({"id": upstream_id} if upstream_id else {}), **body}
 
     # -- reads and searches -------------------------------------------------------------
@@ -523,7 +526,7 @@ class FhirUpstreamConnector:
                 query.append(pushed)
         return query
 
-    def _pushed(self, kind: str, param: SearchParam) -> tuple[str, str] | None | tuple[()]:
+    def _pushed(self, kind: str, param: SearchParam) -> tuple[str, str] | tuple[()] | None:
         """One parameter as the upstream takes it: ``()`` to match it here only, None
         when no value can match (an id or reference of another source)."""
         if param.modifier not in (None, "exact", "contains"):
@@ -622,7 +625,9 @@ class FhirUpstreamConnector:
         body = self.to_upstream(resource, None)
         wanted = {k: v for k, v in resource.items() if k not in ("id", "meta")}
         if look_first:
-            found = await found_before_sending(self.source, lambda: self._look(resource_type, wanted))
+            found = await found_before_sending(
+                self.source, lambda: self._look(resource_type, wanted)
+            )
             if found is not None:
                 return Written(found, created=True)
         headers: dict[str, str] = {}
@@ -693,11 +698,12 @@ class FhirUpstreamConnector:
             status, answer = await self.client.send(method, path, json=body)
         finally:
             EXTRA_HEADERS.reset(token)
-        if not isinstance(answer, dict) or answer.get("resourceType") != body["resourceType"]:
-            if method == "POST":
-                broken = MalformedResponse(self.source, status, "a create answered no resource")
-                broken.committed_unknown = True
-                raise broken
+        resource = isinstance(answer, dict) and answer.get("resourceType") == body["resourceType"]
+        if method == "POST" and not resource:
+            # Made, by the upstream's success, but its id is not known: looked up.
+            broken = MalformedResponse(self.source, status, "a create answered no resource")
+            broken.committed_unknown = True
+            raise broken
         return status, answer
 
 
@@ -734,9 +740,7 @@ def _auth(label: str, base_url: str, table: Mapping[str, Any]) -> NoAuth | Beare
         return Bearer(table["token"])
     missing = [k for k in ("client_id", "private_key") if not table.get(k)]
     if missing:
-        raise ConnectorConfigError(
-            f"{label} auth: {', '.join(missing)} required with type 'smart'"
-        )
+        raise ConnectorConfigError(f"{label} auth: {', '.join(missing)} required with type 'smart'")
     return SmartBackend(
         client_id=table["client_id"],
         private_key=table["private_key"],

@@ -75,7 +75,9 @@ _PATHS: dict[tuple[str, str], Callable[[dict[str, Any]], list[Any]]] = {
     ("Slot", "start"): lambda r: [r.get("start")],
     ("Slot", "status"): lambda r: [r.get("status")],
     ("Schedule", "actor"): lambda r: [a.get("reference") for a in r.get("actor") or ()],
-    ("Location", "organization"): lambda r: [(r.get("managingOrganization") or {}).get("reference")],
+    ("Location", "organization"): lambda r: [
+        (r.get("managingOrganization") or {}).get("reference")
+    ],
 }
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SNAPSHOTS = 256  # search snapshots kept for paging; the oldest goes first
@@ -143,12 +145,14 @@ def _one_ok(kind: str, modifier: str, value: str, held: Any) -> bool:
             return held.get("value") == code and (not system or held.get("system") == system)
         return str(held).lower() == value.rpartition("|")[2].lower()
     if kind == "reference":
-        return held == value or held.endswith("/" + value)
+        return bool(held == value or str(held).endswith("/" + value))
     prefix = value[:2] if value[:2] in _PREFIXES else "eq"
     return _date_ok(prefix, value[2:] if value[:2] in _PREFIXES else value, str(held))
 
 
-def _outcome(status: int, code: str, text: str, headers: dict[str, str] | None = None):
+def _outcome(
+    status: int, code: str, text: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     body = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": text}],
@@ -227,7 +231,9 @@ class FhirSandbox:
                     "resourceType": "Location",
                     "id": f"loc-{i + 1}",
                     "name": name,
-                    "managingOrganization": {"reference": "Organization/" + ("1", "clinic")[i // 2]},
+                    "managingOrganization": {
+                        "reference": "Organization/" + ("1", "clinic")[i // 2]
+                    },
                 }
             )
         families = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Iyer", "Novak")
@@ -251,7 +257,7 @@ class FhirSandbox:
                     ],
                 }
             )
-        for n, path in enumerate(files[:patients]):
+        for path in files[:patients]:
             patient = json.loads(path.read_text())
             patient.pop("text", None)
             patient["managingOrganization"] = {"reference": "Organization/1"}
@@ -278,7 +284,9 @@ class FhirSandbox:
                             "schedule": {"reference": f"Schedule/sch-{i}"},
                             "status": self.rng.choice(("free", "free", "busy")),
                             "start": start.isoformat().replace("+00:00", "Z"),
-                            "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+                            "end": (start + timedelta(minutes=30))
+                            .isoformat()
+                            .replace("+00:00", "Z"),
                         }
                     )
 
@@ -397,8 +405,7 @@ class FhirSandbox:
                             "versioning": "versioned",
                             "conditionalCreate": kind == "Patient",
                             "interaction": [
-                                {"code": c}
-                                for c in ("read", "search-type", *writes.get(kind, ()))
+                                {"code": c} for c in ("read", "search-type", *writes.get(kind, ()))
                             ],
                             "searchParam": [
                                 {"name": name, "type": t} for name, t in params.items()
@@ -425,9 +432,9 @@ class FhirSandbox:
     def _token(self, request: httpx.Request) -> httpx.Response:
         """SMART Backend Services: a client assertion signed with the client's key."""
         form = dict(parse_qsl(request.content.decode()))
-        if form.get("grant_type") != "client_credentials" or form.get(
-            "client_assertion_type"
-        ) != ("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"):
+        if form.get("grant_type") != "client_credentials" or form.get("client_assertion_type") != (
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
             return httpx.Response(400, json={"error": "invalid_request"})
         try:
             claims = jwt.decode(
@@ -436,11 +443,22 @@ class FhirSandbox:
                 algorithms=["RS384", "ES384"],
                 audience=f"{self.base_url}/token",
                 issuer=self.client_id,
-                options={"require": ["exp", "jti", "sub"]},
+                # Expiry is judged by this server's clock (injected in tests), below.
+                options={
+                    "require": ["exp", "jti", "sub"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             return httpx.Response(401, json={"error": "invalid_client"})
-        if claims["sub"] != self.client_id or claims["jti"] in self.assertions:
+        if (
+            claims["sub"] != self.client_id
+            or claims["jti"] in self.assertions
+            or not isinstance(claims["exp"], int)
+            or claims["exp"] <= self.clock()
+            or claims["exp"] > self.clock() + 300
+        ):
             return httpx.Response(401, json={"error": "invalid_client"})
         self.assertions.add(claims["jti"])
         token = uuid.UUID(int=self.rng.getrandbits(128)).hex
