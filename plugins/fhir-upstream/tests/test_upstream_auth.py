@@ -4,12 +4,12 @@ the token renewed before it expires and a refused token recovered once."""
 from __future__ import annotations
 
 import pytest
+from fhir_upstream_connector import FhirUpstreamConnector
+from fhir_upstream_connector.sandbox import FhirSandbox
 from upstream_keys import key_pair
 
 from adapter.fhir.search import SearchRequest
 from adapter.transport import AuthenticationRejected
-from fhir_upstream_connector import FhirUpstreamConnector
-from fhir_upstream_connector.sandbox import FhirSandbox
 
 pytestmark = pytest.mark.anyio
 
