@@ -58,7 +58,7 @@ from adapter.fhir.declared import READS
 from adapter.fhir.match import KINDS, matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchParam, SearchRequest
-from adapter.fhir.versions import require_version, with_version
+from adapter.fhir.versions import with_version
 from adapter.transport import (
     KeyPool,
     MalformedResponse,
@@ -658,19 +658,19 @@ class FhirUpstreamConnector:
         headers: dict[str, str] = {}
         if if_match is not None:
             current = await self.read(resource_type, fhir_id)
-            if resource_type in statement.versioned and current["meta"].get("versionId"):
+            # The version served is the upstream's own where it keeps one (with_version
+            # leaves it), else a digest of the content: compared here, before any change.
+            if current["meta"]["versionId"] != if_match:
+                raise _stale()
+            if resource_type in statement.versioned:
                 headers["if-match"] = f'W/"{if_match}"'
-            require_version(current, if_match)
+
         path = f"{resource_type}/{quote(upstream, safe='')}"
         try:
             _, answer = await self._send("PUT", path, body, headers)
         except VendorRejected as exc:
             if exc.status == 412:
-                raise FhirError.one(
-                    412,
-                    "conflict",
-                    "If-Match names a version that is no longer current: read the resource again",
-                ) from None
+                raise _stale() from None
             raise
         except NotFound:
             raise ResourceNotFound(resource_type, fhir_id) from None
@@ -705,6 +705,12 @@ class FhirUpstreamConnector:
             broken.committed_unknown = True
             raise broken
         return status, answer
+
+
+def _stale() -> FhirError:
+    return FhirError.one(
+        412, "conflict", "If-Match names a version that is no longer current: read it again"
+    )
 
 
 class _Upstream:

@@ -197,6 +197,9 @@ class FhirSandbox:
         self.tokens: dict[str, float] = {}  # issued token -> when it expires
         self.assertions: set[str] = set()  # jti of every client assertion taken
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
+        self.queries: list[str] = []  # the query string of every search
+        self.if_match_seen: list[str] = []  # the If-Match of every update
+        self.lose_answers = 0  # writes whose answer is lost after they are made
         self.store: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in SEARCH_PARAMS}
         self._snapshots: dict[str, tuple[str, list[str]]] = {}
         self._load(samples, patients, today or date.today())
@@ -357,16 +360,25 @@ class FhirSandbox:
             return _outcome(404, "not-supported", "resource type not served")
         kind = parts[0]
         if request.method == "GET" and len(parts) == 1:
+            self.queries.append(request.url.query.decode())
             return self._search(kind, request.url)
         if request.method == "GET" and len(parts) == 2:
             found = self.store[kind].get(parts[1])
             if found is None:
                 return _outcome(404, "not-found", f"{kind}/{parts[1]} is not known")
             return self._answer(200, found)
-        if request.method == "POST" and len(parts) == 1:
-            return self._create(kind, request)
-        if request.method == "PUT" and len(parts) == 2:
-            return self._update(kind, parts[1], request)
+        if request.method in ("POST", "PUT"):
+            if request.method == "POST" and len(parts) == 1:
+                answer = self._create(kind, request)
+            elif request.method == "PUT" and len(parts) == 2:
+                self.if_match_seen.append(request.headers.get("if-match", ""))
+                answer = self._update(kind, parts[1], request)
+            else:
+                return _outcome(405, "not-supported", "interaction not supported")
+            if self.lose_answers and answer.is_success:
+                self.lose_answers -= 1
+                raise httpx.ReadError("the connection dropped after the write was made")
+            return answer
         return _outcome(405, "not-supported", "interaction not supported")
 
     def _answer(self, status: int, resource: dict[str, Any]) -> httpx.Response:
