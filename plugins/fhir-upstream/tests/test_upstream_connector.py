@@ -192,3 +192,33 @@ async def test_an_appointment_update_passes_if_match_through(sandbox, c):
     assert info.value.status == 412
     assert sandbox.if_match_seen == ['W/"1"']  # refused before anything was sent
     assert sandbox.store["Appointment"][booked["id"]]["status"] == "cancelled"
+
+
+def test_configuration_is_strict_and_names_the_key(sandbox):
+    from adapter.connectors.base import ConnectorConfigError
+
+    with pytest.raises(ConnectorConfigError) as info:
+        connect(sandbox, auth={"type": "bearer", "tokn": "x"})
+    assert "tokn" in str(info.value) and "'token'" in str(info.value)
+    with pytest.raises(ConnectorConfigError) as info:
+        connect(sandbox, types=["Patient", "Observation"])
+    assert "Observation" in str(info.value)
+    with pytest.raises(ConnectorConfigError) as info:
+        connect(sandbox, auth={"type": "smart", "client_id": "facade"})
+    assert "private_key" in str(info.value)
+
+
+async def test_the_sources_rate_limit_is_its_budget(sandbox):
+    c = connect(sandbox, rate_limit={"per_second": 5, "per_minute": 100})
+    try:
+        assert c.limits() == [(5, 1.0), (100, 60.0)]
+    finally:
+        await c.aclose()
+
+
+async def test_types_narrow_what_the_source_declares(sandbox):
+    c = connect(sandbox, types=["Patient", "Appointment"])
+    try:
+        assert sorted(c.capabilities.resources) == ["Appointment", "Patient"]
+    finally:
+        await c.aclose()

@@ -5,43 +5,13 @@ facades)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
 import pytest
 from fhir_upstream_connector.sandbox import FhirSandbox
+from upstream_world import FAST, client, facade, references
 
-from adapter.app import create_app
-from adapter.sandbox import LeyrSandbox, NyraSandbox, RateLimits
-from adapter.settings import Settings
+from adapter.sandbox import LeyrSandbox, NyraSandbox
 
 pytestmark = pytest.mark.anyio
-
-FAST = RateLimits(second_window=1 / 2400, minute_window=60 / 2400)
-
-
-def references(value: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(value, dict):
-        if isinstance(value.get("reference"), str):
-            found.add(value["reference"])
-        for item in value.values():
-            found |= references(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= references(item)
-    return found
-
-
-def facade(sources: dict[str, dict], transports: dict[str, httpx.AsyncBaseTransport]):
-    settings = Settings(
-        open_access=True, sources=sources, cursor_key=b"f" * 32, max_vendor_calls=200
-    )
-    return create_app(settings, transports=transports)
-
-
-def client(app, base: str = "http://fhir.test/fhir") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
 
 
 @pytest.fixture

@@ -1,0 +1,141 @@
+"""The facade as an upstream: a regional facade over two hospital facades (one over a
+FHIR server, one over Nyra). Reads, searches, ``_include`` and writes pass through both
+levels; ids stay within FHIR's 64 characters, or are refused by name."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fhir_upstream_connector.sandbox import FhirSandbox
+from upstream_world import FAST, client, facade, references
+
+from adapter.sandbox import NyraSandbox
+
+pytestmark = pytest.mark.anyio
+
+
+class Chain:
+    def __init__(self) -> None:
+        self.ehr = FhirSandbox(seed=5, patients=10)
+        self.nyra = NyraSandbox(seed=5, patients=10, limits=FAST)
+        self.hospital_a = facade(
+            {"ehr": {"connector": "fhir-upstream", **self.ehr.defaults()}},
+            {"ehr": self.ehr.transport()},
+        )
+        self.hospital_b = facade(
+            {"nyra": {"connector": "nyra", **self.nyra.defaults()}},
+            {"nyra": self.nyra.transport()},
+        )
+        upstream = {"connector": "fhir-upstream", "auth": {"type": "none"}, "timezone": "UTC"}
+        self.regional = facade(
+            {
+                "hosp-a": {**upstream, "base_url": "http://hosp-a.test/fhir"},
+                "hosp-b": {**upstream, "base_url": "http://hosp-b.test/fhir"},
+            },
+            {
+                "hosp-a": httpx.ASGITransport(app=self.hospital_a),
+                "hosp-b": httpx.ASGITransport(app=self.hospital_b),
+            },
+        )
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+async def test_reads_and_searches_through_two_levels(chain):
+    async with (
+        client(chain.regional) as http,
+        client(chain.hospital_a, "http://hosp-a.test/fhir") as a,
+    ):
+        r = await http.get("/Patient", params={"_count": "7"})
+        assert r.status_code == 200, r.text
+        found, url = [], None
+        while True:
+            bundle = (await http.get(url) if url else r).json()
+            found += [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "match"]
+            url = next((x["url"] for x in bundle["link"] if x["relation"] == "next"), None)
+            if url is None:
+                break
+        assert {p["meta"]["source"] for p in found} == {"hosp-a", "hosp-b"}
+        assert len(found) == 20 and len({p["id"] for p in found}) == 20
+        assert all(len(p["id"]) <= 64 for p in found)
+        first = next(p for p in found if p["meta"]["source"] == "hosp-a")
+        assert first["id"].startswith("hosp-a.ehr.")
+        below = await a.get(f"/Patient/{first['id'].removeprefix('hosp-a.')}")
+        assert below.status_code == 200
+        read = await http.get(f"/Patient/{first['id']}")
+        assert read.status_code == 200
+        assert read.json()["name"] == below.json()["name"]
+        family = first["name"][0]["family"]
+        r = await http.get("/Patient", params={"family": family})
+        hits = [e["resource"]["id"] for e in r.json()["entry"] if e["search"]["mode"] == "match"]
+        assert first["id"] in hits
+
+
+async def test_include_through_two_levels_resolves_every_reference(chain):
+    async with client(chain.regional) as http:
+        r = await http.get(
+            "/Appointment",
+            params={"_count": "10", "_include": "Appointment:patient", "_source": "hosp-a"},
+        )
+        assert r.status_code == 200, r.text
+        entries = r.json()["entry"]
+        matches = [e["resource"] for e in entries if e["search"]["mode"] == "match"]
+        included = {e["resource"]["id"] for e in entries if e["search"]["mode"] == "include"}
+        wanted = {
+            ref.split("/")[1]
+            for m in matches
+            for ref in references(m)
+            if ref.startswith("Patient/")
+        }
+        assert wanted and wanted == included
+        for ref in sorted(set().union(*(references(m) for m in matches))):
+            got = await http.get(f"/{ref}")
+            assert got.status_code == 200, (ref, got.text)
+
+
+async def test_writes_through_two_levels(chain):
+    async with client(chain.regional) as http:
+        made = await http.post(
+            "/Patient",
+            json={
+                "resourceType": "Patient",
+                "meta": {"source": "hosp-a"},
+                "name": [{"family": "Eklund", "given": ["Maja"]}],
+                "birthDate": "1990-02-03",
+            },
+        )
+        assert made.status_code == 201, made.text
+        patient = made.json()
+        assert patient["id"].startswith("hosp-a.ehr.")
+        held = [
+            p
+            for p in chain.ehr.store["Patient"].values()
+            if p.get("name", [{}])[0].get("family") == "Eklund"
+        ]
+        assert len(held) == 1
+        r = await http.get(
+            "/Appointment", params={"_source": "hosp-a", "status": "booked", "_count": "1"}
+        )
+        (appointment,) = [
+            e["resource"] for e in r.json()["entry"] if e["search"]["mode"] == "match"
+        ]
+        etag = f'W/"{appointment["meta"]["versionId"]}"'
+        changed = await http.put(
+            f"/Appointment/{appointment['id']}",
+            json={**appointment, "status": "cancelled"},
+            headers={"If-Match": etag},
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["status"] == "cancelled"
+        upstream_id = appointment["id"].split(".")[-1]
+        assert chain.ehr.store["Appointment"][upstream_id]["status"] == "cancelled"
+        stale = await http.put(
+            f"/Appointment/{appointment['id']}",
+            json={**appointment, "status": "booked"},
+            headers={"If-Match": etag},
+        )
+        assert stale.status_code == 412, stale.text
+        assert chain.ehr.store["Appointment"][upstream_id]["status"] == "cancelled"
