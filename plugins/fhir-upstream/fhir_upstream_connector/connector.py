@@ -57,7 +57,7 @@ from adapter.connectors.writes import found_before_sending, look_after_unknown, 
 from adapter.fhir.declared import READS
 from adapter.fhir.match import KINDS, matches
 from adapter.fhir.outcome import FhirError
-from adapter.fhir.search import SearchParam, SearchRequest
+from adapter.fhir.search import SearchParam, SearchRequest, UnsupportedParameter
 from adapter.fhir.versions import with_version
 from adapter.transport import (
     KeyPool,
@@ -511,11 +511,15 @@ class FhirUpstreamConnector:
         query: list[tuple[str, str]] = []
         for param in request.params:
             if param.name == "schedule.actor":
+                if "schedule" not in taken:
+                    # Matched here, it would need every Slot's Schedule read: refused.
+                    raise UnsupportedParameter(
+                        param.name, "the upstream does not search Slots by schedule"
+                    )
                 schedules = await self._schedules_of(param)
                 if not schedules:
                     return None
-                if "schedule" in taken:
-                    query.append(("schedule", ",".join(f"Schedule/{s}" for s in schedules)))
+                query.append(("schedule", ",".join(f"Schedule/{s}" for s in schedules)))
                 continue
             if param.name not in taken:
                 continue

@@ -4,18 +4,23 @@ levels; ids stay within FHIR's 64 characters, or are refused by name."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
+import orjson
 import pytest
 from fhir_upstream_connector.sandbox import FhirSandbox
 from upstream_world import FAST, client, facade, references
 
 from adapter.sandbox import NyraSandbox
+from adapter.settings import ExportSettings
 
 pytestmark = pytest.mark.anyio
 
 
 class Chain:
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         self.ehr = FhirSandbox(seed=5, patients=10)
         self.nyra = NyraSandbox(seed=5, patients=10, limits=FAST)
         self.hospital_a = facade(
@@ -36,12 +41,13 @@ class Chain:
                 "hosp-a": httpx.ASGITransport(app=self.hospital_a),
                 "hosp-b": httpx.ASGITransport(app=self.hospital_b),
             },
+            export=ExportSettings(dir=str(root)),
         )
 
 
 @pytest.fixture
-def chain() -> Chain:
-    return Chain()
+def chain(tmp_path) -> Chain:
+    return Chain(tmp_path)
 
 
 async def test_reads_and_searches_through_two_levels(chain):
@@ -139,3 +145,36 @@ async def test_writes_through_two_levels(chain):
         )
         assert stale.status_code == 412, stale.text
         assert chain.ehr.store["Appointment"][upstream_id]["status"] == "cancelled"
+
+
+async def test_a_bulk_export_through_two_levels(chain):
+    async with client(chain.regional) as http:
+        kick = await http.get(
+            "/$export",
+            params={"_type": "Patient,Appointment"},
+            headers={"Prefer": "respond-async", "Accept": "application/fhir+json"},
+        )
+        assert kick.status_code == 202, kick.text
+        # The job runs in this event loop: wait for it, then ask for its manifest.
+        await asyncio.gather(*chain.regional.state.exports.running.values())
+        status = await http.get(kick.headers["content-location"])
+        assert status.status_code == 200, status.text
+        manifest = status.json()
+        exported: dict[str, list[dict]] = {}
+        for item in manifest["output"]:
+            r = await http.get(item["url"])
+            assert r.status_code == 200
+            exported.setdefault(item["type"], []).extend(
+                orjson.loads(line) for line in r.content.splitlines()
+            )
+        assert manifest.get("error", []) == []
+        patients = exported["Patient"]
+        assert len(patients) == 20 and len({p["id"] for p in patients}) == 20
+        assert {p["meta"]["source"] for p in patients} == {"hosp-a", "hosp-b"}
+        held = len(chain.ehr.appointments) + len(chain.nyra.appointments)
+        assert len(exported["Appointment"]) == held
+        ids = {p["id"] for p in patients}
+        for appointment in exported["Appointment"]:
+            for ref in references(appointment):
+                if ref.startswith("Patient/"):
+                    assert ref.split("/")[1] in ids

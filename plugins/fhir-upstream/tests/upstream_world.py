@@ -29,11 +29,17 @@ def references(value: Any) -> set[str]:
     return found
 
 
-def facade(sources: dict[str, dict], transports: dict[str, httpx.AsyncBaseTransport]):
-    settings = Settings(
-        open_access=True, sources=sources, cursor_key=b"f" * 32, max_vendor_calls=200
+def facade(
+    sources: dict[str, dict], transports: dict[str, httpx.AsyncBaseTransport], **settings: Any
+):
+    config = Settings(
+        open_access=True,
+        sources=sources,
+        cursor_key=b"f" * 32,
+        max_vendor_calls=200,
+        **settings,
     )
-    return create_app(settings, transports=transports)
+    return create_app(config, transports=transports)
 
 
 def client(app, base: str = "http://fhir.test/fhir") -> httpx.AsyncClient:
