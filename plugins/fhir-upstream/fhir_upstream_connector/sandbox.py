@@ -200,6 +200,7 @@ class FhirSandbox:
         self.queries: list[str] = []  # the query string of every search
         self.if_match_seen: list[str] = []  # the If-Match of every update
         self.lose_answers = 0  # writes whose answer is lost after they are made
+        self.failures = 0  # requests answered 503 from now on (each takes one)
         self.store: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in SEARCH_PARAMS}
         self._snapshots: dict[str, tuple[str, list[str]]] = {}
         self._load(samples, patients, today or date.today())
@@ -353,6 +354,9 @@ class FhirSandbox:
             return self._token(request)
         if parts == ["metadata"]:
             return httpx.Response(200, json=self.capability_statement())
+        if self.failures:
+            self.failures -= 1
+            return _outcome(503, "transient", "the server is busy", {"retry-after": "1"})
         refused = self._refused(request)
         if refused is not None:
             return refused

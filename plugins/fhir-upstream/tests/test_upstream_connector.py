@@ -222,3 +222,22 @@ async def test_types_narrow_what_the_source_declares(sandbox):
         assert sorted(c.capabilities.resources) == ["Appointment", "Patient"]
     finally:
         await c.aclose()
+
+
+async def test_an_upstream_that_keeps_failing_opens_the_sources_circuit(sandbox):
+    from adapter.transport import CircuitRefused, VendorUnavailable
+
+    c = connect(sandbox, retry={"attempts": 1}, circuit={"failures": 2, "open_seconds": 600})
+    try:
+        await c.statement()
+        sandbox.failures = 2
+        for _ in range(2):
+            with pytest.raises(VendorUnavailable):
+                await c.search(SearchRequest("Patient"))
+        assert c.health() == "circuit open"
+        calls = len(sandbox.calls)
+        with pytest.raises(CircuitRefused):
+            await c.search(SearchRequest("Patient"))
+        assert len(sandbox.calls) == calls  # refused here: the upstream is left alone
+    finally:
+        await c.aclose()
