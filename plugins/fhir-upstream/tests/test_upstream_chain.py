@@ -178,3 +178,27 @@ async def test_a_bulk_export_through_two_levels(chain):
             for ref in references(appointment):
                 if ref.startswith("Patient/"):
                     assert ref.split("/")[1] in ids
+
+
+async def test_an_id_that_outgrows_64_characters_a_level_up_is_refused_by_name(chain):
+    long_id = "L" * 55  # "ehr." + 55 fits at the hospital; "hosp-a.ehr." + 55 does not
+    chain.ehr.store["Patient"][long_id] = {
+        "resourceType": "Patient",
+        "id": long_id,
+        "meta": {"versionId": "1"},
+        "name": [{"family": "Longfellow"}],
+    }
+    async with (
+        client(chain.regional) as http,
+        client(chain.hospital_a, "http://hosp-a.test/fhir") as a,
+    ):
+        below = await a.get("/Patient", params={"family": "Longfellow"})
+        (entry,) = below.json()["entry"]
+        assert entry["resource"]["id"] == f"ehr.{long_id}"
+        r = await http.get("/Patient", params={"family": "Longfellow"})
+        assert r.status_code == 200
+        (entry,) = r.json()["entry"]
+        assert entry["search"]["mode"] == "outcome"
+        (issue,) = entry["resource"]["issue"]
+        assert issue["severity"] == "warning"
+        assert f"ehr.{long_id}" in issue["diagnostics"] and "left out" in issue["diagnostics"]
