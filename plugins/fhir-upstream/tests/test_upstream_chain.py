@@ -1,5 +1,6 @@
 """The facade as an upstream: a regional facade over two hospital facades (one over a
-FHIR server, one over Nyra). Reads, searches, ``_include`` and writes pass through both
+FHIR server, which lets the regional facade in with SMART Backend Services; one over
+Nyra, open). Reads, searches, ``_include`` and writes pass through both
 levels; ids stay within FHIR's 64 characters, or are refused by name."""
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fhir_upstream_connector.sandbox import FhirSandbox
+from jwt.algorithms import ECAlgorithm
+from upstream_keys import key_pair
 from upstream_world import FAST, client, facade, references
 
+from adapter.auth.clients import load_clients
 from adapter.sandbox import NyraSandbox
 from adapter.settings import ExportSettings
 
@@ -23,9 +28,19 @@ class Chain:
     def __init__(self, root: Path) -> None:
         self.ehr = FhirSandbox(seed=5, patients=10)
         self.nyra = NyraSandbox(seed=5, patients=10, limits=FAST)
+        # Hospital A lets only the regional facade in: SMART Backend Services, ES384.
+        private, public = key_pair("ES384")
+        jwk = orjson.loads(ECAlgorithm.to_jwk(load_pem_public_key(public.encode())))
+        jwks = {"keys": [{**jwk, "kid": "regional-1", "alg": "ES384"}]}
+        self.clients = load_clients(
+            {"regional": {"jwks": jwks, "scopes": ["system/*.cruds"]}}, ["ehr"]
+        )
         self.hospital_a = facade(
             {"ehr": {"connector": "fhir-upstream", **self.ehr.defaults()}},
             {"ehr": self.ehr.transport()},
+            open_access=False,
+            token_key=b"t" * 32,
+            clients=self.clients,
         )
         self.hospital_b = facade(
             {"nyra": {"connector": "nyra", **self.nyra.defaults()}},
@@ -34,7 +49,19 @@ class Chain:
         upstream = {"connector": "fhir-upstream", "auth": {"type": "none"}, "timezone": "UTC"}
         self.regional = facade(
             {
-                "hosp-a": {**upstream, "base_url": "http://hosp-a.test/fhir"},
+                "hosp-a": {
+                    **upstream,
+                    "base_url": "http://hosp-a.test/fhir",
+                    "auth": {
+                        "type": "smart",
+                        "client_id": "regional",
+                        "private_key": private,
+                        "algorithm": "ES384",
+                        "key_id": "regional-1",
+                        "token_url": "http://hosp-a.test/auth/token",
+                        "scope": "system/*.cruds",
+                    },
+                },
                 "hosp-b": {**upstream, "base_url": "http://hosp-b.test/fhir"},
             },
             {
@@ -42,6 +69,14 @@ class Chain:
                 "hosp-b": httpx.ASGITransport(app=self.hospital_b),
             },
             export=ExportSettings(dir=str(root)),
+        )
+
+    def at_hospital_a(self) -> httpx.AsyncClient:
+        """A client of hospital A's facade, with a token of the regional facade's."""
+        regional = self.clients["regional"]
+        token, _ = self.hospital_a.state.tokens.issue(regional, dict(regional.scopes))
+        return client(
+            self.hospital_a, "http://hosp-a.test/fhir", {"Authorization": f"Bearer {token}"}
         )
 
 
@@ -53,7 +88,7 @@ def chain(tmp_path) -> Chain:
 async def test_reads_and_searches_through_two_levels(chain):
     async with (
         client(chain.regional) as http,
-        client(chain.hospital_a, "http://hosp-a.test/fhir") as a,
+        chain.at_hospital_a() as a,
     ):
         r = await http.get("/Patient", params={"_count": "7"})
         assert r.status_code == 200, r.text
@@ -69,6 +104,9 @@ async def test_reads_and_searches_through_two_levels(chain):
         assert all(len(p["id"]) <= 64 for p in found)
         first = next(p for p in found if p["meta"]["source"] == "hosp-a")
         assert first["id"].startswith("hosp-a.ehr.")
+        async with client(chain.hospital_a, "http://hosp-a.test/fhir") as anyone:
+            refused = await anyone.get(f"/Patient/{first['id'].removeprefix('hosp-a.')}")
+            assert refused.status_code == 401  # the regional facade came in with its token
         below = await a.get(f"/Patient/{first['id'].removeprefix('hosp-a.')}")
         assert below.status_code == 200
         read = await http.get(f"/Patient/{first['id']}")
@@ -190,7 +228,7 @@ async def test_an_id_that_outgrows_64_characters_a_level_up_is_refused_by_name(c
     }
     async with (
         client(chain.regional) as http,
-        client(chain.hospital_a, "http://hosp-a.test/fhir") as a,
+        chain.at_hospital_a() as a,
     ):
         below = await a.get("/Patient", params={"family": "Longfellow"})
         (entry,) = below.json()["entry"]

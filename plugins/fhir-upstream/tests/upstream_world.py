@@ -33,14 +33,18 @@ def facade(
     sources: dict[str, dict], transports: dict[str, httpx.AsyncBaseTransport], **settings: Any
 ):
     config = Settings(
-        open_access=True,
-        sources=sources,
-        cursor_key=b"f" * 32,
-        max_vendor_calls=200,
-        **settings,
+        **{
+            "open_access": True,
+            "sources": sources,
+            "cursor_key": b"f" * 32,
+            "max_vendor_calls": 200,
+            **settings,
+        }
     )
     return create_app(config, transports=transports)
 
 
-def client(app, base: str = "http://fhir.test/fhir") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+def client(
+    app, base: str = "http://fhir.test/fhir", headers: dict[str, str] | None = None
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, headers=headers)
