@@ -37,8 +37,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
+# The conformance suite runs the FHIR upstream connector against its sandbox server in the
+# run above, and here once more against a facade over that server.
 test: lint
 	$(BIN)/pytest -q
+	FHIR_UPSTREAM_OVER=facade $(BIN)/pytest -q tests/conformance -k fhir-upstream
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_mappings.py
