@@ -241,3 +241,52 @@ async def test_an_upstream_that_keeps_failing_opens_the_sources_circuit(sandbox)
         assert len(sandbox.calls) == calls  # refused here: the upstream is left alone
     finally:
         await c.aclose()
+
+
+def _new_appointment(patient: str, start: str, end: str) -> dict:
+    return {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": start,
+        "end": end,
+        "participant": [
+            {"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/up.pr-3"}, "status": "accepted"},
+        ],
+    }
+
+
+async def test_an_appointment_is_booked_with_upstream_references(sandbox, c):
+    patient = f"up.{next(iter(sandbox.store['Patient']))}"
+    body = _new_appointment(patient, "2027-03-01T09:00:00Z", "2027-03-01T09:30:00Z")
+    written = await c.create("Appointment", body)
+    made = written.resource
+    assert written.created is True and made["id"].startswith("up.")
+    assert [p["actor"]["reference"] for p in made["participant"]] == [
+        f"Patient/{patient}",
+        "Practitioner/up.pr-3",
+    ]
+    held = sandbox.store["Appointment"][c.upstream_id("Appointment", made["id"])]
+    assert held["participant"][0]["actor"]["reference"] == f"Patient/{patient[3:]}"
+    assert await c.read("Appointment", made["id"]) == made
+
+
+async def test_a_retried_booking_finds_the_first_and_sends_nothing(sandbox, c):
+    patient = f"up.{next(iter(sandbox.store['Patient']))}"
+    body = _new_appointment(patient, "2027-03-02T09:00:00Z", "2027-03-02T09:30:00Z")
+    sandbox.lose_answers = 1
+    first = await c.create("Appointment", body)  # the answer was lost: looked up
+    posts = sum(1 for call in sandbox.calls if call == ("POST", "Appointment"))
+    again = await c.create("Appointment", body, look_first=True)
+    assert again.resource == first.resource
+    assert sum(1 for call in sandbox.calls if call == ("POST", "Appointment")) == posts == 1
+
+
+async def test_an_update_whose_answer_was_lost_is_read_back(sandbox, c):
+    booked = next(a for a in sandbox.appointments if a["status"] == "booked")
+    fhir_id = f"up.{booked['id']}"
+    current = await c.read("Appointment", fhir_id)
+    sandbox.lose_answers = 1
+    written = await c.update("Appointment", fhir_id, {**current, "status": "cancelled"})
+    assert written.resource["status"] == "cancelled" and written.created is False
+    assert sandbox.store["Appointment"][booked["id"]]["meta"]["versionId"] == "2"
