@@ -723,7 +723,7 @@ class _Upstream:
     label = "upstream"
 
     def headers(self) -> dict[str, str]:
-        return {"accept": "application/fhir+json"}
+        return {}  # the client asks for application/json, which FHIR servers answer
 
 
 def _first_identifier(resource: dict[str, Any]) -> str | None:
