@@ -432,7 +432,7 @@ class FhirUpstreamConnector:
             query = await self._query(request)
             if query is None:
                 return Page([], None, total=0)
-            size = request.count if not local else max(request.count, self.page_size)
+            size = max(1, request.count) if not local else max(request.count, self.page_size)
             url = f"{kind}?{urlencode([*query, ('_count', str(size))])}"
             skip = 0
         else:
@@ -460,6 +460,8 @@ class FhirUpstreamConnector:
                 raise MalformedResponse(self.source, 200, "a search answered no Bundle")
             if first and pages == 0 and not request.params and isinstance(body.get("total"), int):
                 total = body["total"]
+            if request.count <= 0:  # only the total was asked for
+                return Page([], None, total)
             entries = [
                 e["resource"]
                 for e in body.get("entry") or ()

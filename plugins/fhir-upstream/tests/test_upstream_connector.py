@@ -290,3 +290,10 @@ async def test_an_update_whose_answer_was_lost_is_read_back(sandbox, c):
     written = await c.update("Appointment", fhir_id, {**current, "status": "cancelled"})
     assert written.resource["status"] == "cancelled" and written.created is False
     assert sandbox.store["Appointment"][booked["id"]]["meta"]["versionId"] == "2"
+
+
+async def test_a_count_of_nothing_gives_the_total_from_one_call(sandbox, c):
+    sandbox.queries.clear()
+    page = await c.search(SearchRequest("Patient", count=0))
+    assert (page.resources, page.next_cursor, page.total) == ([], None, 40)
+    assert sandbox.queries == ["_count=1"]
