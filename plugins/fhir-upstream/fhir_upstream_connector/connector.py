@@ -175,6 +175,11 @@ def classify(source: str, response: httpx.Response) -> VendorError | None:
         )
     if response.status_code in (400, 409, 422):
         return classify_status(source, response, error_codes=codes)
+    if response.status_code == 403:
+        # Which permission is the upstream's own business; the type asked for is named.
+        kinds = [p for p in response.request.url.path.split("/") if p[:1].isupper()]
+        named = f"access to {kinds[0]}" if kinds else None
+        return classify_status(source, response, permission=named)
     return None
 
 

@@ -25,16 +25,14 @@ pytestmark = pytest.mark.anyio
 
 
 class Chain:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, scopes: tuple[str, ...] = ("system/*.cruds",)) -> None:
         self.ehr = FhirSandbox(seed=5, patients=10)
         self.nyra = NyraSandbox(seed=5, patients=10, limits=FAST)
         # Hospital A lets only the regional facade in: SMART Backend Services, ES384.
         private, public = key_pair("ES384")
         jwk = orjson.loads(ECAlgorithm.to_jwk(load_pem_public_key(public.encode())))
         jwks = {"keys": [{**jwk, "kid": "regional-1", "alg": "ES384"}]}
-        self.clients = load_clients(
-            {"regional": {"jwks": jwks, "scopes": ["system/*.cruds"]}}, ["ehr"]
-        )
+        self.clients = load_clients({"regional": {"jwks": jwks, "scopes": list(scopes)}}, ["ehr"])
         self.hospital_a = facade(
             {"ehr": {"connector": "fhir-upstream", **self.ehr.defaults()}},
             {"ehr": self.ehr.transport()},
@@ -240,3 +238,22 @@ async def test_an_id_that_outgrows_64_characters_a_level_up_is_refused_by_name(c
         (issue,) = entry["resource"]["issue"]
         assert issue["severity"] == "warning"
         assert f"ehr.{long_id}" in issue["diagnostics"] and "left out" in issue["diagnostics"]
+
+
+async def test_what_the_hospital_lets_the_region_see_bounds_what_the_region_serves(tmp_path):
+    chain = Chain(tmp_path, scopes=("system/Patient.rs",))
+    async with client(chain.regional) as http:
+        patients = await http.get("/Patient", params={"_source": "hosp-a"})
+        assert patients.status_code == 200
+        assert [e["search"]["mode"] for e in patients.json()["entry"]] == ["match"] * 10
+        r = await http.get("/Appointment", params={"_count": "100"})
+        assert r.status_code == 200, r.text
+        entries = r.json()["entry"]
+        served = {
+            e["resource"]["meta"]["source"] for e in entries if e["search"]["mode"] == "match"
+        }
+        assert served == {"hosp-b"}
+        (outcome,) = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+        assert outcome["issue"][0]["diagnostics"] == (
+            "source hosp-a: the API key lacks the permission access to Appointment"
+        )
