@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fhir_upstream_connector import FhirUpstreamConnector
 from fhir_upstream_connector.sandbox import FhirSandbox
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapter.connectors.base import ResourceNotFound, WriteRefused
@@ -48,6 +48,7 @@ async def every(c, request: SearchRequest) -> list[dict]:
 _UPSTREAM_IDS = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
 
 
+@settings(deadline=None)  # a shared machine: no time limit per example
 @given(upstream_id=_UPSTREAM_IDS)
 def test_an_upstream_id_comes_back_from_its_facade_id_or_is_refused_as_too_long(upstream_id):
     c = FhirUpstreamConnector("regional", client=None, base_url="http://up.test/fhir")
