@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode
@@ -29,9 +29,17 @@ import httpx
 import jwt
 import orjson
 
+from adapter.connectors.base import ConnectorConfigError
 from adapter.transport.credentials import Secret
 
-__all__ = ["EXTRA_HEADERS", "AuthTransport", "Bearer", "NoAuth", "SmartBackend"]
+__all__ = [
+    "EXTRA_HEADERS",
+    "AuthTransport",
+    "Bearer",
+    "NoAuth",
+    "SmartBackend",
+    "auth_from_config",
+]
 
 EXTRA_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("fhir_upstream_headers", default=None)
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -214,3 +222,32 @@ class AuthTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def auth_from_config(
+    label: str, base_url: str, table: Mapping[str, Any]
+) -> NoAuth | Bearer | SmartBackend:
+    kind = table.get("type", "none")
+    allowed = {"none": {"type"}, "bearer": {"type", "token"}}.get(
+        kind, {"type", "client_id", "private_key", "algorithm", "key_id", "token_url", "scope"}
+    )
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise ConnectorConfigError(f"{label} auth: {', '.join(extra)} not taken with type {kind!r}")
+    if kind == "none":
+        return NoAuth()
+    if kind == "bearer":
+        if not table.get("token"):
+            raise ConnectorConfigError(f"{label} auth: 'token' is required with type 'bearer'")
+        return Bearer(table["token"])
+    missing = [k for k in ("client_id", "private_key") if not table.get(k)]
+    if missing:
+        raise ConnectorConfigError(f"{label} auth: {', '.join(missing)} required with type 'smart'")
+    return SmartBackend(
+        client_id=table["client_id"],
+        private_key=table["private_key"],
+        algorithm=table.get("algorithm", "RS384"),
+        token_url=table.get("token_url") or base_url.rstrip("/") + "/token",
+        scope=table.get("scope", "system/*.rs system/Patient.c system/Appointment.cu"),
+        key_id=table.get("key_id"),
+    )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -48,7 +47,6 @@ from adapter.connectors.base import (
     ResourceCapability,
     ResourceNotFound,
     WriteNotSupported,
-    WriteRefused,
     Written,
     check_supported,
 )
@@ -58,7 +56,6 @@ from adapter.fhir.declared import READS
 from adapter.fhir.match import KINDS, matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchParam, SearchRequest, UnsupportedParameter
-from adapter.fhir.versions import with_version
 from adapter.transport import (
     KeyPool,
     MalformedResponse,
@@ -66,13 +63,13 @@ from adapter.transport import (
     VendorClient,
     VendorError,
     VendorRejected,
-    classify_status,
-    json_object,
 )
 from adapter.transport.client import make_vendor_http, tls_context
 from adapter.transport.ratelimit import Limit
-from fhir_upstream_connector.auth import EXTRA_HEADERS, AuthTransport, Bearer, NoAuth, SmartBackend
-from mappings import IdError, MappingError, SourceContext, decode_id
+from fhir_upstream_connector.auth import EXTRA_HEADERS, AuthTransport, auth_from_config
+from fhir_upstream_connector.ids import Rewriter
+from fhir_upstream_connector.statement import Statement, classify, parse_statement
+from mappings import IdError, SourceContext
 from mappings.common.time import zone
 
 __all__ = ["SOURCE_KEYS", "FhirUpstreamConnector"]
@@ -115,72 +112,6 @@ _WRITES: dict[str, frozenset[str]] = {
     "Appointment": frozenset({"create", "update"}),
 }
 _MAX_PAGES = 50  # upstream pages read for one facade page; then a shorter page, and more
-_UNAVAILABLE = "a resource not available through this service"
-
-
-@dataclass
-class Statement:
-    """What the upstream's CapabilityStatement declares, per resource type."""
-
-    params: dict[str, frozenset[str]] = field(default_factory=dict)
-    interactions: dict[str, frozenset[str]] = field(default_factory=dict)
-    conditional_create: frozenset[str] = frozenset()
-    versioned: frozenset[str] = frozenset()
-
-
-def parse_statement(body: Any) -> Statement:
-    """The parts of a CapabilityStatement this connector uses (anything else ignored)."""
-    if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
-        raise ValueError("not a CapabilityStatement")
-    found = Statement()
-    conditional, versioned = set(), set()
-    for rest in body.get("rest") or ():
-        if not isinstance(rest, dict) or rest.get("mode") != "server":
-            continue
-        for entry in rest.get("resource") or ():
-            kind = entry.get("type") if isinstance(entry, dict) else None
-            if not isinstance(kind, str):
-                continue
-            found.params[kind] = frozenset(
-                p["name"]
-                for p in entry.get("searchParam") or ()
-                if isinstance(p, dict) and isinstance(p.get("name"), str)
-            ) | {"_id"}
-            found.interactions[kind] = frozenset(
-                i["code"]
-                for i in entry.get("interaction") or ()
-                if isinstance(i, dict) and isinstance(i.get("code"), str)
-            )
-            if entry.get("conditionalCreate") is True:
-                conditional.add(kind)
-            if entry.get("versioning") in ("versioned", "versioned-update"):
-                versioned.add(kind)
-    found.conditional_create = frozenset(conditional)
-    found.versioned = frozenset(versioned)
-    return found
-
-
-def classify(source: str, response: httpx.Response) -> VendorError | None:
-    """An upstream's error: its OperationOutcome's issue code kept, never its text (it
-    may quote what was sent). A 410 is a resource that is gone: not found."""
-    if response.status_code == 410:
-        return NotFound(source, 410, "gone")
-    body = json_object(response)
-    codes: tuple[str, ...] = ()
-    if body is not None and body.get("resourceType") == "OperationOutcome":
-        codes = tuple(
-            i["code"]
-            for i in body.get("issue") or ()
-            if isinstance(i, dict) and isinstance(i.get("code"), str)
-        )
-    if response.status_code in (400, 409, 422):
-        return classify_status(source, response, error_codes=codes)
-    if response.status_code == 403:
-        # Which permission is the upstream's own business; the type asked for is named.
-        kinds = [p for p in response.request.url.path.split("/") if p[:1].isupper()]
-        named = f"access to {kinds[0]}" if kinds else None
-        return classify_status(source, response, permission=named)
-    return None
 
 
 class FhirUpstreamConnector:
@@ -215,6 +146,7 @@ class FhirUpstreamConnector:
             }
         )
         self._statement: Statement | None = None
+        self.ids = Rewriter(source, base_url, self.capabilities.resources)
 
     @property
     def zone(self) -> tzinfo:
@@ -245,7 +177,7 @@ class FhirUpstreamConnector:
                     f"{label} types: not served by the facade: {', '.join(unknown)} "
                     f"(known: {', '.join(sorted(_PARAMS))})"
                 )
-        auth = _auth(label, base_url, config.get("auth") or {"type": "none"})
+        auth = auth_from_config(label, base_url, config.get("auth") or {"type": "none"})
         inner = transport or httpx.AsyncHTTPTransport(verify=tls_context())
         timeout = config.get("timeout") or {}
         http = make_vendor_http(
@@ -303,105 +235,19 @@ class FhirUpstreamConnector:
                 raise MalformedResponse(self.source, 200, "not a CapabilityStatement") from None
         return self._statement
 
-    # -- ids and references ------------------------------------------------------------
+    # -- ids and references (see :mod:`.ids`) ------------------------------------------
 
     def fhir_id(self, upstream_id: str) -> str:
-        """The facade's id of an upstream id (``IdTooLong`` past 64 characters)."""
-        scope, dot, rest = upstream_id.partition(".")
-        if dot and scope and rest:
-            return self.ctx.id(rest, scope)
-        return self.ctx.id(upstream_id)
+        return self.ids.fhir_id(upstream_id)
 
     def upstream_id(self, resource_type: str, fhir_id: str) -> str:
-        """The upstream's id of one of this source's facade ids; else not found."""
-        try:
-            gid = decode_id(fhir_id)
-        except MappingError:
-            raise ResourceNotFound(resource_type, fhir_id) from None
-        if gid.source != self.source:
-            raise ResourceNotFound(resource_type, fhir_id)
-        return gid.vendor_id if gid.scope is None else f"{gid.scope}.{gid.vendor_id}"
-
-    def _local_reference(self, reference: str) -> tuple[str, str] | None:
-        """(type, upstream id) of a reference to the upstream itself, else None."""
-        text = reference
-        if text.startswith(self.base_url):
-            text = text[len(self.base_url) :]
-        elif "://" in text or text.startswith(("urn:", "#")):
-            return None
-        parts = text.split("/")
-        if len(parts) == 4 and parts[2] == "_history":
-            parts = parts[:2]
-        if len(parts) != 2 or not parts[0] or not parts[1]:
-            return None
-        return parts[0], parts[1]
-
-    def _down(self, value: Any) -> Any:
-        """References rewritten to facade ids, throughout a value."""
-        if isinstance(value, list):
-            return [self._down(v) for v in value]
-        if not isinstance(value, dict):
-            return value
-        out = {k: self._down(v) for k, v in value.items()}
-        reference = value.get("reference")
-        if isinstance(reference, str) and not reference.startswith("#"):
-            local = self._local_reference(reference)
-            rewritten = None
-            if local is not None and local[0] in self.capabilities.resources:
-                try:
-                    rewritten = f"{local[0]}/{self.fhir_id(local[1])}"
-                except IdError:
-                    rewritten = None
-            if rewritten is not None:
-                out["reference"] = rewritten
-            else:
-                del out["reference"]
-                if not out.get("display"):
-                    out["display"] = _UNAVAILABLE
-        return out
+        return self.ids.upstream_id(resource_type, fhir_id)
 
     def to_facade(self, resource: dict[str, Any]) -> dict[str, Any]:
-        """An upstream resource as the facade serves it (``IdError`` for an id that does
-        not fit)."""
-        fhir_id = self.fhir_id(str(resource.get("id", "")))
-        meta_in = resource.get("meta") or {}
-        meta: dict[str, Any] = {
-            k: meta_in[k]
-            for k in ("versionId", "lastUpdated", "profile", "security", "tag")
-            if k in meta_in
-        }
-        meta["source"] = self.source
-        body = {k: self._down(v) for k, v in resource.items() if k not in ("id", "meta")}
-        return with_version(
-            {"resourceType": resource["resourceType"], "id": fhir_id, "meta": meta, **body}
-        )
-
-    def _up(self, value: Any, path: str) -> Any:
-        """References to this source's resources rewritten to the upstream's ids; one to
-        another source cannot be held upstream (422 naming the element)."""
-        if isinstance(value, list):
-            return [self._up(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if not isinstance(value, dict):
-            return value
-        out = {k: self._up(v, f"{path}.{k}") for k, v in value.items()}
-        reference = value.get("reference")
-        if isinstance(reference, str) and not reference.startswith("#"):
-            kind, _, fhir_id = reference.partition("/")
-            try:
-                upstream = self.upstream_id(kind, fhir_id)
-            except ResourceNotFound:
-                raise WriteRefused(
-                    f"{path}.reference", "references a resource of another source"
-                ) from None
-            out["reference"] = f"{kind}/{upstream}"
-        return out
+        return self.ids.to_facade(resource)
 
     def to_upstream(self, resource: dict[str, Any], upstream_id: str | None) -> dict[str, Any]:
-        kind = resource["resourceType"]
-        body = {
-            k: self._up(v, f"{kind}.{k}") for k, v in resource.items() if k not in ("id", "meta")
-        }
-        return {"resourceType": kind, **({"id": upstream_id} if upstream_id else {}), **body}
+        return self.ids.to_upstream(resource, upstream_id)
 
     # -- reads and searches -------------------------------------------------------------
 
@@ -739,30 +585,3 @@ def _first_identifier(resource: dict[str, Any]) -> str | None:
             system = ident.get("system")
             return f"{system}|{ident['value']}" if isinstance(system, str) else ident["value"]
     return None
-
-
-def _auth(label: str, base_url: str, table: Mapping[str, Any]) -> NoAuth | Bearer | SmartBackend:
-    kind = table.get("type", "none")
-    allowed = {"none": {"type"}, "bearer": {"type", "token"}}.get(
-        kind, {"type", "client_id", "private_key", "algorithm", "key_id", "token_url", "scope"}
-    )
-    extra = sorted(set(table) - allowed)
-    if extra:
-        raise ConnectorConfigError(f"{label} auth: {', '.join(extra)} not taken with type {kind!r}")
-    if kind == "none":
-        return NoAuth()
-    if kind == "bearer":
-        if not table.get("token"):
-            raise ConnectorConfigError(f"{label} auth: 'token' is required with type 'bearer'")
-        return Bearer(table["token"])
-    missing = [k for k in ("client_id", "private_key") if not table.get(k)]
-    if missing:
-        raise ConnectorConfigError(f"{label} auth: {', '.join(missing)} required with type 'smart'")
-    return SmartBackend(
-        client_id=table["client_id"],
-        private_key=table["private_key"],
-        algorithm=table.get("algorithm", "RS384"),
-        token_url=table.get("token_url") or base_url.rstrip("/") + "/token",
-        scope=table.get("scope", "system/*.rs system/Patient.c system/Appointment.cu"),
-        key_id=table.get("key_id"),
-    )
