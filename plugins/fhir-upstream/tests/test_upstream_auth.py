@@ -92,7 +92,8 @@ async def test_a_client_the_token_endpoint_refuses_is_an_authentication_error():
         text = str(info.value)
         assert "up" in text and "rotated" in text
         assert "PRIVATE KEY" not in text and "BEGIN" not in text
-        assert not any(kind == "GET" for kind, _ in sandbox.calls if _ != "metadata")
+        # The token endpoint was asked once; nothing went to the FHIR API without a token.
+        assert sandbox.calls == [("POST", "token")]
     finally:
         await c.aclose()
 
