@@ -39,6 +39,7 @@ from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
+from adapter.api.tracing import Traced
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
@@ -47,7 +48,7 @@ from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.ops import caches, metrics
+from adapter.ops import caches, metrics, telemetry
 from adapter.ops import logs as ops_logs
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
@@ -83,6 +84,9 @@ def create_app(
     # What the transport reports (calls, 429s, failures, cache hits) becomes metrics and
     # console lines; one observer per process, whatever the number of apps.
     hooks.install(ops_observer)
+    # Traces over OTLP when [telemetry] asks for them: one provider per process.
+    if settings.otlp_endpoint and not telemetry.enabled():
+        telemetry.configure(telemetry.otlp_provider(settings.otlp_endpoint))
     # Vendor budgets: shared by every process through Redis, else this worker's share.
     budget_redis = (
         aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
@@ -215,6 +219,8 @@ def create_app(
             ]
         ),
     )
+    if telemetry.enabled():  # outermost: the request's span holds the guard's work too
+        app.add_middleware(Traced)
     return app
 
 

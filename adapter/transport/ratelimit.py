@@ -266,6 +266,13 @@ class KeyPool:
     def keys(self) -> list[Any]:
         return [k.credentials for k in self._keys]
 
+    def index_of(self, credentials: Any) -> int:
+        """A key's place in the pool (0, 1, ...): how traces and the console name it."""
+        for i, k in enumerate(self._keys):
+            if k.credentials is credentials:
+                return i
+        return -1
+
     def sent(self) -> dict[str, int]:
         """Requests started per key label."""
         return {k.label: k.sent for k in self._keys}
