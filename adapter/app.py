@@ -43,6 +43,8 @@ from adapter.api.tracing import Traced
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
+from adapter.console import ConsoleState
+from adapter.console import router as console_router
 from adapter.export.jobs import ExportRunner
 from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
@@ -119,6 +121,7 @@ def create_app(
         and the Subscriptions' poller."""
         await app.state.exports.start()
         await app.state.subscriptions.start()
+        app.state.console.start()
         app.state.sampler = asyncio.create_task(_sample_worker(), name="worker-memory")
 
     async def aclose() -> None:
@@ -132,6 +135,7 @@ def create_app(
                 await sampler
         await app.state.exports.stop()
         await app.state.subscriptions.aclose()
+        await app.state.console.aclose()
         await facade.aclose()
         await journal.aclose()
         if budget_redis is not None:
@@ -184,6 +188,8 @@ def create_app(
     app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
+    app.state.console = ConsoleState.of(settings)
+    app.include_router(console_router)  # the operator's console at /console
 
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)

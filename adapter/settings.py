@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.auth.clients import CLIENT_KEYS, Client, load_clients
+from adapter.auth.operators import OPERATOR_KEYS, Operator, load_operators
 from adapter.connectors.config import (
     AtLeast,
     OneOf,
@@ -71,7 +72,7 @@ DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
 WORKERS_ENV = "FHIR_ADAPTER_WORKERS"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
-_TABLES = ("server", "sources", "clients", "export", "subscriptions", "telemetry")
+_TABLES = ("server", "sources", "clients", "export", "subscriptions", "telemetry", "operators")
 
 # What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
 # ranges that tie keys together are checked after the types.
@@ -229,6 +230,8 @@ class Settings:
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # [telemetry] otlp_endpoint: the collector traces go to (OTLP/HTTP); none: no tracing.
     otlp_endpoint: str | None = None
+    # [operators.NAME] password_hash: who may log in to the console at /console.
+    operators: Mapping[str, Operator] = field(default_factory=dict, repr=False)
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -284,6 +287,12 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         problems.append("[subscriptions] budget_share must be above 0 and at most 1")
     telemetry = resolved.get("telemetry", {})
     problems += check_table("[telemetry]", telemetry, TELEMETRY_KEYS)
+    raw_operators = resolved.get("operators", {})
+    if isinstance(raw_operators, Mapping):
+        for name, table in raw_operators.items():
+            problems += check_table(f"[operators.{name}]", table, OPERATOR_KEYS)
+    operators, operator_problems = load_operators(raw_operators)
+    problems += operator_problems
     raw_clients = resolved.get("clients", {})
     if not isinstance(raw_clients, Mapping):
         problems.append("[clients] must hold [clients.NAME] tables")
@@ -379,6 +388,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
             allowed_endpoints=tuple(subscriptions.get("allowed_endpoints", ())),
         ),
         otlp_endpoint=otlp,
+        operators=operators,
         origin=origin,
     )
 
