@@ -32,7 +32,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
+# The console's browser tests drive Debian's chromium (playwright through its
+# executable_path): brought in here on a machine that lacks it.
 test: lint
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y chromium)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

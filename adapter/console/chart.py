@@ -11,7 +11,7 @@ from html import escape
 __all__ = ["Series", "line_chart"]
 
 WIDTH, HEIGHT = 640, 200
-_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 12, 28
+_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 24, 12, 28
 
 
 class Series:
@@ -83,5 +83,11 @@ def line_chart(title: str, unit: str, series: Sequence[Series], labels: Mapping[
                 f'<polyline class="line {escape(line.css)}" data-series="{escape(line.label)}" '
                 f'fill="none" points="{points}"/>'
             )
+            # A dot on each minute counted: a lone minute shows, which a line cannot.
+            parts += [
+                f'<circle class="dot {escape(line.css)}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5"/>'
+                for i, v in enumerate(line.values)
+                if v is not None and v > 0
+            ]
     parts.append("</svg>")
     return "".join(parts)

@@ -43,6 +43,7 @@ MAX_FORM = 16 << 10
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 PAGES = (
     ("sources", "Sources"),
