@@ -56,8 +56,9 @@ class Activity:
     """This process's counts; every method is a few dictionary updates under a lock and
     never raises."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, prefix: str = PREFIX) -> None:
         self.clock = clock
+        self.prefix = prefix
         self._lock = threading.Lock()
         self._total = Figures()
         self._pending = Figures()  # counted since the last flush to Redis
@@ -135,17 +136,17 @@ class Activity:
             return
         pipe = redis.pipeline(transaction=False)
         for minute, row in pending.minutes.items():
-            key = f"{PREFIX}:minute:{minute}"
+            key = f"{self.prefix}:minute:{minute}"
             for name, value in row.items():
                 pipe.hincrbyfloat(key, name, value)
             pipe.expire(key, _KEEP_SECONDS)
         for client, counts in pending.clients.items():
             for name, count in counts.items():
                 if count:
-                    pipe.hincrby(f"{PREFIX}:clients", f"{client}\0{name}", count)
+                    pipe.hincrby(f"{self.prefix}:clients", f"{client}\0{name}", count)
         if errors:
-            pipe.lpush(f"{PREFIX}:errors", *(orjson.dumps(e) for e in errors))
-            pipe.ltrim(f"{PREFIX}:errors", 0, ERRORS - 1)
+            pipe.lpush(f"{self.prefix}:errors", *(orjson.dumps(e) for e in errors))
+            pipe.ltrim(f"{self.prefix}:errors", 0, ERRORS - 1)
         await pipe.execute()
 
     async def shared(self, redis: Any) -> Figures:
@@ -155,9 +156,9 @@ class Activity:
         minutes = list(range(now - MINUTES + 1, now + 1))
         pipe = redis.pipeline(transaction=False)
         for minute in minutes:
-            pipe.hgetall(f"{PREFIX}:minute:{minute}")
-        pipe.hgetall(f"{PREFIX}:clients")
-        pipe.lrange(f"{PREFIX}:errors", 0, ERRORS - 1)
+            pipe.hgetall(f"{self.prefix}:minute:{minute}")
+        pipe.hgetall(f"{self.prefix}:clients")
+        pipe.lrange(f"{self.prefix}:errors", 0, ERRORS - 1)
         *rows, clients, errors = await pipe.execute()
         figures = Figures()
         for minute, row in zip(minutes, rows, strict=True):
