@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import uuid
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from services import REDIS_URL, needs_redis
 
 from adapter.auth.operators import check_password, hash_password, load_operators
+from adapter.cli import main
 from adapter.console.chart import _nice
 from adapter.console.sessions import IDLE_SECONDS, MAX_SECONDS, MemorySessions, RedisSessions
 from adapter.console.views import REDACTED, _redacted, mask_endpoint
@@ -203,3 +205,13 @@ def test_a_charts_scale_is_round_and_holds_its_top(top):
     mantissa = scale / 10 ** (len(str(int(scale))) - 1) if scale >= 1 else None
     if mantissa is not None:
         assert round(mantissa, 9) in (1, 2, 5, 10)
+
+
+def test_hash_password_prints_a_hash_the_settings_take(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a password\n"))
+    assert main(["hash-password"]) == 0
+    printed = capsys.readouterr().out.strip()
+    operators, problems = load_operators({"ann": {"password_hash": printed}})
+    assert problems == [] and check_password(operators, "ann", "a password")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["hash-password"]) == 2
