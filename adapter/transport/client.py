@@ -367,7 +367,9 @@ class VendorClient:
         span: telemetry.VendorSpan,
     ) -> tuple[int, bytes]:
         """One try of a call: (status, body) of a success, else a typed error."""
-        span.set("vendor.circuit", self.circuit.state)
+        traced = span.span is not None
+        if traced:
+            span.set("vendor.circuit", self.circuit.state)
         try:
             self.circuit.before_call()
         except CircuitOpen as exc:
@@ -375,9 +377,13 @@ class VendorClient:
         scope.count_call()
         try:
             lease_cm = self.pool.acquire()
-            waiting = time.perf_counter()
-            lease = await lease_cm.__aenter__()
-            span.add("vendor.budget_wait_ms", round((time.perf_counter() - waiting) * 1000, 3))
+            if traced:
+                waiting = time.perf_counter()
+                lease = await lease_cm.__aenter__()
+                waited = round((time.perf_counter() - waiting) * 1000, 3)
+                span.add("vendor.budget_wait_ms", waited)
+            else:
+                lease = await lease_cm.__aenter__()
         except NoKeysLeft as exc:
             self.circuit.abandoned()
             refused = AuthenticationRejected(self.source)
@@ -391,7 +397,7 @@ class VendorClient:
             self.circuit.abandoned()
             raise
         started = time.perf_counter()
-        if span.span is not None:
+        if traced:
             span.set("vendor.key_index", self.pool.index_of(lease.key))
         try:
             response = await self._send(lease, method, path, params, json, write, span)
