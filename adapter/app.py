@@ -136,6 +136,7 @@ def create_app(
         await app.state.exports.stop()
         await app.state.subscriptions.aclose()
         await app.state.console.aclose()
+        await asyncio.to_thread(telemetry.flush)  # the last spans, before the process goes
         await facade.aclose()
         await journal.aclose()
         if budget_redis is not None:

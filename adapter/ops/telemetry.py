@@ -36,6 +36,7 @@ __all__ = [
     "VendorSpan",
     "configure",
     "enabled",
+    "flush",
     "otlp_provider",
     "request_span",
     "trace_id",
@@ -43,14 +44,22 @@ __all__ = [
 ]
 
 _tracer: trace.Tracer | None = None
+_provider: TracerProvider | None = None
 _propagator = TraceContextTextMapPropagator()
 _SCOPE = "fhir_adapter"
 
 
 def configure(provider: TracerProvider | None) -> None:
     """Trace through ``provider`` from now on (``None``: tracing off)."""
-    global _tracer
+    global _tracer, _provider
+    _provider = provider
     _tracer = None if provider is None else provider.get_tracer(_SCOPE)
+
+
+def flush(timeout_ms: int = 5000) -> None:
+    """Send the spans still batched (at shutdown; nothing with tracing off)."""
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
 
 
 def enabled() -> bool:

@@ -9,14 +9,17 @@ search value. With tracing off, nothing of it is made.
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -226,3 +229,51 @@ def test_telemetry_configuration_is_strict(tmp_path):
     assert refused.value.problems == ["[telemetry] otlp_endpoint must be an http(s) URL"]
     path.write_text(text)
     assert load_settings(path, {}).otlp_endpoint == "http://127.0.0.1:4318"
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps what it is sent."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.received.append((self.path, self.headers["content-type"], body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_an_otlp_endpoint_is_sent_the_spans(tmp_path):
+    collector = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    settings = dataclasses.replace(one_call_each(), otlp_endpoint=endpoint)
+    try:
+        app = create_app(settings)
+        assert telemetry.enabled()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080"
+        ) as client:
+            answer = await client.get(
+                "/fhir/metadata",
+                headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+            )
+            assert answer.status_code == 200
+        await app.state.aclose()  # flushes the batch
+    finally:
+        telemetry.configure(None)
+        collector.shutdown()
+    ((path, media, body),) = Collector.received
+    assert (path, media) == ("/v1/traces", "application/x-protobuf")
+    request = ExportTraceServiceRequest.FromString(body)
+    (span,) = [s for r in request.resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert span.name == "GET /fhir/metadata"
+    assert span.trace_id.hex() == CLIENT_TRACE and span.parent_span_id.hex() == CLIENT_SPAN
+    (resource,) = request.resource_spans
+    names = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert names["service.name"] == "fhir-adapter"
