@@ -5,8 +5,9 @@ SameSite=Strict, Secure behind https); what is stored is keyed by its SHA-256, s
 dump of the store gives no usable cookie. A session ends after :data:`IDLE_SECONDS`
 without use, at :data:`MAX_SECONDS` whatever, or at log-out.
 
-In Redis when the service has one (every worker sees every session), else in this
-process's memory, at most :data:`MAX_SESSIONS` (the oldest used first out).
+In Redis when the service has one (every worker sees every session; under the
+deployment's ``redis_prefix`` followed by ``console:session:``), else in this process's
+memory, at most :data:`MAX_SESSIONS` (the oldest used first out).
 """
 
 from __future__ import annotations

@@ -26,7 +26,12 @@ FLUSH_SECONDS = 5.0
 class ConsoleState:
     def __init__(self, settings: Settings, redis: Any = None) -> None:
         self.redis = redis
-        self.sessions: Sessions = RedisSessions(redis) if redis is not None else MemorySessions()
+        self.prefix = f"{settings.redis_prefix}console"  # the activity counts' keys
+        self.sessions: Sessions = (
+            RedisSessions(redis, prefix=f"{self.prefix}:session:")
+            if redis is not None
+            else MemorySessions()
+        )
         self.throttle = LoginThrottle()  # failed log-ins, per operator and address
         self.loaded = time.time()
         self._flusher: asyncio.Task[None] | None = None
@@ -44,7 +49,7 @@ class ConsoleState:
         """The activity counts: every worker's through Redis, else this process's."""
         if self.redis is None:
             return activity.local()
-        return await activity.shared(self.redis)
+        return await activity.shared(self.redis, self.prefix)
 
     def start(self) -> None:
         if self.redis is not None and self._flusher is None:
@@ -54,7 +59,7 @@ class ConsoleState:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             try:
-                await activity.flush(self.redis)
+                await activity.flush(self.redis, self.prefix)
             except Exception as exc:  # lost to the shared view; this worker keeps its own
                 log.warning("console counts not shared: %s", type(exc).__name__)
 

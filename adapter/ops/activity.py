@@ -10,8 +10,9 @@
 Each worker counts in its memory (bounded: a minute older than the window is dropped,
 clients are the configured ones plus ``-`` for a request without one). With Redis
 configured, :func:`flush` adds what this worker counted since its last flush to shared
-hashes (under :data:`PREFIX`, kept two hours), and :func:`shared` reads every worker's
-sum from there; without Redis, :func:`local` is the whole story.
+hashes (under a prefix, ``fhir-adapter:console`` unless told: the deployment's
+``redis_prefix`` followed by ``console``; kept two hours), and :func:`shared` reads every
+worker's sum from there; without Redis, :func:`local` is the whole story.
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ class Activity:
                 list(self._errors),
             )
 
-    async def flush(self, redis: Any) -> None:
-        """Add what this worker counted since the last flush to the shared figures."""
+    async def flush(self, redis: Any, prefix: str | None = None) -> None:
+        """Add what this worker counted since the last flush to the shared figures
+        (under ``prefix``, else this counter's own)."""
+        prefix = prefix or self.prefix
         with self._lock:
             pending, self._pending = self._pending, Figures()
             errors, self._pending_errors = self._pending_errors, []
@@ -136,29 +139,30 @@ class Activity:
             return
         pipe = redis.pipeline(transaction=False)
         for minute, row in pending.minutes.items():
-            key = f"{self.prefix}:minute:{minute}"
+            key = f"{prefix}:minute:{minute}"
             for name, value in row.items():
                 pipe.hincrbyfloat(key, name, value)
             pipe.expire(key, _KEEP_SECONDS)
         for client, counts in pending.clients.items():
             for name, count in counts.items():
                 if count:
-                    pipe.hincrby(f"{self.prefix}:clients", f"{client}\0{name}", count)
+                    pipe.hincrby(f"{prefix}:clients", f"{client}\0{name}", count)
         if errors:
-            pipe.lpush(f"{self.prefix}:errors", *(orjson.dumps(e) for e in errors))
-            pipe.ltrim(f"{self.prefix}:errors", 0, ERRORS - 1)
+            pipe.lpush(f"{prefix}:errors", *(orjson.dumps(e) for e in errors))
+            pipe.ltrim(f"{prefix}:errors", 0, ERRORS - 1)
         await pipe.execute()
 
-    async def shared(self, redis: Any) -> Figures:
+    async def shared(self, redis: Any, prefix: str | None = None) -> Figures:
         """Every worker's figures, as flushed to Redis (this worker's first)."""
-        await self.flush(redis)
+        prefix = prefix or self.prefix
+        await self.flush(redis, prefix)
         now = self._minute()
         minutes = list(range(now - MINUTES + 1, now + 1))
         pipe = redis.pipeline(transaction=False)
         for minute in minutes:
-            pipe.hgetall(f"{self.prefix}:minute:{minute}")
-        pipe.hgetall(f"{self.prefix}:clients")
-        pipe.lrange(f"{self.prefix}:errors", 0, ERRORS - 1)
+            pipe.hgetall(f"{prefix}:minute:{minute}")
+        pipe.hgetall(f"{prefix}:clients")
+        pipe.lrange(f"{prefix}:errors", 0, ERRORS - 1)
         *rows, clients, errors = await pipe.execute()
         figures = Figures()
         for minute, row in zip(minutes, rows, strict=True):

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from services import REDIS_URL, needs_redis
+import redis as redis_sync
+from services import REDIS_URL, forget, namespace, needs_redis
 
 from adapter.api.auth import LoginThrottle
 from adapter.app import create_app
 from adapter.auth.operators import hash_password, load_operators
-from adapter.console.sessions import PREFIX as SESSION_PREFIX
 from adapter.settings import (
     DEMO_SECRET_ENV,
     ExportSettings,
@@ -221,17 +220,19 @@ def test_operators_configuration_is_strict(tmp_path):
 
 @needs_redis
 async def test_with_redis_a_session_opened_at_one_worker_serves_at_another(tmp_path):
-    settings = console_settings(tmp_path, redis_url=REDIS_URL)
+    prefix = namespace()
+    settings = console_settings(tmp_path, redis_url=REDIS_URL, redis_prefix=prefix)
     one, two = create_app(settings), create_app(settings)
     clients = [
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080")
         for app in (one, two)
     ]
-    session_id = ""
     try:
         answer = await log_in(clients[0])
         assert answer.status_code == 303
         session_id = clients[0].cookies["console_session"]
+        key = f"{prefix}console:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+        assert redis_sync.Redis.from_url(REDIS_URL).exists(key) == 1
         clients[1].cookies.set("console_session", session_id, path="/console")
         page = await clients[1].get("/console/config")
         assert page.status_code == 200 and f'<span class="who">{OPERATOR}</span>' in page.text
@@ -244,8 +245,6 @@ async def test_with_redis_a_session_opened_at_one_worker_serves_at_another(tmp_p
     finally:
         for client in clients:
             await client.aclose()
-        redis = aioredis.Redis.from_url(REDIS_URL)
-        await redis.delete(SESSION_PREFIX + hashlib.sha256(session_id.encode()).hexdigest())
-        await redis.aclose()
         for app in (one, two):
             await app.state.aclose()
+        assert forget(prefix) >= 0

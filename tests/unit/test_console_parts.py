@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import uuid
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
-from services import REDIS_URL, needs_redis
+from services import REDIS_URL, aforget, namespace, needs_redis
 
 from adapter.auth.operators import check_password, hash_password, load_operators
 from adapter.cli import main
@@ -77,7 +76,7 @@ def test_activity_keeps_the_last_hour_and_the_last_errors():
 
 @needs_redis
 async def test_two_workers_counts_are_summed_through_redis():
-    prefix = f"test-console-{uuid.uuid4().hex}"
+    prefix = namespace() + "console"
     redis = aioredis.Redis.from_url(REDIS_URL)
     clock = Clock(60 * 2000)
     one, two = Activity(clock, prefix), Activity(clock, prefix)
@@ -98,9 +97,7 @@ async def test_two_workers_counts_are_summed_through_redis():
         again = await one.shared(redis)
         assert again.minutes == seen.minutes and again.clients == seen.clients
     finally:
-        keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
-        if keys:
-            await redis.delete(*keys)
+        await aforget(redis, prefix)
         await redis.aclose()
 
 
@@ -129,7 +126,7 @@ async def test_memory_sessions_end_when_idle_when_old_and_at_log_out():
 
 @needs_redis
 async def test_redis_sessions_are_keyed_by_a_digest_and_end_at_log_out():
-    prefix = f"test-console-{uuid.uuid4().hex}:"
+    prefix = namespace() + "console:session:"
     redis = aioredis.Redis.from_url(REDIS_URL)
     sessions = RedisSessions(redis, prefix=prefix)
     try:
@@ -141,9 +138,7 @@ async def test_redis_sessions_are_keyed_by_a_digest_and_end_at_log_out():
         await sessions.close(session_id)
         assert await sessions.get(session_id) is None
     finally:
-        keys = [key async for key in redis.scan_iter(f"{prefix}*")]
-        if keys:
-            await redis.delete(*keys)
+        await aforget(redis, prefix)
         await redis.aclose()
 
 
