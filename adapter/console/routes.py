@@ -147,7 +147,8 @@ async def login_form(request: Request) -> Response:
 
 def _login_page(request: Request, problem: str | None = None) -> Response:
     token = secrets.token_urlsafe(32)
-    response = _page(request, "login", csrf=token, problem=problem)
+    operators = bool(request.app.state.settings.operators)
+    response = _page(request, "login", csrf=token, problem=problem, operators=operators)
     response.set_cookie(
         LOGIN_COOKIE,
         token,

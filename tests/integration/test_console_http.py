@@ -248,3 +248,15 @@ async def test_with_redis_a_session_opened_at_one_worker_serves_at_another(tmp_p
         for app in (one, two):
             await app.state.aclose()
         assert forget(prefix) >= 0
+
+
+async def test_without_operators_the_log_in_page_says_how_to_add_one(tmp_path):
+    app = create_app(dataclasses.replace(console_settings(tmp_path), operators={}))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080"
+    ) as http:
+        page = await http.get("/console/login")
+        refused = await log_in(http)
+    await app.state.aclose()
+    assert "No operator is configured" in page.text
+    assert refused.status_code == 200 and "do not match an operator" in refused.text
