@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from adapter.api.tracing import Traced
 from adapter.app import create_app
 from adapter.ops import logs, telemetry
 from adapter.sandbox import sandbox_for
@@ -277,3 +278,10 @@ async def test_an_otlp_endpoint_is_sent_the_spans(tmp_path):
     (resource,) = request.resource_spans
     names = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert names["service.name"] == "fhir-adapter"
+
+
+async def test_with_tracing_off_the_app_adds_no_tracing_middleware():
+    assert not telemetry.enabled()
+    app = create_app(one_call_each())
+    await app.state.aclose()
+    assert Traced not in [m.cls for m in app.user_middleware]
