@@ -38,8 +38,11 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 # The conformance suite runs the FHIR upstream connector against its sandbox server in the
-# run above, and here once more against a facade over that server.
+# run above, and again against a facade over that server. The console's browser tests
+# drive Debian's chromium (playwright through its executable_path): brought in here on a
+# machine that lacks it.
 test: lint
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y chromium)
 	$(BIN)/pytest -q
 	FHIR_UPSTREAM_OVER=facade $(BIN)/pytest -q tests/conformance -k fhir-upstream
 
