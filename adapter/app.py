@@ -169,7 +169,10 @@ def create_app(
     export_root = Path(settings.export.dir)
     jobs: JobStore = (
         RedisJobStore(
-            aioredis.Redis.from_url(settings.redis_url), export_root, settings.redis_prefix
+            aioredis.Redis.from_url(settings.redis_url),
+            export_root,
+            settings.redis_prefix,
+            keep_seconds=settings.export.keep_hours * 3600,
         )
         if settings.redis_url
         else FileJobStore(export_root)

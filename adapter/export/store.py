@@ -113,13 +113,31 @@ class FileJobStore:
 class RedisJobStore:
     """Jobs as JSON strings in Redis (every process sees them); leases as ``SET NX PX``."""
 
-    def __init__(self, redis: Any, root: Path, namespace: str = "fhir-adapter:") -> None:
+    # A finished job's record outlives its keeping by this much, so that the sweep that
+    # deletes its files finds it first; Redis drops it after that whatever happens.
+    GRACE = 3600.0
+
+    def __init__(
+        self,
+        redis: Any,
+        root: Path,
+        namespace: str = "fhir-adapter:",
+        keep_seconds: float | None = None,
+        clock: Any = time.time,
+    ) -> None:
         self.redis = redis
         self.root = root
         self._p = f"{namespace}export:"
+        self.keep_seconds = keep_seconds
+        self.clock = clock
 
     async def put(self, job: dict[str, Any]) -> None:
-        await self.redis.set(f"{self._p}job:{job['id']}", orjson.dumps(job))
+        finished = job.get("finished")
+        expiry = None
+        if finished is not None and self.keep_seconds is not None:
+            left = finished + self.keep_seconds + self.GRACE - self.clock()
+            expiry = max(1, int(left))
+        await self.redis.set(f"{self._p}job:{job['id']}", orjson.dumps(job), ex=expiry)
         await self.redis.sadd(f"{self._p}jobs", job["id"])
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
