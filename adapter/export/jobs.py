@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
 from adapter.export.filters import parse_type_filters
-from adapter.export.store import JobStore, files_of
+from adapter.export.outputs import LocalOutput, Output
+from adapter.export.storage import StorageError
+from adapter.export.store import JobStore
 from adapter.facade import Facade
 
 if TYPE_CHECKING:
@@ -55,12 +57,15 @@ class ExportRunner:
         store: JobStore,
         *,
         journal: Journal | None = None,
+        output: Output | None = None,
         clock: Callable[[], float] = time.time,
         poll_seconds: float = 2.0,
     ) -> None:
         self.gate = gate
         self.settings = settings
         self.store = store
+        # Where the files go: under the store's directory, or object storage.
+        self.output: Output = output if output is not None else LocalOutput(store.root)
         self.journal = journal
         self.clock = clock
         self.poll_seconds = poll_seconds
@@ -164,6 +169,7 @@ class ExportRunner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.output.delete(job_id)  # a storage failure: the job stays, to cancel again
         await self.store.delete(job_id)
         return True
 
@@ -173,6 +179,7 @@ class ExportRunner:
         finished = job.get("finished")
         if finished is None or self.clock() < finished + self.settings.keep_hours * 3600:
             return False
+        await self.output.delete(job["id"])
         await self.store.delete(job["id"])
         return True
 
@@ -203,7 +210,7 @@ class ExportRunner:
             state = await run_export(
                 self.gate,
                 state,
-                files_of(self.store.root, job_id),
+                self.output.writer(job_id),
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
                 type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
@@ -218,10 +225,13 @@ class ExportRunner:
         except JobGone:
             return
         except Exception as exc:
-            log.warning("export job failed (%s)", type(exc).__name__)
+            said = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+            log.warning("export job failed (%s)", said)
             stored = await self.store.get(job_id)
             if stored is not None:
                 stored.update(status="failed", finished=self.clock())
+                if isinstance(exc, StorageError):  # its text names no key, URL or secret
+                    stored["failure"] = str(exc)
                 await self.store.put(stored)
             await self.store.release(job_id, self.owner)
             return

@@ -115,32 +115,33 @@ class FileJobStore:
 class RedisJobStore:
     """Jobs as JSON strings in Redis (every process sees them); leases as ``SET NX PX``."""
 
-    def __init__(self, redis: Any, root: Path) -> None:
+    def __init__(self, redis: Any, root: Path, prefix: str = _PREFIX) -> None:
         self.redis = redis
         self.root = root
+        self.prefix = prefix
 
     async def put(self, job: dict[str, Any]) -> None:
-        await self.redis.set(f"{_PREFIX}job:{job['id']}", orjson.dumps(job))
-        await self.redis.sadd(f"{_PREFIX}jobs", job["id"])
+        await self.redis.set(f"{self.prefix}job:{job['id']}", orjson.dumps(job))
+        await self.redis.sadd(f"{self.prefix}jobs", job["id"])
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"{_PREFIX}job:{job_id}")
+        raw = await self.redis.get(f"{self.prefix}job:{job_id}")
         if raw is None:
             return None
         data: dict[str, Any] = orjson.loads(raw)
         return data
 
     async def ids(self) -> list[str]:
-        members = await self.redis.smembers(f"{_PREFIX}jobs")
+        members = await self.redis.smembers(f"{self.prefix}jobs")
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def delete(self, job_id: str) -> None:
         shutil.rmtree(files_of(self.root, job_id), ignore_errors=True)
-        await self.redis.delete(f"{_PREFIX}job:{job_id}", f"{_PREFIX}lease:{job_id}")
-        await self.redis.srem(f"{_PREFIX}jobs", job_id)
+        await self.redis.delete(f"{self.prefix}job:{job_id}", f"{self.prefix}lease:{job_id}")
+        await self.redis.srem(f"{self.prefix}jobs", job_id)
 
     async def claim(self, job_id: str, owner: str, lease: float) -> bool:
-        key = f"{_PREFIX}lease:{job_id}"
+        key = f"{self.prefix}lease:{job_id}"
         milliseconds = max(1, int(lease * 1000))
         if await self.redis.set(key, owner, nx=True, px=milliseconds):
             return True
@@ -151,7 +152,7 @@ class RedisJobStore:
         return False
 
     async def release(self, job_id: str, owner: str) -> None:
-        key = f"{_PREFIX}lease:{job_id}"
+        key = f"{self.prefix}lease:{job_id}"
         held = await self.redis.get(key)
         if held is not None and (held.decode() if isinstance(held, bytes) else held) == owner:
             await self.redis.delete(key)
