@@ -1,0 +1,251 @@
+"""Bulk export onto object storage, as a Bulk Data client sees it, against both sandboxes
+and an S3 service (moto, on a loopback port): kick off, poll, download (through the
+service, or from pre-signed URLs), cancel; two apps that share Redis and the storage but
+no directory; storage failures as OperationOutcomes that name no secret."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import redis
+from bulk import LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
+from objectstore import CREDENTIALS, moto_on_a_port
+from services import needs_redis
+
+from adapter.export.outputs import RedisTails
+
+PREFIX = "bulk/exports"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_on_a_port() as service:
+        yield service
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def on_storage(root: Path, s3, bucket: str, **export) -> Deployment:
+    deployment = Deployment(root)
+    settings = deployment.settings
+    deployment.settings = dataclasses.replace(
+        settings,
+        export=dataclasses.replace(
+            settings.export,
+            storage=f"s3://{bucket}/{PREFIX}",
+            endpoint_url=s3.endpoint,
+            **export,
+        ),
+    )
+    return deployment
+
+
+def test_files_are_objects_downloaded_through_the_service(tmp_path, s3):
+    bucket = s3.bucket()
+    deployment = on_storage(tmp_path, s3, bucket)
+    served = Served(deployment.app())
+    try:
+        auth = deployment.token(served.app, "full")
+        status_url = kick_off(served, auth)
+        job = status_url.rsplit("/", 1)[1]
+        manifest = finish(served, auth, status_url)
+        assert manifest["requiresAccessToken"] is True
+        assert manifest["error"] == []
+        resources = download(served, auth, manifest)
+        for resource_type in ("Patient", "Appointment"):
+            ids = [r["id"] for r in resources[resource_type]]
+            assert len(ids) == len(set(ids)), "a resource exported twice"
+            assert len(ids) == total(served, auth, resource_type)
+        # Each file is one object under the prefix, and nothing is left half-uploaded.
+        names = [item["url"].rsplit("/", 1)[1] for item in manifest["output"]]
+        assert s3.keys(bucket) == sorted(f"{PREFIX}/{job}/{n}" for n in names)
+        assert s3.uploads(bucket) == []
+        assert not (tmp_path / "files").exists()
+        # What the service serves is the object, byte for byte.
+        first = manifest["output"][0]["url"]
+        r = served.http.get(first, headers=auth)
+        assert r.content == s3.read(bucket, f"{PREFIX}/{job}/{names[0]}")
+        # Still the asking client's alone, and only with a token.
+        assert served.http.get(first).status_code == 401
+        other = deployment.token(served.app, "other")
+        r = served.http.get(first, headers=other)
+        assert r.status_code == 404
+        assert r.json()["resourceType"] == "OperationOutcome"
+        r = served.http.get(f"/$export-file/{job}/Patient.{LEYR}.999.ndjson", headers=auth)
+        assert r.status_code == 404
+    finally:
+        served.stop()
+
+
+def test_signed_urls_need_no_token_and_expire(tmp_path, s3):
+    bucket = s3.bucket()
+    deployment = on_storage(tmp_path, s3, bucket, signed_urls=True, signed_url_seconds=600)
+    served = Served(deployment.app())
+    try:
+        auth = deployment.token(served.app, "full")
+        manifest = finish(served, auth, kick_off(served, auth, "/Patient/$export"))
+        assert manifest["requiresAccessToken"] is False
+        counted = Counter[str]()
+        with httpx.Client(timeout=30) as plain:  # no Authorization header
+            for item in manifest["output"]:
+                url = item["url"]
+                assert url.startswith(f"{s3.endpoint}/{bucket}/{PREFIX}/")
+                assert "X-Amz-Expires=600" in url
+                assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in url
+                r = plain.get(url)
+                assert r.status_code == 200
+                lines = [orjson.loads(line) for line in r.content.splitlines()]
+                assert len(lines) == item["count"]
+                counted[item["type"]] += len(lines)
+        assert counted["Patient"] == total(served, auth, "Patient")
+        assert counted["Appointment"] == total(served, auth, "Appointment")
+    finally:
+        served.stop()
+
+
+def test_cancel_mid_job_deletes_its_objects_and_uploads(tmp_path, s3):
+    bucket = s3.bucket()
+    deployment = on_storage(tmp_path, s3, bucket)
+    app = deployment.app()
+    connector = app.state.facade.connectors[NYRA]
+    search = connector.search
+    calls = Counter[str]()
+    reached = threading.Event()
+
+    async def held(request, cursor=None):
+        calls[request.resource_type] += 1
+        if calls["Patient"] > 2:
+            reached.set()
+            await asyncio.Event().wait()  # held until the job is cancelled
+        return await search(request, cursor)
+
+    connector.search = held
+    served = Served(app)
+    try:
+        auth = deployment.token(app, "full")
+        status_url = kick_off(served, auth, f"/Group/{NYRA}/$export")
+        job = status_url.rsplit("/", 1)[1]
+        assert reached.wait(30)
+        # Two pages of 5 Patients: a file of 7 (file_max_records) and one of 3, begun.
+        assert s3.uploads(bucket) == [
+            f"{PREFIX}/{job}/Patient.{NYRA}.001.ndjson",
+            f"{PREFIX}/{job}/Patient.{NYRA}.002.ndjson",
+        ]
+        r = served.http.delete(status_url, headers=auth)
+        assert r.status_code == 202
+        r = served.http.get(status_url, headers=auth)
+        assert r.status_code == 404
+        assert r.json()["issue"][0]["code"] == "not-found"
+        assert s3.uploads(bucket) == []
+        assert s3.keys(bucket) == []
+    finally:
+        served.stop()
+
+
+def test_cancel_after_the_job_deletes_its_files(tmp_path, s3):
+    bucket = s3.bucket()
+    deployment = on_storage(tmp_path, s3, bucket)
+    served = Served(deployment.app())
+    try:
+        auth = deployment.token(served.app, "full")
+        status_url = kick_off(served, auth, f"/Group/{LEYR}/$export")
+        manifest = finish(served, auth, status_url)
+        assert s3.keys(bucket) != []
+        assert served.http.delete(status_url, headers=auth).status_code == 202
+        assert s3.keys(bucket) == []
+        r = served.http.get(manifest["output"][0]["url"], headers=auth)
+        assert r.status_code == 404
+    finally:
+        served.stop()
+
+
+def test_storage_failure_is_an_operation_outcome_without_secrets(tmp_path, s3):
+    # A bucket that does not exist: the first upload is refused.
+    deployment = on_storage(tmp_path, s3, "no-such-bucket-here")
+    served = Served(deployment.app())
+    try:
+        auth = deployment.token(served.app, "full")
+        status_url = kick_off(served, auth, f"/Group/{LEYR}/$export")
+        for _ in range(3000):
+            r = served.http.get(status_url, headers=auth)
+            if r.status_code != 202:
+                break
+        assert r.status_code == 503
+        assert r.json() == {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "transient",
+                    "diagnostics": "the export failed, object storage: starting an upload "
+                    "failed (NoSuchBucket); kick it off again",
+                }
+            ],
+        }
+        for secret in (*CREDENTIALS.values(), s3.endpoint, "no-such-bucket-here"):
+            if secret != "us-east-1":
+                assert secret not in r.text
+    finally:
+        served.stop()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/9"
+
+
+@needs_redis
+def test_two_apps_share_redis_and_storage_but_no_disk(tmp_path, s3):
+    """A job kicked off on one is polled, downloaded and cancelled through the other,
+    which has a directory of its own."""
+    bucket = s3.bucket()
+    prefix = f"test:{uuid.uuid4().hex}:"
+    apps = []
+    for name in ("one", "two"):
+        deployment = on_storage(tmp_path / name, s3, bucket)
+        deployment.settings = dataclasses.replace(deployment.settings, redis_url=REDIS_URL)
+        app = deployment.app()
+        # Keys of this test alone in the shared Redis (the defaults are the service's).
+        app.state.exports.store.prefix = prefix
+        output = app.state.exports.output
+        output.tails = RedisTails(app.state.exports.store.redis, prefix)
+        apps.append((deployment, app))
+    one, two = Served(apps[0][1]), Served(apps[1][1])
+    try:
+        auth = apps[0][0].token(one.app, "full")
+        status_url = kick_off(one, auth, "/Patient/$export")
+        job = status_url.rsplit("/", 1)[1]
+        manifest = finish(two, auth, f"{two.base}/$export-poll/{job}")
+        # The files are the other app's to serve: they are on the storage.
+        for item in manifest["output"]:
+            assert item["url"].startswith(f"{two.base}/$export-file/{job}/")
+        resources = download(two, auth, manifest)
+        ids = [r["id"] for rs in resources.values() for r in rs]
+        assert len(ids) == len(set(ids))
+        assert len(resources["Patient"]) == total(two, auth, "Patient")
+        assert job not in two.app.state.exports.running
+        assert not (tmp_path / "two" / "files").exists()
+        assert not (tmp_path / "one" / "files").exists()
+        r = two.http.delete(f"{two.base}/$export-poll/{job}", headers=auth)
+        assert r.status_code == 202
+        assert one.http.get(status_url, headers=auth).status_code == 404
+        assert s3.keys(bucket) == []
+    finally:
+        one.stop()
+        two.stop()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
