@@ -297,15 +297,18 @@ class ObjectWriter:
         """Upload what is left of ``file`` and complete it (again, after a stop, is fine)."""
         if file.sealed or file.upload is None:
             return
-        if file.buffered or not file.parts:
-            await self._upload(file)
         key = self.key(file.name)
         try:
+            if file.buffered or not file.parts:
+                await self._upload(file)
             await self.storage.complete(key, file.upload, [(n, e) for n, e in file.parts])
-        except StorageError as exc:
-            # Completed before a stop that came ahead of the checkpoint.
-            if not exc.missing or await self.storage.size(key) != file.bytes:
+        except StorageError:
+            # Completed before a stop that came ahead of the checkpoint: the upload is
+            # gone, and the object is there, whole.
+            if await self.storage.size(key) != file.bytes:
                 raise
+        # An upload begun by a run that stopped before its checkpoint recorded it.
+        await self.storage.abort_all(key)
         file.sealed = True
 
 

@@ -164,6 +164,17 @@ class ObjectStorage:
                 s3.abort_multipart_upload(Bucket=self.location.bucket, Key=key, UploadId=upload),
             )
 
+    async def abort_all(self, key: str) -> None:
+        """Abort every upload of ``key`` still open."""
+        s3 = await self.client()
+        uploads = await self._call(
+            "listing uploads",
+            s3.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key),
+        )
+        for upload in uploads.get("Uploads", []):
+            if upload["Key"] == key:
+                await self.abort(key, upload["UploadId"])
+
     # -- whole objects ----------------------------------------------------------------------
 
     async def put(self, key: str, body: bytes, content_type: str) -> None:
