@@ -133,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
             "fhir-adapter export --config adapter.toml --source nyra-city --type Patient "
             "--since 2026-01-01T00:00:00Z --out ./export",
             "fhir-adapter export --out ./export --resume",
+            "fhir-adapter export --config adapter.toml --storage s3://exports/nightly "
+            "--out ./state",
         ],
     )
     export.add_argument("--config", help="TOML configuration (as for serve)")
@@ -150,7 +152,16 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only these elements (Type.element or element, comma-separated; as "
         "_elements: what R4 requires is kept, and the records are tagged SUBSETTED)",
     )
-    export.add_argument("--out", required=True, help="the directory to write into")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="the directory to write into (with object storage: its state and manifest)",
+    )
+    export.add_argument(
+        "--storage",
+        help="write the files to object storage, s3://bucket/prefix (default: [export] "
+        "storage when the configuration sets it)",
+    )
     export.add_argument(
         "--resume", action="store_true", help="continue the export stopped in --out"
     )
@@ -198,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.resume,
             type_filters=args.type_filter,
             elements=args.elements,
+            storage=args.storage,
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")
