@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,10 +18,13 @@ import orjson
 import pytest
 import redis
 from bulk import LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
+from harness import FAST
 from objectstore import CREDENTIALS, moto_on_a_port
 from services import needs_redis
+from workers import Facade, vendor_on_a_port
 
 from adapter.export.outputs import RedisTails
+from adapter.sandbox import NyraSandbox
 
 PREFIX = "bulk/exports"
 
@@ -249,3 +253,96 @@ def test_two_apps_share_redis_and_storage_but_no_disk(tmp_path, s3):
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
             client.delete(*keys)
+
+
+def _serve_config(source: str, base_url: str, sandbox, s3, bucket: str, folder: Path) -> Path:
+    keys = ", ".join(
+        "{ " + ", ".join(f'{k} = "{v}"' for k, v in g.credentials().items()) + " }"
+        for g in sandbox.api_keys()
+    )
+    folder.mkdir(parents=True)
+    path = folder / "adapter.toml"
+    path.write_text(f"""
+[server]
+open_access = true
+redis_url = "{REDIS_URL}"
+shutdown_seconds = 1
+
+[export]
+dir = "{folder / "export"}"
+storage = "s3://{bucket}/{PREFIX}"
+endpoint_url = "{s3.endpoint}"
+
+[sources.{source}]
+connector = "nyra"
+base_url = "{base_url}"
+timezone = "Asia/Kolkata"
+keys = [{keys}]
+""")
+    return path
+
+
+@needs_redis
+def test_two_service_processes_share_redis_and_storage_but_no_disk(tmp_path, s3):
+    """``fhir-adapter serve`` twice, each with a directory of its own: a job kicked off on
+    one is polled, downloaded and cancelled through the other."""
+    bucket = s3.bucket()
+    source = f"nyra-s{uuid.uuid4().hex[:8]}"
+    sandbox = NyraSandbox(seed=4, patients=15, limits=FAST)
+    job = None
+    with vendor_on_a_port(sandbox.app) as base_url:
+        one = Facade(_serve_config(source, base_url, sandbox, s3, bucket, tmp_path / "one"), 1)
+        two = Facade(_serve_config(source, base_url, sandbox, s3, bucket, tmp_path / "two"), 1)
+        try:
+            one.wait_until_started()
+            two.wait_until_started()
+            with httpx.Client(timeout=30) as http:
+                r = http.get(
+                    f"{one.base}/fhir/Group/{source}/$export",
+                    headers={"Prefer": "respond-async", "Accept": "application/fhir+json"},
+                )
+                assert r.status_code == 202, r.text
+                job = r.headers["content-location"].rsplit("/", 1)[1]
+                status_url = f"{two.base}/fhir/$export-poll/{job}"
+                for _ in range(3000):
+                    r = http.get(status_url)
+                    if r.status_code != 202:
+                        break
+                    time.sleep(0.01)
+                assert r.status_code == 200, r.text
+                manifest = r.json()
+                ids = []
+                for item in manifest["output"]:
+                    assert item["url"].startswith(f"{two.base}/fhir/$export-file/{job}/")
+                    got = http.get(item["url"])
+                    assert got.status_code == 200
+                    lines = [orjson.loads(line) for line in got.content.splitlines()]
+                    assert len(lines) == item["count"]
+                    ids += [(item["type"], line["id"]) for line in lines]
+                assert len(ids) == len(set(ids))
+                assert Counter(t for t, _ in ids) == {
+                    "Patient": len(sandbox.patients),
+                    "Appointment": len(sandbox.appointments),
+                }
+                assert not (tmp_path / "one" / "export" / "files").exists()
+                assert not (tmp_path / "two" / "export" / "files").exists()
+                assert http.delete(status_url).status_code == 202
+                r = http.get(f"{one.base}/fhir/$export-poll/{job}")
+                assert r.status_code == 404
+                assert s3.keys(bucket) == []
+                assert s3.uploads(bucket) == []
+        finally:
+            one.stop()
+            two.stop()
+            _forget(source, job)
+
+
+def _forget(source: str, job: str | None) -> None:
+    """Delete what the run left in Redis: its source's keys and its job's."""
+    with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as r:
+        names = list(r.scan_iter(match=f"fhir-adapter:*:{source}:*", count=1000))
+        if job is not None:
+            names += list(r.scan_iter(match=f"fhir-adapter:export:*{job}*", count=1000))
+            r.srem("fhir-adapter:export:jobs", job)
+        if names:
+            r.delete(*names)
