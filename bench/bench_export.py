@@ -14,7 +14,7 @@ worker), so its peak RSS (``VmHWM`` in ``/proc``) is the export's alone. For eac
 - **records/s**: resources written over the run's wall time.
 
 With ``--storage`` the files go to object storage (``[export] storage``): an S3 service
-(moto, in server mode on a loopback port, in this process) that the exporting process
+(moto, in server mode on a loopback port, in a process of its own) that the exporting process
 reaches through its endpoint, with the tails of the files not yet uploaded beside the jobs
 (a directory, or Redis with ``--redis``).
 
@@ -29,11 +29,13 @@ import argparse
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,15 +267,17 @@ def main() -> None:
 
 @contextlib.contextmanager
 def moto_on_a_port() -> Iterator[tuple[str, Any]]:
-    """moto's S3 on 127.0.0.1 at a port the system picks: (endpoint, a boto3 client)."""
+    """moto's S3 on 127.0.0.1 at a port the system picks, in a process of its own (its
+    CPU is not the sandbox's, as a real S3 service's is not): (endpoint, a boto3 client)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.get_context("spawn").Process(
+        target=_serve_moto, args=(child,), daemon=True
+    )
     server.start()
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = parent.recv()
         client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -283,7 +287,19 @@ def moto_on_a_port() -> Iterator[tuple[str, Any]]:
         )
         yield endpoint, client
     finally:
-        server.stop()
+        server.terminate()
+        server.join(10)
+
+
+def _serve_moto(pipe: Any) -> None:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    pipe.send(f"http://{host}:{port}")
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class JobGone(Exception):
-    """The job was cancelled (or its lease lost) while it ran."""
+    """The job was cancelled (``cancelled``) or its lease lost while it ran."""
+
+    def __init__(self, job_id: str, *, cancelled: bool = False) -> None:
+        super().__init__(job_id)
+        self.cancelled = cancelled
 
 
 def now_instant(clock: Callable[[], float]) -> str:
@@ -107,6 +111,9 @@ class ExportRunner:
             job = await self.store.get(job_id)
             if job is None or await self._expired(job):
                 continue
+            if job["status"] == "cancelled":
+                await self._discard(job_id)
+                continue
             if job_id in self.running:
                 await self.store.claim(job_id, self.owner, LEASE_SECONDS)
             elif job["status"] == "running" and await self.store.claim(
@@ -156,7 +163,9 @@ class ExportRunner:
         if not _JOB_ID.fullmatch(job_id):
             return None
         job = await self.store.get(job_id)
-        if job is None or job["client"] != client or await self._expired(job):
+        if job is None or job["client"] != client or job["status"] == "cancelled":
+            return None
+        if await self._expired(job):
             return None
         return job
 
@@ -164,14 +173,25 @@ class ExportRunner:
         job = await self.find(job_id, client)
         if job is None:
             return False
+        job["status"] = "cancelled"  # gone for its client from now on, whatever follows
+        await self.store.put(job)
         task = self.running.pop(job_id, None)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.output.delete(job_id)  # a storage failure: the job stays, to cancel again
-        await self.store.delete(job_id)
+        await self._discard(job_id)
         return True
+
+    async def _discard(self, job_id: str) -> None:
+        """Delete a job's files, then the job; storage failing keeps the job for the next
+        sweep to try again."""
+        try:
+            await self.output.delete(job_id)
+        except StorageError as exc:
+            log.warning("export files not deleted (%s)", exc)
+            return
+        await self.store.delete(job_id)
 
     # -- running --------------------------------------------------------------------------
 
@@ -179,8 +199,7 @@ class ExportRunner:
         finished = job.get("finished")
         if finished is None or self.clock() < finished + self.settings.keep_hours * 3600:
             return False
-        await self.output.delete(job["id"])
-        await self.store.delete(job["id"])
+        await self._discard(job["id"])
         return True
 
     def _launch(self, job_id: str) -> None:
@@ -201,8 +220,10 @@ class ExportRunner:
 
         async def save(current: ExportState) -> None:
             stored = await self.store.get(job_id)
-            if stored is None or not await self.store.claim(job_id, self.owner, LEASE_SECONDS):
-                raise JobGone(job_id)
+            gone = stored is None or stored["status"] == "cancelled"
+            if gone or not await self.store.claim(job_id, self.owner, LEASE_SECONDS):
+                raise JobGone(job_id, cancelled=gone)
+            assert stored is not None
             stored["state"] = current.to_json()
             await self.store.put(stored)
 
@@ -222,13 +243,15 @@ class ExportRunner:
                 budget_share=self.settings.budget_share,
                 page_size=self.page_size,
             )
-        except JobGone:
+        except JobGone as gone:
+            if gone.cancelled:  # by another process, which may have deleted files before
+                await self._discard(job_id)  # this one wrote its last page
             return
         except Exception as exc:
             said = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
             log.warning("export job failed (%s)", said)
             stored = await self.store.get(job_id)
-            if stored is not None:
+            if stored is not None and stored["status"] != "cancelled":
                 stored.update(status="failed", finished=self.clock())
                 if isinstance(exc, StorageError):  # its text names no key, URL or secret
                     stored["failure"] = str(exc)
@@ -236,7 +259,7 @@ class ExportRunner:
             await self.store.release(job_id, self.owner)
             return
         stored = await self.store.get(job_id)
-        if stored is not None:
+        if stored is not None and stored["status"] != "cancelled":
             stored.update(status="done", finished=self.clock(), state=state.to_json())
             await self.store.put(stored)
         await self.store.release(job_id, self.owner)
