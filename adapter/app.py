@@ -92,7 +92,7 @@ def create_app(
     )
     if workers is None:
         workers = int(os.environ.get(WORKERS_ENV, "1"))
-    budget.configure(budget.Budgets(budget_redis, workers=workers))
+    budget.configure(budget.Budgets(budget_redis, workers=workers, namespace=settings.redis_prefix))
     # When each record last changed, where its vendor does not say: $everything's and
     # $export's _since. Shared through Redis, else a sqlite file beside the export files.
     journal = journal_of(settings)
@@ -154,12 +154,16 @@ def create_app(
     app.state.aclose = aclose
     app.state.astart = astart
     store: IdempotencyStore = (
-        RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+        RedisStore(settings.redis_url, prefix=f"{settings.redis_prefix}idem:")
+        if settings.redis_url
+        else MemoryStore()
     )
     app.state.idempotency = store
     export_root = Path(settings.export.dir)
     jobs: JobStore = (
-        RedisJobStore(aioredis.Redis.from_url(settings.redis_url), export_root)
+        RedisJobStore(
+            aioredis.Redis.from_url(settings.redis_url), export_root, settings.redis_prefix
+        )
         if settings.redis_url
         else FileJobStore(export_root)
     )
@@ -194,7 +198,11 @@ def create_app(
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
 
-    limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
+    limiter = (
+        RedisLimiter(app.state.idempotency.redis, namespace=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryLimiter()
+    )
     # Held open for the app's life; closed when it shuts down.
     app.state.audit_file = ops_logs.open_audit_ndjson(settings)
     app.state.subscriptions.audit_file = app.state.audit_file  # a record per notification
@@ -229,7 +237,7 @@ def _subscriptions(
     without waiting for the next poll."""
     config = settings.subscriptions
     store: Store = (
-        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url))
+        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url), settings.redis_prefix)
         if settings.redis_url
         else FileSubscriptionStore(config.directory(settings.export.dir))
     )

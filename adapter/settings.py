@@ -82,6 +82,7 @@ SERVER_KEYS: dict[str, Any] = {
     "token_key": str,
     "token_minutes": float,
     "redis_url": str,
+    "redis_prefix": str,
     "open_access": bool,
     "audit_ndjson": str,
     "audit_stdout": bool,
@@ -227,6 +228,9 @@ class Settings:
     # made at start-up and handed to the workers this process starts.
     cursor_key: bytes = field(default=b"", repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    # What every key this deployment keeps in Redis begins with: deployments (or test
+    # runs) sharing one Redis database keep apart by it.
+    redis_prefix: str = "fhir-adapter:"
     token_key: bytes = field(default=b"", repr=False)  # signs access tokens (HS256)
     token_minutes: float = 5.0
     audit_ndjson: str | None = None  # AuditEvent NDJSON file, besides the audit log
@@ -325,6 +329,11 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
                 f"[server] forwarded_allow_ips[{i}]: not an IP address or network "
                 '(e.g. "10.0.0.5", "10.0.0.0/24")'
             )
+    if not re.fullmatch(r"[A-Za-z0-9_.:{}-]{1,64}", server.get("redis_prefix", "fhir-adapter:")):
+        problems.append(
+            "[server] redis_prefix must be 1 to 64 letters, digits or _ . : - { } "
+            '(e.g. "fhir-adapter:")'
+        )
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
         problems.append("[server] token_minutes must be from 1 to 60")
@@ -366,6 +375,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         max_count=max_count,
         cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
+        redis_prefix=server.get("redis_prefix", default.redis_prefix),
         export=ExportSettings(
             dir=export.get("dir", ExportSettings.dir),
             keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),

@@ -184,13 +184,19 @@ class MemoryLimiter:
 class RedisLimiter:
     """The same windows, counted in Redis so every worker shares them."""
 
-    def __init__(self, redis: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "fhir-adapter:",
+    ) -> None:
         self._redis = redis
         self._clock = clock
+        self._prefix = f"{namespace}rate:"
 
     async def hit(self, client: str, limit: int) -> tuple[int, float]:
         window = int(self._clock() // 60)
-        key = f"fhir-adapter:rate:{client}:{window}"
+        key = f"{self._prefix}{client}:{window}"
         count = await self._redis.incr(key)
         if count == 1:
             await self._redis.expire(key, 120)

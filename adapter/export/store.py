@@ -20,8 +20,6 @@ import orjson
 
 __all__ = ["FileJobStore", "JobStore", "RedisJobStore"]
 
-_PREFIX = "fhir-adapter:export:"
-
 
 class JobStore(Protocol):
     root: Path
@@ -115,33 +113,38 @@ class FileJobStore:
 class RedisJobStore:
     """Jobs as JSON strings in Redis (every process sees them); leases as ``SET NX PX``."""
 
-    def __init__(self, redis: Any, root: Path, prefix: str = _PREFIX) -> None:
+    def __init__(self, redis: Any, root: Path, namespace: str = "fhir-adapter:") -> None:
         self.redis = redis
         self.root = root
-        self.prefix = prefix
+        self._p = f"{namespace}export:"
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the job store begins with (the files' tails use it too)."""
+        return self._p
 
     async def put(self, job: dict[str, Any]) -> None:
-        await self.redis.set(f"{self.prefix}job:{job['id']}", orjson.dumps(job))
-        await self.redis.sadd(f"{self.prefix}jobs", job["id"])
+        await self.redis.set(f"{self._p}job:{job['id']}", orjson.dumps(job))
+        await self.redis.sadd(f"{self._p}jobs", job["id"])
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"{self.prefix}job:{job_id}")
+        raw = await self.redis.get(f"{self._p}job:{job_id}")
         if raw is None:
             return None
         data: dict[str, Any] = orjson.loads(raw)
         return data
 
     async def ids(self) -> list[str]:
-        members = await self.redis.smembers(f"{self.prefix}jobs")
+        members = await self.redis.smembers(f"{self._p}jobs")
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def delete(self, job_id: str) -> None:
         shutil.rmtree(files_of(self.root, job_id), ignore_errors=True)
-        await self.redis.delete(f"{self.prefix}job:{job_id}", f"{self.prefix}lease:{job_id}")
-        await self.redis.srem(f"{self.prefix}jobs", job_id)
+        await self.redis.delete(f"{self._p}job:{job_id}", f"{self._p}lease:{job_id}")
+        await self.redis.srem(f"{self._p}jobs", job_id)
 
     async def claim(self, job_id: str, owner: str, lease: float) -> bool:
-        key = f"{self.prefix}lease:{job_id}"
+        key = f"{self._p}lease:{job_id}"
         milliseconds = max(1, int(lease * 1000))
         if await self.redis.set(key, owner, nx=True, px=milliseconds):
             return True
@@ -152,7 +155,7 @@ class RedisJobStore:
         return False
 
     async def release(self, job_id: str, owner: str) -> None:
-        key = f"{self.prefix}lease:{job_id}"
+        key = f"{self._p}lease:{job_id}"
         held = await self.redis.get(key)
         if held is not None and (held.decode() if isinstance(held, bytes) else held) == owner:
             await self.redis.delete(key)

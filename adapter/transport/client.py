@@ -181,8 +181,14 @@ class VendorClient:
         self.circuit = circuit or Circuit()
         budgets = budget.current()
         budgets.bind(source, pool)
-        self.cache = ReadCache(source, cache_seconds, budgets.redis, cache_bytes)
-        self._shared = SharedFlights(source, budgets.redis) if budgets.redis is not None else None
+        self.cache = ReadCache(
+            source, cache_seconds, budgets.redis, cache_bytes, namespace=budgets.namespace
+        )
+        self._shared = (
+            SharedFlights(source, budgets.redis, budgets.namespace)
+            if budgets.redis is not None
+            else None
+        )
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: Table[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = Table(

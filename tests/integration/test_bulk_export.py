@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
-from services import needs_redis
+from services import REDIS_URL, forget, namespace, needs_redis
 
 
 @pytest.fixture
@@ -272,14 +271,13 @@ def test_a_job_resumes_in_a_new_app_without_duplicates(deployment):
         serving.stop()
 
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
 @needs_redis
 def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    prefix = namespace()
     deployment = Deployment(tmp_path)
-    deployment.settings = dataclasses.replace(deployment.settings, redis_url=REDIS_URL)
+    deployment.settings = dataclasses.replace(
+        deployment.settings, redis_url=REDIS_URL, redis_prefix=prefix
+    )
     one, two = Served(deployment.app()), Served(deployment.app())
     try:
         auth = deployment.token(one.app, "full")
@@ -295,4 +293,4 @@ def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
     finally:
         one.stop()
         two.stop()
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        forget(prefix)

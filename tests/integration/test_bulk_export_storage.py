@@ -16,14 +16,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-import redis
 from bulk import LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
 from harness import FAST
 from objectstore import CREDENTIALS, moto_on_a_port
-from services import needs_redis
+from services import REDIS_URL, forget, namespace, needs_redis
 from workers import Facade, vendor_on_a_port
 
-from adapter.export.outputs import RedisTails
 from adapter.sandbox import NyraSandbox
 
 PREFIX = "bulk/exports"
@@ -207,25 +205,19 @@ def test_storage_failure_is_an_operation_outcome_without_secrets(tmp_path, s3):
         served.stop()
 
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
-
-
 @needs_redis
 def test_two_apps_share_redis_and_storage_but_no_disk(tmp_path, s3):
     """A job kicked off on one is polled, downloaded and cancelled through the other,
     which has a directory of its own."""
     bucket = s3.bucket()
-    prefix = f"test:{uuid.uuid4().hex}:"
+    prefix = namespace()
     apps = []
     for name in ("one", "two"):
         deployment = on_storage(tmp_path / name, s3, bucket)
-        deployment.settings = dataclasses.replace(deployment.settings, redis_url=REDIS_URL)
-        app = deployment.app()
-        # Keys of this test alone in the shared Redis (the defaults are the service's).
-        app.state.exports.store.prefix = prefix
-        output = app.state.exports.output
-        output.tails = RedisTails(app.state.exports.store.redis, prefix)
-        apps.append((deployment, app))
+        deployment.settings = dataclasses.replace(
+            deployment.settings, redis_url=REDIS_URL, redis_prefix=prefix
+        )
+        apps.append((deployment, deployment.app()))
     one, two = Served(apps[0][1]), Served(apps[1][1])
     try:
         auth = apps[0][0].token(one.app, "full")
@@ -249,13 +241,12 @@ def test_two_apps_share_redis_and_storage_but_no_disk(tmp_path, s3):
     finally:
         one.stop()
         two.stop()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        forget(prefix)
 
 
-def _serve_config(source: str, base_url: str, sandbox, s3, bucket: str, folder: Path) -> Path:
+def _serve_config(
+    source: str, base_url: str, sandbox, s3, bucket: str, folder: Path, prefix: str
+) -> Path:
     keys = ", ".join(
         "{ " + ", ".join(f'{k} = "{v}"' for k, v in g.credentials().items()) + " }"
         for g in sandbox.api_keys()
@@ -266,6 +257,7 @@ def _serve_config(source: str, base_url: str, sandbox, s3, bucket: str, folder: 
 [server]
 open_access = true
 redis_url = "{REDIS_URL}"
+redis_prefix = "{prefix}"
 shutdown_seconds = 1
 
 [export]
@@ -289,10 +281,13 @@ def test_two_service_processes_share_redis_and_storage_but_no_disk(tmp_path, s3)
     bucket = s3.bucket()
     source = f"nyra-s{uuid.uuid4().hex[:8]}"
     sandbox = NyraSandbox(seed=4, patients=15, limits=FAST)
-    job = None
+    prefix = namespace()
     with vendor_on_a_port(sandbox.app) as base_url:
-        one = Facade(_serve_config(source, base_url, sandbox, s3, bucket, tmp_path / "one"), 1)
-        two = Facade(_serve_config(source, base_url, sandbox, s3, bucket, tmp_path / "two"), 1)
+        configs = [
+            _serve_config(source, base_url, sandbox, s3, bucket, tmp_path / name, prefix)
+            for name in ("one", "two")
+        ]
+        one, two = Facade(configs[0], 1), Facade(configs[1], 1)
         try:
             one.wait_until_started()
             two.wait_until_started()
@@ -334,15 +329,4 @@ def test_two_service_processes_share_redis_and_storage_but_no_disk(tmp_path, s3)
         finally:
             one.stop()
             two.stop()
-            _forget(source, job)
-
-
-def _forget(source: str, job: str | None) -> None:
-    """Delete what the run left in Redis: its source's keys and its job's."""
-    with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as r:
-        names = list(r.scan_iter(match=f"fhir-adapter:*:{source}:*", count=1000))
-        if job is not None:
-            names += list(r.scan_iter(match=f"fhir-adapter:export:*{job}*", count=1000))
-            r.srem("fhir-adapter:export:jobs", job)
-        if names:
-            r.delete(*names)
+            forget(prefix)

@@ -9,7 +9,6 @@ import asyncio
 import copy
 import dataclasses
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from objectstore import CREDENTIALS, moto_on_a_port
-from services import REDIS_URL, needs_redis
+from services import REDIS_URL, aforget, namespace, needs_redis
 
 from adapter.export.engine import FileState
 from adapter.export.outputs import FileTails, ObjectOutput, ObjectWriter, RedisTails
@@ -207,7 +206,7 @@ def test_other_locations_are_refused(url):
 
 @needs_redis
 def test_redis_tails_append_cut_back_and_drop():
-    prefix = f"test:{uuid.uuid4().hex}:"
+    prefix = namespace()
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     tails = RedisTails(client, prefix)
 
@@ -226,9 +225,7 @@ def test_redis_tails_append_cut_back_and_drop():
                 await tails.truncate("job", "f.1", 2)
             return seen
         finally:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
+            await aforget(client, prefix)
             await client.aclose()
 
     assert run_and(run) == [b"abcdef", b"abcd", b""]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from services import need_redis
+from services import REDIS_URL, aforget, namespace, need_redis
 
 from adapter.export.engine import (
     ExportState,
@@ -25,7 +25,6 @@ from adapter.transport.client import VendorClient
 from adapter.transport.ratelimit import KeyPool
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -38,11 +37,11 @@ async def store(request, tmp_path):
         return
     need_redis(REDIS_URL)
     client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    made = RedisJobStore(client, tmp_path)
+    prefix = namespace()
+    made = RedisJobStore(client, tmp_path, prefix)
     made.advance = None
     yield made
-    await client.flushdb()
+    await aforget(client, prefix)
     await made.aclose()
 
 
