@@ -54,6 +54,8 @@ from adapter.sandbox import NyraSandbox, RateLimits  # noqa: E402
 COMMAND = Path(sys.executable).with_name("fhir-adapter")
 SOURCE = "nyra-bench"
 PER_MINUTE = 60  # Nyra: per key, per minute window
+# With --redis: the run's keys, apart from anything else on that server (deleted at the end).
+PREFIX = f"bench-export-{os.getpid()}:"
 
 
 # The exporting process's view of the S3 service (moto takes any credentials).
@@ -81,7 +83,7 @@ def config(
 [server]
 open_access = true
 shutdown_seconds = 1
-{f'redis_url = "{redis_url}"' if redis_url else ""}
+{f'redis_url = "{redis_url}"{chr(10)}redis_prefix = "{PREFIX}"' if redis_url else ""}
 
 [export]
 dir = "{jobs}"
@@ -261,8 +263,19 @@ def main() -> None:
     )
     with contextlib.ExitStack() as running:
         s3 = running.enter_context(moto_on_a_port()) if args.storage else None
+        if args.redis:
+            running.callback(_forget, args.redis)
         for n in args.patients:
             run(n, args.keys, args.scale, args.share, s3, args.redis)
+
+
+def _forget(redis_url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        names = list(client.scan_iter(match=f"{PREFIX}*", count=1000))
+        if names:
+            client.delete(*names)
 
 
 @contextlib.contextmanager
