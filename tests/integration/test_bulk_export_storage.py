@@ -18,6 +18,7 @@ import orjson
 import pytest
 from bulk import LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
 from harness import FAST
+from moto.server import ThreadedMotoServer
 from objectstore import CREDENTIALS, moto_on_a_port
 from services import REDIS_URL, forget, namespace, needs_redis
 from workers import Facade, vendor_on_a_port
@@ -330,3 +331,54 @@ def test_two_service_processes_share_redis_and_storage_but_no_disk(tmp_path, s3)
             one.stop()
             two.stop()
             forget(prefix)
+
+
+def test_storage_unreachable_for_a_file_or_a_cancel_is_no_500(tmp_path, s3):
+    # A moto server of this test's own in front of the same (process-wide) buckets, to be
+    # stopped and started again on its port.
+    bucket = s3.bucket()
+    own = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    own.start()
+    port = own.get_host_and_port()[1]
+    deployment = Deployment(tmp_path)
+    deployment.settings = dataclasses.replace(
+        deployment.settings,
+        export=dataclasses.replace(
+            deployment.settings.export,
+            storage=f"s3://{bucket}/{PREFIX}",
+            endpoint_url=f"http://127.0.0.1:{port}",
+        ),
+    )
+    served = Served(deployment.app())
+    try:
+        auth = deployment.token(served.app, "full")
+        status_url = kick_off(served, auth, f"/Group/{LEYR}/$export")
+        manifest = finish(served, auth, status_url)
+        own.stop()  # the storage stops answering
+        r = served.http.get(manifest["output"][0]["url"], headers=auth)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["issue"] == [
+            {
+                "severity": "error",
+                "code": "transient",
+                "diagnostics": "object storage: reading an object failed "
+                "(EndpointConnectionError); try again later",
+            }
+        ]
+        assert str(port) not in r.text
+        # Cancelled at once for the client; the files are deleted once storage answers.
+        assert served.http.delete(status_url, headers=auth).status_code == 202
+        assert served.http.get(status_url, headers=auth).status_code == 404
+        assert s3.keys(bucket) != []
+        own = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        own.start()  # the runner's next sweep deletes them
+        for _ in range(3000):
+            if not s3.keys(bucket):
+                break
+            time.sleep(0.01)
+        assert s3.keys(bucket) == []
+        assert s3.uploads(bucket) == []
+    finally:
+        served.stop()
+        own.stop()
