@@ -5,7 +5,7 @@
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
-                        --out DIR [--resume]
+                        [--storage s3://bucket/prefix] --out DIR [--resume]
     fhir-adapter version
 
 ``fhir-adapter --help`` and each command's ``--help`` give its purpose and examples.
@@ -21,7 +21,8 @@ on an address other than loopback also needs ``[server] public_base_url`` or
 answered (exit code 1 when a source fails it).
 
 ``export`` writes every resource of the types from the sources into NDJSON files and a
-Bulk Data ``manifest.json`` in ``DIR``, straight from the connectors (no server); see
+Bulk Data ``manifest.json`` in ``DIR`` (or the files on object storage, with
+``--storage``), straight from the connectors (no server); see
 :mod:`adapter.export_command` for its exit codes and ``--resume``.
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are

@@ -2,8 +2,8 @@
 (:func:`adapter.assembly.build_facade`), without a server.
 
     fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
-                        [--type-filter Type?search ...] [--elements E,...] --out DIR
-                        [--resume]
+                        [--type-filter Type?search ...] [--elements E,...]
+                        [--storage s3://bucket/prefix] --out DIR [--resume]
 
 Writes the NDJSON files and ``manifest.json`` (the Bulk Data manifest, file URLs as
 ``file:`` URIs) into ``DIR``, with a progress bar per type. With object storage
