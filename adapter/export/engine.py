@@ -365,6 +365,7 @@ async def _run_part(
             for issue in error.issues:
                 await _error(writer, state, issue)
             part.done = True
+            await _finished(writer, part)
             await save(state)
             break
         if journal is not None and transaction_time is not None:
@@ -402,6 +403,7 @@ async def _run_part(
         if page.next_cursor is None or page.next_cursor == part.cursor:
             part.done = True
             part.complete = page.next_cursor is None
+            await _finished(writer, part)
         part.cursor = page.next_cursor
         await save(state)
         if progress:
@@ -502,6 +504,8 @@ async def _write(
     pending = [_line(r) for r in resources]
     while pending:
         if not part.files or part.files[-1].count >= file_max_records:
+            if part.files:
+                await writer.finished(part.files[-1])
             part.files.append(FileState(_file_name(part, len(part.files) + 1)))
             await writer.create(part.files[-1])
         file = part.files[-1]
@@ -509,6 +513,11 @@ async def _write(
         chunk, pending = pending[:room], pending[room:]
         await writer.append(file, chunk)
         part.written += len(chunk)
+
+
+async def _finished(writer: Writer, part: PartState) -> None:
+    for file in part.files:
+        await writer.finished(file)
 
 
 async def _error(writer: Writer, state: ExportState, issue: Issue) -> None:

@@ -13,7 +13,8 @@ each checkpoint and ``seal`` it once it is whole. :class:`LocalOutput` writes fi
 tail of part *n* is dropped only after a checkpoint has recorded part *n* (``settle``), so a
 run stopped anywhere resumes from its saved state: the tail is cut back to the saved
 length, a part uploaded but not recorded is uploaded again under the same number
-(replacing it). ``seal`` uploads what is left as the last part and completes the upload.
+(replacing it). ``seal`` uploads what is left as the last part and completes the upload:
+for a file the engine says is whole (``finished``), after the next checkpoint.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class Writer(Protocol):
     async def append(self, file: FileState, lines: list[bytes]) -> None: ...
 
     async def settle(self) -> None: ...
+
+    async def finished(self, file: FileState) -> None:
+        """``file`` holds all it will: it may be sealed once a checkpoint has said so."""
+        ...
 
     async def seal(self, file: FileState) -> None: ...
 
@@ -109,6 +114,9 @@ class LocalWriter:
         file.bytes += len(data)
 
     async def settle(self) -> None:
+        return None
+
+    async def finished(self, file: FileState) -> None:
         return None
 
     async def seal(self, file: FileState) -> None:
@@ -243,6 +251,7 @@ class ObjectWriter:
         self.job_id = job_id
         self.part_bytes = part_bytes
         self._uploaded: list[str] = []  # tails of parts uploaded since the last checkpoint
+        self._finished: list[FileState] = []  # to seal after the next checkpoint
 
     def key(self, name: str) -> str:
         return self.storage.location.key(self.job_id, name)
@@ -288,10 +297,21 @@ class ObjectWriter:
         self._uploaded.append(tail)
 
     async def settle(self) -> None:
-        """After a checkpoint: the tails of the parts it recorded are no longer needed."""
+        """After a checkpoint: the tails of the parts it recorded are no longer needed, and
+        the files it holds as whole are sealed (the next checkpoint records it), so that
+        tails are kept only for the files still written to. A file is sealed only once a
+        checkpoint says it is whole: a run resumed from an earlier one, which may write
+        more into it, never meets it completed."""
         uploaded, self._uploaded = self._uploaded, []
         for tail in uploaded:
             await self.tails.drop(self.job_id, tail)
+        finished, self._finished = self._finished, []
+        for file in finished:
+            await self.seal(file)
+
+    async def finished(self, file: FileState) -> None:
+        if not file.sealed and file.upload is not None:
+            self._finished.append(file)
 
     async def seal(self, file: FileState) -> None:
         """Upload what is left of ``file`` and complete it (again, after a stop, is fine)."""

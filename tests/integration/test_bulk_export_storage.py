@@ -143,11 +143,10 @@ def test_cancel_mid_job_deletes_its_objects_and_uploads(tmp_path, s3):
         status_url = kick_off(served, auth, f"/Group/{NYRA}/$export")
         job = status_url.rsplit("/", 1)[1]
         assert reached.wait(30)
-        # Two pages of 5 Patients: a file of 7 (file_max_records) and one of 3, begun.
-        assert s3.uploads(bucket) == [
-            f"{PREFIX}/{job}/Patient.{NYRA}.001.ndjson",
-            f"{PREFIX}/{job}/Patient.{NYRA}.002.ndjson",
-        ]
+        # Two pages of 5 Patients: a file of 7 (file_max_records), whole and so sealed
+        # once a checkpoint said so, and one of 3, begun.
+        assert s3.keys(bucket) == [f"{PREFIX}/{job}/Patient.{NYRA}.001.ndjson"]
+        assert s3.uploads(bucket) == [f"{PREFIX}/{job}/Patient.{NYRA}.002.ndjson"]
         r = served.http.delete(status_url, headers=auth)
         assert r.status_code == 202
         r = served.http.get(status_url, headers=auth)
@@ -382,3 +381,43 @@ def test_storage_unreachable_for_a_file_or_a_cancel_is_no_500(tmp_path, s3):
     finally:
         served.stop()
         own.stop()
+
+
+def test_a_job_stopped_mid_way_resumes_in_a_new_app_each_record_once(tmp_path, s3):
+    bucket = s3.bucket()
+    deployment = on_storage(tmp_path, s3, bucket)
+    first = deployment.app()
+    connector = first.state.facade.connectors[NYRA]
+    search = connector.search
+    calls = Counter[str]()
+    reached = threading.Event()
+
+    async def held(request, cursor=None):
+        calls[request.resource_type] += 1
+        if calls["Patient"] > 2 or calls["Appointment"]:
+            reached.set()
+            await asyncio.Event().wait()  # held until the app stops
+        return await search(request, cursor)
+
+    connector.search = held
+    serving = Served(first)
+    auth = deployment.token(first, "full")
+    status_url = kick_off(serving, auth, f"/Group/{NYRA}/$export")
+    assert reached.wait(30)
+    serving.stop()  # mid-job: files begun, one of them whole and sealed
+    job = status_url.rsplit("/", 1)[1]
+    assert s3.keys(bucket) == [f"{PREFIX}/{job}/Patient.{NYRA}.001.ndjson"]
+
+    second = deployment.app()
+    serving = Served(second)
+    try:
+        auth = deployment.token(second, "full")
+        manifest = finish(serving, auth, f"{serving.base}/$export-poll/{job}")
+        resources = download(serving, auth, manifest)
+        for resource_type in ("Patient", "Appointment"):
+            ids = [r["id"] for r in resources[resource_type]]
+            assert len(ids) == len(set(ids))
+            assert len(ids) == total(serving, auth, resource_type, _source=NYRA)
+        assert s3.uploads(bucket) == []
+    finally:
+        serving.stop()
