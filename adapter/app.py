@@ -39,16 +39,19 @@ from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
+from adapter.api.tracing import Traced
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
+from adapter.console import ConsoleState
+from adapter.console import router as console_router
 from adapter.export.jobs import ExportRunner
 from adapter.export.outputs import output_for
 from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.ops import caches, metrics
+from adapter.ops import caches, metrics, telemetry
 from adapter.ops import logs as ops_logs
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
@@ -84,6 +87,9 @@ def create_app(
     # What the transport reports (calls, 429s, failures, cache hits) becomes metrics and
     # console lines; one observer per process, whatever the number of apps.
     hooks.install(ops_observer)
+    # Traces over OTLP when [telemetry] asks for them: one provider per process.
+    if settings.otlp_endpoint and not telemetry.enabled():
+        telemetry.configure(telemetry.otlp_provider(settings.otlp_endpoint))
     # Vendor budgets: shared by every process through Redis, else this worker's share.
     budget_redis = (
         aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
@@ -116,6 +122,7 @@ def create_app(
         and the Subscriptions' poller."""
         await app.state.exports.start()
         await app.state.subscriptions.start()
+        app.state.console.start()
         app.state.sampler = asyncio.create_task(_sample_worker(), name="worker-memory")
 
     async def aclose() -> None:
@@ -129,6 +136,8 @@ def create_app(
                 await sampler
         await app.state.exports.stop()
         await app.state.subscriptions.aclose()
+        await app.state.console.aclose()
+        await asyncio.to_thread(telemetry.flush)  # the last spans, before the process goes
         await facade.aclose()
         await journal.aclose()
         if budget_redis is not None:
@@ -187,6 +196,8 @@ def create_app(
     app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
+    app.state.console = ConsoleState.of(settings)
+    app.include_router(console_router)  # the operator's console at /console
 
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
@@ -226,6 +237,8 @@ def create_app(
             ]
         ),
     )
+    if telemetry.enabled():  # outermost: the request's span holds the guard's work too
+        app.add_middleware(Traced)
     return app
 
 

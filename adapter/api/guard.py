@@ -57,6 +57,7 @@ from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError, whole_seconds
+from adapter.ops.activity import activity
 from adapter.ops.caches import Table
 from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
@@ -559,6 +560,7 @@ class Guard:
                 else ("-" if resource_type is None else "other")
             )
         observe_request(kind, type_label, status, seconds)
+        activity.answered(audit["client"], status, seconds)
         logging_on = log.isEnabledFor(logging.INFO)
         auditing = path not in _OPEN and (
             self.audit_file is not None or audit_log.isEnabledFor(logging.INFO)
