@@ -46,6 +46,7 @@ from adapter.auth.tokens import AssertionReplay, TokenService
 from adapter.console import ConsoleState
 from adapter.console import router as console_router
 from adapter.export.jobs import ExportRunner
+from adapter.export.outputs import output_for
 from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
@@ -146,6 +147,7 @@ def create_app(
         if app.state.audit_file is not None:
             app.state.audit_file.close()
         await app.state.exports.store.aclose()
+        await app.state.exports.output.aclose()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -177,7 +179,8 @@ def create_app(
         if settings.redis_url
         else FileJobStore(export_root)
     )
-    app.state.exports = ExportRunner(facade, settings.export, jobs, journal=journal)
+    output = output_for(settings.export, jobs)  # [export] dir, or object storage
+    app.state.exports = ExportRunner(facade, settings.export, jobs, journal=journal, output=output)
     app.state.subscriptions = _subscriptions(settings, facade, transports.get("subscriptions"))
     audience = settings.public_base_url or "urn:fhir-adapter"
     open_access = settings.open_access and not settings.clients

@@ -5,7 +5,7 @@
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
-                        --out DIR [--resume]
+                        [--storage s3://bucket/prefix] --out DIR [--resume]
     fhir-adapter version
 
 ``fhir-adapter --help`` and each command's ``--help`` give its purpose and examples.
@@ -21,7 +21,8 @@ on an address other than loopback also needs ``[server] public_base_url`` or
 answered (exit code 1 when a source fails it).
 
 ``export`` writes every resource of the types from the sources into NDJSON files and a
-Bulk Data ``manifest.json`` in ``DIR``, straight from the connectors (no server); see
+Bulk Data ``manifest.json`` in ``DIR`` (or the files on object storage, with
+``--storage``), straight from the connectors (no server); see
 :mod:`adapter.export_command` for its exit codes and ``--resume``.
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are
@@ -133,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
             "fhir-adapter export --config adapter.toml --source nyra-city --type Patient "
             "--since 2026-01-01T00:00:00Z --out ./export",
             "fhir-adapter export --out ./export --resume",
+            "fhir-adapter export --config adapter.toml --storage s3://exports/nightly "
+            "--out ./state",
         ],
     )
     export.add_argument("--config", help="TOML configuration (as for serve)")
@@ -150,7 +153,16 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only these elements (Type.element or element, comma-separated; as "
         "_elements: what R4 requires is kept, and the records are tagged SUBSETTED)",
     )
-    export.add_argument("--out", required=True, help="the directory to write into")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="the directory to write into (with object storage: its state and manifest)",
+    )
+    export.add_argument(
+        "--storage",
+        help="write the files to object storage, s3://bucket/prefix (default: [export] "
+        "storage when the configuration sets it)",
+    )
     export.add_argument(
         "--resume", action="store_true", help="continue the export stopped in --out"
     )
@@ -205,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.resume,
             type_filters=args.type_filter,
             elements=args.elements,
+            storage=args.storage,
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")

@@ -104,6 +104,12 @@ EXPORT_KEYS: dict[str, Any] = {
     "keep_hours": AtLeast(float, 0, strictly=True),
     "budget_share": AtLeast(float, 0, strictly=True),
     "file_max_records": AtLeast(int, 1),
+    # Object storage for the files (docs/export-storage.md): "s3://bucket/prefix".
+    "storage": str,
+    "endpoint_url": str,
+    "region": str,
+    "signed_urls": bool,
+    "signed_url_seconds": AtLeast(int, 1),
 }
 
 # What [subscriptions] takes: Subscription (rest-hook) polling and delivery.
@@ -166,6 +172,15 @@ class ExportSettings:
     keep_hours: float = 24.0
     budget_share: float = 0.5
     file_max_records: int = 100_000
+    # Files on S3-compatible object storage instead of under ``dir``: ``s3://bucket/prefix``;
+    # credentials from the environment (AWS_ACCESS_KEY_ID...), the endpoint from
+    # ``endpoint_url`` or AWS_ENDPOINT_URL. ``signed_urls``: the manifest's URLs are
+    # pre-signed for ``signed_url_seconds`` (no token needed) instead of the service's own.
+    storage: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    signed_urls: bool = False
+    signed_url_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -284,6 +299,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     share = export.get("budget_share") if isinstance(export, Mapping) else None
     if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
         problems.append("[export] budget_share must be above 0 and at most 1")
+    problems += _storage_problems(export)
     subscriptions = resolved.get("subscriptions", {})
     problems += check_table("[subscriptions]", subscriptions, SUBSCRIPTION_KEYS)
     share = subscriptions.get("budget_share") if isinstance(subscriptions, Mapping) else None
@@ -385,6 +401,11 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
             keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),
             budget_share=float(export.get("budget_share", ExportSettings.budget_share)),
             file_max_records=export.get("file_max_records", ExportSettings.file_max_records),
+            storage=export.get("storage") or None,
+            endpoint_url=export.get("endpoint_url") or None,
+            region=export.get("region") or None,
+            signed_urls=export.get("signed_urls", False),
+            signed_url_seconds=export.get("signed_url_seconds", ExportSettings.signed_url_seconds),
         ),
         subscriptions=SubscriptionSettings(
             dir=subscriptions.get("dir") or None,
@@ -411,6 +432,24 @@ def _unknown_table(name: str) -> str:
         else "known: server, sources, clients, export, subscriptions"
     )
     return f"unknown top-level table [{name}] ({hint})"
+
+
+_STORAGE = re.compile(r"s3://[a-z0-9.-]{3,63}(/.*)?")
+
+
+def _storage_problems(export: Any) -> list[str]:
+    """``[export] storage`` is an ``s3://bucket[/prefix]`` URL; a pre-signed URL needs it."""
+    if not isinstance(export, Mapping):
+        return []
+    storage, problems = export.get("storage"), []
+    if isinstance(storage, str) and storage and not _STORAGE.fullmatch(storage):
+        problems.append('[export] storage must be "s3://bucket/prefix" (a lower-case bucket)')
+    endpoint = export.get("endpoint_url")
+    if isinstance(endpoint, str) and endpoint and not re.match(r"https?://", endpoint):
+        problems.append("[export] endpoint_url must be an http:// or https:// URL")
+    if export.get("signed_urls") is True and not storage:
+        problems.append("[export] signed_urls needs [export] storage (files on object storage)")
+    return problems
 
 
 def _source_problems(name: str, source: Any) -> list[str]:

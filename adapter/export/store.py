@@ -131,6 +131,11 @@ class RedisJobStore:
         self.keep_seconds = keep_seconds
         self.clock = clock
 
+    @property
+    def prefix(self) -> str:
+        """What every key of the job store begins with (the files' tails use it too)."""
+        return self._p
+
     async def put(self, job: dict[str, Any]) -> None:
         finished = job.get("finished")
         expiry = None
