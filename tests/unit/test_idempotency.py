@@ -70,12 +70,91 @@ class Held(httpx.AsyncBaseTransport):
         self.inner = inner
         self.release = asyncio.Event()
         self.booking = asyncio.Event()  # a booking reached the vendor
+        self.arrived = 0  # bookings that reached the vendor
+        self.moved = asyncio.Event()  # set whenever one arrives
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
+            self.arrived += 1
             self.booking.set()
+            self.moved.set()
             await self.release.wait()
         return await self.inner.handle_async_request(request)
+
+
+def _booking(patient_id: str, doctor_id: str) -> dict:
+    return {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": "2031-03-04T10:00:00+05:30",
+        "participant": [
+            {
+                "actor": {"reference": f"Patient/{encode_id('nyra-r', patient_id)}"},
+                "status": "accepted",
+            },
+            {
+                "actor": {"reference": f"Practitioner/{encode_id('nyra-r', doctor_id)}"},
+                "status": "accepted",
+            },
+        ],
+    }
+
+
+AT_ONCE = 8
+
+
+@pytest.mark.parametrize("shared", ["memory", pytest.param("redis", marks=needs_redis)])
+async def test_the_same_key_sent_many_times_at_once_books_once(shared):
+    """Eight requests with one Idempotency-Key, released together (each waits on one
+    event, then sends), over two workers sharing Redis or within one worker: exactly one
+    booking reaches the vendor, every other request is told at once that the key is still
+    running (409), and only then is the vendor let answer; the key then replays it."""
+    sandbox = NyraSandbox(seed=4, patients=3, limits=FAST)
+    source = {"connector": "nyra", **sandbox.defaults()}
+    vendor = Held(sandbox.transport())
+    prefix = namespace()
+    redis = {"redis_url": REDIS_URL, "redis_prefix": prefix} if shared == "redis" else {}
+    settings = Settings(open_access=True, sources={"nyra-r": source}, cursor_key=b"r" * 32, **redis)
+    apps = [create_app(settings, transports={"nyra-r": vendor})]
+    if shared == "redis":
+        apps.append(create_app(settings, transports={"nyra-r": vendor}))
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
+        for app in apps
+    ]
+    patient, doctor = next(iter(sandbox.patients)), next(iter(sandbox.doctors))
+    body = _booking(patient["id"], doctor["id"])
+    headers = {"content-type": "application/fhir+json", "Idempotency-Key": f"m-{uuid.uuid4()}"}
+    go = asyncio.Event()
+    answered: list[httpx.Response] = []
+
+    async def send(n: int) -> httpx.Response:
+        await go.wait()
+        r = await clients[n % len(clients)].post("/fhir/Appointment", json=body, headers=headers)
+        answered.append(r)
+        vendor.moved.set()
+        return r
+
+    tasks = [asyncio.create_task(send(n)) for n in range(AT_ONCE)]
+    await asyncio.sleep(0)  # every task is waiting on the event
+    go.set()
+    while len(answered) + vendor.arrived < AT_ONCE:  # each has answered or is at the vendor
+        vendor.moved.clear()
+        await vendor.moved.wait()
+    vendor.release.set()
+    statuses = sorted(r.status_code for r in await asyncio.gather(*tasks))
+    assert vendor.arrived == 1
+    assert statuses == [201] + [409] * (AT_ONCE - 1)
+    again = await clients[-1].post("/fhir/Appointment", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    booked = [
+        a for a in sandbox.appointments if a["appointment_time"].startswith("2031-03-04T10:00")
+    ]
+    assert len(booked) == 1
+    for client, app in zip(clients, apps, strict=True):
+        await client.aclose()
+        await app.state.aclose()
+    forget(prefix)
 
 
 @needs_redis
