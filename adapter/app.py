@@ -225,10 +225,11 @@ def _subscriptions(
     poller as they are answered, so that what changes through this service is told
     without waiting for the next poll."""
     config = settings.subscriptions
+    keep = config.keep_hours * 3600
     store: Store = (
-        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url))
+        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url), keep_seconds=keep)
         if settings.redis_url
-        else FileSubscriptionStore(config.directory(settings.export.dir))
+        else FileSubscriptionStore(config.directory(settings.export.dir), keep_seconds=keep)
     )
     poller = SubscriptionPoller(
         facade,
