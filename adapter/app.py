@@ -39,6 +39,7 @@ from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
+from adapter.api.topics import router as topics_router
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
@@ -177,6 +178,7 @@ def create_app(
     app.include_router(terminology_router)  # ConceptMap: the code tables, no source
     app.include_router(groups_router)  # Group: one per source
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
+    app.include_router(topics_router)  # the topics' canonical URLs, as Basic
     app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
@@ -211,6 +213,7 @@ def create_app(
                 *terminology_router.routes,
                 *groups_router.routes,
                 *subscriptions_router.routes,
+                *topics_router.routes,
                 *everything_router.routes,
             ]
         ),
