@@ -31,10 +31,13 @@ Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundl
 ``channel.payload`` is ``application/fhir+json``, none for ping only). The changes leave
 the outbox once the endpoint answers 2xx: delivery is at least once, in order per
 resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
-to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
-``Subscription.error`` says why. One past its ``end`` is ``off``. Subscriptions are
-served side by side, one delivery in flight each; a round waits for them at most
-``poll_seconds``, and one still under way goes on beside the next rounds.
+to five minutes), jittered (between half of it and all of it); after ``max_failures``
+in a row the Subscription is ``error`` and ``Subscription.error`` says why. One past its
+``end`` is ``off``. Subscriptions are served side by side, one delivery in flight each,
+and each endpoint (scheme, host and port) has its own queue: at most
+:data:`PER_ENDPOINT` deliveries to it at once, so one that hangs holds only its own
+Subscriptions; a round waits for them at most ``poll_seconds``, and one still under way
+goes on beside the next rounds.
 
 **Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
 topic's trigger calls events, judged against what the feed's digests kept of the record
@@ -60,10 +63,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -98,6 +103,7 @@ _LEASE_SECONDS = 120.0
 _ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
 _DELIVERY_LANES = 32  # Subscriptions served at once by one worker
+PER_ENDPOINT = 4  # of those, at most this many to one endpoint (scheme, host and port)
 _ACTIVE = ("requested", "active")
 
 
@@ -168,6 +174,25 @@ def events_bundle(
     )
 
 
+class _EndpointLanes:
+    """One endpoint's queue: at most ``size`` deliveries to it at once; ``users``, the
+    Subscriptions holding or waiting for a lane."""
+
+    def __init__(self, size: int) -> None:
+        self.semaphore = asyncio.Semaphore(size)
+        self.users = 0
+
+
+def _origin(endpoint: str) -> str:
+    """An endpoint's scheme, host and port: what its queue is known by."""
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return endpoint
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
 class _Wanted:
     """What one Subscription listens to: its resource type, the sources it hears from
     (those serving the type that its owner may use, narrowed by ``_source``), and the
@@ -177,6 +202,7 @@ class _Wanted:
         self.record = record
         self.caller = caller
         self.id = str(record["resource"]["id"])
+        self.endpoint = _origin(str((record["resource"].get("channel") or {}).get("endpoint")))
         chosen: dict[str, Any] = record.get("topic") or {}
         self.topic = TOPICS[chosen["name"]] if chosen else None
         named: tuple[str, ...] | None
@@ -233,6 +259,8 @@ class SubscriptionPoller:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         audit_file: Any = None,
+        jitter: Callable[[], float] = random.random,
+        per_endpoint: int = PER_ENDPOINT,
     ) -> None:
         self.facade = facade
         self.audit_file = audit_file  # the AuditEvent NDJSON file, when one is kept
@@ -257,6 +285,11 @@ class SubscriptionPoller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lanes = asyncio.Semaphore(_DELIVERY_LANES)
+        # Each endpoint's own queue: its Subscriptions wait for one of its few lanes, so
+        # an endpoint that hangs holds at most ``per_endpoint`` of the worker's lanes.
+        self.per_endpoint = per_endpoint
+        self._endpoints: dict[str, _EndpointLanes] = {}
+        self.jitter = jitter  # in [0, 1): how much of a retry's backoff is waited
         self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
         self.rounds = 0  # rounds this worker has begun
         # Called with the number of rounds ended so far as each one ends, failed or not
@@ -335,7 +368,7 @@ class SubscriptionPoller:
         ready = {source: await self._ready_types(source) for source in feeds}
 
         async def tend(want: _Wanted) -> None:
-            async with self._lanes:
+            async with self._endpoint_lane(want.endpoint), self._lanes:
                 if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
                     return
                 try:
@@ -360,6 +393,23 @@ class SubscriptionPoller:
 
     def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
         self._delivering.pop(sub_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _endpoint_lane(self, endpoint: str) -> AsyncIterator[None]:
+        """One of the lanes of ``endpoint`` (an origin), waited for in its own queue; an
+        endpoint's lanes are let go when no Subscription holds or waits for one, so the
+        table holds only the endpoints in use."""
+        lanes = self._endpoints.get(endpoint)
+        if lanes is None:
+            lanes = self._endpoints[endpoint] = _EndpointLanes(self.per_endpoint)
+        lanes.users += 1
+        try:
+            async with lanes.semaphore:
+                yield
+        finally:
+            lanes.users -= 1
+            if lanes.users == 0:
+                self._endpoints.pop(endpoint, None)
 
     async def _listening(self) -> list[_Wanted]:
         """The Subscriptions that listen (``requested`` or ``active``), with what they
@@ -713,9 +763,10 @@ class SubscriptionPoller:
             record["resource"]["error"] = f"{why}; {failures} failures in a row"
             log.warning("subscription stopped after %d failed deliveries", failures)
             return
-        record["next_at"] = self.clock() + min(
-            _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
-        )
+        # Jittered: between half the backoff and all of it, so that Subscriptions that
+        # failed together (one endpoint down) are not all tried again at one moment.
+        backoff = min(_MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1))
+        record["next_at"] = self.clock() + backoff * (1 + self.jitter()) / 2
         log.info("subscription delivery failed (%d of %d): %s", failures, self.max_failures, why)
 
 
