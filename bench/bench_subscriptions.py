@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import queue
 import random
 import socket
@@ -58,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapter.app import create_app
 from adapter.sandbox import NyraSandbox, RateLimits
 from adapter.settings import ExportSettings, Settings, SubscriptionSettings
+from adapter.subscriptions.poller import HOT_DAYS
 from mappings import decode_id
 
 SOURCE = "nyra-bench"
@@ -235,6 +237,21 @@ def main() -> None:
     print(
         f"polling calls {calls} in {minutes:.1f} vendor minutes: {calls / budget:.1%} of the "
         f"budget; 429s {sandbox.limited_total()}"
+    )
+    # What one sweep takes at the budget share: a page of 100 is one call, and the share
+    # of the keys' 60 calls a minute allows 60 * share * keys of them a minute.
+    first, last = date.today(), date.today() + timedelta(days=HOT_DAYS)
+    upcoming = sum(
+        1
+        for a in sandbox.appointments
+        if first.isoformat() <= str(a.get("appointment_time"))[:10] < last.isoformat()
+    )
+    every = sum(1 for _ in sandbox.appointments)
+    per_call = 60 / (60 * 0.1 * args.keys)
+    print(
+        f"one sweep at the budget share: hot set ({upcoming} appointments) "
+        f"{math.ceil(upcoming / 100) * per_call:.0f} s, all ({every}) "
+        f"{math.ceil(every / 100) * per_call:.0f} s (vendor seconds)"
     )
 
 
