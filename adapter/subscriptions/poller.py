@@ -98,6 +98,7 @@ log = logging.getLogger("fhir_adapter.subscriptions")
 PAGES_PER_ROUND = 10  # per source and type, for a vendor without limits
 PAGE_SIZE = 100
 HOT_DAYS = 14  # the hot set: appointments from today to this many days on
+HOT_SHARE = 0.25  # at most this share of a feed's sweep pages go to its hot set
 BATCH = 100  # changes in one notification at most
 _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = 120.0
@@ -526,32 +527,37 @@ class SubscriptionPoller:
     ) -> None:
         """The next pages of the feed's listing, as far as the budget allows. Once the
         feed knows its records (a whole sweep done), its hot set (:meth:`_hot`) is swept
-        beside it, from its own cursor: at least every other page is the hot set's until
-        it has been swept whole this round, so the upcoming appointments are looked at
-        every round the budget allows it, and the rest no less than half as often as
-        without a hot set."""
+        beside it, from its own cursor, at most once a round and with at most
+        :data:`HOT_SHARE` of the pages both have taken (counted across rounds, from the
+        start of the day): the upcoming appointments are looked at many times as often
+        as the rest, which slows by at most that share."""
         hot = self._hot(source, resource_type) if feed.get("ready") else None
         heat: dict[str, Any] = {}
         if hot is not None:
             heat = feed.setdefault("hot", {})
             if heat.get("day") != hot[0]:  # a new day: its own listing, from the start
                 heat.clear()
-                heat["day"] = hot[0]
-        hot_left = hot is not None  # the hot set still to be swept this round
+                heat.update(day=hot[0], pages=0, whole_pages=0)
+        hot_left = hot is not None  # the hot set may still be swept this round
         whole_left = True
-        hot_pages = whole_pages = 0  # this round's
         for _ in range(PAGES_PER_ROUND if not pacer.limits else 1_000):
             if pacer.delay() > 0 or not (hot_left or whole_left):
                 return
-            if hot is not None and hot_left and (hot_pages <= whole_pages or not whole_left):
-                hot_pages += 1
+            due = hot_left and (
+                not whole_left or heat["pages"] <= HOT_SHARE * (heat["pages"] + heat["whole_pages"])
+            )
+            if hot is not None and due:
+                heat["pages"] += 1
                 ended = await self._sweep_page(source, resource_type, heat, pacer, wanted, hot[1])
                 if ended is not None:  # swept whole (True) or failed: again next round
                     hot_left = False
                     if ended:
                         heat["swept_at"] = self.clock()
                 continue
-            whole_pages += 1
+            if not whole_left:
+                return
+            if hot is not None:
+                heat["whole_pages"] += 1
             tell = wanted if feed.get("ready") else None
             ended = await self._sweep_page(source, resource_type, feed, pacer, tell, ())
             if ended is not None:

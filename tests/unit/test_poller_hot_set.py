@@ -1,8 +1,9 @@
 """The sweep of a source's Appointments looks at the hot set (the upcoming appointments,
 from the source's today to fourteen days on, a window both vendors filter by date) more
-often than the rest: once the feed knows its records, at least every other page is the
-hot set's until it has been swept whole this round, from its own cursor; a new day
-starts the hot set's listing again. Patients have no hot set.
+often than the rest: once the feed knows its records, the hot set is swept from its own
+cursor, at most once a round, with at most a quarter of the pages both have taken
+(counted across rounds), so the rest is never starved; a new day starts the hot set's
+listing again. Patients have no hot set.
 
 The gate here is a listing of numbered pages that records which listing each page was
 of; time is the poller's injected clock."""
@@ -57,6 +58,7 @@ class Listing:
         pacer: Pacer,
         params: tuple[SearchParam, ...] = (),
     ) -> Page:
+        pacer.record(1)  # one vendor call a page
         number = int(cursor or 0)
         kind, pages = ("h", self.hot) if params else ("w", self.whole)
         self.asked.append(f"{kind}{number}")
@@ -93,9 +95,9 @@ async def test_a_small_hot_set_is_swept_whole_every_round(tmp_path):
     # Until a whole sweep is done the feed only learns its records: no hot set yet.
     assert await _round(poller, listing, ["Appointment"]) == [f"w{n}" for n in range(10)]
     assert await _round(poller, listing, ["Appointment"]) == ["w10", "w11"]
-    # Known now: the hot set first, alternating, then the rest of the round's pages.
+    # Known now: the hot set first, then at most one page of four, once a round.
     assert await _round(poller, listing, ["Appointment"]) == [
-        "h0", "w0", "h1", "w1", "w2", "w3", "w4", "w5", "w6", "w7",
+        "h0", "w0", "w1", "w2", "h1", "w3", "w4", "w5", "w6", "w7",
     ]  # fmt: skip
     assert await _round(poller, listing, ["Appointment"]) == [
         "h0", "w8", "h1", "w9", "w10", "w11",
@@ -112,12 +114,40 @@ async def test_a_large_hot_set_takes_every_other_page(tmp_path):
     poller = _poller(tmp_path, listing, now)
     assert await _round(poller, listing, ["Appointment"]) == ["w0", "w1", "w2"]
     first = await _round(poller, listing, ["Appointment"])
-    assert first == ["h0", "w0", "h1", "w1", "h2", "w2", "h3", "h4", "h5", "h6"]
+    # Past the whole listing's end the round's pages are the hot set's.
+    assert first == ["h0", "w0", "w1", "w2", "h1", "h2", "h3", "h4", "h5", "h6"]
     assert len(first) == PAGES_PER_ROUND
-    # The hot set goes on from where it stopped; so does the rest.
+    # The hot set has had more than its share: the rest goes first, then it goes on
+    # from where it stopped.
     assert await _round(poller, listing, ["Appointment"]) == [
-        "h7", "w0", "h8", "w1", "h9", "w2", "h10", "h11", "h12", "h13",
+        "w0", "w1", "w2", "h7", "h8", "h9", "h10", "h11", "h12", "h13",
     ]  # fmt: skip
+
+
+async def test_one_call_a_round_never_starves_the_rest(tmp_path):
+    """A budget that allows one call a round (a vendor with limits, its calls spread
+    out): a page in four is the hot set's, the others go on with the whole listing."""
+    listing = Listing(whole=50, hot=1)
+    now = [EVENING]
+    poller = _poller(tmp_path, listing, now)
+    spent = [0]
+
+    def pacer(source: str, share: float, **kwargs: Any) -> Any:
+        spent[0] = 0
+        return SimpleNamespace(
+            limits=[(1, 60.0)],
+            calls=[],
+            delay=lambda: 0.0 if spent[0] == 0 else 1.0,
+            record=lambda n: spent.__setitem__(0, spent[0] + n),
+        )
+
+    listing.pacer = pacer  # type: ignore[method-assign]
+    poller.facade = listing  # type: ignore[assignment]
+    asked = []
+    for _ in range(60):  # the first 50 learn the records; then the hot set joins in
+        asked += await _round(poller, listing, ["Appointment"])
+    assert asked[:50] == [f"w{n}" for n in range(50)]
+    assert asked[50:] == ["h0", "w0", "w1", "w2", "h0", "w3", "w4", "w5", "h0", "w6"]
 
 
 async def test_a_new_day_starts_the_hot_set_again(tmp_path):
