@@ -254,23 +254,30 @@ class FileSubscriptionStore:
 
     async def update(self, record: dict[str, Any]) -> bool:
         def write_if_there() -> bool:
-            if not self._path(_id(record)).exists():
-                return False
-            self._write(record)
-            return True
+            # Under the lock a delete takes: one deleted between the look and the write
+            # would otherwise be written back.
+            with self._locked(self._path(_id(record), ".outbox")):
+                if not self._path(_id(record)).exists():
+                    return False
+                self._write(record)
+                return True
 
         return await asyncio.to_thread(write_if_there)
 
     async def delete(self, sub_id: str) -> bool:
         def remove() -> bool:
-            for suffix in (".outbox", ".outbox.flock", ".lock", ".events", ".count"):
-                with contextlib.suppress(OSError):
-                    self._path(sub_id, suffix).unlink()
-            try:
-                self._path(sub_id).unlink()
-            except FileNotFoundError:
-                return False
-            return True
+            with self._locked(self._path(sub_id, ".outbox")):
+                for suffix in (".outbox", ".lock", ".events", ".count"):
+                    with contextlib.suppress(OSError):
+                        self._path(sub_id, suffix).unlink()
+                try:
+                    self._path(sub_id).unlink()
+                    gone = True
+                except FileNotFoundError:
+                    gone = False
+            with contextlib.suppress(OSError):  # the lock's own file last
+                self._path(sub_id, ".outbox.flock").unlink()
+            return gone
 
         return await asyncio.to_thread(remove)
 
