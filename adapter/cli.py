@@ -174,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--keys", type=int, default=1, help="Nyra: API keys to issue")
     sandbox.add_argument("--timezone", help="the hospital's or EHR's IANA time zone")
 
+    _command(
+        commands,
+        "hash-password",
+        "read a console operator's password from standard input and print its "
+        "[operators.NAME] password_hash (scrypt)",
+        ["fhir-adapter hash-password < password.txt"],
+    )
     _command(commands, "version", "print the version", ["fhir-adapter version"])
     return parser
 
@@ -201,6 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")
+        return 0
+    if args.command == "hash-password":
+        from adapter.auth.operators import hash_password
+
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("fhir-adapter: no password on standard input", file=sys.stderr)
+            return 2
+        print(hash_password(password))
         return 0
     if args.command == "openapi":
         from adapter.openapi import openapi_json
@@ -321,7 +337,9 @@ def _serve(args: argparse.Namespace) -> int:
         exported[DEMO_SECRET_ENV] = env[DEMO_SECRET_ENV] = secrets.token_urlsafe(24)
     from adapter.app import create_app
     from adapter.ops import logs
+    from adapter.ops.memory import limit_arenas
 
+    limit_arenas()  # before the first thread and worker: see adapter/ops/memory.py
     try:
         settings = load_settings(env=env)
         _network_checks(settings, args.workers)

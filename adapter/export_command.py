@@ -100,7 +100,7 @@ def export_command(
         if settings.redis_url
         else None
     )
-    budget.configure(budget.Budgets(budget_redis, workers=1))
+    budget.configure(budget.Budgets(budget_redis, workers=1, namespace=settings.redis_prefix))
     try:
         state = asyncio.run(_run(settings, transports, folder, job, budget_redis))
     except KeyboardInterrupt:

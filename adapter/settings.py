@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.auth.clients import CLIENT_KEYS, Client, load_clients
+from adapter.auth.operators import OPERATOR_KEYS, Operator, load_operators
 from adapter.connectors.config import (
     AtLeast,
     OneOf,
@@ -43,6 +44,7 @@ __all__ = [
     "EXPORT_KEYS",
     "MAX_COUNT",
     "SERVER_KEYS",
+    "TELEMETRY_KEYS",
     "TOKEN_KEY_ENV",
     "WORKERS_ENV",
     "ExportSettings",
@@ -70,7 +72,7 @@ DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
 WORKERS_ENV = "FHIR_ADAPTER_WORKERS"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
-_TABLES = ("server", "sources", "clients", "export", "subscriptions")
+_TABLES = ("server", "sources", "clients", "export", "subscriptions", "telemetry", "operators")
 
 # What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
 # ranges that tie keys together are checked after the types.
@@ -82,6 +84,7 @@ SERVER_KEYS: dict[str, Any] = {
     "token_key": str,
     "token_minutes": float,
     "redis_url": str,
+    "redis_prefix": str,
     "open_access": bool,
     "audit_ndjson": str,
     "audit_stdout": bool,
@@ -112,6 +115,9 @@ SUBSCRIPTION_KEYS: dict[str, Any] = {
     "allowed_endpoints": list[str],
     "keep_hours": AtLeast(float, 0, strictly=True),
 }
+
+# What [telemetry] takes: traces sent over OTLP/HTTP to a collector (adapter.ops.telemetry).
+TELEMETRY_KEYS: dict[str, Any] = {"otlp_endpoint": str}
 
 EMBEDDED_DEFAULT: dict[str, Any] = {
     # The demo is reached as localhost, also from outside a container publishing its port.
@@ -215,6 +221,9 @@ class Settings:
     # made at start-up and handed to the workers this process starts.
     cursor_key: bytes = field(default=b"", repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    # What every key this deployment keeps in Redis begins with: deployments (or test
+    # runs) sharing one Redis database keep apart by it.
+    redis_prefix: str = "fhir-adapter:"
     token_key: bytes = field(default=b"", repr=False)  # signs access tokens (HS256)
     token_minutes: float = 5.0
     audit_ndjson: str | None = None  # AuditEvent NDJSON file, besides the audit log
@@ -226,6 +235,10 @@ class Settings:
     log_format: str = "json"  # operator logs: "json" or "text"
     export: ExportSettings = field(default_factory=ExportSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    # [telemetry] otlp_endpoint: the collector traces go to (OTLP/HTTP); none: no tracing.
+    otlp_endpoint: str | None = None
+    # [operators.NAME] password_hash: who may log in to the console at /console.
+    operators: Mapping[str, Operator] = field(default_factory=dict, repr=False)
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -279,6 +292,14 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     share = subscriptions.get("budget_share") if isinstance(subscriptions, Mapping) else None
     if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
         problems.append("[subscriptions] budget_share must be above 0 and at most 1")
+    telemetry = resolved.get("telemetry", {})
+    problems += check_table("[telemetry]", telemetry, TELEMETRY_KEYS)
+    raw_operators = resolved.get("operators", {})
+    if isinstance(raw_operators, Mapping):
+        for name, table in raw_operators.items():
+            problems += check_table(f"[operators.{name}]", table, OPERATOR_KEYS)
+    operators, operator_problems = load_operators(raw_operators)
+    problems += operator_problems
     raw_clients = resolved.get("clients", {})
     if not isinstance(raw_clients, Mapping):
         problems.append("[clients] must hold [clients.NAME] tables")
@@ -292,6 +313,9 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     base = server.get("public_base_url")
     if base is not None and not re.match(r"https?://", base):
         problems.append("[server] public_base_url must be an http(s) URL")
+    otlp = telemetry.get("otlp_endpoint") or None
+    if otlp is not None and not re.match(r"https?://", otlp):
+        problems.append("[telemetry] otlp_endpoint must be an http(s) URL")
     max_count = server.get("max_count", MAX_COUNT)
     default_count = server.get("default_count", DEFAULT_COUNT)
     if not 1 <= default_count <= max_count <= 1000:
@@ -312,6 +336,11 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
                 f"[server] forwarded_allow_ips[{i}]: not an IP address or network "
                 '(e.g. "10.0.0.5", "10.0.0.0/24")'
             )
+    if not re.fullmatch(r"[A-Za-z0-9_.:{}-]{1,64}", server.get("redis_prefix", "fhir-adapter:")):
+        problems.append(
+            "[server] redis_prefix must be 1 to 64 letters, digits or _ . : - { } "
+            '(e.g. "fhir-adapter:")'
+        )
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
         problems.append("[server] token_minutes must be from 1 to 60")
@@ -353,6 +382,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         max_count=max_count,
         cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
+        redis_prefix=server.get("redis_prefix", default.redis_prefix),
         export=ExportSettings(
             dir=export.get("dir", ExportSettings.dir),
             keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),
@@ -371,6 +401,8 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
             allowed_endpoints=tuple(subscriptions.get("allowed_endpoints", ())),
             keep_hours=float(subscriptions.get("keep_hours", SubscriptionSettings.keep_hours)),
         ),
+        otlp_endpoint=otlp,
+        operators=operators,
         origin=origin,
     )
 

@@ -100,7 +100,10 @@ class ExportRunner:
         """Expire what is past keeping, renew this process's leases, resume the rest."""
         for job_id in await self.store.ids():
             job = await self.store.get(job_id)
-            if job is None or await self._expired(job):
+            if job is None:  # its record expired in the store: the rest goes too
+                await self.store.delete(job_id)
+                continue
+            if await self._expired(job):
                 continue
             if job_id in self.running:
                 await self.store.claim(job_id, self.owner, LEASE_SECONDS)
