@@ -157,7 +157,7 @@ def _complete_operation(
     if "requestBody" in operation:
         statuses |= set(_WITH_BODY)
         operation["requestBody"].setdefault("required", True)
-        if fhir or tables:
+        if fhir or tables or path.endswith("/_search"):  # a form body, or another type
             statuses.add(415)
         if path in _WRITE_PATHS:
             content = operation["requestBody"].setdefault("content", {})
@@ -180,7 +180,8 @@ def _complete_operation(
     elif subscriptions:  # kept by the service itself: no source is asked
         statuses |= set(_WITH_TOKEN) | {406}
         statuses |= {404} if "{subscription_id}" in path else set()
-        statuses |= {422, *_WITH_BODY} if method in ("post", "put") else set()
+        writes = method in ("post", "put") and not path.endswith("/_search")
+        statuses |= {422, *_WITH_BODY} if writes else set()
         statuses |= {409} if method == "put" else set()  # a delivery holds it
         operation["security"] = [{"smart": []}]
     elif path == "/fhir/metadata":

@@ -63,9 +63,11 @@ EXPECTED = {
     ("/fhir/$export-file/{job_id}/{name}", "get"): GUARDED | TOKEN | {404, 406},
     # One Group per source: a source that fails leaves out a quantity, not the Group.
     ("/fhir/Group", "get"): GUARDED | TOKEN | {406, 503},
+    ("/fhir/Group/_search", "post"): GUARDED | TOKEN | BODY | {406, 415, 503},
     ("/fhir/Group/{group_id}", "get"): GUARDED | TOKEN | {404, 406, 503},
     # Subscriptions are kept by the service itself: no source is asked.
     ("/fhir/Subscription", "get"): GUARDED | TOKEN | {406},
+    ("/fhir/Subscription/_search", "post"): GUARDED | TOKEN | BODY | {406, 415},
     ("/fhir/Subscription", "post"): GUARDED | TOKEN | BODY | {406, 422},
     ("/fhir/Subscription/{subscription_id}", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Subscription/{subscription_id}", "delete"): GUARDED | TOKEN | {404, 406},
