@@ -39,6 +39,7 @@ from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
+from adapter.api.topics import router as topics_router
 from adapter.api.tracing import Traced
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
@@ -196,6 +197,7 @@ def create_app(
     app.include_router(terminology_router)  # ConceptMap: the code tables, no source
     app.include_router(groups_router)  # Group: one per source
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
+    app.include_router(topics_router)  # the topics' canonical URLs, as Basic
     app.include_router(everything_router)  # Patient/$everything
     app.include_router(probes_router(facade.readiness))
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
@@ -236,6 +238,7 @@ def create_app(
                 *terminology_router.routes,
                 *groups_router.routes,
                 *subscriptions_router.routes,
+                *topics_router.routes,
                 *everything_router.routes,
             ]
         ),
@@ -252,10 +255,13 @@ def _subscriptions(
     poller as they are answered, so that what changes through this service is told
     without waiting for the next poll."""
     config = settings.subscriptions
+    keep = config.keep_hours * 3600
     store: Store = (
-        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+        RedisSubscriptionStore(
+            aioredis.Redis.from_url(settings.redis_url), settings.redis_prefix, keep_seconds=keep
+        )
         if settings.redis_url
-        else FileSubscriptionStore(config.directory(settings.export.dir))
+        else FileSubscriptionStore(config.directory(settings.export.dir), keep_seconds=keep)
     )
     poller = SubscriptionPoller(
         facade,

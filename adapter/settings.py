@@ -119,6 +119,7 @@ SUBSCRIPTION_KEYS: dict[str, Any] = {
     "max_failures": AtLeast(int, 1),
     "budget_share": AtLeast(float, 0, strictly=True),
     "allowed_endpoints": list[str],
+    "keep_hours": AtLeast(float, 0, strictly=True),
 }
 
 # What [telemetry] takes: traces sent over OTLP/HTTP to a collector (adapter.ops.telemetry).
@@ -189,13 +190,15 @@ class SubscriptionSettings:
     export directory), how often their searches run, how many failed deliveries in a row
     put one in ``error``, the share of a request's vendor calls one poll round may use, and
     the endpoints (``fnmatch`` globs over ``scheme://host:port``) allowed although they are
-    not https or resolve to a private, loopback or link-local address."""
+    not https or resolve to a private, loopback or link-local address; how long a
+    topic-based Subscription's events are kept for ``$events``."""
 
     dir: str | None = None
     poll_seconds: float = 30.0
     max_failures: int = 5
     budget_share: float = 0.1
     allowed_endpoints: tuple[str, ...] = ()
+    keep_hours: float = 24.0
 
     def directory(self, export_dir: str) -> Path:
         if self.dir:
@@ -417,6 +420,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
                 subscriptions.get("budget_share", SubscriptionSettings.budget_share)
             ),
             allowed_endpoints=tuple(subscriptions.get("allowed_endpoints", ())),
+            keep_hours=float(subscriptions.get("keep_hours", SubscriptionSettings.keep_hours)),
         ),
         otlp_endpoint=otlp,
         operators=operators,

@@ -17,6 +17,19 @@ is timed. Figures are in vendor seconds (measured time times ``--scale``):
   ``budget_share``); 429s.
 
     .venv/bin/python bench/bench_subscriptions.py [--patients 1000] [--keys 1] [--scale 20]
+
+At scale (``--subscriptions 1000 --endpoints 20 --silent 4``): that many Subscriptions,
+spread evenly over that many rest-hook endpoints of which ``--silent`` take connections
+and never answer; each change's latency is then counted at every answering Subscription,
+and the deliveries (notifications taken) per second while the changes were told are
+given. ``--where`` says where the changes are made: ``elsewhere`` (bookings at the vendor
+20 to 80 days ahead, outside the hot set), ``hot`` (bookings at the vendor in the next
+13 days: the hot set, swept beside the whole listing) or ``service`` (cancels through
+this service, told as they are answered).
+
+``--log-size`` measures instead the event log's size per 10,000 events of a real
+Appointment, on files and (when it answers at 127.0.0.1:6379) in Redis, under a
+Subscription id of its own that it deletes after.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import queue
 import random
 import socket
@@ -45,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapter.app import create_app
 from adapter.sandbox import NyraSandbox, RateLimits
 from adapter.settings import ExportSettings, Settings, SubscriptionSettings
+from adapter.subscriptions.poller import HOT_DAYS
 from mappings import decode_id
 
 SOURCE = "nyra-bench"
@@ -52,13 +67,13 @@ SOURCE = "nyra-bench"
 
 class Receiver:
     def __init__(self) -> None:
-        self.got: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.got: queue.Queue[tuple[float, dict[str, Any], str]] = queue.Queue()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.got.put((time.monotonic(), body))
+                outer.got.put((time.monotonic(), body, self.path))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -69,6 +84,25 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Silent:
+    """An endpoint that takes connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.taken: list[socket.socket] = []
+        threading.Thread(target=self._take, daemon=True).start()
+
+    def _take(self) -> None:
+        try:
+            while True:
+                self.taken.append(self.sock.accept()[0])
+        except OSError:
+            pass
 
 
 def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
@@ -90,7 +124,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=20.0)
     parser.add_argument("--changes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--subscriptions", type=int, default=1)
+    parser.add_argument("--endpoints", type=int, default=1)
+    parser.add_argument("--silent", type=int, default=0)
+    parser.add_argument("--where", choices=("elsewhere", "hot", "service"), default="elsewhere")
+    parser.add_argument("--log-size", action="store_true")
     args = parser.parse_args()
+    if args.log_size:
+        log_size(args)
+        return
     scale = args.scale
     limits = RateLimits(second_window=1 / scale, minute_window=60 / scale)
     sandbox = NyraSandbox(seed=args.seed, patients=args.patients, keys=args.keys, limits=limits)
@@ -115,59 +157,257 @@ def main() -> None:
     )
     app = create_app(settings, transports={SOURCE: sandbox.transport()})
     receiver = Receiver()
+    silent = [Silent() for _ in range(args.silent)]
+    endpoints = [s.url for s in silent] + [
+        f"{receiver.url}/{n}" for n in range(args.endpoints - args.silent)
+    ]
     base, server, thread = serve(app)
     grants = sandbox.api_keys()
+    answering: set[str] = set()  # the paths of the Subscriptions whose endpoint answers
     try:
         with httpx.Client(base_url=base, timeout=60) as http:
-            made = http.post(
-                "/Subscription",
-                headers={"content-type": "application/fhir+json"},
-                json={
-                    "resourceType": "Subscription",
-                    "status": "requested",
-                    "reason": "bench",
-                    "criteria": f"Appointment?_source={SOURCE}",
-                    "channel": {
-                        "type": "rest-hook",
-                        "endpoint": receiver.url,
-                        "payload": "application/fhir+json",
+            subs = []
+            for n in range(args.subscriptions):
+                endpoint = endpoints[n % len(endpoints)]
+                hook = endpoint if endpoint.startswith(tuple(s.url for s in silent)) else None
+                if hook is None:
+                    endpoint = f"{endpoint}/{n}"
+                    answering.add(endpoint.removeprefix(receiver.url.removesuffix("/hook")))
+                made = http.post(
+                    "/Subscription",
+                    headers={"content-type": "application/fhir+json"},
+                    json={
+                        "resourceType": "Subscription",
+                        "status": "requested",
+                        "reason": "bench",
+                        "criteria": f"Appointment?_source={SOURCE}",
+                        "channel": {
+                            "type": "rest-hook",
+                            "endpoint": endpoint,
+                            "payload": "application/fhir+json",
+                        },
                     },
-                },
-            )
-            made.raise_for_status()
-            sub = made.json()["id"]
+                )
+                made.raise_for_status()
+                subs.append(made.json()["id"])
             started = time.monotonic()
-            while http.get(f"/Subscription/{sub}").json()["status"] != "active":
+            while http.get(f"/Subscription/{subs[-1]}").json()["status"] != "active":
                 time.sleep(0.05)
             first_sweep = (time.monotonic() - started) * scale
-        latencies, told, calls_before = run_changes(sandbox, receiver, args, scale)
-        calls = sum(g.requests for g in grants) - calls_before - args.changes
+            if args.where == "service":
+                latencies, told, calls_before, deliveries = run_service_changes(
+                    http, sandbox, receiver, args, scale, answering
+                )
+            else:
+                latencies, told, calls_before, deliveries = run_changes(
+                    sandbox, receiver, args, scale, answering
+                )
+        calls = sum(g.requests for g in grants) - calls_before
+        if args.where != "service":
+            calls -= args.changes
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        for hung in silent:
+            hung.sock.close()
     span = latencies.pop("_span")
+    delivering = latencies.pop("_delivering")
     minutes = span * scale / 60
     budget = 60 * args.keys * minutes
     values = sorted(latencies.values())
     p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
-    print(f"patients {args.patients}, keys {args.keys}, scale {scale:g}, changes {args.changes}")
-    print(f"first sweep (Subscription active): {first_sweep:.0f} s")
     print(
-        f"latency p50 {statistics.median(values):.1f} s, p99 {p99:.1f} s, "
-        f"max {values[-1]:.1f} s (vendor seconds)"
+        f"patients {args.patients}, keys {args.keys}, scale {scale:g}, changes {args.changes} "
+        f"({args.where}), subscriptions {args.subscriptions} over {args.endpoints} endpoints "
+        f"({args.silent} never answer)"
     )
+    print(f"first sweep (Subscriptions active): {first_sweep:.0f} s")
     print(
-        f"told: {len(told)} distinct of {args.changes}, duplicates {sum(told.values()) - len(told)}"
+        f"latency over {len(values)} (change, answering Subscription) pairs: "
+        f"p50 {statistics.median(values):.2f} s, p99 {p99:.2f} s, "
+        f"max {values[-1]:.2f} s (vendor seconds; real: p50 "
+        f"{statistics.median(values) / scale:.3f} s, p99 {p99 / scale:.3f} s)"
+    )
+    expected = args.changes * len(answering)
+    print(f"told: {len(told)} distinct of {expected}, duplicates {sum(told.values()) - len(told)}")
+    print(
+        f"deliveries: {deliveries} notifications in {delivering:.1f} real s: "
+        f"{deliveries / max(delivering, 1e-9):.0f} a second"
     )
     print(
         f"polling calls {calls} in {minutes:.1f} vendor minutes: {calls / budget:.1%} of the "
         f"budget; 429s {sandbox.limited_total()}"
     )
+    # What one sweep takes at the budget share: a page of 100 is one call, and the share
+    # of the keys' 60 calls a minute allows 60 * share * keys of them a minute.
+    first, last = date.today(), date.today() + timedelta(days=HOT_DAYS)
+    upcoming = sum(
+        1
+        for a in sandbox.appointments
+        if first.isoformat() <= str(a.get("appointment_time"))[:10] < last.isoformat()
+    )
+    every = sum(1 for _ in sandbox.appointments)
+    per_call = 60 / (60 * 0.1 * args.keys)
+    print(
+        f"one sweep at the budget share: hot set ({upcoming} appointments) "
+        f"{math.ceil(upcoming / 100) * per_call:.0f} s, all ({every}) "
+        f"{math.ceil(every / 100) * per_call:.0f} s (vendor seconds)"
+    )
+
+
+def log_size(args: argparse.Namespace) -> None:
+    """The event log's bytes per 10,000 events of one real Appointment (a read's JSON)."""
+    import os
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from adapter.subscriptions.store import FileSubscriptionStore, RedisSubscriptionStore
+
+    sandbox = NyraSandbox(seed=args.seed, patients=50)
+    settings = Settings(
+        sources={SOURCE: {"connector": "nyra", **sandbox.defaults()}},
+        open_access=True,
+        cursor_key=b"b" * 32,
+        export=ExportSettings(dir=tempfile.mkdtemp()),
+    )
+    app = create_app(settings, transports={SOURCE: sandbox.transport()})
+    base, server, thread = serve(app)
+    try:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            appointment = http.get("/Appointment", params={"_count": 1}).json()["entry"][0][
+                "resource"
+            ]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    size = len(json.dumps(appointment, separators=(",", ":")))
+    events = 10_000
+
+    async def fill(store: Any, sub_id: str) -> None:
+        await store.create(
+            {"owner": None, "resource": {"resourceType": "Subscription", "id": sub_id}}
+        )
+        for start in range(0, events, 100):
+            await store.push_events(
+                sub_id,
+                [
+                    {**appointment, "id": f"{appointment['id']}{n}"}
+                    for n in range(start, start + 100)
+                ],
+            )
+
+    async def measure() -> None:
+        root = Path(tempfile.mkdtemp())
+        files = FileSubscriptionStore(root)
+        await fill(files, "bench")
+        logged = os.path.getsize(root / "bench.events")
+        queued = os.path.getsize(root / "bench.outbox")
+        print(f"one Appointment: {size} bytes of JSON")
+        print(
+            f"files: event log {logged / 1e6:.1f} MB, queue {queued / 1e6:.1f} MB "
+            f"per {events:,} events"
+        )
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            await client.ping()
+        except Exception:
+            print("Redis: not answering at 127.0.0.1:6379, not measured")
+            return
+        store = RedisSubscriptionStore(client)
+        sub_id = f"bench-{uuid.uuid4().hex}"
+        try:
+            await fill(store, sub_id)
+            key = f"fhir-adapter:subscription:{sub_id}"
+            log_bytes = await client.memory_usage(f"{key}:events", samples=0)
+            queue_bytes = await client.memory_usage(f"{key}:outbox", samples=0)
+            print(
+                f"Redis: event log {log_bytes / 1e6:.1f} MB, queue {queue_bytes / 1e6:.1f} MB "
+                f"per {events:,} events (MEMORY USAGE)"
+            )
+        finally:
+            await store.delete(sub_id)
+            await store.aclose()
+
+    asyncio.run(measure())
+
+
+def collect(
+    receiver: Receiver,
+    changed_at: dict[str, float],
+    answering: set[str],
+    scale: float,
+    wait: float,
+) -> tuple[dict[str, float], dict[str, int], int]:
+    """Notifications until each change reached every answering Subscription (or
+    ``wait`` real seconds): latency per (Subscription, change), counts, deliveries."""
+    latencies: dict[str, float] = {}
+    told: dict[str, int] = {}
+    deliveries = 0
+    first = last = None
+    deadline = time.monotonic() + wait
+    wanted = len(changed_at) * len(answering)
+    while len(latencies) < wanted and time.monotonic() < deadline:
+        try:
+            arrived, body, path = receiver.got.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        deliveries += 1
+        first = arrived if first is None else first
+        last = arrived
+        for entry in body.get("entry", []):
+            vendor_id = decode_id(entry["resource"]["id"]).vendor_id
+            if vendor_id in changed_at:
+                pair = f"{path} {vendor_id}"
+                told[pair] = told.get(pair, 0) + 1
+                latencies.setdefault(pair, (arrived - changed_at[vendor_id]) * scale)
+    latencies["_delivering"] = (last - first) if first is not None and last is not None else 0.0
+    return latencies, told, deliveries
+
+
+def run_service_changes(
+    http: httpx.Client,
+    sandbox: NyraSandbox,
+    receiver: Receiver,
+    args: argparse.Namespace,
+    scale: float,
+    answering: set[str],
+) -> tuple[dict[str, float], dict[str, int], int, int]:
+    """Cancels through this service, at seeded random moments (up to a vendor minute
+    apart), each timed from its answer."""
+    rng = random.Random(args.seed)
+    listed = http.get(
+        "/Appointment",
+        params={"_source": SOURCE, "status": "booked", "date": f"ge{date.today()}", "_count": 200},
+    ).json()
+    booked = [
+        e["resource"] for e in listed.get("entry", []) if e.get("search", {}).get("mode") == "match"
+    ]
+    rng.shuffle(booked)
+    calls_before = sum(g.requests for g in sandbox.api_keys())
+    changed_at: dict[str, float] = {}
+    begun = time.monotonic()
+    for resource in booked[: args.changes]:
+        time.sleep(rng.uniform(0, 60) / scale)
+        answer = http.put(
+            f"/Appointment/{resource['id']}",
+            json={**resource, "status": "cancelled"},
+            headers={"content-type": "application/fhir+json"},
+        )
+        answer.raise_for_status()
+        changed_at[decode_id(resource["id"]).vendor_id] = time.monotonic()
+    latencies, told, deliveries = collect(receiver, changed_at, answering, scale, 3600 / scale)
+    latencies["_span"] = time.monotonic() - begun
+    return latencies, told, calls_before, deliveries
 
 
 def run_changes(
-    sandbox: NyraSandbox, receiver: Receiver, args: argparse.Namespace, scale: float
-) -> tuple[dict[str, float], dict[str, int], int]:
+    sandbox: NyraSandbox,
+    receiver: Receiver,
+    args: argparse.Namespace,
+    scale: float,
+    answering: set[str],
+) -> tuple[dict[str, float], dict[str, int], int, int]:
     rng = random.Random(args.seed)
     grant = sandbox.api_keys()[0]
     auth = {
@@ -177,13 +417,12 @@ def run_changes(
     }
     doctors = list(sandbox.doctors)
     patients = list(sandbox.patients)
-    days = [date.today() + timedelta(days=d) for d in range(20, 80)]
+    ahead = range(1, 14) if args.where == "hot" else range(20, 80)
+    days = [date.today() + timedelta(days=d) for d in ahead]
     days = [d for d in days if d.weekday() < 5]
     times = [(d, h) for d in days for h in range(9, 17)]
     rng.shuffle(times)
     booked_at: dict[str, float] = {}
-    latencies: dict[str, float] = {}
-    told: dict[str, int] = {}
     calls_before = sum(g.requests for g in sandbox.api_keys())
     begun = time.monotonic()
 
@@ -213,19 +452,9 @@ def run_changes(
                         break
 
     asyncio.run(book())
-    deadline = time.monotonic() + 3600 / scale
-    while len(latencies) < len(booked_at) and time.monotonic() < deadline:
-        try:
-            arrived, body = receiver.got.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        for entry in body.get("entry", []):
-            vendor_id = decode_id(entry["resource"]["id"]).vendor_id
-            if vendor_id in booked_at:
-                told[vendor_id] = told.get(vendor_id, 0) + 1
-                latencies.setdefault(vendor_id, (arrived - booked_at[vendor_id]) * scale)
+    latencies, told, deliveries = collect(receiver, booked_at, answering, scale, 3600 / scale)
     latencies["_span"] = time.monotonic() - begun
-    return latencies, told, calls_before
+    return latencies, told, calls_before, deliveries
 
 
 if __name__ == "__main__":

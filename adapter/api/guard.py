@@ -127,7 +127,8 @@ def interaction_of(method: str, path: str) -> tuple[str | None, str | None]:
         return None, None
     if any(part in _EXPORT_SEGMENTS for part in parts[:3]):
         return "operation", None
-    resource_type = parts[0]
+    # A topic (at its canonical URL) is read by whoever may read Subscriptions.
+    resource_type = "Subscription" if parts[0] == "SubscriptionTopic" else parts[0]
     if parts[-1] in _READ_OPERATIONS and len(parts) in (2, 3) and method in _OPERATION_METHODS:
         return "read", resource_type  # by GET or by POST (a Parameters body)
     if method == "GET" and len(parts) == 1:

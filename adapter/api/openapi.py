@@ -17,6 +17,8 @@ security scheme. The statuses follow from where a request goes:
   404 for an unknown id;
 - ``/fhir/Group...`` (one Group per source): a token, a format, 404 for an unknown id, and
   503 when the request's time runs out (a source that fails only leaves out a quantity);
+- ``/fhir/SubscriptionTopic/{name}``, ``/fhir/Basic/{name}`` (the topics): a token, a
+  format, 404 for an unknown name;
 - ``/fhir/Patient.../$everything``: as ``/fhir/{resource_type}...``;
 - the writes' and the token endpoint's own, as their routes declare them.
 
@@ -136,7 +138,9 @@ def _complete_operation(
     tables = path.startswith("/fhir/ConceptMap")  # adapter.api.terminology
     export = "$export" in path  # adapter.api.export: no source is asked while answering
     groups = path.startswith("/fhir/Group") and not export  # adapter.api.groups
-    subscriptions = path.startswith("/fhir/Subscription")  # adapter.api.subscriptions
+    # The topics at their canonical URLs, and as Basic (adapter.api.topics)
+    topics = path.startswith(("/fhir/SubscriptionTopic/", "/fhir/Basic/"))
+    subscriptions = path.startswith("/fhir/Subscription") and not topics
     for parameter in operation.get("parameters", []):
         if parameter.get("name") == "resource_type":
             parameter["schema"] = {"type": "string", "enum": types}
@@ -153,7 +157,7 @@ def _complete_operation(
     if "requestBody" in operation:
         statuses |= set(_WITH_BODY)
         operation["requestBody"].setdefault("required", True)
-        if fhir or tables:
+        if fhir or tables or path.endswith("/_search"):  # a form body, or another type
             statuses.add(415)
         if path in _WRITE_PATHS:
             content = operation["requestBody"].setdefault("content", {})
@@ -170,10 +174,14 @@ def _complete_operation(
     elif groups:
         statuses |= set(_WITH_TOKEN) | {406, 503} | ({404} if "{group_id}" in path else set())
         operation["security"] = [{"smart": []}]
+    elif topics:  # the service's own data: no source is asked
+        statuses |= set(_WITH_TOKEN) | {404, 406}
+        operation["security"] = [{"smart": []}]
     elif subscriptions:  # kept by the service itself: no source is asked
         statuses |= set(_WITH_TOKEN) | {406}
         statuses |= {404} if "{subscription_id}" in path else set()
-        statuses |= {422, *_WITH_BODY} if method in ("post", "put") else set()
+        writes = method in ("post", "put") and not path.endswith("/_search")
+        statuses |= {422, *_WITH_BODY} if writes else set()
         statuses |= {409} if method == "put" else set()  # a delivery holds it
         operation["security"] = [{"smart": []}]
     elif path == "/fhir/metadata":
@@ -274,6 +282,8 @@ def _success(path: str, method: str) -> dict[str, Any]:
         name = "Bundle"
     elif path.startswith("/fhir/Group/"):
         name = "Group"
+    elif path.startswith(("/fhir/SubscriptionTopic/", "/fhir/Basic/")):
+        name = "Resource"  # a Basic: the topic
     elif path.startswith("/fhir/Subscription"):
         name = "Subscription"
     elif path.endswith("/$translate"):

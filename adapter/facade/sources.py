@@ -17,7 +17,7 @@ from adapter.facade.pacing import Pacer, share_limits
 from adapter.fhir.cursor import CursorCodec
 from adapter.fhir.declared import Declared
 from adapter.fhir.outcome import FhirError
-from adapter.fhir.search import SearchRequest
+from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.versions import with_version
 from adapter.journal import Journal
 from adapter.protocol import Connector, Page, unremembered
@@ -136,13 +136,15 @@ class Sources:
         *,
         count: int,
         pacer: Pacer,
+        params: tuple[SearchParam, ...] = (),
     ) -> Page:
         """One page of every ``resource_type`` at ``source`` (from ``cursor``, its own
         opaque position), as a background reader takes it: the vendor calls it makes are
         counted into ``pacer`` (at least one, a failure's included), and the answers are
-        mapped without the memo of interactive reads. Raises what the connector raises;
-        it does not wait for the pacer (the caller decides)."""
-        request = SearchRequest(resource_type, (), count)
+        mapped without the memo of interactive reads; ``params`` narrow the listing (the
+        Subscriptions' hot set: upcoming appointments), as parsed by ``parse``. Raises
+        what the connector raises; it does not wait for the pacer (the caller decides)."""
+        request = SearchRequest(resource_type, params, count)
         with scope.spending(None, None) as spent, unremembered():
             try:
                 return await self.connectors[source].search(request, cursor)

@@ -58,6 +58,24 @@ SUBSCRIPTION_CAPABILITY: dict[str, Any] = {
 }
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
 
+# The topics of topic-based Subscriptions, each as a Basic (R4 has no SubscriptionTopic).
+TOPIC_CAPABILITY: dict[str, Any] = {
+    "type": "Basic",
+    "profile": "http://hl7.org/fhir/StructureDefinition/Basic",
+    "documentation": (
+        "Only the topics of topic-based Subscriptions: Basic/{name} (and the topic's "
+        "canonical URL, {base}/SubscriptionTopic/{name}) answers the topic as a Basic of "
+        "code SubscriptionTopic whose extensions carry the R5 SubscriptionTopic's "
+        "elements (url, name, title, status, resourceTrigger, canFilterBy, "
+        "notificationShape)."
+    ),
+    "interaction": [{"code": "read"}],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "conditionalCreate": False,
+}
+
 
 def _subscription_capability(topics: Sequence[str]) -> dict[str, Any]:
     """The Subscription resource, with the topics' canonical URLs as the backport IG
@@ -211,6 +229,8 @@ def capability_statement(
     resources.append(concept_map_capability())  # the code tables, served by the service itself
     resources.append(group_capability())  # one Group per source, made by the service itself
     resources.append(_subscription_capability(topics))  # kept by the service itself
+    if topics:  # the topics, read at their canonical URLs or as Basic
+        resources.append(TOPIC_CAPABILITY)
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": (

@@ -31,10 +31,13 @@ Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundl
 ``channel.payload`` is ``application/fhir+json``, none for ping only). The changes leave
 the outbox once the endpoint answers 2xx: delivery is at least once, in order per
 resource. A failure is tried again after a backoff that doubles (from ``poll_seconds``, up
-to five minutes); after ``max_failures`` in a row the Subscription is ``error`` and
-``Subscription.error`` says why. One past its ``end`` is ``off``. Subscriptions are
-served side by side, one delivery in flight each; a round waits for them at most
-``poll_seconds``, and one still under way goes on beside the next rounds.
+to five minutes), jittered (between half of it and all of it); after ``max_failures``
+in a row the Subscription is ``error`` and ``Subscription.error`` says why. One past its
+``end`` is ``off``. Subscriptions are served side by side, one delivery in flight each,
+and each endpoint (scheme, host and port) has its own queue: at most
+:data:`PER_ENDPOINT` deliveries to it at once, so one that hangs holds only its own
+Subscriptions; a round waits for them at most ``poll_seconds``, and one still under way
+goes on beside the next rounds.
 
 **Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
 topic's trigger calls events, judged against what the feed's digests kept of the record
@@ -60,10 +63,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, tzinfo
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -92,12 +97,15 @@ log = logging.getLogger("fhir_adapter.subscriptions")
 
 PAGES_PER_ROUND = 10  # per source and type, for a vendor without limits
 PAGE_SIZE = 100
+HOT_DAYS = 14  # the hot set: appointments from today to this many days on
+HOT_SHARE = 0.25  # at most this share of a feed's sweep pages go to its hot set
 BATCH = 100  # changes in one notification at most
 _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = 120.0
 _ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
 _DELIVERY_LANES = 32  # Subscriptions served at once by one worker
+PER_ENDPOINT = 4  # of those, at most this many to one endpoint (scheme, host and port)
 _ACTIVE = ("requested", "active")
 
 
@@ -168,6 +176,25 @@ def events_bundle(
     )
 
 
+class _EndpointLanes:
+    """One endpoint's queue: at most ``size`` deliveries to it at once; ``users``, the
+    Subscriptions holding or waiting for a lane."""
+
+    def __init__(self, size: int) -> None:
+        self.semaphore = asyncio.Semaphore(size)
+        self.users = 0
+
+
+def _origin(endpoint: str) -> str:
+    """An endpoint's scheme, host and port: what its queue is known by."""
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return endpoint
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
 class _Wanted:
     """What one Subscription listens to: its resource type, the sources it hears from
     (those serving the type that its owner may use, narrowed by ``_source``), and the
@@ -177,6 +204,7 @@ class _Wanted:
         self.record = record
         self.caller = caller
         self.id = str(record["resource"]["id"])
+        self.endpoint = _origin(str((record["resource"].get("channel") or {}).get("endpoint")))
         chosen: dict[str, Any] = record.get("topic") or {}
         self.topic = TOPICS[chosen["name"]] if chosen else None
         named: tuple[str, ...] | None
@@ -233,6 +261,8 @@ class SubscriptionPoller:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         audit_file: Any = None,
+        jitter: Callable[[], float] = random.random,
+        per_endpoint: int = PER_ENDPOINT,
     ) -> None:
         self.facade = facade
         self.audit_file = audit_file  # the AuditEvent NDJSON file, when one is kept
@@ -257,6 +287,11 @@ class SubscriptionPoller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lanes = asyncio.Semaphore(_DELIVERY_LANES)
+        # Each endpoint's own queue: its Subscriptions wait for one of its few lanes, so
+        # an endpoint that hangs holds at most ``per_endpoint`` of the worker's lanes.
+        self.per_endpoint = per_endpoint
+        self._endpoints: dict[str, _EndpointLanes] = {}
+        self.jitter = jitter  # in [0, 1): how much of a retry's backoff is waited
         self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
         self.rounds = 0  # rounds this worker has begun
         # Called with the number of rounds ended so far as each one ends, failed or not
@@ -335,7 +370,7 @@ class SubscriptionPoller:
         ready = {source: await self._ready_types(source) for source in feeds}
 
         async def tend(want: _Wanted) -> None:
-            async with self._lanes:
+            async with self._endpoint_lane(want.endpoint), self._lanes:
                 if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
                     return
                 try:
@@ -360,6 +395,23 @@ class SubscriptionPoller:
 
     def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
         self._delivering.pop(sub_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _endpoint_lane(self, endpoint: str) -> AsyncIterator[None]:
+        """One of the lanes of ``endpoint`` (an origin), waited for in its own queue; an
+        endpoint's lanes are let go when no Subscription holds or waits for one, so the
+        table holds only the endpoints in use."""
+        lanes = self._endpoints.get(endpoint)
+        if lanes is None:
+            lanes = self._endpoints[endpoint] = _EndpointLanes(self.per_endpoint)
+        lanes.users += 1
+        try:
+            async with lanes.semaphore:
+                yield
+        finally:
+            lanes.users -= 1
+            if lanes.users == 0:
+                self._endpoints.pop(endpoint, None)
 
     async def _listening(self) -> list[_Wanted]:
         """The Subscriptions that listen (``requested`` or ``active``), with what they
@@ -450,6 +502,21 @@ class SubscriptionPoller:
             state["calls"] = list(pacer.calls)
             await self.store.save_sweep(source, state)
 
+    def _hot(self, source: str, resource_type: str) -> tuple[str, tuple[SearchParam, ...]] | None:
+        """The hot set of a feed: for Appointments, those from today (the source's day)
+        to :data:`HOT_DAYS` days on, a window both vendors filter by date; named by its
+        first day (a new day is a new listing). None for another type."""
+        if resource_type != "Appointment":
+            return None
+        today = datetime.fromtimestamp(self.clock(), self.facade.zone(source)).date()
+        last = today + timedelta(days=HOT_DAYS)
+        items = [("date", f"ge{today.isoformat()}"), ("date", f"lt{last.isoformat()}")]
+        try:
+            params = self.facade.parse(resource_type, items, strict=True).request.params
+        except FhirError:  # no source here takes a date: no hot set
+            return None
+        return today.isoformat(), params
+
     async def _sweep_feed(
         self,
         source: str,
@@ -458,22 +525,74 @@ class SubscriptionPoller:
         pacer: Pacer,
         wanted: list[_Wanted],
     ) -> None:
+        """The next pages of the feed's listing, as far as the budget allows. Once the
+        feed knows its records (a whole sweep done), its hot set (:meth:`_hot`) is swept
+        beside it, from its own cursor, at most once a round and with at most
+        :data:`HOT_SHARE` of the pages both have taken (counted across rounds, from the
+        start of the day): the upcoming appointments are looked at many times as often
+        as the rest, which slows by at most that share."""
+        hot = self._hot(source, resource_type) if feed.get("ready") else None
+        heat: dict[str, Any] = {}
+        if hot is not None:
+            heat = feed.setdefault("hot", {})
+            if heat.get("day") != hot[0]:  # a new day: its own listing, from the start
+                heat.clear()
+                heat.update(day=hot[0], pages=0, whole_pages=0)
+        hot_left = hot is not None  # the hot set may still be swept this round
+        whole_left = True
         for _ in range(PAGES_PER_ROUND if not pacer.limits else 1_000):
-            if pacer.delay() > 0:
+            if pacer.delay() > 0 or not (hot_left or whole_left):
                 return
-            try:
-                page = await self.facade.listing_page(
-                    source, resource_type, feed.get("cursor"), count=PAGE_SIZE, pacer=pacer
-                )
-            except Exception as exc:  # the next round tries again
-                log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
+            due = hot_left and (
+                not whole_left or heat["pages"] <= HOT_SHARE * (heat["pages"] + heat["whole_pages"])
+            )
+            if hot is not None and due:
+                heat["pages"] += 1
+                ended = await self._sweep_page(source, resource_type, heat, pacer, wanted, hot[1])
+                if ended is not None:  # swept whole (True) or failed: again next round
+                    hot_left = False
+                    if ended:
+                        heat["swept_at"] = self.clock()
+                continue
+            if not whole_left:
                 return
+            if hot is not None:
+                heat["whole_pages"] += 1
             tell = wanted if feed.get("ready") else None
-            await self._found(source, resource_type, page.resources, tell)
-            feed["cursor"] = page.next_cursor
-            if page.next_cursor is None:  # a whole sweep: the feed knows its records
-                feed["ready"] = True
-                return
+            ended = await self._sweep_page(source, resource_type, feed, pacer, tell, ())
+            if ended is not None:
+                whole_left = False
+                if ended:  # a whole sweep: the feed knows its records
+                    feed["ready"] = True
+
+    async def _sweep_page(
+        self,
+        source: str,
+        resource_type: str,
+        position: dict[str, Any],
+        pacer: Pacer,
+        tell: list[_Wanted] | None,
+        params: tuple[SearchParam, ...],
+    ) -> bool | None:
+        """The page of a listing at ``position["cursor"]``, its changes told to ``tell``;
+        ``position`` moves on. None: more to come; True: the listing's end was reached
+        (the next starts again from its first page); False: it failed (tried again next
+        round)."""
+        try:
+            page = await self.facade.listing_page(
+                source,
+                resource_type,
+                position.get("cursor"),
+                count=PAGE_SIZE,
+                pacer=pacer,
+                params=params,
+            )
+        except Exception as exc:  # the next round tries again
+            log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
+            return False
+        await self._found(source, resource_type, page.resources, tell)
+        position["cursor"] = page.next_cursor
+        return True if page.next_cursor is None else None
 
     async def written(self, resource: dict[str, Any]) -> None:
         """A resource as a write through the facade left it: told at once."""
@@ -713,9 +832,10 @@ class SubscriptionPoller:
             record["resource"]["error"] = f"{why}; {failures} failures in a row"
             log.warning("subscription stopped after %d failed deliveries", failures)
             return
-        record["next_at"] = self.clock() + min(
-            _MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1)
-        )
+        # Jittered: between half the backoff and all of it, so that Subscriptions that
+        # failed together (one endpoint down) are not all tried again at one moment.
+        backoff = min(_MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1))
+        record["next_at"] = self.clock() + backoff * (1 + self.jitter()) / 2
         log.info("subscription delivery failed (%d of %d): %s", failures, self.max_failures, why)
 
 

@@ -7,9 +7,12 @@ is set (every worker shares them), else files in a directory (one process).
 - Its outbox: the changed resources waiting to be delivered, oldest first (a topic-based
   Subscription's: its events, ``{"number": n, "resource": ...}``, numbered by
   :meth:`Store.push_events` from its count, which it keeps beside them).
-- A topic-based Subscription's event log: its last :data:`EVENTS_MAX` events, delivered
-  or not, for ``$events`` (:meth:`Store.events`); kept while the Subscription is, in
-  ``error`` too, and gone with it. Any worker
+- A topic-based Subscription's event log: its events of the last ``keep_seconds``
+  (``[subscriptions] keep_hours``), and at most its last :data:`EVENTS_MAX`, delivered or
+  not, for ``$events`` (:meth:`Store.events`); kept while the Subscription is, in
+  ``error`` too, and gone with it. Each logged event carries the time it was numbered
+  (``at``, epoch seconds of the store's clock); what is older than ``keep_seconds`` is
+  cut from the front of the log as events are added and left out of every answer. Any worker
   appends (:meth:`Store.push`); the holder of the Subscription's lease takes them from the
   front once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
 - A source's sweep: where the poller is in that source's listing, per resource type, and
@@ -32,33 +35,66 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
 
-__all__ = ["EVENTS_MAX", "FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
+__all__ = ["EVENTS_MAX", "KEEP_SECONDS", "FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
 
 _OUTBOX_MAX = 10_000  # changes kept for one Subscription whose endpoint does not take them
-EVENTS_MAX = 10_000  # the last events of a topic-based Subscription kept for $events
+EVENTS_MAX = 10_000  # at most the last events of a topic-based Subscription kept for $events
+KEEP_SECONDS = 24 * 3600.0  # how long its events are kept by default
+
+# Cut from the front of an event log (KEYS[1]) the events numbered before ARGV[1] (epoch
+# seconds): each logged event begins '{"number":n,"at":t,'. Events logged before they
+# carried a time have none, and are left to the count cap.
+_EXPIRE = """
+local function expire(key, cutoff)
+  while true do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then return end
+    local at = string.match(head, '^{"number":%d+,"at":([%d%.eE+-]+),')
+    if not at or tonumber(at) >= cutoff then return end
+    redis.call('LPOP', key)
+  end
+end
+"""
 
 # Number a topic-based Subscription's events on from its count, append them to its outbox
-# and to its event log (its last EVENTS_MAX kept), in one step; answer the count.
-_NUMBER = """
+# and to its event log (its last KEYS[5] kept, none older than ARGV[2]), in one step;
+# ARGV[1] is the time now; answer the count.
+_NUMBER = (
+    _EXPIRE
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local last = redis.call('INCRBY', KEYS[2], #ARGV)
-local first = last - #ARGV + 1
-for i = 1, #ARGV do
-  local event = '{"number":' .. (first + i - 1) .. ',"resource":' .. ARGV[i] .. '}'
-  redis.call('RPUSH', KEYS[3], event)
-  redis.call('RPUSH', KEYS[4], event)
+local count = #ARGV - 2
+local last = redis.call('INCRBY', KEYS[2], count)
+local first = last - count + 1
+for i = 1, count do
+  local number = first + i - 1
+  local body = ARGV[i + 2]
+  redis.call('RPUSH', KEYS[3], '{"number":' .. number .. ',"resource":' .. body .. '}')
+  local at = ',"at":' .. ARGV[1]
+  redis.call('RPUSH', KEYS[4], '{"number":' .. number .. at .. ',"resource":' .. body .. '}')
 end
 redis.call('LTRIM', KEYS[3], -tonumber(KEYS[5]), -1)
 redis.call('LTRIM', KEYS[4], -tonumber(KEYS[5]), -1)
+expire(KEYS[4], tonumber(ARGV[2]))
 return last
 """
+)
+
+# Cut what is past its time from an event log (KEYS[1]); ARGV[1]: the oldest time kept.
+_TRIM = (
+    _EXPIRE
+    + """
+expire(KEYS[1], tonumber(ARGV[1]))
+return 0
+"""
+)
 
 # Set each id's value; answer what each was ("" for none).
 _EXCHANGE = """
@@ -78,6 +114,25 @@ def _changed(old: str | None, new: str) -> bool:
     """Whether a feed's value says the content changed: its digest (what comes before a
     ``|``; after it, what a topic's trigger needs to know) is another, or there was none."""
     return old is None or old.partition("|")[0] != new.partition("|")[0]
+
+
+def _current(event: dict[str, Any], cutoff: float) -> bool:
+    """Whether a logged event is still kept: numbered at ``cutoff`` or later (one logged
+    before events carried a time is)."""
+    at = event.get("at")
+    return not isinstance(at, int | float) or at >= cutoff
+
+
+def _between(
+    found: Iterator[dict[str, Any]], since: int, until: int | None, cutoff: float
+) -> list[dict[str, Any]]:
+    """The logged events still kept that are numbered from ``since`` to ``until``, as
+    ``{"number", "resource"}``."""
+    return [
+        {"number": e["number"], "resource": e["resource"]}
+        for e in found
+        if since <= e["number"] and (until is None or e["number"] <= until) and _current(e, cutoff)
+    ]
 
 
 class Store(Protocol):
@@ -129,8 +184,16 @@ class FileSubscriptionStore:
     """One JSON file per Subscription, a JSON-lines outbox beside it, and the sweeps and
     feeds under ``_poller/``; read-modify-writes hold an ``flock``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep_seconds: float = KEEP_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.directory = directory
+        self.keep_seconds = keep_seconds
+        self.clock = clock
 
     def _path(self, sub_id: str, suffix: str = ".json") -> Path:
         return self.directory / f"{sub_id}{suffix}"
@@ -187,23 +250,30 @@ class FileSubscriptionStore:
 
     async def update(self, record: dict[str, Any]) -> bool:
         def write_if_there() -> bool:
-            if not self._path(_id(record)).exists():
-                return False
-            self._write(record)
-            return True
+            # Under the lock a delete takes: one deleted between the look and the write
+            # would otherwise be written back.
+            with self._locked(self._path(_id(record), ".outbox")):
+                if not self._path(_id(record)).exists():
+                    return False
+                self._write(record)
+                return True
 
         return await asyncio.to_thread(write_if_there)
 
     async def delete(self, sub_id: str) -> bool:
         def remove() -> bool:
-            for suffix in (".outbox", ".outbox.flock", ".lock", ".events", ".count"):
-                with contextlib.suppress(OSError):
-                    self._path(sub_id, suffix).unlink()
-            try:
-                self._path(sub_id).unlink()
-            except FileNotFoundError:
-                return False
-            return True
+            with self._locked(self._path(sub_id, ".outbox")):
+                for suffix in (".outbox", ".lock", ".events", ".count"):
+                    with contextlib.suppress(OSError):
+                        self._path(sub_id, suffix).unlink()
+                try:
+                    self._path(sub_id).unlink()
+                    gone = True
+                except FileNotFoundError:
+                    gone = False
+            with contextlib.suppress(OSError):  # the lock's own file last
+                self._path(sub_id, ".outbox.flock").unlink()
+            return gone
 
         return await asyncio.to_thread(remove)
 
@@ -254,23 +324,42 @@ class FileSubscriptionStore:
                 if not self._path(sub_id).exists():
                     return  # deleted meanwhile
                 last = self._count(sub_id)
-                lines = [
+                now = self.clock()
+                queued = [
                     orjson.dumps({"number": last + i, "resource": r}) + b"\n"
                     for i, r in enumerate(resources, 1)
                 ]
-                for suffix, most in ((".outbox", _OUTBOX_MAX), (".events", EVENTS_MAX)):
-                    target = self._path(sub_id, suffix)
-                    with open(target, "ab") as handle:
-                        os.fchmod(handle.fileno(), 0o600)
-                        handle.writelines(lines)
-                    with open(target, "rb") as handle:
-                        kept = handle.readlines()
-                    if len(kept) > most:
-                        target.write_bytes(b"".join(kept[-most:]))
+                logged = [
+                    orjson.dumps({"number": last + i, "at": now, "resource": r}) + b"\n"
+                    for i, r in enumerate(resources, 1)
+                ]
+                outbox = self._path(sub_id, ".outbox")
+                with open(outbox, "ab") as handle:
+                    os.fchmod(handle.fileno(), 0o600)
+                    handle.writelines(queued)
+                kept = self._lines(sub_id)
+                if len(kept) > _OUTBOX_MAX:
+                    outbox.write_bytes(b"".join(kept[-_OUTBOX_MAX:]))
+                log = self._path(sub_id, ".events")
+                with open(log, "ab") as handle:
+                    os.fchmod(handle.fileno(), 0o600)
+                    handle.writelines(logged)
+                self._expire(sub_id)
                 self._write_json(self._path(sub_id, ".count"), last + len(resources))
 
         if resources:
             await asyncio.to_thread(append)
+
+    def _expire(self, sub_id: str) -> None:
+        """Cut from the log what is older than ``keep_seconds`` and what is past its last
+        :data:`EVENTS_MAX` (under the outbox's lock)."""
+        lines = self._lines(sub_id, ".events")
+        cutoff = self.clock() - self.keep_seconds
+        start = max(0, len(lines) - EVENTS_MAX)
+        while start < len(lines) and not _current(orjson.loads(lines[start]), cutoff):
+            start += 1
+        if start:
+            self._path(sub_id, ".events").write_bytes(b"".join(lines[start:]))
 
     def _count(self, sub_id: str) -> int:
         value = self._read_json(self._path(sub_id, ".count"))
@@ -282,11 +371,12 @@ class FileSubscriptionStore:
     async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             with self._locked(self._path(sub_id, ".outbox")):
+                if self._path(sub_id).exists():
+                    self._expire(sub_id)
                 lines = self._lines(sub_id, ".events")
             found = (orjson.loads(line) for line in lines)
-            return [
-                e for e in found if since <= e["number"] and (until is None or e["number"] <= until)
-            ]
+            cutoff = self.clock() - self.keep_seconds
+            return _between(found, since, until, cutoff)
 
         return await asyncio.to_thread(read)
 
@@ -343,15 +433,25 @@ class FileSubscriptionStore:
 
 
 class RedisSubscriptionStore:
-    def __init__(self, redis: aioredis.Redis, namespace: str = "fhir-adapter:") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        namespace: str = "fhir-adapter:",
+        *,
+        keep_seconds: float = KEEP_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self._p = f"{namespace}subscription:"
         self._ids = f"{namespace}subscriptions"
         self._sweeps = f"{namespace}sweep:"
         self._feeds = f"{namespace}feed:"
+        self.keep_seconds = keep_seconds
+        self.clock = clock
         self._token = os.urandom(8).hex()
         self._exchange = redis.register_script(_EXCHANGE)
         self._number = redis.register_script(_NUMBER)
+        self._trim = redis.register_script(_TRIM)
 
     async def create(self, record: dict[str, Any]) -> None:
         sub_id = _id(record)
@@ -409,18 +509,20 @@ class RedisSubscriptionStore:
             f"{self._p}{sub_id}:events",
             str(EVENTS_MAX),
         ]
-        await self._number(keys=keys, args=[orjson.dumps(r) for r in resources])
+        now = self.clock()
+        times = [f"{now:.3f}", f"{now - self.keep_seconds:.3f}"]
+        await self._number(keys=keys, args=[*times, *(orjson.dumps(r) for r in resources)])
 
     async def counted(self, sub_id: str) -> int:
         raw = await self.redis.get(f"{self._p}{sub_id}:count")
         return int(raw) if raw is not None else 0
 
     async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
-        raws = await self.redis.lrange(f"{self._p}{sub_id}:events", 0, -1)
-        found = (orjson.loads(raw) for raw in raws)
-        return [
-            e for e in found if since <= e["number"] and (until is None or e["number"] <= until)
-        ]
+        key = f"{self._p}{sub_id}:events"
+        cutoff = self.clock() - self.keep_seconds
+        await self._trim(keys=[key], args=[f"{cutoff:.3f}"])
+        raws = await self.redis.lrange(key, 0, -1)
+        return _between((orjson.loads(raw) for raw in raws), since, until, cutoff)
 
     async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]:
         raws = await self.redis.lrange(f"{self._p}{sub_id}:outbox", 0, count - 1)

@@ -11,6 +11,10 @@ R4: https://hl7.org/fhir/uv/subscriptions-backport/STU1.1/
 - A Subscription's filters come from the ``backport-filter-criteria`` extensions on
   ``Subscription._criteria`` (``Appointment?patient=Patient/123``); ``_source`` narrows
   the sources heard from, the others are matched in memory.
+- Each topic's canonical URL resolves through the service: R4 has no SubscriptionTopic,
+  so it answers the topic as the IG's R4 examples carry one, a ``Basic`` with the R5
+  elements as cross-version extensions (:func:`topic_resource`), also read as
+  ``Basic/{name}``.
 - A notification is an R4 ``history`` Bundle whose first entry is the subscription-status
   ``Parameters`` (:func:`notification`).
 """
@@ -36,6 +40,7 @@ __all__ = [
     "notification",
     "topic_extensions",
     "topic_named",
+    "topic_resource",
     "topic_url",
 ]
 
@@ -165,6 +170,68 @@ def topic_named(base: str, canonical: str) -> Topic | None:
     if not canonical.startswith(prefix):
         return None
     return TOPICS.get(canonical.removeprefix(prefix).partition("|")[0])
+
+
+# The R5 SubscriptionTopic's elements as R4 extensions, as the IG's R4 topic examples
+# carry them on a Basic resource (Basic/r4-encounter-complete).
+_XVER = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+# What brings each topic's events about, where not both a create and an update can.
+_INTERACTIONS = {
+    "appointment-moved": ("update",),
+    "patient-created": ("create",),
+    "patient-changed": ("update",),
+}
+TOPIC_CODE = {"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}
+
+
+def topic_resource(base: str, name: str) -> dict[str, Any] | None:
+    """The topic ``name`` as R4 can hold it: a ``Basic`` whose ``code`` says
+    SubscriptionTopic and whose extensions carry the R5 SubscriptionTopic's url, name,
+    title, status, description, resource trigger (the type and the interactions that may
+    fire it), the filters it takes (``canFilterBy``) and its notification shape; its id is
+    the topic's name (None: no such topic)."""
+    topic = TOPICS.get(name)
+    if topic is None:
+        return None
+    definition = f"http://hl7.org/fhir/StructureDefinition/{topic.resource_type}"
+    interactions = _INTERACTIONS.get(topic.name, ("create", "update"))
+    return {
+        "resourceType": "Basic",
+        "id": topic.name,
+        "code": {"coding": [TOPIC_CODE]},
+        "extension": [
+            {"url": _XVER + "url", "valueUri": topic_url(base, topic.name)},
+            {"url": _XVER + "name", "valueString": topic.name},
+            {"url": _XVER + "title", "valueString": topic.title},
+            {"url": _XVER + "status", "valueCode": "active"},
+            {"url": _XVER + "description", "valueMarkdown": topic.title},
+            {
+                "url": _XVER + "resourceTrigger",
+                "extension": [
+                    {"url": "description", "valueMarkdown": topic.title},
+                    {"url": "resource", "valueUri": definition},
+                    *(
+                        {"url": "supportedInteraction", "valueCode": interaction}
+                        for interaction in interactions
+                    ),
+                ],
+            },
+            *(
+                {
+                    "url": _XVER + "canFilterBy",
+                    "extension": [
+                        {"url": "resource", "valueUri": definition},
+                        {"url": "filterParameter", "valueString": parameter},
+                    ],
+                }
+                for parameter in topic.filters
+            ),
+            {
+                "url": _XVER + "notificationShape",
+                "extension": [{"url": "resource", "valueUri": definition}],
+            },
+        ],
+    }
 
 
 def topic_extensions(base: str) -> list[dict[str, Any]]:

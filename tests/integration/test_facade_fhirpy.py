@@ -63,7 +63,16 @@ def test_capability_statement_is_r4_and_lists_what_works(http):
     directory = {"Practitioner", "Device", "Location", "Organization", "HealthcareService"}
     assert (
         set(resources)
-        == {"Patient", "Appointment", "Slot", "Schedule", "ConceptMap", "Group", "Subscription"}
+        == {
+            "Patient",
+            "Appointment",
+            "Slot",
+            "Schedule",
+            "ConceptMap",
+            "Group",
+            "Subscription",
+            "Basic",
+        }
         | directory
     )
     assert [i.code for i in resources["Subscription"].interaction] == [

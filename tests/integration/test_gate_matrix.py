@@ -58,7 +58,7 @@ EXPORTED = (
     "Device",
 )
 # Types the service keeps itself rather than reading them from a source.
-NOT_FROM_SOURCES = frozenset({"ConceptMap", "Group", "Subscription"})
+NOT_FROM_SOURCES = frozenset({"ConceptMap", "Group", "Subscription", "Basic"})
 _SCOPE = re.compile(r"system/(\*|[A-Z][A-Za-z]+)\.([cruds]+)")
 
 

@@ -367,6 +367,31 @@ def test_an_endpoint_that_never_answers_holds_no_other(world, http, receiver):
         silent.close()
 
 
+def test_an_endpoint_that_never_answers_holds_only_its_own_lanes(world, http, receiver):
+    """More Subscriptions to an endpoint that hangs than a worker has lanes: that
+    endpoint's queue lets four of them at it at once, and the others wait in it, so
+    another endpoint's Subscription made after them shakes hands and is told at once."""
+    silent = Silent()
+    try:
+        for _ in range(40):
+            hung = http.post(
+                "/Subscription",
+                json=topic_subscription(silent.url, "patient-changed", ["Patient?_source=leyr-w"]),
+                headers=JSON,
+            )
+            assert hung.status_code == 201
+        until(lambda: len(silent.taken) == 4)  # four handshakes under way, hanging
+        body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
+        subscribe_to_topic(http, receiver, body)
+        next(iter(world.leyr.patients["L0_1"]))["last_name"] = "Queuedapart"
+        _, note = receiver.next()
+        assert note["entry"][1]["resource"]["name"][0]["family"] == "Queuedapart"
+        assert len(silent.taken) == 4  # the hung endpoint still has only its four
+        assert all(Silent.still_open(conn) for conn in silent.taken)
+    finally:
+        silent.close()
+
+
 def test_events_asks_again_for_what_an_endpoint_that_was_down_missed(world, http, receiver):
     body = topic_subscription(receiver.url, "patient-changed", ["Patient?_source=leyr-w"])
     sub, _ = subscribe_to_topic(http, receiver, body)

@@ -48,6 +48,8 @@ EXPECTED = {
     ("/fhir/ConceptMap/$translate", "get"): GUARDED | TOKEN | {406},
     ("/fhir/ConceptMap/$translate", "post"): GUARDED | TOKEN | BODY | {406, 415},
     ("/fhir/ConceptMap/{fhir_id}", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/SubscriptionTopic/{name}", "get"): GUARDED | TOKEN | {404, 406},
+    ("/fhir/Basic/{name}", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/ConceptMap/{fhir_id}/$translate", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/ConceptMap/{fhir_id}/$translate", "post"): GUARDED | TOKEN | BODY | {404, 406, 415},
     # Bulk data export: behind a token; no source is asked while answering.
@@ -61,9 +63,11 @@ EXPECTED = {
     ("/fhir/$export-file/{job_id}/{name}", "get"): GUARDED | TOKEN | {404, 406},
     # One Group per source: a source that fails leaves out a quantity, not the Group.
     ("/fhir/Group", "get"): GUARDED | TOKEN | {406, 503},
+    ("/fhir/Group/_search", "post"): GUARDED | TOKEN | BODY | {406, 415, 503},
     ("/fhir/Group/{group_id}", "get"): GUARDED | TOKEN | {404, 406, 503},
     # Subscriptions are kept by the service itself: no source is asked.
     ("/fhir/Subscription", "get"): GUARDED | TOKEN | {406},
+    ("/fhir/Subscription/_search", "post"): GUARDED | TOKEN | BODY | {406, 415},
     ("/fhir/Subscription", "post"): GUARDED | TOKEN | BODY | {406, 422},
     ("/fhir/Subscription/{subscription_id}", "get"): GUARDED | TOKEN | {404, 406},
     ("/fhir/Subscription/{subscription_id}", "delete"): GUARDED | TOKEN | {404, 406},
@@ -117,6 +121,7 @@ def test_the_routes_that_need_a_token_say_so():
                 "/fhir/Group",
                 "/fhir/Patient/",
                 "/fhir/Subscription",
+                "/fhir/Basic/",
             )
         ) or any(op in path for op in ("$export", "$everything"))
         assert ("security" in operation) == needs, (path, method)

@@ -183,3 +183,21 @@ async def test_two_workers_number_events_without_gaps_or_repeats(store, tmp_path
         mine = [e["resource"]["id"] for e in queued if e["resource"]["id"].startswith(name)]
         assert mine == [f"{name}{i}{s}" for i in range(20) for s in "ab"]
     await other.aclose()
+
+
+async def test_a_delete_during_updates_stays_deleted(tmp_path):
+    """Updates racing a delete (a delivery writing back its Subscription while its
+    client deletes it): once the delete has answered, no update brings it back. (On
+    Redis an update is one ``SET XX``.)"""
+    store = FileSubscriptionStore(tmp_path)
+    for round_ in range(20):
+        sub_id = f"race{round_}"
+        await store.create(_record(sub_id))
+        results = await asyncio.gather(
+            *(store.update(_record(sub_id)) for _ in range(5)),
+            store.delete(sub_id),
+            *(store.update(_record(sub_id)) for _ in range(5)),
+        )
+        assert results[5] is True
+        assert await store.get(sub_id) is None
+        assert not await store.update(_record(sub_id))
