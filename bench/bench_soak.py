@@ -163,6 +163,18 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def caches_mb(port: int) -> float:
+    """What the workers' caches hold together, in MB, as /metrics says (``cache_bytes``,
+    summed over live workers)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return float("nan")
+    lines = [line for line in text.splitlines() if line.startswith("cache_bytes{")]
+    held = sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+    return held / 1e6
+
+
 def persistent_keys(client: redis.Redis, prefix: str) -> int:
     keys = client.scan_iter(match=f"{prefix}*", count=500)
     return sum(1 for key in keys if client.ttl(key) == -1)
@@ -322,7 +334,7 @@ def main() -> None:
         print(
             "minute  "
             + "  ".join(f"worker {i + 1} MB / fds" for i in range(3))
-            + "  persistent Redis keys  answers",
+            + "  persistent Redis keys  answers  caches MB",
             flush=True,
         )
         while loader.is_alive():
@@ -332,12 +344,13 @@ def main() -> None:
                 [(round(rss_mb(p), 1), fds(p)) for p in pids],
                 persistent_keys(store, prefix),
                 sum(seen.values()),
+                round(caches_mb(port), 1),
             )
             rows.append(row)
             print(
                 f"{row[0]:>6}  "
                 + "  ".join(f"{m:>8} / {f:<4}" for m, f in row[1])
-                + f"  {row[2]:>21}  {row[3]}",
+                + f"  {row[2]:>21}  {row[3]}  {row[4]}",
                 flush=True,
             )
             if args.trace and traced == 0 and row[0] >= args.minutes / 3:
@@ -365,12 +378,12 @@ def report(rows: list, seen: collections.Counter[str], minutes: float) -> None:
     print(
         "| minute | "
         + " | ".join(f"worker {i + 1} RSS MB / fds" for i in range(workers))
-        + " | persistent Redis keys | answers |"
+        + " | persistent Redis keys | answers | caches MB, all workers |"
     )
-    print("|---" * (workers + 3) + "|")
-    for minute, samples, keys, answers in rows:
+    print("|---" * (workers + 4) + "|")
+    for minute, samples, keys, answers, held in rows:
         cells = " | ".join(f"{m:.0f} / {f}" for m, f in samples)
-        print(f"| {minute} | {cells} | {keys} | {answers:,} |")
+        print(f"| {minute} | {cells} | {keys} | {answers:,} | {held:.0f} |")
     print()
     print("answers:", ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())))
     bad = [k for k in seen if "without Retry-After" in k or k.startswith("error")]
