@@ -20,10 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aioboto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 __all__ = ["ObjectStorage", "StorageError", "StorageLocation", "parse_location"]
 
 T = TypeVar("T")
@@ -79,6 +75,11 @@ class ObjectStorage:
         self._lock = asyncio.Lock()
 
     async def client(self) -> Any:
+        # Imported here, not with the module: the client costs a worker some 40 MB, which
+        # a deployment without object storage should not carry.
+        import aioboto3
+        from botocore.config import Config
+
         async with self._lock:
             if self._client is None:
                 stack = contextlib.AsyncExitStack()
@@ -108,6 +109,8 @@ class ObjectStorage:
                 await stack.aclose()
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             return await call
         except ClientError as exc:
