@@ -339,7 +339,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     port = sock.getsockname()[1]
     os.environ.update(exported)
-    where = f"http://{args.host}:{port}/fhir"
+    origin = _answered_origin(settings, args.host, port)
+    where = f"{origin}/fhir"
     # The port bound, which --port 0 leaves to the system: flushed at once, since a
     # process that started this one may be waiting to read it from a pipe.
     print(
@@ -347,7 +348,7 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if embedded:
-        token_url = f"http://{args.host}:{port}/auth/token"
+        token_url = f"{origin}/auth/token"
         print(
             "\nA demo client (all sources, system/*.cruds) for this run. Get a token:\n\n"
             f"  TOKEN=$(curl -s -u demo:{os.environ[DEMO_SECRET_ENV]} "
@@ -375,6 +376,34 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=int(settings.shutdown_seconds),
         )
     return 0
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def _answered_origin(settings: Any, host: str, port: int) -> str:
+    """The origin the printed commands use: one whose Host this server answers for. On
+    every interface (``--host 0.0.0.0`` or ``::``, as the image runs) the bound address
+    is not one a client can name: a loopback name is used when the Host rule takes it,
+    else the first exact ``trusted_hosts`` name that does, else where
+    ``public_base_url`` says the service is published."""
+    from adapter.api.guard import host_policy
+
+    if host not in _WILDCARDS:
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    policy = host_policy(settings, None)
+    loopback = ["[::1]", "127.0.0.1"] if ":" in host else ["127.0.0.1", "[::1]"]
+    named = [
+        pattern.rsplit(":", 1)[0] if not pattern.endswith("]") else pattern
+        for pattern in settings.trusted_hosts
+        if not pattern.startswith("*.")
+    ]
+    for name in [*loopback, "localhost", *named]:
+        if policy is None or policy.allows(f"{name}:{port}".encode()):
+            return f"http://{name}:{port}"
+    if settings.public_base_url:
+        return str(settings.public_base_url).removesuffix("/").removesuffix("/fhir")
+    return f"http://127.0.0.1:{port}"
 
 
 def _forwarding(settings: Any) -> dict[str, Any]:
