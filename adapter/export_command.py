@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import now_instant
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
-from adapter.settings import Settings, SettingsError, load_settings
+from adapter.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from adapter.transport import budget
 
 __all__ = ["STATE_FILE", "export_command"]
@@ -85,7 +86,17 @@ def export_command(
         return 2
     folder = Path(out)
     try:
-        job = _job(settings, folder, sources, types, since, resume, type_filters or [], elements)
+        job = _job(
+            settings,
+            folder,
+            sources,
+            types,
+            since,
+            resume,
+            type_filters or [],
+            elements,
+            resume_with=_resume_command(config, folder),
+        )
     except FhirError as exc:  # --elements naming what no exported type has
         for issue in exc.issues:
             print(f"export: {issue.diagnostics}", file=sys.stderr)
@@ -101,10 +112,11 @@ def export_command(
         else None
     )
     budget.configure(budget.Budgets(budget_redis, workers=1))
+    resume_with = _resume_command(config, folder)
     try:
         state = asyncio.run(_run(settings, transports, folder, job, budget_redis))
     except KeyboardInterrupt:
-        print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
+        print(f"export stopped; `{resume_with}` continues it", file=sys.stderr)
         return 130
     except FhirError as exc:  # a --type-filter the export cannot apply
         for issue in exc.issues:
@@ -112,7 +124,7 @@ def export_command(
         return 2
     except Exception as exc:
         print(
-            f"export failed ({type(exc).__name__}); `--resume --out {folder}` continues it",
+            f"export failed ({type(exc).__name__}); `{resume_with}` continues it",
             file=sys.stderr,
         )
         return 1
@@ -130,6 +142,14 @@ def export_command(
     return 0
 
 
+def _resume_command(config: str | None, folder: Path) -> str:
+    """The whole command that continues this export: the sources, types and filters are
+    in its state file, but the configuration that names the sources is not."""
+    config = config or os.environ.get(CONFIG_ENV)
+    given = f" --config {shlex.quote(config)}" if config else ""
+    return f"fhir-adapter export{given} --out {shlex.quote(str(folder))} --resume"
+
+
 def _uri(folder: Path, name: str) -> str:
     return (folder / name).resolve().as_uri()
 
@@ -143,8 +163,17 @@ def _job(
     resume: bool,
     type_filters: list[str],
     elements: str | None = None,
+    *,
+    resume_with: str = "--resume",
 ) -> dict[str, Any]:
     saved = folder / STATE_FILE
+    finished = (folder / MANIFEST_FILE).exists()
+    if finished:
+        # Its manifest is written last: nothing in it is left to continue.
+        raise UsageError(
+            f"{folder} holds a finished export (its {MANIFEST_FILE}); "
+            "export into another directory, or remove this one first"
+        )
     if resume:
         if not saved.is_file():
             raise UsageError(f"nothing to resume in {folder}")
@@ -153,8 +182,8 @@ def _job(
         if missing:
             raise UsageError(f"source {', '.join(missing)} is no longer configured")
         return job
-    if saved.exists() or (folder / MANIFEST_FILE).exists():
-        raise UsageError(f"{folder} holds an export already; --resume continues it")
+    if saved.exists():
+        raise UsageError(f"{folder} holds an unfinished export; `{resume_with}` continues it")
     names = _split(sources) or list(settings.sources)
     unknown = [n for n in names if n not in settings.sources]
     if unknown:
