@@ -324,6 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(env=env)
+        logs.configure(settings)  # what building the app says is in the service's format
         _network_checks(settings, args.workers)
         _origin_checks(settings, args.host)
         # A bad source fails here, before any worker starts; the budget share is said here.
@@ -357,25 +358,65 @@ def _serve(args: argparse.Namespace) -> int:
             f'  curl -s -H "Authorization: Bearer $TOKEN" "{where}/Patient?_count=2"\n',
             flush=True,
         )
-    logs.configure(settings)
     if args.workers == 1:
         return _serve_one(app, args, settings.shutdown_seconds, sock)
     # More workers build their own app from the same environment (configuration, keys,
     # demo secret); uvicorn's SIGHUP starts fresh ones, which read the configuration anew.
     # They share the socket bound above (its descriptor, inherited).
     sock.set_inheritable(True)
+    config = uvicorn.Config(
+        "adapter.app:app_from_env",
+        factory=True,
+        fd=sock.fileno(),
+        workers=args.workers,
+        log_config=None,  # uvicorn's own lines go through the service's format (ops.logs)
+        log_level="info",
+        access_log=False,
+        **_forwarding(settings),
+        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+    )
     with _metrics_directory():
-        uvicorn.run(
-            "adapter.app:app_from_env",
-            factory=True,
-            fd=sock.fileno(),
-            workers=args.workers,
-            log_level="info",
-            access_log=False,
-            **_forwarding(settings),
-            timeout_graceful_shutdown=int(settings.shutdown_seconds),
-        )
+        _workers(config, args.host).run()
     return 0
+
+
+def _workers_class() -> Any:
+    from uvicorn.supervisors import Multiprocess
+
+    class Workers(Multiprocess):
+        """uvicorn's workers, whose SIGHUP starts fresh ones that read the configuration
+        anew: read here first, so that one that does not load is one line (as with one
+        worker) instead of each new worker's traceback."""
+
+        def __init__(self, config: Any, host: str) -> None:
+            super().__init__(config, sockets=[config.bind_socket()])
+            self.host = host
+
+        def handle_hup(self) -> None:
+            import logging
+
+            from adapter.settings import load_settings
+
+            log = logging.getLogger("fhir_adapter")
+            try:
+                settings = load_settings()
+                _network_checks(settings, self.processes_num)
+                _origin_checks(settings, self.host)  # a reload is held to what start-up was
+            except Exception as exc:
+                log.error(
+                    "configuration not reloaded: %s; still serving the previous one",
+                    str(exc).replace("\n", "; "),
+                )
+                return
+            log.warning("configuration reloaded: new workers start with it")
+            super().handle_hup()
+
+    return Workers
+
+
+def _workers(config: Any, host: str) -> Any:
+    """uvicorn's supervisor of ``config.workers`` processes (imported only when used)."""
+    return _workers_class()(config, host)
 
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
@@ -450,6 +491,7 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.so
     served = Reloadable(app, rebuild)
     config = uvicorn.Config(
         served,
+        log_config=None,  # uvicorn's own lines go through the service's format (ops.logs)
         log_level="info",
         access_log=False,
         lifespan="on",
