@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -47,7 +48,7 @@ from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.ops import caches, metrics
+from adapter.ops import caches, metrics, redis_watch
 from adapter.ops import logs as ops_logs
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
@@ -178,7 +179,12 @@ def create_app(
     app.include_router(groups_router)  # Group: one per source
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
     app.include_router(everything_router)  # Patient/$everything
-    app.include_router(probes_router(facade.readiness))
+    app.include_router(
+        probes_router(
+            facade.readiness,
+            None if budget_redis is None else functools.partial(redis_watch.ping, budget_redis),
+        )
+    )
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
 
     async def _error(request: Request, exc: Exception) -> Response:

@@ -555,11 +555,35 @@ def _check_config(args: argparse.Namespace) -> int:
         print("  open access: no token is needed (development only)")
     if not args.probe:
         return 0
+    redis_said = asyncio.run(_probe_redis(settings.redis_url)) if settings.redis_url else None
     results = asyncio.run(_probe_all(settings.sources))
     print("probe (one call per source):")
+    if redis_said is not None:
+        print(f"  {redis_said[1]}")
     for name, (_, said) in results.items():
         print(f"  source {name}: {said}")
-    return 0 if all(ok for ok, _ in results.values()) else 1
+    passed = all(ok for ok, _ in results.values())
+    return 0 if passed and (redis_said is None or redis_said[0]) else 1
+
+
+async def _probe_redis(url: str) -> tuple[bool, str]:
+    """Whether ``[server] redis_url`` answers a PING: (passed, what to say). A source's
+    vendor budget is kept there, so its probe fails too while it does not."""
+    import redis.asyncio as aioredis
+
+    from adapter.ops import redis_watch
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
+    place = redis_watch.where(client)
+    try:
+        await asyncio.wait_for(client.ping(), redis_watch.PING_SECONDS)
+        return True, f"redis {place}: ok"
+    except Exception as exc:
+        if not (redis_watch.is_outage(exc) or isinstance(exc, TimeoutError | OSError)):
+            return False, f"redis {place}: refused ({type(exc).__name__})"
+        return False, f"redis {place}: unreachable ({type(exc).__name__})"
+    finally:
+        await client.aclose()
 
 
 PROBE_SECONDS = 60.0  # a vendor that has not answered by then is reported as timed out
@@ -587,8 +611,11 @@ async def _probe_all(sources: Any) -> dict[str, tuple[bool, str]]:
 def _probe_failure(exc: Exception) -> str:
     """What a failed probe says: the kind of failure and the vendor's status, or the
     permission it names; never the message (the vendor's words may quote anything)."""
+    from adapter.ops import redis_watch
     from adapter.transport import errors
 
+    if redis_watch.is_outage(exc):
+        return f"not reached: redis unreachable ({type(exc).__name__}), its budget is kept there"
     status = f" ({exc.status})" if isinstance(exc, errors.VendorError) and exc.status else ""
     if isinstance(exc, errors.AuthenticationRejected):
         return "credentials refused" + status
