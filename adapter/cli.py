@@ -327,8 +327,9 @@ def _serve(args: argparse.Namespace) -> int:
         logs.configure(settings)  # what building the app says is in the service's format
         _network_checks(settings, args.workers)
         _origin_checks(settings, args.host)
+        kept = _KeptSandboxes()
         # A bad source fails here, before any worker starts; the budget share is said here.
-        app = create_app(settings, workers=args.workers)
+        app = create_app(settings, workers=args.workers, transports=kept.update(settings)[0])
     except (SettingsError, ValueError, OSError) as exc:
         return _config_error(exc)
     except Exception as exc:
@@ -359,7 +360,7 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     if args.workers == 1:
-        return _serve_one(app, args, settings.shutdown_seconds, sock)
+        return _serve_one(app, args, settings.shutdown_seconds, sock, kept)
     # More workers build their own app from the same environment (configuration, keys,
     # demo secret); uvicorn's SIGHUP starts fresh ones, which read the configuration anew.
     # They share the socket bound above (its descriptor, inherited).
@@ -471,10 +472,56 @@ def _bound(host: str, port: int) -> socket.socket | None:
     return sock
 
 
-def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.socket) -> int:
+class _KeptSandboxes:
+    """The in-process sandboxes of one ``serve``, kept across SIGHUP: a source whose
+    sandbox (its table, connector, time zone, EHR and rate limits) is configured as
+    before keeps its simulator, and so its data (patients created, bookings cancelled);
+    one configured otherwise gets a fresh one, and the reload's log line says so."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, Any]] = {}  # source -> (what made it, sandbox)
+
+    def update(self, settings: Any) -> tuple[dict[str, Any], list[str]]:
+        """Transports to the sandboxes ``settings`` configures (made or kept), and the
+        sources whose sandbox was made anew in place of one held before."""
+        from adapter.sandbox import sandbox_for
+
+        held: dict[str, tuple[str, Any]] = {}
+        remade = []
+        for name, config in settings.sources.items():
+            spec = config.get("sandbox")
+            if spec is None:
+                continue
+            made_of = json.dumps(
+                [config.get(k) for k in ("connector", "timezone", "emr", "rate_limit")] + [spec],
+                sort_keys=True,
+                default=str,
+            )
+            before = self._held.get(name)
+            if before is not None and before[0] == made_of:
+                held[name] = before
+                continue
+            try:
+                held[name] = (made_of, sandbox_for(str(config.get("connector")), spec, config))
+            except (ValueError, TypeError, OSError) as exc:
+                raise ValueError(f"source {name!r}: sandbox: {exc}") from None
+            if before is not None:
+                remade.append(name)
+        self._held = held
+        return {name: sandbox.transport() for name, (_, sandbox) in held.items()}, remade
+
+
+def _serve_one(
+    app: Any,
+    args: argparse.Namespace,
+    grace: float,
+    sock: socket.socket,
+    kept: _KeptSandboxes,
+) -> int:
     """One worker: the app built here, replaced on SIGHUP by one built from the
-    configuration as it is then (:class:`adapter.ops.reload.Reloadable`); one SIGTERM
-    stops it after the requests in flight finish, or after ``grace`` seconds."""
+    configuration as it is then (:class:`adapter.ops.reload.Reloadable`), its in-process
+    sandboxes kept (:class:`_KeptSandboxes`); one SIGTERM stops it after the requests
+    in flight finish, or after ``grace`` seconds."""
     import signal
 
     import uvicorn
@@ -486,7 +533,19 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.so
     def rebuild() -> Any:
         settings = load_settings()
         _origin_checks(settings, args.host)  # a reload is held to what start-up was
-        return create_app(settings, workers=1)
+        previous = dict(kept._held)
+        try:
+            transports, remade = kept.update(settings)
+            fresh = create_app(settings, workers=1, transports=transports)
+        except Exception:
+            kept._held = previous  # refused: the sandboxes serving now stay
+            raise
+        if remade:
+            fresh.state.reload_note = (
+                f"; sandbox of {', '.join(remade)} made anew from its changed settings "
+                "(its data too)"
+            )
+        return fresh
 
     served = Reloadable(app, rebuild)
     config = uvicorn.Config(

@@ -42,9 +42,9 @@ scopes = ["system/Patient.rs"]
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, text: str = CONFIG.format(extra="")) -> None:
         self.config = tmp_path / "adapter.toml"
-        self.config.write_text(CONFIG.format(extra=""))
+        self.config.write_text(text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
         # Port 0: serve binds a port the system picks, and its first line says which.
         self.proc = subprocess.Popen(
@@ -163,6 +163,54 @@ def test_uvicorns_own_lines_are_in_the_same_json_format(server):
     assert [(r["logger"], r["level"], r["event"]) for r in started] == [
         ("uvicorn.error", "info", "message")
     ]
+
+
+OPEN = """
+[server]
+open_access = true
+
+[sources.nyra-demo]
+connector = "nyra"
+timezone = "Asia/Kolkata"
+sandbox = {{ seed = {seed}, patients = 20 }}
+"""
+PATIENT = {
+    "resourceType": "Patient",
+    "meta": {"source": "nyra-demo"},
+    "name": [{"family": "Quennell", "given": ["Maja"]}],
+    "gender": "female",
+    "birthDate": "1991-04-12",
+    "telecom": [{"system": "phone", "value": "+919811111111"}],
+}
+
+
+def test_an_in_process_sandbox_keeps_its_data_across_sighup(tmp_path):
+    server = Server(tmp_path, OPEN.format(seed=3))
+    try:
+        created = httpx.post(
+            f"{server.base}/fhir/Patient",
+            json=PATIENT,
+            headers={"content-type": "application/fhir+json"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        where = f"{server.base}/fhir/Patient/{created.json()['id']}"
+        server.proc.send_signal(signal.SIGHUP)  # the same configuration
+        line = server.wait_for("configuration reloaded")
+        assert json.loads(line)["message"] == "configuration reloaded"
+        assert httpx.get(where, timeout=10).status_code == 200
+
+        # Its sandbox configured otherwise, the source gets a new one, and is told so.
+        server.config.write_text(OPEN.format(seed=4))
+        server.proc.send_signal(signal.SIGHUP)
+        line = server.wait_for("configuration reloaded")
+        assert json.loads(line)["message"] == (
+            "configuration reloaded; sandbox of nyra-demo made anew from its changed "
+            "settings (its data too)"
+        )
+        assert httpx.get(where, timeout=10).status_code == 404
+    finally:
+        server.stop()
 
 
 def _workers_config(base_url: str, credentials: dict[str, str], extra: str = "") -> str:
