@@ -4,6 +4,7 @@
     fhir-adapter check-config [FILE] [--probe]
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
+    fhir-adapter sandbox nyra --url http://127.0.0.1:5001 --appointment ID --status CANCELLED
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
                         --out DIR [--resume]
     fhir-adapter version
@@ -163,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         [
             "fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500 --keys 3",
             "fhir-adapter sandbox leyr --port 5002",
+            "fhir-adapter sandbox nyra --url http://127.0.0.1:5001 --appointment "
+            "nyra-sandbox.8c1f... --status CANCELLED",
         ],
     )
     sandbox.add_argument("vendor", choices=["leyr", "nyra"], help="the vendor simulated")
@@ -173,6 +176,13 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--data", help="vendor-shaped JSON file instead of generated data")
     sandbox.add_argument("--keys", type=int, default=1, help="Nyra: API keys to issue")
     sandbox.add_argument("--timezone", help="the hospital's or EHR's IANA time zone")
+    desk = sandbox.add_argument_group(
+        "the front desk (Nyra): change a record at a sandbox that runs already, as the "
+        "hospital's own staff would, to see what the service (a Subscription) makes of it"
+    )
+    desk.add_argument("--url", help="the running sandbox's address (as it printed)")
+    desk.add_argument("--appointment", help="its FHIR id (nyra-sandbox.…) or the vendor's id")
+    desk.add_argument("--status", help="the new status, e.g. CANCELLED, CONFIRMED, NO_SHOW")
 
     _command(commands, "version", "print the version", ["fhir-adapter version"])
     return parser
@@ -700,6 +710,9 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     from adapter.sandbox import sandbox_for
 
+    if args.url or args.appointment or args.status:
+        return _front_desk(args)
+
     if not 0 < args.patients <= 1_000_000:
         print("--patients must be between 1 and 1000000", file=sys.stderr)
         return 2
@@ -723,6 +736,47 @@ def _sandbox(args: argparse.Namespace) -> int:
     print(_banner(args.vendor, sandbox, base), flush=True)
     config = uvicorn.Config(sandbox.app, log_level="warning", access_log=False)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    return 0
+
+
+def _front_desk(args: argparse.Namespace) -> int:
+    """``sandbox nyra --url U --appointment A --status S``: the appointment's status
+    changed at the Nyra sandbox running at ``U``, through the vendor's own API
+    (``PATCH /appointments/:id/status``) with the sandbox's first key (the one
+    ``--seed`` and ``--keys`` give, as when it was started), as the hospital's front desk
+    changes it: the service learns of it as of any change made at the vendor."""
+    import httpx
+
+    from adapter.sandbox import NyraSandbox
+    from mappings import MalformedId, decode_id
+
+    if args.vendor != "nyra":
+        print("the front desk is the Nyra sandbox's (sandbox nyra --url ...)", file=sys.stderr)
+        return 2
+    if not (args.url and args.appointment and args.status):
+        print("the front desk needs --url, --appointment and --status", file=sys.stderr)
+        return 2
+    try:
+        vendor_id = decode_id(args.appointment).vendor_id
+    except MalformedId:
+        vendor_id = args.appointment  # the vendor's own id
+    key = NyraSandbox(seed=args.seed, patients=args.patients, keys=args.keys).api_keys()[0]
+    headers = {
+        "x-api-key": key.key,
+        "x-api-secret": key.secret,
+        "authorization": f"Bearer {key.token}",
+    }
+    url = f"{args.url.rstrip('/')}/appointments/{vendor_id}/status"
+    try:
+        r = httpx.patch(url, json={"status": args.status}, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the sandbox at {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        said = r.json().get("message", "") if "json" in r.headers.get("content-type", "") else ""
+        print(f"the sandbox refused ({r.status_code}): {said}".rstrip(": "), file=sys.stderr)
+        return 1
+    print(f"appointment {vendor_id}: {args.status} (at the vendor)")
     return 0
 
 
