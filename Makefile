@@ -51,13 +51,15 @@ openapi: $(STAMP)
 	$(BIN)/fhir-adapter openapi > openapi/openapi.json
 
 # Style, the layer contracts (pyproject.toml [tool.importlinter]), static types (strict
-# for mappings/ and adapter/fhir/) and the Dockerfile: any of them broken fails `make test`.
+# for mappings/ and adapter/fhir/), the Dockerfile and compose.yaml (the Compose schema):
+# any of them broken fails `make test`.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/python deploy/check_compose.py
 
 test: lint
 	$(BIN)/pytest -q
