@@ -56,7 +56,7 @@ examples:
   fhir-adapter sandbox nyra --port 5001 --keys 3
   fhir-adapter version
 
-Each command's --help says more. Configuration: README.md, "Configuration"."""
+Each command's --help says more. Configuration: docs/configuration.md."""
 
 
 def _command(
