@@ -90,10 +90,12 @@ def test_a_venv_made_by_this_python_is_kept(clone):
 def test_make_run_installs_what_serving_needs_and_make_test_the_rest(clone):
     done = make(clone, "run", f"PYTHON={sys.executable}")
     installs = [line for line in done.stdout.splitlines() if "pip install" in line]
-    assert installs == [".venv/bin/python -m pip install --quiet --disable-pip-version-check -e ."]
+    assert installs == [
+        ".venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e ."
+    ]
     done = make(clone, ".venv/.installed", f"PYTHON={sys.executable}")
     installs = [line for line in done.stdout.splitlines() if "pip install" in line]
     assert installs == [
-        ".venv/bin/python -m pip install --quiet --disable-pip-version-check -e .",
+        ".venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e .",
         ".venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'",
     ]
