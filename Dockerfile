@@ -21,5 +21,8 @@ WORKDIR /var/lib/fhir-adapter
 VOLUME ["/var/lib/fhir-adapter"]
 USER 10001
 EXPOSE 8080
+# Whether the process answers (it asks no vendor: a vendor outage restarts nothing).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 ENTRYPOINT ["fhir-adapter", "serve", "--host", "0.0.0.0", "--port", "8080"]
 CMD ["--workers", "1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -52,7 +53,7 @@ from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.ops import caches, metrics, telemetry
+from adapter.ops import caches, metrics, redis_watch, telemetry
 from adapter.ops import logs as ops_logs
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
@@ -199,7 +200,12 @@ def create_app(
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
     app.include_router(topics_router)  # the topics' canonical URLs, as Basic
     app.include_router(everything_router)  # Patient/$everything
-    app.include_router(probes_router(facade.readiness))
+    app.include_router(
+        probes_router(
+            facade.readiness,
+            None if budget_redis is None else functools.partial(redis_watch.ping, budget_redis),
+        )
+    )
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
     app.state.console = ConsoleState.of(settings)
     app.include_router(console_router)  # the operator's console at /console

@@ -4,6 +4,7 @@
     fhir-adapter check-config [FILE] [--probe]
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
+    fhir-adapter sandbox nyra --url http://127.0.0.1:5001 --appointment ID --status CANCELLED
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
                         [--storage s3://bucket/prefix] --out DIR [--resume]
     fhir-adapter version
@@ -56,7 +57,7 @@ examples:
   fhir-adapter sandbox nyra --port 5001 --keys 3
   fhir-adapter version
 
-Each command's --help says more. Configuration: README.md, "Configuration"."""
+Each command's --help says more. Configuration: docs/configuration.md."""
 
 
 def _command(
@@ -175,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
         [
             "fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500 --keys 3",
             "fhir-adapter sandbox leyr --port 5002",
+            "fhir-adapter sandbox nyra --url http://127.0.0.1:5001 --appointment "
+            "nyra-sandbox.8c1f... --status CANCELLED",
         ],
     )
     sandbox.add_argument("vendor", choices=["leyr", "nyra"], help="the vendor simulated")
@@ -185,6 +188,13 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--data", help="vendor-shaped JSON file instead of generated data")
     sandbox.add_argument("--keys", type=int, default=1, help="Nyra: API keys to issue")
     sandbox.add_argument("--timezone", help="the hospital's or EHR's IANA time zone")
+    desk = sandbox.add_argument_group(
+        "the front desk (Nyra): change a record at a sandbox that runs already, as the "
+        "hospital's own staff would, to see what the service (a Subscription) makes of it"
+    )
+    desk.add_argument("--url", help="the running sandbox's address (as it printed)")
+    desk.add_argument("--appointment", help="its FHIR id (nyra-sandbox.…) or the vendor's id")
+    desk.add_argument("--status", help="the new status, e.g. CANCELLED, CONFIRMED, NO_SHOW")
 
     _command(
         commands,
@@ -355,10 +365,12 @@ def _serve(args: argparse.Namespace) -> int:
     limit_arenas()  # before the first thread and worker: see adapter/ops/memory.py
     try:
         settings = load_settings(env=env)
+        logs.configure(settings)  # what building the app says is in the service's format
         _network_checks(settings, args.workers)
         _origin_checks(settings, args.host)
+        kept = _KeptSandboxes()
         # A bad source fails here, before any worker starts; the budget share is said here.
-        app = create_app(settings, workers=args.workers)
+        app = create_app(settings, workers=args.workers, transports=kept.update(settings)[0])
     except (SettingsError, ValueError, OSError) as exc:
         return _config_error(exc)
     except Exception as exc:
@@ -370,7 +382,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     port = sock.getsockname()[1]
     os.environ.update(exported)
-    where = f"http://{args.host}:{port}/fhir"
+    origin = _answered_origin(settings, args.host, port)
+    where = f"{origin}/fhir"
     # The port bound, which --port 0 leaves to the system: flushed at once, since a
     # process that started this one may be waiting to read it from a pipe.
     print(
@@ -378,7 +391,7 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if embedded:
-        token_url = f"http://{args.host}:{port}/auth/token"
+        token_url = f"{origin}/auth/token"
         print(
             "\nA demo client (all sources, system/*.cruds) for this run. Get a token:\n\n"
             f"  TOKEN=$(curl -s -u demo:{os.environ[DEMO_SECRET_ENV]} "
@@ -387,25 +400,93 @@ def _serve(args: argparse.Namespace) -> int:
             f'  curl -s -H "Authorization: Bearer $TOKEN" "{where}/Patient?_count=2"\n',
             flush=True,
         )
-    logs.configure(settings)
     if args.workers == 1:
-        return _serve_one(app, args, settings.shutdown_seconds, sock)
+        return _serve_one(app, args, settings.shutdown_seconds, sock, kept)
     # More workers build their own app from the same environment (configuration, keys,
     # demo secret); uvicorn's SIGHUP starts fresh ones, which read the configuration anew.
     # They share the socket bound above (its descriptor, inherited).
     sock.set_inheritable(True)
+    config = uvicorn.Config(
+        "adapter.app:app_from_env",
+        factory=True,
+        fd=sock.fileno(),
+        workers=args.workers,
+        log_config=None,  # uvicorn's own lines go through the service's format (ops.logs)
+        log_level="info",
+        access_log=False,
+        **_forwarding(settings),
+        timeout_graceful_shutdown=int(settings.shutdown_seconds),
+    )
     with _metrics_directory():
-        uvicorn.run(
-            "adapter.app:app_from_env",
-            factory=True,
-            fd=sock.fileno(),
-            workers=args.workers,
-            log_level="info",
-            access_log=False,
-            **_forwarding(settings),
-            timeout_graceful_shutdown=int(settings.shutdown_seconds),
-        )
+        _workers(config, args.host).run()
     return 0
+
+
+def _workers_class() -> Any:
+    from uvicorn.supervisors import Multiprocess
+
+    class Workers(Multiprocess):
+        """uvicorn's workers, whose SIGHUP starts fresh ones that read the configuration
+        anew: read here first, so that one that does not load is one line (as with one
+        worker) instead of each new worker's traceback."""
+
+        def __init__(self, config: Any, host: str) -> None:
+            super().__init__(config, sockets=[config.bind_socket()])
+            self.host = host
+
+        def handle_hup(self) -> None:
+            import logging
+
+            from adapter.settings import load_settings
+
+            log = logging.getLogger("fhir_adapter")
+            try:
+                settings = load_settings()
+                _network_checks(settings, self.processes_num)
+                _origin_checks(settings, self.host)  # a reload is held to what start-up was
+            except Exception as exc:
+                log.error(
+                    "configuration not reloaded: %s; still serving the previous one",
+                    str(exc).replace("\n", "; "),
+                )
+                return
+            log.warning("configuration reloaded: new workers start with it")
+            super().handle_hup()
+
+    return Workers
+
+
+def _workers(config: Any, host: str) -> Any:
+    """uvicorn's supervisor of ``config.workers`` processes (imported only when used)."""
+    return _workers_class()(config, host)
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def _answered_origin(settings: Any, host: str, port: int) -> str:
+    """The origin the printed commands use: one whose Host this server answers for. On
+    every interface (``--host 0.0.0.0`` or ``::``, as the image runs) the bound address
+    is not one a client can name: a loopback name is used when the Host rule takes it,
+    else the first exact ``trusted_hosts`` name that does, else where
+    ``public_base_url`` says the service is published."""
+    from adapter.api.guard import host_policy
+
+    if host not in _WILDCARDS:
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    policy = host_policy(settings, None)
+    loopback = ["[::1]", "127.0.0.1"] if ":" in host else ["127.0.0.1", "[::1]"]
+    named = [
+        pattern.rsplit(":", 1)[0] if not pattern.endswith("]") else pattern
+        for pattern in settings.trusted_hosts
+        if not pattern.startswith("*.")
+    ]
+    for name in [*loopback, "localhost", *named]:
+        if policy is None or policy.allows(f"{name}:{port}".encode()):
+            return f"http://{name}:{port}"
+    if settings.public_base_url:
+        return str(settings.public_base_url).removesuffix("/").removesuffix("/fhir")
+    return f"http://127.0.0.1:{port}"
 
 
 def _forwarding(settings: Any) -> dict[str, Any]:
@@ -432,10 +513,56 @@ def _bound(host: str, port: int) -> socket.socket | None:
     return sock
 
 
-def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.socket) -> int:
+class _KeptSandboxes:
+    """The in-process sandboxes of one ``serve``, kept across SIGHUP: a source whose
+    sandbox (its table, connector, time zone, EHR and rate limits) is configured as
+    before keeps its simulator, and so its data (patients created, bookings cancelled);
+    one configured otherwise gets a fresh one, and the reload's log line says so."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, Any]] = {}  # source -> (what made it, sandbox)
+
+    def update(self, settings: Any) -> tuple[dict[str, Any], list[str]]:
+        """Transports to the sandboxes ``settings`` configures (made or kept), and the
+        sources whose sandbox was made anew in place of one held before."""
+        from adapter.sandbox import sandbox_for
+
+        held: dict[str, tuple[str, Any]] = {}
+        remade = []
+        for name, config in settings.sources.items():
+            spec = config.get("sandbox")
+            if spec is None:
+                continue
+            made_of = json.dumps(
+                [config.get(k) for k in ("connector", "timezone", "emr", "rate_limit")] + [spec],
+                sort_keys=True,
+                default=str,
+            )
+            before = self._held.get(name)
+            if before is not None and before[0] == made_of:
+                held[name] = before
+                continue
+            try:
+                held[name] = (made_of, sandbox_for(str(config.get("connector")), spec, config))
+            except (ValueError, TypeError, OSError) as exc:
+                raise ValueError(f"source {name!r}: sandbox: {exc}") from None
+            if before is not None:
+                remade.append(name)
+        self._held = held
+        return {name: sandbox.transport() for name, (_, sandbox) in held.items()}, remade
+
+
+def _serve_one(
+    app: Any,
+    args: argparse.Namespace,
+    grace: float,
+    sock: socket.socket,
+    kept: _KeptSandboxes,
+) -> int:
     """One worker: the app built here, replaced on SIGHUP by one built from the
-    configuration as it is then (:class:`adapter.ops.reload.Reloadable`); one SIGTERM
-    stops it after the requests in flight finish, or after ``grace`` seconds."""
+    configuration as it is then (:class:`adapter.ops.reload.Reloadable`), its in-process
+    sandboxes kept (:class:`_KeptSandboxes`); one SIGTERM stops it after the requests
+    in flight finish, or after ``grace`` seconds."""
     import signal
 
     import uvicorn
@@ -447,11 +574,24 @@ def _serve_one(app: Any, args: argparse.Namespace, grace: float, sock: socket.so
     def rebuild() -> Any:
         settings = load_settings()
         _origin_checks(settings, args.host)  # a reload is held to what start-up was
-        return create_app(settings, workers=1)
+        previous = dict(kept._held)
+        try:
+            transports, remade = kept.update(settings)
+            fresh = create_app(settings, workers=1, transports=transports)
+        except Exception:
+            kept._held = previous  # refused: the sandboxes serving now stay
+            raise
+        if remade:
+            fresh.state.reload_note = (
+                f"; sandbox of {', '.join(remade)} made anew from its changed settings "
+                "(its data too)"
+            )
+        return fresh
 
     served = Reloadable(app, rebuild)
     config = uvicorn.Config(
         served,
+        log_config=None,  # uvicorn's own lines go through the service's format (ops.logs)
         log_level="info",
         access_log=False,
         lifespan="on",
@@ -515,11 +655,35 @@ def _check_config(args: argparse.Namespace) -> int:
         print("  open access: no token is needed (development only)")
     if not args.probe:
         return 0
+    redis_said = asyncio.run(_probe_redis(settings.redis_url)) if settings.redis_url else None
     results = asyncio.run(_probe_all(settings.sources))
     print("probe (one call per source):")
+    if redis_said is not None:
+        print(f"  {redis_said[1]}")
     for name, (_, said) in results.items():
         print(f"  source {name}: {said}")
-    return 0 if all(ok for ok, _ in results.values()) else 1
+    passed = all(ok for ok, _ in results.values())
+    return 0 if passed and (redis_said is None or redis_said[0]) else 1
+
+
+async def _probe_redis(url: str) -> tuple[bool, str]:
+    """Whether ``[server] redis_url`` answers a PING: (passed, what to say). A source's
+    vendor budget is kept there, so its probe fails too while it does not."""
+    import redis.asyncio as aioredis
+
+    from adapter.ops import redis_watch
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
+    place = redis_watch.where(client)
+    try:
+        await asyncio.wait_for(client.ping(), redis_watch.PING_SECONDS)
+        return True, f"redis {place}: ok"
+    except Exception as exc:
+        if not (redis_watch.is_outage(exc) or isinstance(exc, TimeoutError | OSError)):
+            return False, f"redis {place}: refused ({type(exc).__name__})"
+        return False, f"redis {place}: unreachable ({type(exc).__name__})"
+    finally:
+        await client.aclose()
 
 
 PROBE_SECONDS = 60.0  # a vendor that has not answered by then is reported as timed out
@@ -547,8 +711,11 @@ async def _probe_all(sources: Any) -> dict[str, tuple[bool, str]]:
 def _probe_failure(exc: Exception) -> str:
     """What a failed probe says: the kind of failure and the vendor's status, or the
     permission it names; never the message (the vendor's words may quote anything)."""
+    from adapter.ops import redis_watch
     from adapter.transport import errors
 
+    if redis_watch.is_outage(exc):
+        return f"not reached: redis unreachable ({type(exc).__name__}), its budget is kept there"
     status = f" ({exc.status})" if isinstance(exc, errors.VendorError) and exc.status else ""
     if isinstance(exc, errors.AuthenticationRejected):
         return "credentials refused" + status
@@ -574,6 +741,9 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     from adapter.sandbox import sandbox_for
 
+    if args.url or args.appointment or args.status:
+        return _front_desk(args)
+
     if not 0 < args.patients <= 1_000_000:
         print("--patients must be between 1 and 1000000", file=sys.stderr)
         return 2
@@ -597,6 +767,47 @@ def _sandbox(args: argparse.Namespace) -> int:
     print(_banner(args.vendor, sandbox, base), flush=True)
     config = uvicorn.Config(sandbox.app, log_level="warning", access_log=False)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    return 0
+
+
+def _front_desk(args: argparse.Namespace) -> int:
+    """``sandbox nyra --url U --appointment A --status S``: the appointment's status
+    changed at the Nyra sandbox running at ``U``, through the vendor's own API
+    (``PATCH /appointments/:id/status``) with the sandbox's first key (the one
+    ``--seed`` and ``--keys`` give, as when it was started), as the hospital's front desk
+    changes it: the service learns of it as of any change made at the vendor."""
+    import httpx
+
+    from adapter.sandbox import NyraSandbox
+    from mappings import MalformedId, decode_id
+
+    if args.vendor != "nyra":
+        print("the front desk is the Nyra sandbox's (sandbox nyra --url ...)", file=sys.stderr)
+        return 2
+    if not (args.url and args.appointment and args.status):
+        print("the front desk needs --url, --appointment and --status", file=sys.stderr)
+        return 2
+    try:
+        vendor_id = decode_id(args.appointment).vendor_id
+    except MalformedId:
+        vendor_id = args.appointment  # the vendor's own id
+    key = NyraSandbox(seed=args.seed, patients=args.patients, keys=args.keys).api_keys()[0]
+    headers = {
+        "x-api-key": key.key,
+        "x-api-secret": key.secret,
+        "authorization": f"Bearer {key.token}",
+    }
+    url = f"{args.url.rstrip('/')}/appointments/{vendor_id}/status"
+    try:
+        r = httpx.patch(url, json={"status": args.status}, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the sandbox at {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        said = r.json().get("message", "") if "json" in r.headers.get("content-type", "") else ""
+        print(f"the sandbox refused ({r.status_code}): {said}".rstrip(": "), file=sys.stderr)
+        return 1
+    print(f"appointment {vendor_id}: {args.status} (at the vendor)")
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -58,7 +59,7 @@ from adapter.export.outputs import FileTails, ObjectWriter
 from adapter.export.storage import ObjectStorage, StorageError, parse_location
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
-from adapter.settings import Settings, SettingsError, load_settings
+from adapter.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from adapter.transport import budget
 
 __all__ = ["STATE_FILE", "export_command"]
@@ -95,7 +96,16 @@ def export_command(
     folder = Path(out)
     try:
         job = _job(
-            settings, folder, sources, types, since, resume, type_filters or [], elements, storage
+            settings,
+            folder,
+            sources,
+            types,
+            since,
+            resume,
+            type_filters or [],
+            elements,
+            storage,
+            resume_with=_resume_command(config, folder),
         )
     except FhirError as exc:  # --elements naming what no exported type has
         for issue in exc.issues:
@@ -112,10 +122,11 @@ def export_command(
         else None
     )
     budget.configure(budget.Budgets(budget_redis, workers=1, namespace=settings.redis_prefix))
+    resume_with = _resume_command(config, folder)
     try:
         state, urls = asyncio.run(_run(settings, transports, folder, job, budget_redis))
     except KeyboardInterrupt:
-        print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
+        print(f"export stopped; `{resume_with}` continues it", file=sys.stderr)
         return 130
     except FhirError as exc:  # a --type-filter the export cannot apply
         for issue in exc.issues:
@@ -126,7 +137,7 @@ def export_command(
         return 1
     except Exception as exc:
         print(
-            f"export failed ({type(exc).__name__}); `--resume --out {folder}` continues it",
+            f"export failed ({type(exc).__name__}); `{resume_with}` continues it",
             file=sys.stderr,
         )
         return 1
@@ -155,6 +166,14 @@ def _objects(job: Mapping[str, Any]) -> str | None:
     return f"s3://{location.bucket}/{location.key(job['id'])}"
 
 
+def _resume_command(config: str | None, folder: Path) -> str:
+    """The whole command that continues this export: the sources, types and filters are
+    in its state file, but the configuration that names the sources is not."""
+    config = config or os.environ.get(CONFIG_ENV)
+    given = f" --config {shlex.quote(config)}" if config else ""
+    return f"fhir-adapter export{given} --out {shlex.quote(str(folder))} --resume"
+
+
 def _uri(folder: Path, name: str) -> str:
     return (folder / name).resolve().as_uri()
 
@@ -169,8 +188,17 @@ def _job(
     type_filters: list[str],
     elements: str | None = None,
     storage: str | None = None,
+    *,
+    resume_with: str = "--resume",
 ) -> dict[str, Any]:
     saved = folder / STATE_FILE
+    finished = (folder / MANIFEST_FILE).exists()
+    if finished:
+        # Its manifest is written last: nothing in it is left to continue.
+        raise UsageError(
+            f"{folder} holds a finished export (its {MANIFEST_FILE}); "
+            "export into another directory, or remove this one first"
+        )
     if resume:
         if not saved.is_file():
             raise UsageError(f"nothing to resume in {folder}")
@@ -179,8 +207,8 @@ def _job(
         if missing:
             raise UsageError(f"source {', '.join(missing)} is no longer configured")
         return job
-    if saved.exists() or (folder / MANIFEST_FILE).exists():
-        raise UsageError(f"{folder} holds an export already; --resume continues it")
+    if saved.exists():
+        raise UsageError(f"{folder} holds an unfinished export; `{resume_with}` continues it")
     names = _split(sources) or list(settings.sources)
     unknown = [n for n in names if n not in settings.sources]
     if unknown:

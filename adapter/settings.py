@@ -3,7 +3,7 @@
 ``fhir-adapter serve --config adapter.toml`` (or ``FHIR_ADAPTER_CONFIG``). A ``${NAME}``
 anywhere in a string value is replaced by the environment variable ``NAME`` at start-up;
 missing ones are one error naming them all, never a value. With no file, the embedded
-default serves two in-process sandbox sources (README, Configuration).
+default serves two in-process sandbox sources (docs/configuration.md).
 
 The configuration is strict, so that a deployment never runs on a typo: an unknown key in
 ``[server]``, ``[sources.NAME]`` or ``[clients.NAME]`` (or in their nested tables), or a
@@ -74,7 +74,7 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 100
 _TABLES = ("server", "sources", "clients", "export", "subscriptions", "telemetry", "operators")
 
-# What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
+# What [server] takes (docs/configuration.md), in the specs of adapter.connectors.config;
 # ranges that tie keys together are checked after the types.
 SERVER_KEYS: dict[str, Any] = {
     "public_base_url": str,

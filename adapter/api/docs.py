@@ -2,7 +2,13 @@
 makes, the same as ``openapi/openapi.json`` for the embedded default) and Swagger UI at
 ``/docs``, its script and styles served from this service (the ``swagger-ui-bundle-v2``
 package), no CDN, under a Content-Security-Policy that allows only this origin and no
-inline script."""
+inline script.
+
+The landing pages, for whoever opens the address ``serve`` prints: ``GET /`` a small HTML
+page (what this is, and links to the metadata, the docs and health), with no script and no
+style; ``GET /fhir`` the same page for a browser (``Accept: text/html``), and for a FHIR
+client a 404 OperationOutcome that points to ``/fhir/metadata``, the CapabilityStatement
+that says what the base serves."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from adapter.api.fhir import base_url
 from adapter.api.openapi import document
 from adapter.fhir.outcome import FhirError
 
@@ -55,6 +62,62 @@ _START = b"""window.ui = SwaggerUIBundle({
   layout: "StandaloneLayout"
 });
 """
+
+
+_LANDING = b"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>fhir-adapter</title>
+</head>
+<body>
+<h1>fhir-adapter</h1>
+<p>A FHIR R4 REST facade in front of vendor healthcare APIs (Leyr, NyraAI). It keeps no
+store of its own: each answer is read from the vendors as it is asked. Its FHIR base is
+<code>/fhir</code>; it speaks FHIR JSON only, and every route but the
+metadata needs a token from <code>POST /auth/token</code>.</p>
+<ul>
+<li><a href="/fhir/metadata">/fhir/metadata</a>: the CapabilityStatement, what is served</li>
+<li><a href="/docs">/docs</a>: the API, to read and try (<a href="/openapi.json">OpenAPI</a>)</li>
+<li><a href="/fhir/.well-known/smart-configuration">SMART configuration</a>: how to get a
+token</li>
+<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a>: health, and each
+source's state</li>
+</ul>
+</body>
+</html>
+"""
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser's request: it asks for HTML, and not for (FHIR) JSON."""
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept and "json" not in accept
+
+
+def _landing() -> Response:
+    return Response(
+        _LANDING,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": "default-src 'none'"},  # no script, no style
+    )
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def landing() -> Response:
+    return _landing()
+
+
+@router.api_route("/fhir", methods=["GET", "HEAD"])
+async def fhir_base(request: Request) -> Response:
+    if _wants_html(request):
+        return _landing()
+    raise FhirError.one(
+        404,
+        "not-found",
+        f"no interaction at the FHIR base itself; {base_url(request)}/metadata says what "
+        "this server serves",
+    )
 
 
 @router.get("/openapi.json")

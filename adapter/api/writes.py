@@ -123,8 +123,11 @@ async def _idempotent(request: Request, handle: Handler) -> Response:
                 "a request with this Idempotency-Key is still running",
                 **{"Retry-After": "1"},
             )
-        replayed = dict(held.headers) | {"Idempotent-Replayed": "true"}
-        return Response(held.body, held.status, replayed)
+        replayed = Response(held.body, held.status)
+        for name, value in held.headers:  # as a list: a name may repeat (Warning: 299)
+            replayed.headers.append(name, value)
+        replayed.headers["Idempotent-Replayed"] = "true"
+        return replayed
     response: Response | None = None
     if await store.unknown(key):  # an earlier try may have made it: look before sending
         request.scope["fhir.look_first"] = True

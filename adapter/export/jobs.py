@@ -26,6 +26,7 @@ from adapter.export.outputs import LocalOutput, Output
 from adapter.export.storage import StorageError
 from adapter.export.store import JobStore
 from adapter.facade import Facade
+from adapter.ops import redis_watch
 
 if TYPE_CHECKING:
     from adapter.settings import ExportSettings
@@ -98,11 +99,19 @@ class ExportRunner:
         self.running.clear()
 
     async def _watch(self) -> None:
+        redis = getattr(self.store, "redis", None)  # a store shared through Redis
+        place = None if redis is None else redis_watch.where(redis)
         while True:
             try:
                 await self.sweep()
             except Exception as exc:  # the store unreachable for a while: try again
-                log.warning("export sweep failed (%s)", type(exc).__name__)
+                if place is not None and redis_watch.is_outage(exc):
+                    redis_watch.unreachable(place, exc)  # once per outage, not every sweep
+                else:
+                    log.warning("export sweep failed (%s)", type(exc).__name__)
+            else:
+                if place is not None:
+                    redis_watch.answers(place)
             await asyncio.sleep(self.poll_seconds)
 
     async def sweep(self) -> None:

@@ -261,6 +261,8 @@ class Facade(Sources):
         back = state.moved_back()
         if back is not None:
             result.previous_cursor = self.cursors.encode_state(back)
+        if shaping.sort and (result.next_cursor or result.previous_cursor):
+            result.issues.append(_SORTED_PER_PAGE)
         if state.includes or state.revincludes:
             # what the page's own matches reference: those _lastUpdated kept
             included, more = await related(self, state, result.matches, caller)
@@ -349,6 +351,17 @@ def forbidden(resource_type: str) -> FhirError:
         f"the token's scopes do not allow read of {resource_type}",
         **{"WWW-Authenticate": 'Bearer realm="fhir-adapter", error="insufficient_scope"'},
     )
+
+
+# The vendors give no order: a result of more than one page is sorted page by page
+# (adapter.fhir.shaping), which a client must be told, since R4 means the whole set.
+_SORTED_PER_PAGE = Issue(
+    "information",
+    "informational",
+    "_sort: the order holds within each page, not across pages (the vendors give no order "
+    "to sort by); for one order over every match, ask for them on one page (_count)",
+    ("_sort",),
+)
 
 
 def _waited(source: str, seconds: float) -> Issue:

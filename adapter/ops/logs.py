@@ -12,7 +12,8 @@ tracing on (:mod:`adapter.ops.telemetry`), a line written within a trace carries
   interaction, type, status, duration_ms, client, sources, and ``count``, how many ids the
   request touched (the ids themselves are the audit trail's).
 - ``{"event": "vendor_failure", ...}`` (:func:`log_vendor_failure`): source, status, kind.
-- ``{"event": "message", "message": ...}``: any other record of those loggers. Their
+- ``{"event": "message", "message": ...}``: any other record of those loggers, and
+  uvicorn's own (its logger ``uvicorn.error``: started, stopping, workers). Their
   messages are written to quote no patient data; an exception is shown by its type only,
   since its text and traceback may quote some.
 
@@ -50,6 +51,9 @@ __all__ = [
 
 LOGGER = "fhir_adapter"
 AUDIT_LOGGER = "fhir_adapter.audit"
+
+# uvicorn's loggers ("uvicorn.error" and "uvicorn.access" write through "uvicorn").
+UVICORN_LOGGERS = ("uvicorn",)
 
 log = logging.getLogger(LOGGER)
 audit_log = logging.getLogger(AUDIT_LOGGER)
@@ -112,7 +116,11 @@ def configure(
     false) sends the audit trail to standard output. ``console`` and ``audit_stream``
     default to standard error and standard output."""
     plain = getattr(settings, "log_format", "json") == "text"
-    _install(log, _OpsHandler(console or sys.stderr), PlainLines() if plain else JsonLines())
+    # uvicorn's own lines (started, stopping, workers) in the same format, on the same
+    # stream: the server is started with no logging configuration of its own.
+    for name in (LOGGER, *UVICORN_LOGGERS):
+        formatter = PlainLines() if plain else JsonLines()
+        _install(logging.getLogger(name), _OpsHandler(console or sys.stderr), formatter)
     audit = logging.getLogger(AUDIT_LOGGER)
     # Never up to the console's handler: audit records carry every id.
     audit.propagate = False

@@ -10,13 +10,16 @@ keeps it in.
 - ``GET /readyz``: each source's state (``up``, ``degraded``, ``circuit open``,
   ``credentials refused``, ``budget exhausted``); 200 while at least one source can serve
   (a search then still answers, with the others' failures as its issues), else 503 with
-  ``Retry-After``, so a load balancer sends requests to another instance meanwhile.
+  ``Retry-After``, so a load balancer sends requests to another instance meanwhile. With
+  ``[server] redis_url``, also ``"redis": "up"`` or ``"unreachable"`` (a PING): 503 while
+  it is unreachable, since what the workers share (export jobs, budgets, idempotent
+  writes) waits for it.
 - ``GET /metrics``: Prometheus text (:mod:`adapter.ops.metrics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
@@ -34,8 +37,12 @@ SERVING = frozenset({"up", "degraded"})
 READY_RETRY_AFTER = 30
 
 
-def probes_router(readiness: Callable[[], Mapping[str, str]]) -> APIRouter:
-    """The three routes; ``readiness`` gives each source's state (``Facade.readiness``).
+def probes_router(
+    readiness: Callable[[], Mapping[str, str]],
+    redis_answers: Callable[[], Awaitable[bool]] | None = None,
+) -> APIRouter:
+    """The three routes; ``readiness`` gives each source's state (``Facade.readiness``),
+    ``redis_answers`` whether the deployment's Redis answers (None: there is none).
     They stay out of the OpenAPI document: it describes the FHIR API, not operations."""
     router = APIRouter(include_in_schema=False)
 
@@ -46,10 +53,16 @@ def probes_router(readiness: Callable[[], Mapping[str, str]]) -> APIRouter:
     @router.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz() -> Response:
         sources = dict(readiness())
-        if any(state in SERVING for state in sources.values()):
-            return JSONResponse({"status": "ready", "sources": sources})
+        body: dict[str, object] = {"sources": sources}
+        ready = any(state in SERVING for state in sources.values())
+        if redis_answers is not None:
+            up = await redis_answers()
+            body["redis"] = "up" if up else "unreachable"
+            ready = ready and up
+        if ready:
+            return JSONResponse({"status": "ready", **body})
         return JSONResponse(
-            {"status": "unavailable", "sources": sources},
+            {"status": "unavailable", **body},
             status_code=503,
             headers={"Retry-After": str(READY_RETRY_AFTER)},
         )

@@ -67,7 +67,8 @@ class Reloadable:
         self._retired.append(old)
         if self._in_flight.get(id(old), 0) == 0:
             self._close_later(old)
-        log.warning("configuration reloaded")
+        # what the new app says of itself (in-process sandboxes made anew, say)
+        log.warning("configuration reloaded%s", getattr(fresh.state, "reload_note", ""))
         return True
 
     def _close_later(self, app: App) -> None:

@@ -79,6 +79,7 @@ from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchParam
 from adapter.fhir.versions import with_version
 from adapter.journal import Journal, digest_of
+from adapter.ops import redis_watch
 from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
@@ -327,6 +328,8 @@ class SubscriptionPoller:
 
     async def _run(self) -> None:
         failed = 0  # rounds failed in a row: the wait before the next one doubles
+        redis = getattr(self.store, "redis", None)  # a store shared through Redis
+        place = None if redis is None else redis_watch.where(redis)
         while True:
             wait = min(self.poll_seconds * 2**failed, max(self.poll_seconds, _ROUND_BACKOFF))
             await self._between_rounds(wait)
@@ -335,11 +338,16 @@ class SubscriptionPoller:
                 await self.round()
             except Exception as exc:  # the next round tries again, later
                 failed = min(failed + 1, 16)
-                log.warning(
-                    "subscription round failed: %s (%d in a row)", type(exc).__name__, failed
-                )
+                if place is not None and redis_watch.is_outage(exc):
+                    redis_watch.unreachable(place, exc)  # once per outage, not every round
+                else:
+                    log.warning(
+                        "subscription round failed: %s (%d in a row)", type(exc).__name__, failed
+                    )
             else:
                 failed = 0
+                if place is not None:
+                    redis_watch.answers(place)
             self._ended += 1
             if self.on_round_end is not None:
                 self.on_round_end(self._ended)

@@ -2,9 +2,9 @@
 
 ``fhir-adapter serve`` runs as ``make run`` runs it (the embedded default: two in-process
 sandbox sources, the demo client) on a free port; the ``TOKEN=...`` line it prints is the
-first command, then every ``sh`` block from "Try it" to the end of "Analysts: bulk
-export", in order, in one bash (``-euo pipefail``: a command that fails stops the run,
-as an error answer makes ``fhir``/``curl --fail-with-body`` fail). The README's ports
+first command, then every ``sh`` block from "Quick start" to the end of "Analysts", in
+order, in one bash (``-euo pipefail``: a command that fails stops the run,
+as an error answer makes ``fhir``/``curl --fail`` fail). The README's ports
 (8080 for the service, 9009 for the notification receiver) are swapped for free ones,
 each bound by the process that listens on it: ``serve --port 0`` says in its first line
 which port it got, and the receiver, binding port 0, writes its port to a file that the
@@ -34,9 +34,9 @@ RUN_SECONDS = 300.0
 
 
 def walkthrough(text: str) -> list[str]:
-    """The ``sh`` blocks from "## Try it" up to "## Who may do what", in order."""
-    start = text.index("\n## Try it\n")
-    end = text.index("\n## Who may do what\n")
+    """The ``sh`` blocks from "## Quick start" up to "## Operators", in order."""
+    start = text.index("\n## Quick start\n")
+    end = text.index("\n## Operators\n")
     return re.findall(r"^```sh\n(.*?)^```$", text[start:end], re.S | re.M)
 
 
@@ -57,7 +57,9 @@ ENDPOINT_AT_HOOK_PORT = "http://127.0.0.1:'\"$HOOK_PORT\"'/hook"
 def test_the_walkthrough_finds_its_blocks():
     blocks = walkthrough(README.read_text(encoding="utf-8"))
     assert len(blocks) >= 8
-    assert blocks[0].lstrip().startswith("# What the server does") or "fhir()" in blocks[0]
+    # One variable carries the address; the helper the others use comes before them.
+    assert blocks[0].strip() == "BASE=http://127.0.0.1:8080"
+    assert not any("127.0.0.1:8080" in b for b in blocks[1:])
     assert any("fhir() {" in b for b in blocks)  # the helper the others use comes first
     first_use = next(i for i, b in enumerate(blocks) if re.search(r"^fhir ", b, re.M))
     assert any("fhir() {" in b for b in blocks[:first_use])

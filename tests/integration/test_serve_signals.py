@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_command import COMMAND, bound_port, first_line
+from workers import Facade, vendor_on_a_port
+
+from adapter.sandbox import NyraSandbox
 
 CONFIG = """
 [server]
@@ -39,9 +42,9 @@ scopes = ["system/Patient.rs"]
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, text: str = CONFIG.format(extra="")) -> None:
         self.config = tmp_path / "adapter.toml"
-        self.config.write_text(CONFIG.format(extra=""))
+        self.config.write_text(text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
         # Port 0: serve binds a port the system picks, and its first line says which.
         self.proc = subprocess.Popen(
@@ -151,3 +154,104 @@ def test_the_console_gets_json_lines_without_patient_data(server):
     record = json.loads(line)
     assert record["event"] == "request" and record["status"] == 200
     assert "Zebulon" not in line and "9876543210" not in line
+
+
+def test_uvicorns_own_lines_are_in_the_same_json_format(server):
+    # Everything said up to "Application startup complete", uvicorn's lines included.
+    records = [json.loads(line) for line in server.lines]
+    started = [r for r in records if r.get("message") == "Application startup complete."]
+    assert [(r["logger"], r["level"], r["event"]) for r in started] == [
+        ("uvicorn.error", "info", "message")
+    ]
+
+
+OPEN = """
+[server]
+open_access = true
+
+[sources.nyra-demo]
+connector = "nyra"
+timezone = "Asia/Kolkata"
+sandbox = {{ seed = {seed}, patients = 20 }}
+"""
+PATIENT = {
+    "resourceType": "Patient",
+    "meta": {"source": "nyra-demo"},
+    "name": [{"family": "Quennell", "given": ["Maja"]}],
+    "gender": "female",
+    "birthDate": "1991-04-12",
+    "telecom": [{"system": "phone", "value": "+919811111111"}],
+}
+
+
+def test_an_in_process_sandbox_keeps_its_data_across_sighup(tmp_path):
+    server = Server(tmp_path, OPEN.format(seed=3))
+    try:
+        created = httpx.post(
+            f"{server.base}/fhir/Patient",
+            json=PATIENT,
+            headers={"content-type": "application/fhir+json"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        where = f"{server.base}/fhir/Patient/{created.json()['id']}"
+        server.proc.send_signal(signal.SIGHUP)  # the same configuration
+        line = server.wait_for("configuration reloaded")
+        assert json.loads(line)["message"] == "configuration reloaded"
+        assert httpx.get(where, timeout=10).status_code == 200
+
+        # Its sandbox configured otherwise, the source gets a new one, and is told so.
+        server.config.write_text(OPEN.format(seed=4))
+        server.proc.send_signal(signal.SIGHUP)
+        line = server.wait_for("configuration reloaded")
+        assert json.loads(line)["message"] == (
+            "configuration reloaded; sandbox of nyra-demo made anew from its changed "
+            "settings (its data too)"
+        )
+        assert httpx.get(where, timeout=10).status_code == 404
+    finally:
+        server.stop()
+
+
+def _workers_config(base_url: str, credentials: dict[str, str], extra: str = "") -> str:
+    key = ", ".join(f'{name} = "{value}"' for name, value in credentials.items())
+    return f"""
+[server]
+open_access = true
+shutdown_seconds = 1
+
+[sources.nyra-on-a-port]
+connector = "nyra"
+base_url = "{base_url}"
+timezone = "Asia/Kolkata"
+keys = [{{ {key} }}]
+{extra}"""
+
+
+def test_with_two_workers_a_configuration_that_does_not_load_is_one_line(tmp_path):
+    sandbox = NyraSandbox(seed=3, patients=5, keys=1)
+    credentials = sandbox.api_keys()[0].credentials()
+    config = tmp_path / "adapter.toml"
+    with vendor_on_a_port(sandbox.app) as base_url:
+        config.write_text(_workers_config(base_url, credentials))
+        facade = Facade(config, workers=2)
+        try:
+            facade.wait_until_started()
+            config.write_text(_workers_config(base_url, credentials, "[server.typo]\n"))
+            facade.proc.send_signal(signal.SIGHUP)
+            (refused,) = facade.said_until("configuration not reloaded")
+            message = json.loads(refused)["message"]
+            assert message.startswith("configuration not reloaded: [server]: unknown key 'typo'")
+            assert message.endswith("; still serving the previous one")
+            # Put right, the next SIGHUP is taken: nothing else was said in between.
+            config.write_text(_workers_config(base_url, credentials))
+            facade.proc.send_signal(signal.SIGHUP)
+            (taken,) = facade.said_until("configuration reloaded")
+            assert json.loads(taken)["level"] == "warning"
+            assert httpx.get(f"{facade.base}/healthz", timeout=10).status_code == 200
+            # Every line, the supervisor's and the workers', uvicorn's and ours: JSON.
+            assert [json.loads(line)["at"][-1] for line in facade.lines] == ["Z"] * len(
+                facade.lines
+            )
+        finally:
+            facade.stop()

@@ -93,6 +93,22 @@ class Facade:
                 raise AssertionError(f"serve ended while starting: {list(self.lines)[-5:]}")
             started += "Application startup complete" in line
 
+    def said_until(self, text: str) -> list[str]:
+        """The console's lines from now until one holds ``text`` (that one included),
+        within ``STARTUP_SECONDS``."""
+        said: list[str] = []
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                line = self._said.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line said {text!r}: {said[-5:]}") from None
+            if line is None:
+                raise AssertionError(f"serve ended before saying {text!r}: {said[-5:]}")
+            said.append(line)
+            if text in line:
+                return said
+
     def stop(self) -> None:
         """SIGTERM (uvicorn stops its workers, then itself); after 15 s, SIGKILL to the
         process group, while ``serve`` is not yet reaped and the group is surely its own."""

@@ -58,6 +58,7 @@ def no_server(monkeypatch):
         raise AssertionError("serve went on to start the server")
 
     monkeypatch.setattr("uvicorn.run", refuse)
+    monkeypatch.setattr("adapter.cli._workers", refuse)
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -170,11 +171,19 @@ def test_serve_refuses_several_workers_over_sandboxes(capsys, no_server):
 
 def test_serve_takes_several_workers_over_vendors(tmp_path, capsys, monkeypatch):
     served = {}
-    monkeypatch.setattr("uvicorn.run", lambda target, **kw: served.update(kw, target=target))
+
+    class Supervisor:  # uvicorn's, which would start the workers
+        def __init__(self, config, host):
+            served.update(workers=config.workers, target=config.app, factory=config.factory)
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr("adapter.cli._workers", Supervisor)
     monkeypatch.setattr("adapter.ops.logs.configure", lambda settings: None)  # stdout is captured
     text = OPEN + NYRA_VENDOR.format(base_url="https://nyra.example")
     assert main(["serve", "--config", write(tmp_path, text), "--workers", "3"]) == 0
-    assert served["workers"] == 3 and served["target"] == "adapter.app:app_from_env"
+    assert served == {"workers": 3, "target": "adapter.app:app_from_env", "factory": True}
     # The workers read the configuration and the shared keys from the environment.
     assert os.environ[CONFIG_ENV].endswith("adapter.toml") and CURSOR_KEY_ENV in os.environ
 

@@ -3,6 +3,7 @@ sandbox sources, resumed after Ctrl-C without duplicates, and its failures' exit
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import orjson
@@ -171,3 +172,50 @@ def test_the_export_table_is_strict_and_has_defaults(tmp_path):
     path.write_text(base + "[export]\nbudget_share = 1.5\n")
     with pytest.raises(SettingsError, match="budget_share must be above 0 and at most 1"):
         load_settings(path, env={})
+
+
+def test_the_resume_hint_is_the_whole_command_and_it_continues(tmp_path, monkeypatch, capsys):
+    # A source only a configuration file names: the hint must carry --config.
+    config = tmp_path / "slow exports.toml"
+    config.write_text(
+        "[server]\nopen_access = true\n\n"
+        '[sources.nyra-slow]\nconnector = "nyra"\ntimezone = "Asia/Kolkata"\n'
+        "sandbox = { seed = 3, patients = 150 }\n"
+    )
+    search = NyraConnector.search
+    calls = []
+
+    async def interrupted(self, request, cursor=None):
+        calls.append(cursor)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return await search(self, request, cursor)
+
+    monkeypatch.setattr(NyraConnector, "search", interrupted)
+    out = tmp_path / "slowexp"
+    args = ["export", "--config", str(config), "--type", "Patient", "--out", str(out)]
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    command = shlex.join(["fhir-adapter", "export", "--config", str(config), "--out", str(out)])
+    assert err == f"export stopped; `{command} --resume` continues it"
+    # Started again without --resume, it refuses and says the same.
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"export: {out} holds an unfinished export; `{command} --resume` continues it"
+    )
+
+    monkeypatch.setattr(NyraConnector, "search", search)
+    hint = shlex.split(f"{command} --resume")
+    assert hint[0] == "fhir-adapter"
+    assert main(hint[1:]) == 0
+    _, got = read_export(out)
+    assert len({r["id"] for r in got["Patient"]}) == len(got["Patient"]) == 150
+
+    # A finished export is not offered --resume: nothing of it is left to continue.
+    capsys.readouterr()
+    for again in (args, hint[1:]):
+        assert main(again) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"export: {out} holds a finished export (its manifest.json); "
+            "export into another directory, or remove this one first"
+        )

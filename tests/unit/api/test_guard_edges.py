@@ -233,7 +233,7 @@ def own_environment(monkeypatch):
     # Any free port: these tests are about what serve accepts, not about 8080.
     monkeypatch.setattr("adapter.cli._bound", lambda host, port: real_bound(host, 0))
 
-    def serve_one(app: Any, args: Any, grace: float, sock: Any) -> int:
+    def serve_one(app: Any, args: Any, grace: float, sock: Any, kept: Any) -> int:
         sock.close()
         served.append(args)
         return 0

@@ -165,3 +165,25 @@ def test_valid_codes_and_booleans_raise_no_problem(gender, active):
 def test_any_other_gender_is_a_problem_naming_the_element(gender):
     (issue,) = fhir_problems("Patient", {"resourceType": "Patient", "gender": gender})
     assert issue.expression == ("Patient.gender",)
+
+
+async def test_an_idempotent_replay_answers_every_header_the_first_answer_had(http):
+    body = patient(
+        NYRA,
+        maritalStatus={"text": "married"},
+        telecom=[
+            {"system": "phone", "value": "+919811111111"},
+            {"system": "phone", "value": "+919822222222"},
+        ],
+    )
+    headers = {**JSON, "idempotency-key": "replay-keeps-warnings"}
+    first = await http.post("/fhir/Patient", json=body, headers=headers)
+    assert first.status_code == 201
+    assert len(first.headers.get_list("warning")) == 2
+    again = await http.post("/fhir/Patient", json=body, headers=headers)
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert sorted(again.headers.multi_items()) == sorted(
+        [*first.headers.multi_items(), ("idempotent-replayed", "true")]
+    )
