@@ -30,7 +30,8 @@ def python_saying(folder: Path, version: str) -> Path:
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "plugins/fhir-upstream/pyproject.toml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
@@ -98,4 +99,7 @@ def test_make_run_installs_what_serving_needs_and_make_test_the_rest(clone):
     assert installs == [
         ".venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e .",
         ".venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'",
+        # the connectors kept as their own packages, for the conformance suite
+        ".venv/bin/python -m pip install --quiet --disable-pip-version-check "
+        "-e plugins/fhir-upstream",
     ]
