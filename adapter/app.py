@@ -91,7 +91,14 @@ def create_app(
     )
     if workers is None:
         workers = int(os.environ.get(WORKERS_ENV, "1"))
-    budget.configure(budget.Budgets(budget_redis, workers=workers))
+    budget.configure(
+        budget.Budgets(
+            budget_redis,
+            workers=workers,
+            shares=settings.lanes,
+            ceilings={"bulk": settings.export.budget_share},
+        )
+    )
     # When each record last changed, where its vendor does not say: $everything's and
     # $export's _since. Shared through Redis, else a sqlite file beside the export files.
     journal = journal_of(settings)

@@ -24,6 +24,7 @@ from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant
 from adapter.export.filters import parse_type_filters
 from adapter.export.store import JobStore, files_of
 from adapter.facade import Facade
+from adapter.transport import lanes
 
 if TYPE_CHECKING:
     from adapter.settings import ExportSettings
@@ -200,21 +201,24 @@ class ExportRunner:
             await self.store.put(stored)
 
         try:
-            state = await run_export(
-                self.gate,
-                state,
-                files_of(self.store.root, job_id),
-                save,
-                since=parse_instant(job["since"]) if job["since"] else None,
-                type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
-                elements=job.get("elements", {}),
-                patients=job.get("patients", []),
-                journal=self.journal,
-                transaction_time=parse_instant(job["transaction_time"]),
-                file_max_records=self.settings.file_max_records,
-                budget_share=self.settings.budget_share,
-                page_size=self.page_size,
-            )
+            # The job draws on the bulk lane of each budget, for the client that asked:
+            # the lane's ceiling ([export] budget_share) holds for every job together.
+            with lanes.lane("bulk"), lanes.client(job["client"] or lanes.ANONYMOUS):
+                state = await run_export(
+                    self.gate,
+                    state,
+                    files_of(self.store.root, job_id),
+                    save,
+                    since=parse_instant(job["since"]) if job["since"] else None,
+                    type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
+                    elements=job.get("elements", {}),
+                    patients=job.get("patients", []),
+                    journal=self.journal,
+                    transaction_time=parse_instant(job["transaction_time"]),
+                    file_max_records=self.settings.file_max_records,
+                    budget_share=1.0,
+                    page_size=self.page_size,
+                )
         except JobGone:
             return
         except Exception as exc:

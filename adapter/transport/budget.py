@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.transport.ratelimit import KeyPool, Limit
@@ -144,8 +144,13 @@ class Budgets:
 
     redis: Any = None
     workers: int = 1
+    # The lanes' shares of each budget, and the ceilings of those that have one (the bulk
+    # lane's is [export] budget_share): adapter.transport.lanes.
+    shares: Mapping[str, float] | None = None
+    ceilings: Mapping[str, float] = field(default_factory=dict)
 
     def bind(self, source: str, pool: KeyPool) -> None:
+        pool.configure_lanes(self.shares, self.ceilings)
         if not pool.limits:
             pool.bind(source)
             return

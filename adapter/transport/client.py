@@ -25,13 +25,14 @@ from adapter.transport.errors import (
     CircuitRefused,
     MalformedResponse,
     RateLimited,
+    ShareExceeded,
     TemporaryVendorError,
     VendorError,
     VendorTimeout,
     VendorUnavailable,
     classify_status,
 )
-from adapter.transport.ratelimit import KeyPool, NoKeysLeft, QueueFull, SlotTooFar
+from adapter.transport.ratelimit import KeyPool, NoKeysLeft, OverShare, QueueFull, SlotTooFar
 from adapter.transport.retry import RetryPolicy
 
 __all__ = [
@@ -365,6 +366,10 @@ class VendorClient:
             refused = AuthenticationRejected(self.source)
             refused.retry_after = exc.retry_after
             raise refused from None
+        except OverShare as exc:
+            self.circuit.abandoned()
+            _, window = self.pool.capacity()
+            raise ShareExceeded(self.source, exc.wait, exc.quota, window) from None
         except SlotTooFar as exc:
             self.circuit.abandoned()
             self._exhausted_at = time.monotonic()

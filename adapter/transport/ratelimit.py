@@ -28,11 +28,13 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from adapter.transport import scope
+from adapter.transport import hooks, lanes, scope
+from adapter.transport.lanes import FairQueue, Waiter
 
 __all__ = [
     "KeyPool",
@@ -41,6 +43,7 @@ __all__ = [
     "Limit",
     "LocalLedger",
     "NoKeysLeft",
+    "OverShare",
     "QueueFull",
     "SlotTooFar",
 ]
@@ -179,15 +182,18 @@ class Lease:
             await ledger.release(state.label, self._pool._limits, self._ticket)
         if self._pause > 0 and self._pool.shared:
             await ledger.pause(state.label, self._pause)
-        self._pool._changed.set()
+        self._pool._notify()
 
 
 class KeyPool:
     """Keys and their limits; ``async with pool.acquire() as lease`` waits for a slot on
-    the key that can start soonest (so N keys give about N times the throughput), serving
-    waiters in order. A slot further than ``max_wait`` seconds away, or past the current
-    request's deadline, is not waited for: :class:`SlotTooFar` says how long it would be.
-    More than ``queue`` requests waiting at once: :class:`QueueFull`."""
+    the key that can start soonest (so N keys give about N times the throughput). Waiters
+    are served by lane and client (:mod:`adapter.transport.lanes`: the current call's lane
+    and client are the context's). A slot further than ``max_wait`` seconds away, or past
+    the current request's deadline, is not waited for: :class:`SlotTooFar` says how long
+    it would be; :class:`OverShare` when the client has had its fair part of the window
+    while others wait (its own limit). More than ``queue`` requests waiting at once:
+    :class:`QueueFull`."""
 
     def __init__(
         self,
@@ -214,8 +220,11 @@ class KeyPool:
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
-        self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self._fair = FairQueue()
+        self._next_free = -math.inf  # when the next in line expects a slot (clock time)
+        self.ceilings: dict[str, float] = {}
+        self._grants: deque[tuple[float, str, str]] = deque()
         self._ledger: Ledger = LocalLedger(slack, clock)
         self._waiting = 0
         self.source = "?"
@@ -290,29 +299,39 @@ class KeyPool:
             state = self._live_key()
             state.sent += 1
             return Lease(self, state, None)
+        who, weight = lanes.current_client()
+        me = Waiter(lanes.current_lane(), who, weight)
         if self._waiting >= self.queue:
-            raise QueueFull(self._estimate())
+            raise self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
+        self._fair.push(me)
+        self._notify()
         started = self._clock()
+        served = False
         try:
-            left = scope.remaining()
-            if left is None:
-                await self._lock.acquire()
-            else:
-                try:  # waiting in line is bounded by the deadline too
-                    await asyncio.wait_for(self._lock.acquire(), max(0.0, left))
-                except TimeoutError:
-                    raise SlotTooFar(self._estimate()) from None
-            try:
-                lease = await self._wait_for_slot()
-            finally:
-                self._lock.release()
+            lease = await self._wait_turn(me)
+            served = True
+        except SlotTooFar as exc:
+            hooks.lane_refused(self.source, me.lane, me.client)
+            raise self._refusal(me, exc) from None
         finally:
             self._waiting -= 1
+            if not served:
+                self._fair.remove(me)
+            self._notify()
         waited = self._clock() - started
         if waited >= NOTED_WAIT:
             scope.note_wait(self.source, waited)
+            hooks.lane_waited(self.source, me.lane, me.client)
+        hooks.lane_granted(self.source, me.lane, me.client)
+        self._tell(me.client)
         return lease
+
+    def _notify(self) -> None:
+        """Something changed that a waiter may be waiting for: wake them all (each
+        looks again whether it is next)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _live_key(self) -> _Key:
         now = self._clock()
@@ -324,50 +343,153 @@ class KeyPool:
             state.probing = True  # one request at a time tries a refused key again
         return state
 
-    async def _wait_for_slot(self) -> Lease:
+    async def _wait_turn(self, me: Waiter) -> Lease:
+        """Wait until ``me`` is the fair queue's next and a key has a slot."""
         while True:
+            changed = self._changed
             left = scope.remaining()
             if left is not None and left <= 0:  # no slot is taken that cannot be used
                 raise SlotTooFar(self._estimate())
-            now = self._clock()
-            live = [k for k in self._keys if k.auth_until <= now and not k.probing]
-            if not live:
-                raise NoKeysLeft(self.refused_for())
-            soonest = math.inf
-            for state in sorted(live, key=lambda k: k.sent):
-                wait = max(state.paused_until - now, await self._ledger.paused(state.label))
-                if wait <= 0:
-                    wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
-                    if wait <= 0:
-                        state.sent += 1
-                        if state.auth_failures:
-                            state.probing = True
-                        return Lease(self, state, ticket)
-                soonest = min(soonest, wait)
-            limit = self._max_wait
-            left = scope.remaining()
-            if left is not None:
-                limit = min(limit, max(0.0, left))
-            if soonest > limit and not math.isinf(soonest):
-                raise SlotTooFar(soonest)
-            self._changed.clear()
-            if self.shared:
-                # Other processes' answers free slots too, and nothing here hears of them.
-                await self._sleep(min(soonest, 0.05 if math.isinf(soonest) else 0.25, limit))
-            elif math.isinf(soonest):
-                # Every slot is held by a call in flight: its answer frees one.
-                await self._wait_changed(limit)
-            else:
-                await self._sleep(soonest)
+            limit = self._max_wait if left is None else min(self._max_wait, max(0.0, left))
+            head = self._fair.head(self._under_ceiling)
+            if head is me:
+                lease, soonest = await self._attempt()
+                if lease is not None:
+                    self._next_free = -math.inf
+                    self._fair.served(me)
+                    self._granted(me)
+                    return lease
+                if not math.isinf(soonest):
+                    self._next_free = self._clock() + soonest
+                if soonest > limit and not math.isinf(soonest):
+                    raise SlotTooFar(soonest)
+                if self.shared:
+                    # Other processes' answers free slots too, and nothing here hears of them.
+                    await self._sleep(min(soonest, 0.05 if math.isinf(soonest) else 0.25, limit))
+                elif math.isinf(soonest):
+                    # Every slot is held by a call in flight: its answer frees one.
+                    await self._wait_changed(changed, limit)
+                else:
+                    await self._sleep(soonest)
+                continue
+            ahead = self._next_free - self._clock()
+            if ahead > limit:  # the next in line waits longer than this request may
+                raise SlotTooFar(max(ahead, self._estimate()))
+            if head is None:  # my lane is at its ceiling: its oldest call leaves the window
+                ceiling = self._ceiling_wait(me.lane)
+                if ceiling > limit:
+                    raise SlotTooFar(ceiling)
+                if ceiling > 0:
+                    await self._sleep(ceiling)
+                    continue
+            await self._wait_changed(changed, limit)
 
-    async def _wait_changed(self, limit: float) -> None:
+    async def _attempt(self) -> tuple[Lease | None, float]:
+        """A slot on the key that can start soonest, or how long until one may be free."""
+        now = self._clock()
+        live = [k for k in self._keys if k.auth_until <= now and not k.probing]
+        if not live:
+            raise NoKeysLeft(self.refused_for())
+        soonest = math.inf
+        for state in sorted(live, key=lambda k: k.sent):
+            wait = max(state.paused_until - now, await self._ledger.paused(state.label))
+            if wait <= 0:
+                wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
+                if wait <= 0:
+                    state.sent += 1
+                    if state.auth_failures:
+                        state.probing = True
+                    return Lease(self, state, ticket), 0.0
+            soonest = min(soonest, wait)
+        return None, soonest
+
+    async def _wait_changed(self, changed: asyncio.Event, limit: float) -> None:
         if math.isinf(limit) or limit >= self._max_wait:
-            await self._changed.wait()
+            await changed.wait()
             return
         try:
-            await asyncio.wait_for(self._changed.wait(), limit)
+            await asyncio.wait_for(changed.wait(), limit)
         except TimeoutError:
             raise SlotTooFar(self._estimate()) from None
+
+    # -- lanes and clients ----------------------------------------------------------------
+
+    def configure_lanes(
+        self, shares: Mapping[str, float] | None = None, ceilings: Mapping[str, float] = {}
+    ) -> None:
+        """Divide the budget between the lanes by ``shares``; a lane of ``ceilings`` takes
+        at most that part of the budget per window, even when nobody else waits."""
+        self._fair = FairQueue(shares or lanes.DEFAULT_SHARES)
+        self.ceilings = {name: float(part) for name, part in ceilings.items() if part < 1}
+
+    @property
+    def shares(self) -> dict[str, float]:
+        return dict(self._fair.shares)
+
+    def capacity(self) -> tuple[int, float]:
+        """(calls, seconds): the most calls the pool's keys may make in its longest window."""
+        if not self._limits:
+            return 0, 0.0
+        window = max(lim.window for lim in self._limits)
+        per_key = min(lim.count * max(1.0, window / lim.window) for lim in self._limits)
+        return int(per_key) * len(self._keys), window
+
+    def _recent(self) -> deque[tuple[float, str, str]]:
+        """The calls given in the last window: (when, lane, client)."""
+        _, window = self.capacity()
+        now = self._clock()
+        while self._grants and self._grants[0][0] <= now - window:
+            self._grants.popleft()
+        return self._grants
+
+    def _granted(self, me: Waiter) -> None:
+        self._recent().append((self._clock(), me.lane, me.client))
+
+    def _under_ceiling(self, lane: str) -> bool:
+        return self._ceiling_wait(lane) <= 0
+
+    def _ceiling_wait(self, lane: str) -> float:
+        """Seconds until ``lane`` is under its ceiling again (0: it is)."""
+        part = self.ceilings.get(lane)
+        if part is None:
+            return 0.0
+        calls, window = self.capacity()
+        allowed = max(1, math.floor(calls * part))
+        mine = [t for t, name, _ in self._recent() if name == lane]
+        if len(mine) < allowed:
+            return 0.0
+        return max(0.0, mine[len(mine) - allowed] + window - self._clock())
+
+    def standing(self, client: str) -> tuple[int, int, float]:
+        """(quota, remaining, reset seconds) of ``client`` in the current window: its
+        weight's part of the budget among the clients that used it or wait for it."""
+        calls, window = self.capacity()
+        recent = self._recent()
+        weights = self._fair.clients()
+        for _, _, who in recent:
+            weights.setdefault(who, 1.0)
+        weights.setdefault(client, lanes.current_client()[1])
+        weights[client] = max(weights[client], lanes.current_client()[1])
+        fair = max(1, math.floor(calls * weights[client] / sum(weights.values())))
+        mine = [t for t, _, who in recent if who == client]
+        reset = (mine[0] + window - self._clock()) if mine else 0.0
+        return fair, max(0, fair - len(mine)), max(0.0, reset)
+
+    def _tell(self, client: str) -> None:
+        calls, window = self.capacity()
+        _, remaining, reset = self.standing(client)
+        lanes.note(self.source, calls, window, remaining, reset)
+
+    def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
+        """A client beyond its fair share while others wait is told of its own limit
+        (:class:`OverShare`); otherwise the budget is spent for everyone (``exc``)."""
+        others = [who for who in self._fair.clients() if who != me.client]
+        if not others:
+            return exc
+        quota, remaining, reset = self.standing(me.client)
+        if remaining > 0:
+            return exc
+        return OverShare(max(1.0, reset), quota)
 
     def _estimate(self) -> float:
         """About how long a new request would wait: the requests waiting ahead of it at
@@ -390,7 +512,7 @@ class KeyPool:
             pause = max(pause, min(max(0.0, reset - self._wall()), self._max_pause))
         if pause > 0 and now + pause > state.paused_until:
             state.paused_until = now + pause
-            self._changed.set()
+            self._notify()
         return pause
 
     def _refused(self, state: _Key) -> None:
@@ -404,7 +526,7 @@ class KeyPool:
             state.label,
             round(wait),
         )
-        self._changed.set()
+        self._notify()
 
     def _accepted(self, state: _Key) -> None:
         if state.auth_failures:
@@ -429,6 +551,15 @@ class SlotTooFar(Exception):
 
 class QueueFull(SlotTooFar):
     """More requests wait for this source's keys than its queue admits."""
+
+
+class OverShare(SlotTooFar):
+    """The client has had its fair part (``quota``) of the budget this window while
+    others wait: its own limit, not the vendor's."""
+
+    def __init__(self, wait: float, quota: int) -> None:
+        super().__init__(wait)
+        self.quota = quota
 
 
 class NoKeysLeft(Exception):
