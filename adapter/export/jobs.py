@@ -146,6 +146,15 @@ class ExportRunner:
             self._launch(job_id)
         return job
 
+    async def running_for(self, client: str | None) -> int:
+        """How many jobs ``client`` has running (in every process: they are in the store)."""
+        running = 0
+        for job_id in await self.store.ids():
+            job = await self.store.get(job_id)
+            if job is not None and job["client"] == client and job["status"] == "running":
+                running += 1
+        return running
+
     async def find(self, job_id: str, client: str | None) -> dict[str, Any] | None:
         """The job, if it exists, is not past keeping, and ``client`` asked for it; None for
         an id that is no job's (of another shape than those this service makes)."""

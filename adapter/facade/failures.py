@@ -195,7 +195,8 @@ def vendor_issue(exc: VendorError | MappingError, source: str | None = None) -> 
             "error",
             "throttled",
             f"source {where}: this client has had its fair share of the vendor's budget "
-            f"({exc.quota} calls per {exc.window:g} s) while others wait; try later",
+            f"({exc.quota} call{'s' if exc.quota != 1 else ''} per {exc.window:g} s) while "
+            "other clients ask for it too; try later",
         )
     if isinstance(exc, BudgetRefused):
         return 503, Issue(

@@ -73,11 +73,14 @@ def lane(name: str) -> Iterator[None]:
     """Vendor calls made inside are ``name``'s."""
     if name not in LANES:
         raise ValueError(f"unknown lane {name!r}")
-    token = _lane.set(name)
+    # Set back, not reset by token: a coroutine closed after its task ended (a job at
+    # shutdown) leaves its blocks in another context.
+    before = _lane.get()
+    _lane.set(name)
     try:
         yield
     finally:
-        _lane.reset(token)
+        _lane.set(before)
 
 
 @contextmanager
@@ -85,13 +88,14 @@ def client(name: str, weight: float = 1.0) -> Iterator[Standing]:
     """Vendor calls made inside are made for the client ``name`` (its ``weight``); what
     they found of each source's budget is noted into the dict it gives (:func:`note`)."""
     standing: Standing = {}
-    token = _client.set((name, weight))
-    told = _standing.set(standing)
+    before = _client.get(), _standing.get()
+    _client.set((name, weight))
+    _standing.set(standing)
     try:
         yield standing
     finally:
-        _standing.reset(told)
-        _client.reset(token)
+        _client.set(before[0])
+        _standing.set(before[1])
 
 
 def note(source: str, quota: int, window: float, remaining: int, reset: float) -> None:

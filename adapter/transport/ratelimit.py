@@ -224,7 +224,7 @@ class KeyPool:
         self._fair = FairQueue()
         self._next_free = -math.inf  # when the next in line expects a slot (clock time)
         self.ceilings: dict[str, float] = {}
-        self._grants: deque[tuple[float, str, str]] = deque()
+        self._asked: deque[tuple[float, str, str, float, bool]] = deque()
         self._ledger: Ledger = LocalLedger(slack, clock)
         self._waiting = 0
         self.source = "?"
@@ -302,6 +302,7 @@ class KeyPool:
         who, weight = lanes.current_client()
         me = Waiter(lanes.current_lane(), who, weight)
         if self._waiting >= self.queue:
+            hooks.lane_refused(self.source, me.lane, me.client)
             raise self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
         self._fair.push(me)
@@ -313,7 +314,10 @@ class KeyPool:
             served = True
         except SlotTooFar as exc:
             hooks.lane_refused(self.source, me.lane, me.client)
-            raise self._refusal(me, exc) from None
+            refusal = self._refusal(me, exc)
+            calls, window = self.capacity()
+            lanes.note(self.source, calls, window, 0, refusal.wait)
+            raise refusal from None
         finally:
             self._waiting -= 1
             if not served:
@@ -324,7 +328,7 @@ class KeyPool:
             scope.note_wait(self.source, waited)
             hooks.lane_waited(self.source, me.lane, me.client)
         hooks.lane_granted(self.source, me.lane, me.client)
-        self._tell(me.client)
+        self._tell(me)
         return lease
 
     def _notify(self) -> None:
@@ -434,16 +438,17 @@ class KeyPool:
         per_key = min(lim.count * max(1.0, window / lim.window) for lim in self._limits)
         return int(per_key) * len(self._keys), window
 
-    def _recent(self) -> deque[tuple[float, str, str]]:
-        """The calls given in the last window: (when, lane, client)."""
+    def _recent(self) -> deque[tuple[float, str, str, float, bool]]:
+        """Who asked for the budget in the last window: (when, lane, client, its weight,
+        whether it was given a slot)."""
         _, window = self.capacity()
         now = self._clock()
-        while self._grants and self._grants[0][0] <= now - window:
-            self._grants.popleft()
-        return self._grants
+        while self._asked and self._asked[0][0] <= now - window:
+            self._asked.popleft()
+        return self._asked
 
     def _granted(self, me: Waiter) -> None:
-        self._recent().append((self._clock(), me.lane, me.client))
+        self._recent().append((self._clock(), me.lane, me.client, me.weight, True))
 
     def _under_ceiling(self, lane: str) -> bool:
         return self._ceiling_wait(lane) <= 0
@@ -455,39 +460,42 @@ class KeyPool:
             return 0.0
         calls, window = self.capacity()
         allowed = max(1, math.floor(calls * part))
-        mine = [t for t, name, _ in self._recent() if name == lane]
+        mine = [t for t, name, _, _, given in self._recent() if given and name == lane]
         if len(mine) < allowed:
             return 0.0
         return max(0.0, mine[len(mine) - allowed] + window - self._clock())
 
-    def standing(self, client: str) -> tuple[int, int, float]:
+    def standing(self, client: str, weight: float = 1.0) -> tuple[int, int, float]:
         """(quota, remaining, reset seconds) of ``client`` in the current window: its
-        weight's part of the budget among the clients that used it or wait for it."""
+        weight's part of the budget among the clients that asked for it in the window
+        (given a slot or refused) or wait for it; reset: when it has a call left again."""
         calls, window = self.capacity()
         recent = self._recent()
         weights = self._fair.clients()
-        for _, _, who in recent:
-            weights.setdefault(who, 1.0)
-        weights.setdefault(client, lanes.current_client()[1])
-        weights[client] = max(weights[client], lanes.current_client()[1])
+        for _, _, who, their_weight, _ in recent:
+            weights[who] = max(weights.get(who, 0.0), their_weight)
+        weights[client] = max(weights.get(client, 0.0), weight)
         fair = max(1, math.floor(calls * weights[client] / sum(weights.values())))
-        mine = [t for t, _, who in recent if who == client]
-        reset = (mine[0] + window - self._clock()) if mine else 0.0
+        mine = [t for t, _, who, _, given in recent if given and who == client]
+        if len(mine) < fair:
+            reset = (mine[0] + window - self._clock()) if mine else 0.0
+        else:
+            reset = mine[len(mine) - fair] + window - self._clock()
         return fair, max(0, fair - len(mine)), max(0.0, reset)
 
-    def _tell(self, client: str) -> None:
+    def _tell(self, me: Waiter) -> None:
         calls, window = self.capacity()
-        _, remaining, reset = self.standing(client)
+        _, remaining, reset = self.standing(me.client, me.weight)
         lanes.note(self.source, calls, window, remaining, reset)
 
     def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
-        """A client beyond its fair share while others wait is told of its own limit
-        (:class:`OverShare`); otherwise the budget is spent for everyone (``exc``)."""
-        others = [who for who in self._fair.clients() if who != me.client]
-        if not others:
-            return exc
-        quota, remaining, reset = self.standing(me.client)
-        if remaining > 0:
+        """A client beyond its fair share while others want the budget too is told of its
+        own limit (:class:`OverShare`); otherwise the budget is spent for everyone
+        (``exc``). Either way the refused call counts as asking for the budget."""
+        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
+        quota, remaining, reset = self.standing(me.client, me.weight)
+        self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
+        if not asking - {me.client} or remaining > 0:
             return exc
         return OverShare(max(1.0, reset), quota)
 

@@ -27,7 +27,12 @@ def pool_of(per_minute: int, clock: Clock, sleep=None, **lane_options) -> KeyPoo
         await asyncio.Event().wait()
 
     pool = KeyPool.nyra(
-        ["k"], per_second=100, per_minute=per_minute, clock=clock, sleep=sleep or forever
+        ["k"],
+        per_second=100,
+        per_minute=per_minute,
+        slack=0.0,
+        clock=clock,
+        sleep=sleep or forever,
     )
     pool.bind("nyra-t")
     pool.configure_lanes(**lane_options)
@@ -95,17 +100,27 @@ async def test_over_its_share_while_others_wait_is_the_clients_own_limit():
     await until_waiting(pool, 1)
     with pytest.raises(OverShare) as over:
         await call(pool, "a", deadline=5.0)
-    # a's fair part is half of 2 calls a minute; its first call leaves the window at 1060.
-    assert over.value.quota == 1 and over.value.wait == pytest.approx(50.0)
+    # a's fair part is half of 2 calls a minute: it has a call left when both of its calls
+    # have left the window, at 1070.
+    assert over.value.quota == 1 and over.value.wait == pytest.approx(60.0)
     with pytest.raises(SlotTooFar) as spent:
         await call(pool, "c", deadline=5.0)  # c had nothing: the budget is spent for all
     assert not isinstance(spent.value, OverShare)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    with pytest.raises(OverShare):  # c asked in this window too, and was refused
+        await call(pool, "a", deadline=5.0)
+
+
+async def test_a_client_alone_is_refused_because_the_budget_is_spent():
+    clock = Clock()
+    pool = pool_of(2, clock)
+    await call(pool, "a")
+    await call(pool, "a")
     with pytest.raises(SlotTooFar) as alone:
-        await call(pool, "a", deadline=5.0)  # nobody else waits: not a's own limit
-    assert not isinstance(alone.value, OverShare)
+        await call(pool, "a", deadline=5.0)  # nobody else asks: not a's own limit
+    assert not isinstance(alone.value, OverShare) and alone.value.wait == pytest.approx(60.0)
 
 
 async def test_each_grant_tells_the_client_where_it_stands():
