@@ -91,14 +91,13 @@ def create_app(
     )
     if workers is None:
         workers = int(os.environ.get(WORKERS_ENV, "1"))
-    budget.configure(
-        budget.Budgets(
-            budget_redis,
-            workers=workers,
-            shares=settings.lanes,
-            ceilings={"bulk": settings.export.budget_share},
-        )
+    budgets = budget.Budgets(
+        budget_redis,
+        workers=workers,
+        shares=settings.lanes,
+        ceilings={"bulk": settings.export.budget_share},
     )
+    budget.configure(budgets)
     # When each record last changed, where its vendor does not say: $everything's and
     # $export's _since. Shared through Redis, else a sqlite file beside the export files.
     journal = journal_of(settings)
@@ -185,7 +184,9 @@ def create_app(
     app.include_router(groups_router)  # Group: one per source
     app.include_router(subscriptions_router)  # Subscription: kept by the service itself
     app.include_router(everything_router)  # Patient/$everything
-    app.include_router(probes_router(facade.readiness))
+    app.include_router(
+        probes_router(facade.readiness, refresh=budgets.sync_circuits, lanes=budgets.lane_states)
+    )
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
 
     async def _error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,8 @@ keeps it in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
@@ -34,9 +35,16 @@ SERVING = frozenset({"up", "degraded"})
 READY_RETRY_AFTER = 30
 
 
-def probes_router(readiness: Callable[[], Mapping[str, str]]) -> APIRouter:
-    """The three routes; ``readiness`` gives each source's state (``Facade.readiness``).
-    They stay out of the OpenAPI document: it describes the FHIR API, not operations."""
+def probes_router(
+    readiness: Callable[[], Mapping[str, str]],
+    *,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+    lanes: Callable[[], Mapping[str, Any]] | None = None,
+) -> APIRouter:
+    """The three routes; ``readiness`` gives each source's state (``Facade.readiness``),
+    after ``refresh`` (what every process shares: the circuits); ``lanes`` each limited
+    source's lanes. They stay out of the OpenAPI document: it describes the FHIR API, not
+    operations."""
     router = APIRouter(include_in_schema=False)
 
     @router.api_route("/healthz", methods=["GET", "HEAD"])
@@ -45,11 +53,16 @@ def probes_router(readiness: Callable[[], Mapping[str, str]]) -> APIRouter:
 
     @router.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz() -> Response:
+        if refresh is not None:
+            await refresh()
         sources = dict(readiness())
+        body: dict[str, Any] = {"sources": sources}
+        if lanes is not None:
+            body["lanes"] = dict(lanes())
         if any(state in SERVING for state in sources.values()):
-            return JSONResponse({"status": "ready", "sources": sources})
+            return JSONResponse({"status": "ready", **body})
         return JSONResponse(
-            {"status": "unavailable", "sources": sources},
+            {"status": "unavailable", **body},
             status_code=503,
             headers={"Retry-After": str(READY_RETRY_AFTER)},
         )

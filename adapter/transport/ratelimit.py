@@ -28,6 +28,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,7 +204,7 @@ class KeyPool:
         slack: float = 0.01,
         max_pause: float = 120.0,
         max_wait: float = 65.0,
-        queue: int = 64,
+        queue: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -216,7 +217,7 @@ class KeyPool:
         self._slack = slack
         self._max_pause = max_pause
         self._max_wait = max_wait
-        self.queue = queue
+        self._queue = queue
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -301,9 +302,10 @@ class KeyPool:
             return Lease(self, state, None)
         who, weight = lanes.current_client()
         me = Waiter(lanes.current_lane(), who, weight)
-        if self._waiting >= self.queue:
+        member = await self._join()
+        if member is None:
             hooks.lane_refused(self.source, me.lane, me.client)
-            raise self._refusal(me, QueueFull(self._estimate()))
+            raise await self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
         self._fair.push(me)
         self._notify()
@@ -314,7 +316,7 @@ class KeyPool:
             served = True
         except SlotTooFar as exc:
             hooks.lane_refused(self.source, me.lane, me.client)
-            refusal = self._refusal(me, exc)
+            refusal = await self._refusal(me, exc)
             calls, window = self.capacity()
             lanes.note(self.source, calls, window, 0, refusal.wait)
             raise refusal from None
@@ -323,13 +325,49 @@ class KeyPool:
             if not served:
                 self._fair.remove(me)
             self._notify()
+            if member and self._shared_ledger is not None:
+                await self._shared_ledger.leave(member)
         waited = self._clock() - started
         if waited >= NOTED_WAIT:
             scope.note_wait(self.source, waited)
             hooks.lane_waited(self.source, me.lane, me.client)
         hooks.lane_granted(self.source, me.lane, me.client)
+        await self._asked_now(me, True)
         self._tell(me)
         return lease
+
+    async def _join(self) -> str | None:
+        """A place among the waiters ('' in this process's count, a member of the shared
+        one), or None when the queue is full: counted over every process when the
+        budget is shared."""
+        if self._shared_ledger is not None:
+            member = uuid.uuid4().hex
+            hold = self._max_wait + 5.0  # a waiter of a process that died stops counting
+            if await self._shared_ledger.join(member, self.queue, hold):
+                return member
+            return None
+        return None if self._waiting >= self.queue else ""
+
+    @property
+    def _shared_ledger(self) -> Any:
+        """The ledger, when it keeps the waiters and askers of every process (Redis)."""
+        return self._ledger if self.shared and hasattr(self._ledger, "join") else None
+
+    @property
+    def queue(self) -> int:
+        """How many calls may wait for this pool at once: as configured, else sized from
+        the budget, what its keys serve within ``max_wait`` (in every process together
+        when the budget is shared)."""
+        if self._queue is not None:
+            return self._queue
+        calls, window = self.capacity()
+        if not calls:
+            return 64
+        return max(1, math.floor(calls * max(self._max_wait, window) / window))
+
+    @queue.setter
+    def queue(self, value: int | None) -> None:
+        self._queue = value
 
     def _notify(self) -> None:
         """Something changed that a waiter may be waiting for: wake them all (each
@@ -355,6 +393,8 @@ class KeyPool:
             if left is not None and left <= 0:  # no slot is taken that cannot be used
                 raise SlotTooFar(self._estimate())
             limit = self._max_wait if left is None else min(self._max_wait, max(0.0, left))
+            if self.ceilings and self._shared_ledger is not None:
+                await self._asked_now(None, False)  # the lanes' calls in every process
             head = self._fair.head(self._under_ceiling)
             if head is me:
                 lease, soonest = await self._attempt()
@@ -369,7 +409,12 @@ class KeyPool:
                     raise SlotTooFar(soonest)
                 if self.shared:
                     # Other processes' answers free slots too, and nothing here hears of them.
-                    await self._sleep(min(soonest, 0.05 if math.isinf(soonest) else 0.25, limit))
+                    # Looked at again often enough for the shortest window (a quarter
+                    # of it, at most every 0.25 s).
+                    poll = min(0.25, min(lim.window for lim in self._limits) / 4)
+                    await self._sleep(
+                        min(soonest, min(0.05, poll) if math.isinf(soonest) else poll, limit)
+                    )
                 elif math.isinf(soonest):
                     # Every slot is held by a call in flight: its answer frees one.
                     await self._wait_changed(changed, limit)
@@ -450,6 +495,25 @@ class KeyPool:
     def _granted(self, me: Waiter) -> None:
         self._recent().append((self._clock(), me.lane, me.client, me.weight, True))
 
+    async def _asked_now(self, me: Waiter | None, given: bool) -> None:
+        """With a shared budget: note ``me`` among those who asked (given a slot or not)
+        in every process, and take their list as this process's view."""
+        ledger = self._shared_ledger
+        if ledger is None:
+            return
+        _, window = self.capacity()
+        entry = ""
+        if me is not None:
+            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{uuid.uuid4().hex[:8]}|{me.client}"
+        seen = await ledger.asked(entry, window)
+        now = self._clock()
+        view = []
+        for text, age in seen:
+            lane, weight, was_given, _, client = text.split("|", 4)
+            view.append((now - age, lane, client, float(weight), was_given == "1"))
+        view.sort()
+        self._asked = deque(view)
+
     def _under_ceiling(self, lane: str) -> bool:
         return self._ceiling_wait(lane) <= 0
 
@@ -483,18 +547,35 @@ class KeyPool:
             reset = mine[len(mine) - fair] + window - self._clock()
         return fair, max(0, fair - len(mine)), max(0.0, reset)
 
+    def lane_states(self) -> dict[str, dict[str, Any]]:
+        """Each lane's share, its calls waiting here, and its state: ``idle`` (nobody
+        waits), ``waiting``, or ``at ceiling`` (it has had its ceiling's part of the
+        window)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, share in self._fair.shares.items():
+            waiting = self._fair.waiting(name)
+            state = "waiting" if waiting else "idle"
+            if self._limits and not self._under_ceiling(name):
+                state = "at ceiling"
+            out[name] = {"share": share, "waiting": waiting, "state": state}
+        return out
+
     def _tell(self, me: Waiter) -> None:
         calls, window = self.capacity()
         _, remaining, reset = self.standing(me.client, me.weight)
         lanes.note(self.source, calls, window, remaining, reset)
 
-    def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
+    async def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
         """A client beyond its fair share while others want the budget too is told of its
         own limit (:class:`OverShare`); otherwise the budget is spent for everyone
         (``exc``). Either way the refused call counts as asking for the budget."""
+        await self._asked_now(None, False)
         asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
         quota, remaining, reset = self.standing(me.client, me.weight)
-        self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
+        if self._shared_ledger is not None:
+            await self._asked_now(me, False)
+        else:
+            self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
         if not asking - {me.client} or remaining > 0:
             return exc
         return OverShare(max(1.0, reset), quota)

@@ -22,7 +22,7 @@ class Clock:
         return self.now
 
 
-def pool_of(per_minute: int, clock: Clock, sleep=None, **lane_options) -> KeyPool:
+def pool_of(per_minute: int, clock: Clock, sleep=None, queue=None, **lane_options) -> KeyPool:
     async def forever(_: float) -> None:
         await asyncio.Event().wait()
 
@@ -33,6 +33,7 @@ def pool_of(per_minute: int, clock: Clock, sleep=None, **lane_options) -> KeyPoo
         slack=0.0,
         clock=clock,
         sleep=sleep or forever,
+        queue=queue,
     )
     pool.bind("nyra-t")
     pool.configure_lanes(**lane_options)
@@ -45,8 +46,12 @@ async def call(pool: KeyPool, client: str, lane: str = "interactive", deadline=N
             pass
 
 
-async def until_waiting(pool: KeyPool, n: int) -> None:
+async def until_waiting(pool: KeyPool, n: int, tasks=()) -> None:
     while pool._waiting < n:
+        for task in tasks:
+            if task.done():
+                await task  # it ended instead of waiting: its exception says why
+                raise AssertionError("a call was served that should wait")
         await asyncio.sleep(0)
 
 
@@ -58,7 +63,7 @@ async def test_waiting_clients_are_served_in_turn_whoever_asked_first():
         await advance.wait()
         clock.now += seconds
 
-    pool = pool_of(2, clock, sleep)
+    pool = pool_of(2, clock, sleep, queue=6)
     await call(pool, "a")
     await call(pool, "a")  # the window's budget is spent
     order: list[str] = []
@@ -68,9 +73,9 @@ async def test_waiting_clients_are_served_in_turn_whoever_asked_first():
         order.append(client)
 
     tasks = [asyncio.create_task(one("a")) for _ in range(4)]
-    await until_waiting(pool, 4)
+    await until_waiting(pool, 4, tasks)
     tasks += [asyncio.create_task(one("b")) for _ in range(2)]
-    await until_waiting(pool, 6)
+    await until_waiting(pool, 6, tasks)
     advance.set()
     await asyncio.gather(*tasks)
     # b asked last but has had nothing: it is served first, then in turn with a.
@@ -97,7 +102,7 @@ async def test_over_its_share_while_others_wait_is_the_clients_own_limit():
     clock.now = 1010.0
     await call(pool, "a")  # a has had the whole budget of this window
     waiting = asyncio.create_task(call(pool, "b"))  # b waits for the next window
-    await until_waiting(pool, 1)
+    await until_waiting(pool, 1, [waiting])
     with pytest.raises(OverShare) as over:
         await call(pool, "a", deadline=5.0)
     # a's fair part is half of 2 calls a minute: it has a call left when both of its calls
@@ -134,6 +139,14 @@ async def test_each_grant_tells_the_client_where_it_stands():
         async with pool.acquire():
             pass
         assert standing == {"nyra-t": (6, 60.0, 4, 45.0)}
+
+
+def test_the_queue_is_sized_from_the_budget():
+    clock = Clock()
+    # What the budget serves within the longest wait (65 s): 60 calls a minute, 65.
+    assert pool_of(60, clock).queue == 65
+    assert pool_of(2, clock).queue == 2
+    assert pool_of(2, clock, queue=10).queue == 10  # as configured
 
 
 def test_unknown_lanes_and_shares_are_refused():
