@@ -140,7 +140,10 @@ class SharedCircuit:
     async def before_call(self) -> bool:
         """As :meth:`Circuit.before_call`, for every process: True when this call is the
         probe (the one of all processes that may try the vendor now)."""
-        await self.sync()
+        try:
+            await self.sync()
+        except Exception:  # Redis away: this process's own view stands
+            return self.circuit.before_call()
         probe = self.circuit.before_call()
         if probe:
             ms = max(1, math.ceil(self.circuit.open_seconds * 1000))
