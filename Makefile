@@ -6,10 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench openapi clean
 
-$(STAMP): pyproject.toml
+# The connectors kept as their own packages (plugins/) are installed beside the core, so
+# that the conformance suite runs over them too.
+PLUGINS := plugins/fhir-upstream
+
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 # The facade on the embedded default: one Leyr and one Nyra sandbox source, in-process.
@@ -32,8 +37,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
+# The conformance suite runs the FHIR upstream connector against its sandbox server in the
+# run above, and again against a facade over that server. The console's browser tests
+# drive Debian's chromium (playwright through its executable_path): brought in here on a
+# machine that lacks it.
 test: lint
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y chromium)
 	$(BIN)/pytest -q
+	FHIR_UPSTREAM_OVER=facade $(BIN)/pytest -q tests/conformance -k fhir-upstream
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_mappings.py

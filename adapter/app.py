@@ -39,15 +39,19 @@ from adapter.api.guard import Guard, MemoryLimiter, RedisLimiter
 from adapter.api.routes import FhirRoutes
 from adapter.api.subscriptions import router as subscriptions_router
 from adapter.api.terminology import router as terminology_router
+from adapter.api.tracing import Traced
 from adapter.api.writes import router as writes_router
 from adapter.assembly import build_facade, journal_of
 from adapter.auth.tokens import AssertionReplay, TokenService
+from adapter.console import ConsoleState
+from adapter.console import router as console_router
 from adapter.export.jobs import ExportRunner
+from adapter.export.outputs import output_for
 from adapter.export.store import FileJobStore, JobStore, RedisJobStore
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from adapter.ops import caches, metrics
+from adapter.ops import caches, metrics, telemetry
 from adapter.ops import logs as ops_logs
 from adapter.ops.observer import observer as ops_observer
 from adapter.ops.probes import probes_router
@@ -83,6 +87,9 @@ def create_app(
     # What the transport reports (calls, 429s, failures, cache hits) becomes metrics and
     # console lines; one observer per process, whatever the number of apps.
     hooks.install(ops_observer)
+    # Traces over OTLP when [telemetry] asks for them: one provider per process.
+    if settings.otlp_endpoint and not telemetry.enabled():
+        telemetry.configure(telemetry.otlp_provider(settings.otlp_endpoint))
     # Vendor budgets: shared by every process through Redis, else this worker's share.
     budget_redis = (
         aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
@@ -94,6 +101,7 @@ def create_app(
     budgets = budget.Budgets(
         budget_redis,
         workers=workers,
+        namespace=settings.redis_prefix,
         shares=settings.lanes,
         ceilings={"bulk": settings.export.budget_share},
     )
@@ -121,6 +129,7 @@ def create_app(
         and the Subscriptions' poller."""
         await app.state.exports.start()
         await app.state.subscriptions.start()
+        app.state.console.start()
         app.state.sampler = asyncio.create_task(_sample_worker(), name="worker-memory")
 
     async def aclose() -> None:
@@ -134,6 +143,8 @@ def create_app(
                 await sampler
         await app.state.exports.stop()
         await app.state.subscriptions.aclose()
+        await app.state.console.aclose()
+        await asyncio.to_thread(telemetry.flush)  # the last spans, before the process goes
         await facade.aclose()
         await journal.aclose()
         if budget_redis is not None:
@@ -143,6 +154,7 @@ def create_app(
         if app.state.audit_file is not None:
             app.state.audit_file.close()
         await app.state.exports.store.aclose()
+        await app.state.exports.output.aclose()
 
     app = FastAPI(
         title="fhir-adapter",
@@ -158,16 +170,24 @@ def create_app(
     app.state.aclose = aclose
     app.state.astart = astart
     store: IdempotencyStore = (
-        RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+        RedisStore(settings.redis_url, prefix=f"{settings.redis_prefix}idem:")
+        if settings.redis_url
+        else MemoryStore()
     )
     app.state.idempotency = store
     export_root = Path(settings.export.dir)
     jobs: JobStore = (
-        RedisJobStore(aioredis.Redis.from_url(settings.redis_url), export_root)
+        RedisJobStore(
+            aioredis.Redis.from_url(settings.redis_url),
+            export_root,
+            settings.redis_prefix,
+            keep_seconds=settings.export.keep_hours * 3600,
+        )
         if settings.redis_url
         else FileJobStore(export_root)
     )
-    app.state.exports = ExportRunner(facade, settings.export, jobs, journal=journal)
+    output = output_for(settings.export, jobs)  # [export] dir, or object storage
+    app.state.exports = ExportRunner(facade, settings.export, jobs, journal=journal, output=output)
     app.state.subscriptions = _subscriptions(settings, facade, transports.get("subscriptions"))
     audience = settings.public_base_url or "urn:fhir-adapter"
     open_access = settings.open_access and not settings.clients
@@ -188,6 +208,8 @@ def create_app(
         probes_router(facade.readiness, refresh=budgets.sync_circuits, lanes=budgets.lane_states)
     )
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs
+    app.state.console = ConsoleState.of(settings)
+    app.include_router(console_router)  # the operator's console at /console
 
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
@@ -199,7 +221,11 @@ def create_app(
         app.add_exception_handler(kind, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
 
-    limiter = RedisLimiter(app.state.idempotency.redis) if settings.redis_url else MemoryLimiter()
+    limiter = (
+        RedisLimiter(app.state.idempotency.redis, namespace=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryLimiter()
+    )
     # Held open for the app's life; closed when it shuts down.
     app.state.audit_file = ops_logs.open_audit_ndjson(settings)
     app.state.subscriptions.audit_file = app.state.audit_file  # a record per notification
@@ -223,6 +249,8 @@ def create_app(
             ]
         ),
     )
+    if telemetry.enabled():  # outermost: the request's span holds the guard's work too
+        app.add_middleware(Traced)
     return app
 
 
@@ -234,7 +262,7 @@ def _subscriptions(
     without waiting for the next poll."""
     config = settings.subscriptions
     store: Store = (
-        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url))
+        RedisSubscriptionStore(aioredis.Redis.from_url(settings.redis_url), settings.redis_prefix)
         if settings.redis_url
         else FileSubscriptionStore(config.directory(settings.export.dir))
     )

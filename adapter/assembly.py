@@ -47,7 +47,7 @@ def connector_for(
 def journal_of(settings: Settings) -> Journal:
     """The change journal of this deployment: in Redis with ``[server] redis_url``, else a
     sqlite file under ``[export] dir`` (made when first used)."""
-    return journal_for(settings.redis_url, Path(settings.export.dir))
+    return journal_for(settings.redis_url, Path(settings.export.dir), settings.redis_prefix)
 
 
 def cache_parts(settings: Settings, source: str) -> dict[str, float]:

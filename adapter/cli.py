@@ -5,7 +5,7 @@
     fhir-adapter sandbox nyra --port 5001 --seed 7 --patients 500
     fhir-adapter sandbox leyr --port 5002
     fhir-adapter export [--config FILE] --source S --type Patient,Appointment [--since T]
-                        --out DIR [--resume]
+                        [--storage s3://bucket/prefix] --out DIR [--resume]
     fhir-adapter version
 
 ``fhir-adapter --help`` and each command's ``--help`` give its purpose and examples.
@@ -21,7 +21,8 @@ on an address other than loopback also needs ``[server] public_base_url`` or
 answered (exit code 1 when a source fails it).
 
 ``export`` writes every resource of the types from the sources into NDJSON files and a
-Bulk Data ``manifest.json`` in ``DIR``, straight from the connectors (no server); see
+Bulk Data ``manifest.json`` in ``DIR`` (or the files on object storage, with
+``--storage``), straight from the connectors (no server); see
 :mod:`adapter.export_command` for its exit codes and ``--resume``.
 
 A sandbox prints the credentials it accepts (its own, generated from the seed: they are
@@ -133,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
             "fhir-adapter export --config adapter.toml --source nyra-city --type Patient "
             "--since 2026-01-01T00:00:00Z --out ./export",
             "fhir-adapter export --out ./export --resume",
+            "fhir-adapter export --config adapter.toml --storage s3://exports/nightly "
+            "--out ./state",
         ],
     )
     export.add_argument("--config", help="TOML configuration (as for serve)")
@@ -150,7 +153,16 @@ def _parser() -> argparse.ArgumentParser:
         help="keep only these elements (Type.element or element, comma-separated; as "
         "_elements: what R4 requires is kept, and the records are tagged SUBSETTED)",
     )
-    export.add_argument("--out", required=True, help="the directory to write into")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="the directory to write into (with object storage: its state and manifest)",
+    )
+    export.add_argument(
+        "--storage",
+        help="write the files to object storage, s3://bucket/prefix (default: [export] "
+        "storage when the configuration sets it)",
+    )
     export.add_argument(
         "--resume", action="store_true", help="continue the export stopped in --out"
     )
@@ -174,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--keys", type=int, default=1, help="Nyra: API keys to issue")
     sandbox.add_argument("--timezone", help="the hospital's or EHR's IANA time zone")
 
+    _command(
+        commands,
+        "hash-password",
+        "read a console operator's password from standard input and print its "
+        "[operators.NAME] password_hash (scrypt)",
+        ["fhir-adapter hash-password < password.txt"],
+    )
     _command(commands, "version", "print the version", ["fhir-adapter version"])
     return parser
 
@@ -198,9 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.resume,
             type_filters=args.type_filter,
             elements=args.elements,
+            storage=args.storage,
         )
     if args.command == "version":
         print(f"fhir-adapter {package_version()}")
+        return 0
+    if args.command == "hash-password":
+        from adapter.auth.operators import hash_password
+
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("fhir-adapter: no password on standard input", file=sys.stderr)
+            return 2
+        print(hash_password(password))
         return 0
     if args.command == "openapi":
         from adapter.openapi import openapi_json
@@ -321,7 +350,9 @@ def _serve(args: argparse.Namespace) -> int:
         exported[DEMO_SECRET_ENV] = env[DEMO_SECRET_ENV] = secrets.token_urlsafe(24)
     from adapter.app import create_app
     from adapter.ops import logs
+    from adapter.ops.memory import limit_arenas
 
+    limit_arenas()  # before the first thread and worker: see adapter/ops/memory.py
     try:
         settings = load_settings(env=env)
         _network_checks(settings, args.workers)

@@ -2,11 +2,16 @@
 (:func:`adapter.assembly.build_facade`), without a server.
 
     fhir-adapter export [--config F] --source S --type Patient,Appointment [--since T]
-                        [--type-filter Type?search ...] [--elements E,...] --out DIR
-                        [--resume]
+                        [--type-filter Type?search ...] [--elements E,...]
+                        [--storage s3://bucket/prefix] --out DIR [--resume]
 
 Writes the NDJSON files and ``manifest.json`` (the Bulk Data manifest, file URLs as
-``file:`` URIs) into ``DIR``, with a progress bar per type. ``--type-filter`` (repeated, or
+``file:`` URIs) into ``DIR``, with a progress bar per type. With object storage
+(``--storage s3://bucket/prefix``, or ``[export] storage`` of the configuration, its
+endpoint and credentials as the server takes them) the files are uploaded as they are
+written, under ``prefix/<export id>/``, with ``manifest.json`` beside them (URLs as
+``s3://`` URIs, or pre-signed with ``[export] signed_urls``); ``DIR`` keeps the state, the
+not yet uploaded end of each file, and a copy of the manifest. ``--type-filter`` (repeated, or
 comma-joined) is the kick-off's ``_typeFilter`` (:mod:`adapter.export.filters`),
 ``--elements`` its ``_elements`` (:mod:`adapter.export.elements`). Its position is kept
 in ``DIR/export-state.json`` after every page: ``--resume`` continues an export that was
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import time
 from collections.abc import Mapping
@@ -48,6 +54,8 @@ from adapter.export.engine import (
 )
 from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import now_instant
+from adapter.export.outputs import FileTails, ObjectWriter
+from adapter.export.storage import ObjectStorage, StorageError, parse_location
 from adapter.facade import Facade
 from adapter.fhir.outcome import FhirError
 from adapter.settings import Settings, SettingsError, load_settings
@@ -73,6 +81,7 @@ def export_command(
     *,
     type_filters: list[str] | None = None,
     elements: str | None = None,
+    storage: str | None = None,
     transports: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the command; its exit code. ``transports`` (source -> transport) puts a
@@ -85,7 +94,9 @@ def export_command(
         return 2
     folder = Path(out)
     try:
-        job = _job(settings, folder, sources, types, since, resume, type_filters or [], elements)
+        job = _job(
+            settings, folder, sources, types, since, resume, type_filters or [], elements, storage
+        )
     except FhirError as exc:  # --elements naming what no exported type has
         for issue in exc.issues:
             print(f"export: {issue.diagnostics}", file=sys.stderr)
@@ -100,9 +111,9 @@ def export_command(
         if settings.redis_url
         else None
     )
-    budget.configure(budget.Budgets(budget_redis, workers=1))
+    budget.configure(budget.Budgets(budget_redis, workers=1, namespace=settings.redis_prefix))
     try:
-        state = asyncio.run(_run(settings, transports, folder, job, budget_redis))
+        state, urls = asyncio.run(_run(settings, transports, folder, job, budget_redis))
     except KeyboardInterrupt:
         print(f"export stopped; `--resume --out {folder}` continues it", file=sys.stderr)
         return 130
@@ -110,17 +121,23 @@ def export_command(
         for issue in exc.issues:
             print(f"export: {issue.diagnostics}", file=sys.stderr)
         return 2
+    except StorageError as exc:  # its text names no key, endpoint or credential
+        print(f"export: {exc}; `--resume --out {folder}` continues it", file=sys.stderr)
+        return 1
     except Exception as exc:
         print(
             f"export failed ({type(exc).__name__}); `--resume --out {folder}` continues it",
             file=sys.stderr,
         )
         return 1
-    body = manifest(state, job["transaction_time"], job["request"], lambda n: _uri(folder, n))
-    body["requiresAccessToken"] = False  # local files
+    body = manifest(
+        state, job["transaction_time"], job["request"], lambda n: urls.get(n) or _uri(folder, n)
+    )
+    body["requiresAccessToken"] = False  # local files, s3:// URIs or pre-signed URLs
     _write_json(folder / MANIFEST_FILE, body)
     written = state.written()
-    print(f"export done: {written} resources in {folder}; manifest {folder / MANIFEST_FILE}")
+    where = _objects(job) or str(folder)
+    print(f"export done: {written} resources in {where}; manifest {folder / MANIFEST_FILE}")
     if state.errors.count:
         print(
             f"export: {state.errors.count} problems, see {folder / state.errors.name}",
@@ -128,6 +145,14 @@ def export_command(
         )
         return 1
     return 0
+
+
+def _objects(job: Mapping[str, Any]) -> str | None:
+    """``s3://bucket/prefix/<export id>`` where the export's files go, if on storage."""
+    if not job.get("storage"):
+        return None
+    location = parse_location(job["storage"])
+    return f"s3://{location.bucket}/{location.key(job['id'])}"
 
 
 def _uri(folder: Path, name: str) -> str:
@@ -143,6 +168,7 @@ def _job(
     resume: bool,
     type_filters: list[str],
     elements: str | None = None,
+    storage: str | None = None,
 ) -> dict[str, Any]:
     saved = folder / STATE_FILE
     if resume:
@@ -167,6 +193,12 @@ def _job(
         raise UsageError(
             f"--type {', '.join(refused)} is not exported (only {', '.join(EXPORT_TYPES)})"
         )
+    storage = storage or settings.export.storage
+    if storage is not None:
+        try:
+            parse_location(storage)
+        except ValueError as exc:
+            raise UsageError(f"--storage: {exc}") from None
     if since is not None:
         try:
             parse_instant(since)
@@ -182,6 +214,8 @@ def _job(
     if elements:
         request += f" --elements {elements}"
     job = {
+        "id": secrets.token_urlsafe(12),
+        "storage": storage,
         "sources": names,
         "types": wanted,
         "since": since,
@@ -212,8 +246,18 @@ async def _run(
     folder: Path,
     job: dict[str, Any],
     budget_redis: Any,
-) -> ExportState:
+) -> tuple[ExportState, dict[str, str]]:
+    """The finished state, and the manifest's URL of each file on object storage."""
     state = ExportState.from_json(job["state"])
+    storage = (
+        ObjectStorage(
+            job["storage"],
+            endpoint_url=settings.export.endpoint_url,
+            region=settings.export.region,
+        )
+        if job.get("storage")
+        else None
+    )
     journal = journal_of(settings)
     gate: Facade = build_facade(
         settings, transports=transports, sources=job["sources"], journal=journal
@@ -225,12 +269,17 @@ async def _run(
 
     type_filters = parse_type_filters(gate, job.get("type_filters", []), job["types"])
     bars = _Bars(job["types"])
+    out = (
+        folder
+        if storage is None
+        else ObjectWriter(storage, FileTails(folder / "buffers"), job["id"])
+    )
     try:
         with bars.progress:
-            return await run_export(
+            state = await run_export(
                 gate,
                 state,
-                folder,
+                out,
                 save,
                 since=parse_instant(job["since"]) if job["since"] else None,
                 type_filters=type_filters,
@@ -241,10 +290,41 @@ async def _run(
                 budget_share=settings.export.budget_share,
                 progress=bars.update,
             )
+        if storage is None:
+            return state, {}
+        return state, await _publish(storage, settings, job, state)
     finally:
+        if storage is not None:
+            await storage.aclose()
         await asyncio.gather(gate.aclose(), journal.aclose())
         if budget_redis is not None:
             await budget_redis.aclose()
+
+
+async def _publish(
+    storage: ObjectStorage, settings: Settings, job: Mapping[str, Any], state: ExportState
+) -> dict[str, str]:
+    """Each file's URL (pre-signed with ``[export] signed_urls``, else ``s3://``), and the
+    manifest beside the files."""
+    location = storage.location
+    names = [f.name for p in state.parts for f in p.files if f.count]
+    names += [f.name for f in (state.errors, state.deleted) if f.count]
+    urls: dict[str, str] = {}
+    for name in names:
+        key = location.key(job["id"], name)
+        urls[name] = (
+            await storage.presign(key, settings.export.signed_url_seconds)
+            if settings.export.signed_urls
+            else f"s3://{location.bucket}/{key}"
+        )
+    body = manifest(state, job["transaction_time"], job["request"], urls.__getitem__)
+    body["requiresAccessToken"] = False
+    await storage.put(
+        location.key(job["id"], MANIFEST_FILE),
+        orjson.dumps(body, option=orjson.OPT_INDENT_2),
+        "application/json",
+    )
+    return urls
 
 
 class _Bars:

@@ -27,9 +27,9 @@ comes back (the same id listed again) is no longer deleted.
 
 Two stores: a sqlite file (``journal.sqlite3`` under a directory; WAL mode and a busy
 timeout, so several processes share it) and Redis (one hash per source and type, keys
-under ``fhir-adapter:journal:``; a Lua script per batch, so every worker and replica
-agrees on when a version was first seen). Each :meth:`Journal.stamp` call is one round
-trip whatever the number of resources.
+under ``fhir-adapter:journal:``, the first part ``[server] redis_prefix``; a Lua script per
+batch, so every worker and replica agrees on when a version was first seen). Each
+:meth:`Journal.stamp` call is one round trip whatever the number of resources.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ from adapter.fhir.versions import version_of
 
 __all__ = [
     "JOURNAL_FILE",
-    "PRESENCE_PREFIX",
-    "REDIS_PREFIX",
     "FileJournal",
     "Journal",
     "RedisJournal",
@@ -58,7 +56,6 @@ __all__ = [
 ]
 
 JOURNAL_FILE = "journal.sqlite3"
-REDIS_PREFIX = "fhir-adapter:journal:"
 _BUSY_MS = 10_000
 
 
@@ -319,16 +316,17 @@ for i = 1, #all, 2 do
 end
 return 0
 """
-PRESENCE_PREFIX = "fhir-adapter:presence:"
 
 
 class RedisJournal:
     """The journal in Redis: one hash per source and resource type
-    (``fhir-adapter:journal:<source>:<type>``), the record's id as the field."""
+    (``<namespace>journal:<source>:<type>``), the record's id as the field."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "fhir-adapter:") -> None:
         import redis.asyncio
 
+        self._stamps = f"{namespace}journal:"
+        self._presence = f"{namespace}presence:"
         self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._script = self.redis.register_script(_STAMP_SCRIPT)
         self._seen = self.redis.register_script(_SEEN_SCRIPT)
@@ -344,7 +342,7 @@ class RedisJournal:
         keys, argv = [], []
         for entry in entries:
             resource = resources[entry.index]
-            keys.append(f"{REDIS_PREFIX}{source}:{resource.get('resourceType')}")
+            keys.append(f"{self._stamps}{source}:{resource.get('resourceType')}")
             argv += [str(resource.get("id")), entry.digest, seen]
         held = await self._script(keys=keys, args=argv)
         stamps = []
@@ -356,16 +354,16 @@ class RedisJournal:
 
     async def seen(self, source: str, resource_type: str, ids: Sequence[str], at: datetime) -> None:
         if ids:
-            key = f"{PRESENCE_PREFIX}{source}:{resource_type}"
+            key = f"{self._presence}{source}:{resource_type}"
             await self._seen(keys=[key], args=[instant(at), *ids])
 
     async def sweep(self, source: str, resource_type: str, at: datetime) -> None:
-        await self._sweep(keys=[f"{PRESENCE_PREFIX}{source}:{resource_type}"], args=[instant(at)])
+        await self._sweep(keys=[f"{self._presence}{source}:{resource_type}"], args=[instant(at)])
 
     async def deleted(self, source: str, resource_type: str, since: datetime) -> list[str]:
         after = instant(since)
         out = []
-        key = f"{PRESENCE_PREFIX}{source}:{resource_type}"
+        key = f"{self._presence}{source}:{resource_type}"
         async for field, value in self.redis.hscan_iter(key):
             text = value.decode() if isinstance(value, bytes) else str(value)
             gone = text.partition(" ")[2]
@@ -377,9 +375,12 @@ class RedisJournal:
         await self.redis.aclose()
 
 
-def journal_for(redis_url: str | None, directory: Path) -> Journal:
-    """A :class:`RedisJournal` when ``redis_url`` is set, else a :class:`FileJournal` under
-    ``directory`` (its ``journal.sqlite3``, made with its parents when first used)."""
+def journal_for(
+    redis_url: str | None, directory: Path, namespace: str = "fhir-adapter:"
+) -> Journal:
+    """A :class:`RedisJournal` when ``redis_url`` is set (its keys under ``namespace``),
+    else a :class:`FileJournal` under ``directory`` (its ``journal.sqlite3``, made with its
+    parents when first used)."""
     if redis_url:
-        return RedisJournal(redis_url)
+        return RedisJournal(redis_url, namespace)
     return FileJournal(directory)

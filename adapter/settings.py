@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.auth.clients import CLIENT_KEYS, Client, load_clients
+from adapter.auth.operators import OPERATOR_KEYS, Operator, load_operators
 from adapter.connectors.config import (
     AtLeast,
     OneOf,
@@ -44,6 +45,7 @@ __all__ = [
     "EXPORT_KEYS",
     "MAX_COUNT",
     "SERVER_KEYS",
+    "TELEMETRY_KEYS",
     "TOKEN_KEY_ENV",
     "WORKERS_ENV",
     "ExportSettings",
@@ -71,7 +73,7 @@ DEMO_SECRET_ENV = "FHIR_ADAPTER_DEMO_SECRET"
 WORKERS_ENV = "FHIR_ADAPTER_WORKERS"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
-_TABLES = ("server", "sources", "clients", "export", "subscriptions")
+_TABLES = ("server", "sources", "clients", "export", "subscriptions", "telemetry", "operators")
 
 # What [server] takes (README, Configuration), in the specs of adapter.connectors.config;
 # ranges that tie keys together are checked after the types.
@@ -83,6 +85,7 @@ SERVER_KEYS: dict[str, Any] = {
     "token_key": str,
     "token_minutes": float,
     "redis_url": str,
+    "redis_prefix": str,
     "open_access": bool,
     "audit_ndjson": str,
     "audit_stdout": bool,
@@ -104,6 +107,12 @@ EXPORT_KEYS: dict[str, Any] = {
     "keep_hours": AtLeast(float, 0, strictly=True),
     "budget_share": AtLeast(float, 0, strictly=True),
     "file_max_records": AtLeast(int, 1),
+    # Object storage for the files (docs/export-storage.md): "s3://bucket/prefix".
+    "storage": str,
+    "endpoint_url": str,
+    "region": str,
+    "signed_urls": bool,
+    "signed_url_seconds": AtLeast(int, 1),
 }
 
 # What [subscriptions] takes: Subscription (rest-hook) polling and delivery.
@@ -114,6 +123,9 @@ SUBSCRIPTION_KEYS: dict[str, Any] = {
     "budget_share": AtLeast(float, 0, strictly=True),
     "allowed_endpoints": list[str],
 }
+
+# What [telemetry] takes: traces sent over OTLP/HTTP to a collector (adapter.ops.telemetry).
+TELEMETRY_KEYS: dict[str, Any] = {"otlp_endpoint": str}
 
 EMBEDDED_DEFAULT: dict[str, Any] = {
     # The demo is reached as localhost, also from outside a container publishing its port.
@@ -163,6 +175,15 @@ class ExportSettings:
     keep_hours: float = 24.0
     budget_share: float = 0.5
     file_max_records: int = 100_000
+    # Files on S3-compatible object storage instead of under ``dir``: ``s3://bucket/prefix``;
+    # credentials from the environment (AWS_ACCESS_KEY_ID...), the endpoint from
+    # ``endpoint_url`` or AWS_ENDPOINT_URL. ``signed_urls``: the manifest's URLs are
+    # pre-signed for ``signed_url_seconds`` (no token needed) instead of the service's own.
+    storage: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    signed_urls: bool = False
+    signed_url_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -215,6 +236,9 @@ class Settings:
     # made at start-up and handed to the workers this process starts.
     cursor_key: bytes = field(default=b"", repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    # What every key this deployment keeps in Redis begins with: deployments (or test
+    # runs) sharing one Redis database keep apart by it.
+    redis_prefix: str = "fhir-adapter:"
     token_key: bytes = field(default=b"", repr=False)  # signs access tokens (HS256)
     token_minutes: float = 5.0
     audit_ndjson: str | None = None  # AuditEvent NDJSON file, besides the audit log
@@ -229,6 +253,10 @@ class Settings:
     lanes: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
     export: ExportSettings = field(default_factory=ExportSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    # [telemetry] otlp_endpoint: the collector traces go to (OTLP/HTTP); none: no tracing.
+    otlp_endpoint: str | None = None
+    # [operators.NAME] password_hash: who may log in to the console at /console.
+    operators: Mapping[str, Operator] = field(default_factory=dict, repr=False)
     origin: str = "embedded default"
 
     def __repr__(self) -> str:
@@ -277,11 +305,20 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     share = export.get("budget_share") if isinstance(export, Mapping) else None
     if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
         problems.append("[export] budget_share must be above 0 and at most 1")
+    problems += _storage_problems(export)
     subscriptions = resolved.get("subscriptions", {})
     problems += check_table("[subscriptions]", subscriptions, SUBSCRIPTION_KEYS)
     share = subscriptions.get("budget_share") if isinstance(subscriptions, Mapping) else None
     if isinstance(share, int | float) and not isinstance(share, bool) and share > 1:
         problems.append("[subscriptions] budget_share must be above 0 and at most 1")
+    telemetry = resolved.get("telemetry", {})
+    problems += check_table("[telemetry]", telemetry, TELEMETRY_KEYS)
+    raw_operators = resolved.get("operators", {})
+    if isinstance(raw_operators, Mapping):
+        for name, table in raw_operators.items():
+            problems += check_table(f"[operators.{name}]", table, OPERATOR_KEYS)
+    operators, operator_problems = load_operators(raw_operators)
+    problems += operator_problems
     raw_clients = resolved.get("clients", {})
     if not isinstance(raw_clients, Mapping):
         problems.append("[clients] must hold [clients.NAME] tables")
@@ -295,6 +332,9 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
     base = server.get("public_base_url")
     if base is not None and not re.match(r"https?://", base):
         problems.append("[server] public_base_url must be an http(s) URL")
+    otlp = telemetry.get("otlp_endpoint") or None
+    if otlp is not None and not re.match(r"https?://", otlp):
+        problems.append("[telemetry] otlp_endpoint must be an http(s) URL")
     max_count = server.get("max_count", MAX_COUNT)
     default_count = server.get("default_count", DEFAULT_COUNT)
     if not 1 <= default_count <= max_count <= 1000:
@@ -315,6 +355,11 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
                 f"[server] forwarded_allow_ips[{i}]: not an IP address or network "
                 '(e.g. "10.0.0.5", "10.0.0.0/24")'
             )
+    if not re.fullmatch(r"[A-Za-z0-9_.:{}-]{1,64}", server.get("redis_prefix", "fhir-adapter:")):
+        problems.append(
+            "[server] redis_prefix must be 1 to 64 letters, digits or _ . : - { } "
+            '(e.g. "fhir-adapter:")'
+        )
     minutes = float(server.get("token_minutes", 5))
     if not 1 <= minutes <= 60:
         problems.append("[server] token_minutes must be from 1 to 60")
@@ -356,12 +401,18 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         max_count=max_count,
         cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
+        redis_prefix=server.get("redis_prefix", default.redis_prefix),
         lanes={**DEFAULT_SHARES, **{k: float(v) for k, v in server.get("lanes", {}).items()}},
         export=ExportSettings(
             dir=export.get("dir", ExportSettings.dir),
             keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),
             budget_share=float(export.get("budget_share", ExportSettings.budget_share)),
             file_max_records=export.get("file_max_records", ExportSettings.file_max_records),
+            storage=export.get("storage") or None,
+            endpoint_url=export.get("endpoint_url") or None,
+            region=export.get("region") or None,
+            signed_urls=export.get("signed_urls", False),
+            signed_url_seconds=export.get("signed_url_seconds", ExportSettings.signed_url_seconds),
         ),
         subscriptions=SubscriptionSettings(
             dir=subscriptions.get("dir") or None,
@@ -374,6 +425,8 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
             ),
             allowed_endpoints=tuple(subscriptions.get("allowed_endpoints", ())),
         ),
+        otlp_endpoint=otlp,
+        operators=operators,
         origin=origin,
     )
 
@@ -386,6 +439,24 @@ def _unknown_table(name: str) -> str:
         else "known: server, sources, clients, export, subscriptions"
     )
     return f"unknown top-level table [{name}] ({hint})"
+
+
+_STORAGE = re.compile(r"s3://[a-z0-9.-]{3,63}(/.*)?")
+
+
+def _storage_problems(export: Any) -> list[str]:
+    """``[export] storage`` is an ``s3://bucket[/prefix]`` URL; a pre-signed URL needs it."""
+    if not isinstance(export, Mapping):
+        return []
+    storage, problems = export.get("storage"), []
+    if isinstance(storage, str) and storage and not _STORAGE.fullmatch(storage):
+        problems.append('[export] storage must be "s3://bucket/prefix" (a lower-case bucket)')
+    endpoint = export.get("endpoint_url")
+    if isinstance(endpoint, str) and endpoint and not re.match(r"https?://", endpoint):
+        problems.append("[export] endpoint_url must be an http:// or https:// URL")
+    if export.get("signed_urls") is True and not storage:
+        problems.append("[export] signed_urls needs [export] storage (files on object storage)")
+    return problems
 
 
 def _source_problems(name: str, source: Any) -> list[str]:

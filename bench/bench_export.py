@@ -13,20 +13,31 @@ worker), so its peak RSS (``VmHWM`` in ``/proc``) is the export's alone. For eac
 - **peak RSS** of the exporting process;
 - **records/s**: resources written over the run's wall time.
 
+With ``--storage`` the files go to object storage (``[export] storage``): an S3 service
+(moto, in server mode on a loopback port, in a process of its own) that the exporting process
+reaches through its endpoint, with the tails of the files not yet uploaded beside the jobs
+(a directory, or Redis with ``--redis``).
+
     .venv/bin/python bench/bench_export.py                    # 10,000 and 100,000 patients
     .venv/bin/python bench/bench_export.py --patients 2000    # a quick look
+    .venv/bin/python bench/bench_export.py --storage --patients 10000 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +54,26 @@ from adapter.sandbox import NyraSandbox, RateLimits  # noqa: E402
 COMMAND = Path(sys.executable).with_name("fhir-adapter")
 SOURCE = "nyra-bench"
 PER_MINUTE = 60  # Nyra: per key, per minute window
+# With --redis: the run's keys, apart from anything else on that server (deleted at the end).
+PREFIX = f"bench-export-{os.getpid()}:"
+
+
+# The exporting process's view of the S3 service (moto takes any credentials).
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def config(
-    base_url: str, sandbox: NyraSandbox, limits: RateLimits, share: float, jobs: Path
+    base_url: str,
+    sandbox: NyraSandbox,
+    limits: RateLimits,
+    share: float,
+    jobs: Path,
+    storage: str = "",
+    redis_url: str = "",
 ) -> str:
     keys = ", ".join(
         "{ " + ", ".join(f'{k} = "{v}"' for k, v in g.credentials().items()) + " }"
@@ -56,10 +83,12 @@ def config(
 [server]
 open_access = true
 shutdown_seconds = 1
+{f'redis_url = "{redis_url}"{chr(10)}redis_prefix = "{PREFIX}"' if redis_url else ""}
 
 [export]
 dir = "{jobs}"
 budget_share = {share}
+{storage}
 
 [sources.{SOURCE}]
 connector = "nyra"
@@ -73,7 +102,7 @@ rate_limit = {{ second_window = {limits.second_window}, minute_window = {limits.
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
+    return {**env, **S3_ENV}
 
 
 def by_command(cfg: Path, out: Path) -> tuple[float, int, dict[str, Any]]:
@@ -148,7 +177,14 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def run(patients: int, keys: int, scale: float, share: float) -> list[dict[str, Any]]:
+def run(
+    patients: int,
+    keys: int,
+    scale: float,
+    share: float,
+    s3: tuple[str, Any] | None = None,
+    redis_url: str = "",
+) -> list[dict[str, Any]]:
     limits = RateLimits(second_window=1 / scale, minute_window=60 / scale)
     made = time.monotonic()
     sandbox = NyraSandbox(seed=5, patients=patients, keys=keys, limits=limits)
@@ -163,7 +199,13 @@ def run(patients: int, keys: int, scale: float, share: float) -> list[dict[str, 
     ):
         for path in ("command", "http"):
             cfg = Path(tmp) / f"{path}.toml"
-            cfg.write_text(config(url, sandbox, limits, share, Path(tmp) / f"{path}-jobs"))
+            storage = ""
+            if s3 is not None:
+                bucket = f"bench-{patients}-{path}"
+                s3[1].create_bucket(Bucket=bucket)
+                storage = f'storage = "s3://{bucket}/exports"\nendpoint_url = "{s3[0]}"'
+            jobs = Path(tmp) / f"{path}-jobs"
+            cfg.write_text(config(url, sandbox, limits, share, jobs, storage, redis_url))
             before, limited = len(arrivals.seen), sandbox.limited_total()
             if path == "command":
                 seconds, rss, body = by_command(cfg, Path(tmp) / "out")
@@ -188,6 +230,7 @@ def run(patients: int, keys: int, scale: float, share: float) -> list[dict[str, 
                 "rss_mb": rss / 1024,
                 "limited": sandbox.limited_total() - limited,
                 "errors": len(body.get("error", [])),
+                "storage": "s3" if s3 else "disk",
             }
             rows.append(row)
             print(
@@ -207,10 +250,69 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=3)
     parser.add_argument("--scale", type=float, default=10.0, help="time runs this much faster")
     parser.add_argument("--share", type=float, default=0.5, help="[export] budget_share")
+    parser.add_argument(
+        "--storage", action="store_true", help="files on object storage (moto on a port)"
+    )
+    parser.add_argument("--redis", default="", help="[server] redis_url (jobs, tails, budget)")
     args = parser.parse_args()
-    print(f"Nyra sandbox, {args.keys} keys, time x{args.scale:g}, budget_share {args.share}")
-    for n in args.patients:
-        run(n, args.keys, args.scale, args.share)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
+    where = "object storage (moto)" if args.storage else "disk"
+    print(
+        f"Nyra sandbox, {args.keys} keys, time x{args.scale:g}, budget_share {args.share}, "
+        f"files on {where}{', Redis' if args.redis else ''}"
+    )
+    with contextlib.ExitStack() as running:
+        s3 = running.enter_context(moto_on_a_port()) if args.storage else None
+        if args.redis:
+            running.callback(_forget, args.redis)
+        for n in args.patients:
+            run(n, args.keys, args.scale, args.share, s3, args.redis)
+
+
+def _forget(redis_url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        names = list(client.scan_iter(match=f"{PREFIX}*", count=1000))
+        if names:
+            client.delete(*names)
+
+
+@contextlib.contextmanager
+def moto_on_a_port() -> Iterator[tuple[str, Any]]:
+    """moto's S3 on 127.0.0.1 at a port the system picks, in a process of its own (its
+    CPU is not the sandbox's, as a real S3 service's is not): (endpoint, a boto3 client)."""
+    import boto3
+
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.get_context("spawn").Process(
+        target=_serve_moto, args=(child,), daemon=True
+    )
+    server.start()
+    try:
+        endpoint = parent.recv()
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=S3_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        yield endpoint, client
+    finally:
+        server.terminate()
+        server.join(10)
+
+
+def _serve_moto(pipe: Any) -> None:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    pipe.send(f"http://{host}:{port}")
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

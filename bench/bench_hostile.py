@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -177,7 +178,7 @@ def fuzzed(examples: int) -> None:
     )
     @given(data=st.data())
     def one(data: st.DataObject) -> None:
-        resource_type, items = data.draw(searches(params, references))
+        resource_type, items = data.draw(searches(params, references, date.today()))
         ask = lambda h: h.get(f"/fhir/{resource_type}", params=items)  # noqa: E731
         seconds, status = loop.run_until_complete(timed(http, ask))
         answered.append((seconds, f"{status} GET {resource_type} {items!r}"[:160]))

@@ -47,7 +47,7 @@ import uvicorn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = "redis://127.0.0.1:6379"
 CACHE_MB = 96  # [server] cache_mb, the default
 TABLES_MB = 8  # the fixed tables of a worker with two sources (README, Operations)
 # Loaded by each worker at start-up when tracing: tracemalloc on, and a snapshot written
@@ -93,7 +93,13 @@ def receiver() -> str:
 
 
 def config(
-    leyr_port: int, nyra_port: int, leyr: object, nyra: object, root: Path, redis_url: str
+    leyr_port: int,
+    nyra_port: int,
+    leyr: object,
+    nyra: object,
+    root: Path,
+    redis_url: str,
+    prefix: str,
 ) -> str:
     ld, nd = leyr.defaults(), nyra.defaults()  # type: ignore[attr-defined]
     keys = ", ".join(
@@ -106,6 +112,7 @@ def config(
 [server]
 open_access = true
 redis_url = "{redis_url}"
+redis_prefix = "{prefix}"
 cache_mb = {CACHE_MB}
 trusted_hosts = ["127.0.0.1:*"]
 
@@ -156,8 +163,9 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def persistent_keys(client: redis.Redis) -> int:
-    return sum(1 for key in client.scan_iter(count=500) if client.ttl(key) == -1)
+def persistent_keys(client: redis.Redis, prefix: str) -> int:
+    keys = client.scan_iter(match=f"{prefix}*", count=500)
+    return sum(1 for key in keys if client.ttl(key) == -1)
 
 
 async def mix(base: str, stop: float, seen: collections.Counter[str], n: int) -> None:
@@ -234,7 +242,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--sample", type=float, default=30)
     parser.add_argument("--patients", type=int, default=300)
-    parser.add_argument("--redis", default=REDIS_URL, help="a Redis database to flush and use")
+    parser.add_argument("--redis", default=REDIS_URL, help="the Redis server to use")
     parser.add_argument("--trace", type=Path, help="tracemalloc snapshots into this directory")
     args = parser.parse_args()
 
@@ -242,7 +250,8 @@ def main() -> None:
     from adapter.sandbox.nyra.keys import RateLimits
 
     store = redis.Redis.from_url(args.redis)
-    store.flushdb()
+    # The run's keys, and only those, are its own: counted, then deleted at the end.
+    prefix = f"soak-{os.getpid()}-{int(time.time())}:"
     leyr = LeyrSandbox(seed=9, patients=args.patients)
     nyra = NyraSandbox(
         seed=9,
@@ -255,7 +264,7 @@ def main() -> None:
     serve_in_thread(nyra.app, nyra_port)
     root = Path(tempfile.mkdtemp(prefix="soak-"))
     path = root / "adapter.toml"
-    path.write_text(config(leyr_port, nyra_port, leyr, nyra, root, args.redis))
+    path.write_text(config(leyr_port, nyra_port, leyr, nyra, root, args.redis, prefix))
     env = {**os.environ, "FHIR_ADAPTER_CONFIG": str(path)}
     if args.trace:
         args.trace.mkdir(parents=True, exist_ok=True)
@@ -321,7 +330,7 @@ def main() -> None:
             row = (
                 round((time.monotonic() - started) / 60, 1),
                 [(round(rss_mb(p), 1), fds(p)) for p in pids],
-                persistent_keys(store),
+                persistent_keys(store, prefix),
                 sum(seen.values()),
             )
             rows.append(row)
@@ -344,6 +353,9 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+        names = list(store.scan_iter(match=f"{prefix}*", count=1000))
+        if names:
+            store.delete(*names)
 
 
 def report(rows: list, seen: collections.Counter[str], minutes: float) -> None:

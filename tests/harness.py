@@ -2,13 +2,16 @@
 
 A connector joins the suite by having a :class:`Harness` here: how to start its vendor's
 simulator, the source configuration that reaches it, and how to spoil that
-configuration (bad credentials, a missing permission) for the failure cases.
+configuration (bad credentials, a missing permission) for the failure cases. A connector
+installed as its own package brings its harness under the entry point group
+``fhir_adapter.harnesses``, named as the connector: an object with the same fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from adapter.connectors.registry import create_connector
@@ -53,6 +56,17 @@ HARNESSES = {
         {"Patient": "patients:read", "Appointment": "appointments:read"},
     ),
 }
+
+
+for _entry in entry_points(group="fhir_adapter.harnesses"):
+    _plugged = _entry.load()
+    HARNESSES[_entry.name] = Harness(
+        _entry.name,
+        _plugged.make,
+        _plugged.spoil_credentials,
+        _plugged.without_permission,
+        dict(_plugged.read_permission),
+    )
 
 
 def source_config(name: str, sandbox: Any, **extra: Any) -> dict[str, Any]:

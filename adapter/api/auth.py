@@ -35,6 +35,7 @@ from adapter.api.fhir import base_url, read_body
 from adapter.auth.scopes import format_scopes, narrow, parse_scopes
 from adapter.auth.tokens import ASSERTION_TYPE, TokenError, verify_assertion
 from adapter.fhir.outcome import FhirError, whole_seconds
+from adapter.ops.activity import activity
 from adapter.settings import Settings
 
 __all__ = ["MAX_FORM", "LoginThrottle", "router", "smart_configuration", "token_url"]
@@ -243,6 +244,7 @@ async def token(request: Request) -> Response:
     if not granted:
         return _oauth_error(400, "invalid_scope", "none of the scopes asked for is held")
     access, lifetime = tokens.issue(client, granted)
+    activity.token_issued(client.name)
     answer = {
         "access_token": access,
         "token_type": "bearer",

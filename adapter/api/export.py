@@ -13,7 +13,10 @@
   ``Content-Location``.
 - Status: ``GET /fhir/$export-poll/{job}``: 202 with ``X-Progress`` and ``Retry-After``
   while it runs, 200 with the manifest when done; ``DELETE`` cancels it (then 404).
-- Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON.
+- Files: ``GET /fhir/$export-file/{job}/{name}``, NDJSON, from ``[export] dir`` or
+  streamed from object storage; with ``[export] signed_urls`` the manifest names
+  pre-signed storage URLs instead (``requiresAccessToken: false``). Storage that fails is a
+  503 OperationOutcome naming only the operation and the storage's error code.
 
 Who: the token's scopes must allow reading each type exported (403 otherwise); only the
 client's own sources are exported; a job's status and files are the asking client's
@@ -26,7 +29,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from adapter.api.fhir import (
     ERROR_RESPONSES,
@@ -47,7 +50,8 @@ from adapter.export.engine import (
 )
 from adapter.export.filters import parse_type_filters, split_type_filters
 from adapter.export.jobs import ExportRunner
-from adapter.export.store import files_of
+from adapter.export.outputs import LocalOutput, ObjectOutput
+from adapter.export.storage import StorageError
 from adapter.fhir import jsonbody
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.params import preferences
@@ -144,15 +148,30 @@ async def export_status(request: Request) -> Response:
             status_code=202,
             headers={"X-Progress": progress, "Retry-After": str(RETRY_SECONDS)},
         )
+    if job["status"] != "done" and job.get("failure"):
+        raise FhirError.one(
+            503, "transient", f"the export failed, {job['failure']}; kick it off again"
+        )
     if job["status"] != "done":
         raise FhirError.one(500, "exception", "the export failed; kick it off again")
     base = base_url(request)
+    output = runner(request).output
+    exported = ExportState.from_json(state)
+    signed: dict[str, str] = {}
+    if isinstance(output, ObjectOutput) and not output.requires_token:
+        names = [f.name for p in exported.parts for f in p.files if f.count]
+        names += [f.name for f in (exported.errors, exported.deleted) if f.count]
+        try:
+            signed = {n: await output.signed_url(job["id"], n) for n in names}
+        except StorageError as exc:
+            raise _unavailable(exc) from None
     body = manifest(
-        ExportState.from_json(state),
+        exported,
         job["transaction_time"],
         job["request"],
-        lambda name: f"{base}/$export-file/{job['id']}/{name}",
+        lambda name: signed.get(name) or f"{base}/$export-file/{job['id']}/{name}",
     )
+    body["requiresAccessToken"] = output.requires_token
     return Response(orjson.dumps(body), 200, media_type="application/json")
 
 
@@ -189,10 +208,37 @@ async def export_file(request: Request) -> Response:
         names.add(state["deleted"]["name"])
     if job["status"] != "done" or name not in names:
         raise FhirError.one(404, "not-found", "no such export file")
-    path = files_of(runner(request).store.root, job["id"]) / name
+    output = runner(request).output
+    if isinstance(output, ObjectOutput):
+        return await _streamed(output, job["id"], name)
+    assert isinstance(output, LocalOutput)
+    path = output.folder(job["id"]) / name
     if not path.is_file():
         raise FhirError.one(404, "not-found", "no such export file")
     return FileResponse(path, media_type="application/fhir+ndjson")
+
+
+async def _streamed(output: ObjectOutput, job_id: str, name: str) -> Response:
+    """The object, streamed chunk by chunk; its first chunk read before answering, so that
+    an object missing or storage failing is an OperationOutcome, not a broken stream."""
+    chunks = output.chunks(job_id, name)
+    try:
+        first = await anext(chunks, b"")
+    except StorageError as exc:
+        if exc.missing:
+            raise FhirError.one(404, "not-found", "no such export file") from None
+        raise _unavailable(exc) from None
+
+    async def body() -> Any:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(body(), media_type="application/fhir+ndjson")
+
+
+def _unavailable(exc: StorageError) -> FhirError:
+    return FhirError.one(503, "transient", f"{exc}; try again later", **{"Retry-After": "5"})
 
 
 async def _job(request: Request) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from adapter.subscriptions import TOPICS, topic_url
 __all__ = [
     "ERROR_RESPONSES",
     "FHIR_JSON",
+    "FORM_BODY",
     "ID_PARAM",
     "TYPE_PARAM",
     "base_url",
@@ -45,9 +46,12 @@ __all__ = [
     "read_body",
     "render",
     "router",
+    "search_items",
 ]
 
 FHIR_JSON = "application/fhir+json"
+# The OpenAPI request body of every POST _search: the query's parameters as a form.
+FORM_BODY = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
 _JSON_TYPES = {"json", "application/json", "application/fhir+json"}
 _XML_TYPES = {"xml", "text/xml", "application/xml", "application/fhir+xml"}
 _ANYONE = Caller()
@@ -99,7 +103,9 @@ def negotiate(request: Request) -> str:
 
 
 def _negotiate(request: Request) -> str:
-    wanted = _query_value(request, "_format")
+    wanted = request.scope.get("fhir.format")
+    if wanted is None:
+        wanted = _query_value(request, "_format")
     if wanted is not None:
         wanted = wanted.split(";")[0].strip().lower()
         if wanted in _JSON_TYPES:
@@ -132,8 +138,10 @@ def render(
         media = negotiate(request)
     except FhirError:
         media = FHIR_JSON  # an error about the format is itself sent as JSON
-    pretty = _query_value(request, "_pretty") == "true"
-    content = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+    pretty = request.scope.get("fhir.pretty")
+    if pretty is None:
+        pretty = _query_value(request, "_pretty")
+    content = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty == "true" else 0)
     return Response(content, status, headers, media_type=f"{media}; charset=utf-8")
 
 
@@ -233,19 +241,11 @@ async def search_get(request: Request) -> Response:
     },
     openapi_extra={
         "parameters": [TYPE_PARAM],
-        "requestBody": {
-            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
-        },
+        "requestBody": FORM_BODY,
     },
 )
 async def search_post(request: Request) -> Response:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise FhirError.one(
-            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
-        )
-    form = parse_form(await read_body(request, MAX_FORM, "the form body"), "the form body")
-    return await _search(request, _query_items(request) + form)
+    return await _search(request, await search_items(request))
 
 
 @router.get(
@@ -302,8 +302,8 @@ def version_headers(resource: dict[str, Any]) -> dict[str, str]:
 
 
 def _query_value(request: Request, name: str) -> str | None:
-    """One query parameter's first value; a query that never names it (even percent-
-    encoded) is not parsed."""
+    """One query parameter's value, its last where it is given more than once; a query
+    that never names it (even percent-encoded) is not parsed."""
     if name.lstrip("_").encode() not in request.scope.get("query_string", b""):
         return None
     return request.query_params.get(name)
@@ -311,6 +311,27 @@ def _query_value(request: Request, name: str) -> str | None:
 
 def _query_items(request: Request) -> list[tuple[str, str]]:
     return parse_form(request.scope.get("query_string", b""), "the query")
+
+
+async def search_items(request: Request) -> list[tuple[str, str]]:
+    """A search's parameters: the query's, and for ``POST .../_search`` its form body's
+    after them (415 for a body of another kind), as R4 has both ask the same."""
+    items = _query_items(request)
+    if request.method != "POST":
+        return items
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise FhirError.one(
+            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+        )
+    form = parse_form(await read_body(request, MAX_FORM, "the form body"), "the form body")
+    # A form's _format and _pretty say how to answer, as the query's would (the last
+    # given, as there; the query's own, where it has them, come first).
+    for name, value in form:
+        if name in ("_format", "_pretty") and _query_value(request, name) is None:
+            request.scope[f"fhir.{name[1:]}"] = value
+            request.scope.pop("fhir.media", None)
+    return items + form
 
 
 def parse_form(raw: bytes, what: str) -> list[tuple[str, str]]:

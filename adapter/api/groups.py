@@ -13,14 +13,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapter.api.fhir import (
+    FORM_BODY,
     base_url,
     bundle_of,
     caller,
     facade,
     fhir_json_response,
     negotiate,
-    parse_form,
     render,
+    search_items,
 )
 from adapter.fhir.groups import SEARCH_PARAMS
 from adapter.fhir.params import prefers_strict
@@ -52,6 +53,19 @@ router = APIRouter(
 )
 
 
+@router.post(
+    "/_search",
+    summary="Group search (POST, form body)",
+    responses={
+        200: fhir_json_response("Bundle of type searchset"),
+        415: fhir_json_response("OperationOutcome"),
+    },
+    openapi_extra={"requestBody": FORM_BODY},
+)
+async def search_post(request: Request) -> Response:
+    return await search(request)
+
+
 @router.get(
     "",
     summary="Group search: one Group per source the caller may see",
@@ -59,8 +73,8 @@ router = APIRouter(
     openapi_extra={"parameters": _SEARCH},
 )
 async def search(request: Request) -> Response:
-    negotiate(request)
-    items = parse_form(request.scope.get("query_string", b""), "the query")
+    items = await search_items(request)
+    negotiate(request)  # after a form, whose _format counts as the query's would
     strict = prefers_strict(request.headers.get("prefer"))
     result = await facade(request).groups(caller(request), items, strict=strict)
     return render(request, bundle_of(result, base_url(request)))

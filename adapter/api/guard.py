@@ -58,6 +58,7 @@ from adapter.auth.scopes import allows
 from adapter.auth.tokens import TokenError, TokenService
 from adapter.facade import outcome_of
 from adapter.fhir.outcome import FhirError, whole_seconds
+from adapter.ops.activity import activity
 from adapter.ops.caches import Table
 from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
@@ -186,13 +187,19 @@ class MemoryLimiter:
 class RedisLimiter:
     """The same windows, counted in Redis so every worker shares them."""
 
-    def __init__(self, redis: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "fhir-adapter:",
+    ) -> None:
         self._redis = redis
         self._clock = clock
+        self._prefix = f"{namespace}rate:"
 
     async def hit(self, client: str, limit: int) -> tuple[int, float]:
         window = int(self._clock() // 60)
-        key = f"fhir-adapter:rate:{client}:{window}"
+        key = f"{self._prefix}{client}:{window}"
         count = await self._redis.incr(key)
         if count == 1:
             await self._redis.expire(key, 120)
@@ -561,6 +568,7 @@ class Guard:
                 else ("-" if resource_type is None else "other")
             )
         observe_request(kind, type_label, status, seconds)
+        activity.answered(audit["client"], status, seconds)
         logging_on = log.isEnabledFor(logging.INFO)
         auditing = path not in _OPEN and (
             self.audit_file is not None or audit_log.isEnabledFor(logging.INFO)

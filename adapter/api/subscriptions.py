@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapter.api.fhir import (
+    FORM_BODY,
     base_url,
     caller,
     facade,
@@ -33,6 +34,7 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
     render,
+    search_items,
 )
 from adapter.fhir import jsonbody
 from adapter.fhir.bundle import searchset
@@ -162,6 +164,19 @@ async def create(request: Request) -> Response:
     return render(request, for_reading(resource), 201, {"Location": location})
 
 
+@router.post(
+    "/_search",
+    summary="Subscription search (POST, form body)",
+    responses={
+        200: fhir_json_response("Bundle of type searchset"),
+        415: fhir_json_response("OperationOutcome"),
+    },
+    openapi_extra={"requestBody": FORM_BODY},
+)
+async def search_post(request: Request) -> Response:
+    return await search(request)
+
+
 @router.get(
     "",
     summary="Subscription search: the caller's own Subscriptions",
@@ -180,8 +195,8 @@ async def create(request: Request) -> Response:
     },
 )
 async def search(request: Request) -> Response:
-    negotiate(request)
-    items = parse_form(request.scope.get("query_string", b""), "the query")
+    items = await search_items(request)
+    negotiate(request)  # after a form, whose _format counts as the query's would
     strict = prefers_strict(request.headers.get("prefer"))
     wanted: dict[str, set[str]] = {}
     used: list[tuple[str, str]] = []

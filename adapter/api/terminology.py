@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from adapter.api.fhir import (
     FHIR_JSON,
-    MAX_FORM,
+    FORM_BODY,
     base_url,
     bundle_of,
     caller,
@@ -28,6 +28,7 @@ from adapter.api.fhir import (
     parse_form,
     read_body,
     render,
+    search_items,
 )
 from adapter.api.guard import MAX_BODY
 from adapter.facade import SearchResult
@@ -103,7 +104,6 @@ _PARAMETERS_BODY = {
         for media in sorted(_JSON_BODIES)
     },
 }
-_FORM_BODY = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
 Responses = dict[int | str, dict[str, Any]]
 _BAD: Responses = {
     400: fhir_json_response("OperationOutcome: a bad parameter, named in its expression")
@@ -130,16 +130,12 @@ async def search_get(request: Request) -> Response:
     "/_search",
     summary="ConceptMap search (POST, form body)",
     responses={200: fhir_json_response("Bundle of type searchset"), **_MEDIA},
-    openapi_extra={"requestBody": _FORM_BODY},
+    openapi_extra={"requestBody": FORM_BODY},
 )
 async def search_post(request: Request) -> Response:
-    negotiate(request)
-    if _media_type(request) != "application/x-www-form-urlencoded":
-        raise FhirError.one(
-            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
-        )
-    form = parse_form(await read_body(request, MAX_FORM, "the form body"), "the form body")
-    return _search(request, _query(request) + form)
+    items = await search_items(request)
+    negotiate(request)  # after the form, whose _format counts as the query's would
+    return _search(request, items)
 
 
 @router.get(

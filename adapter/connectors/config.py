@@ -205,7 +205,7 @@ def vendor_client(
     read cache and the queue of requests that may wait for its keys."""
     options = source_options(config)
     pool.queue = options.queue
-    return VendorClient(
+    client = VendorClient(
         source,
         http,
         pool,
@@ -215,6 +215,8 @@ def vendor_client(
         cache_seconds=options.cache_seconds,
         cache_bytes=options.cache_bytes,
     )
+    client.connector = str(config.get("connector", ""))
+    return client
 
 
 def unresolved(value: Any) -> bool:

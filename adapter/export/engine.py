@@ -54,7 +54,6 @@ budget stays free for interactive requests.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -66,6 +65,7 @@ import orjson
 
 from adapter.export.elements import narrowed, subset_all
 from adapter.export.filters import TypeFilter, kept
+from adapter.export.outputs import LocalWriter, Writer
 from adapter.facade import Facade, Pacer, Page, outcome_of
 from adapter.fhir.bulk import COMPARTMENT_TYPES, DIRECTORY_TYPES
 from adapter.fhir.dates import parse_instant
@@ -107,6 +107,12 @@ class FileState:
     name: str
     count: int = 0
     bytes: int = 0
+    # On object storage (:mod:`adapter.export.outputs`): the multipart upload, its parts
+    # uploaded (number, ETag), the bytes written since the last part, and whether complete.
+    upload: str | None = None
+    parts: list[tuple[int, str]] = field(default_factory=list)
+    buffered: int = 0
+    sealed: bool = False
 
 
 @dataclass
@@ -211,36 +217,6 @@ def manifest(
     }
 
 
-class _Writer:
-    """Appends lines to the export's files in ``out``, tracking their sizes."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
-    def truncate(self, file: FileState) -> None:
-        path = self.out / file.name
-        if path.exists():
-            with path.open("r+b") as handle:
-                handle.truncate(file.bytes)
-        elif file.bytes:
-            raise RuntimeError(f"export file {file.name} is missing; the export cannot resume")
-
-    def create(self, file: FileState) -> None:
-        """Start ``file`` empty: what a run stopped before its checkpoint left is dropped."""
-        (self.out / file.name).write_bytes(b"")
-
-    def append(self, file: FileState, lines: list[bytes]) -> None:
-        if not lines:
-            return
-        with (self.out / file.name).open("ab") as handle:
-            data = b"".join(lines)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        file.count += len(lines)
-        file.bytes += len(data)
-
-
 def _line(resource: Mapping[str, Any]) -> bytes:
     return orjson.dumps(resource) + b"\n"
 
@@ -252,7 +228,7 @@ def _file_name(part: PartState, index: int) -> str:
 async def run_export(
     gate: Facade,
     state: ExportState,
-    out: Path,
+    out: Path | Writer,
     save: Callable[[ExportState], Awaitable[None]],
     *,
     since: datetime | None = None,
@@ -268,16 +244,21 @@ async def run_export(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ExportState:
-    """Run (or resume) the export ``state`` describes, writing into ``out``; ``save`` is
-    awaited with the state after every page. Returns the finished state. Cancelling it
-    leaves the last saved state good for resuming."""
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out)
+    """Run (or resume) the export ``state`` describes, writing into ``out`` (a directory,
+    or a :class:`Writer`); ``save`` is awaited with the state after every page. Returns
+    the finished state, every file whole (sealed). Cancelling it leaves the last saved
+    state good for resuming."""
+    writer = LocalWriter(out) if isinstance(out, Path) else out
+
+    async def checkpoint(current: ExportState) -> None:
+        await save(current)
+        await writer.settle()
+
     for part in state.parts:
         if part.files:
-            writer.truncate(part.files[-1])
-    writer.truncate(state.errors)
-    writer.truncate(state.deleted)
+            await writer.truncate(part.files[-1])
+    await writer.truncate(state.errors)
+    await writer.truncate(state.deleted)
     pacers = {
         name: gate.pacer(name, budget_share, clock=clock, sleep=sleep) for name in gate.sources
     }
@@ -287,16 +268,17 @@ async def run_export(
                 progress(part.source, part.resource_type, part.written, part.total)
             continue
         if part.source not in gate.sources:
-            _error(writer, state, Issue("error", "not-found", f"source {part.source} is unknown"))
+            issue = Issue("error", "not-found", f"source {part.source} is unknown")
+            await _error(writer, state, issue)
             part.done = True
-            await save(state)
+            await checkpoint(state)
             continue
         await _run_part(
             gate,
             part,
             state,
             writer,
-            save,
+            checkpoint,
             pacer=pacers[part.source],
             since=since,
             filters=(type_filters or {}).get(part.resource_type, ()),
@@ -311,14 +293,18 @@ async def run_export(
         )
     if journal is not None and transaction_time is not None and not state.deletions_done:
         await _deletions(journal, state, writer, since, transaction_time, listed=not patients)
-        await save(state)
+        await checkpoint(state)
+    for file in [*(f for p in state.parts for f in p.files), state.errors, state.deleted]:
+        if file.count and not file.sealed:
+            await writer.seal(file)
+            await checkpoint(state)
     return state
 
 
 async def _deletions(
     journal: Journal,
     state: ExportState,
-    writer: _Writer,
+    writer: Writer,
     since: datetime | None,
     transaction_time: datetime,
     *,
@@ -329,8 +315,7 @@ async def _deletions(
     transaction Bundle a line, one DELETE entry each (Bulk Data IG v2.0.0). Not for an
     export narrowed to named patients (a deleted record's patient is not known), nor for
     a directory part that holds only what its compartment referenced."""
-    writer.create(state.deleted)  # written whole again if a run stopped within it
-    state.deleted = FileState(state.deleted.name)
+    await writer.create(state.deleted)  # written whole again if a run stopped within it
     for part in state.parts:
         if not part.complete:
             continue
@@ -338,7 +323,8 @@ async def _deletions(
         if since is None or not listed or part.referenced_only:
             continue
         gone = await journal.deleted(part.source, part.resource_type, since)
-        writer.append(state.deleted, [_line(_deletion(part.resource_type, i)) for i in gone])
+        lines = [_line(_deletion(part.resource_type, i)) for i in gone]
+        await writer.append(state.deleted, lines)
     state.deletions_done = True
 
 
@@ -354,7 +340,7 @@ async def _run_part(
     gate: Facade,
     part: PartState,
     state: ExportState,
-    writer: _Writer,
+    writer: Writer,
     save: Callable[[ExportState], Awaitable[None]],
     *,
     pacer: Pacer,
@@ -377,8 +363,9 @@ async def _run_part(
             where = f"export of {part.resource_type} at {part.source}"
             error = outcome_of(page, part.source, where=where)
             for issue in error.issues:
-                _error(writer, state, issue)
+                await _error(writer, state, issue)
             part.done = True
+            await _finished(writer, part)
             await save(state)
             break
         if journal is not None and transaction_time is not None:
@@ -394,7 +381,7 @@ async def _run_part(
             zone, country = gate.zone(part.source), gate.country(part.source)
             resources = kept(filters, resources, zone, country)
         for vendor_id in page.left_out:
-            _error(
+            await _error(
                 writer,
                 state,
                 Issue(
@@ -408,7 +395,7 @@ async def _run_part(
             state.referenced = sorted(set(state.referenced).union(*map(_directory, resources)))
         if elements:
             resources = subset_all({part.resource_type: elements}, part.resource_type, resources)
-        _write(writer, part, resources, file_max_records)
+        await _write(writer, part, resources, file_max_records)
         exact = since is None and not filters and not part.referenced_only and not patients
         if not part.started and page.total is not None and exact:
             part.total = page.total
@@ -416,6 +403,7 @@ async def _run_part(
         if page.next_cursor is None or page.next_cursor == part.cursor:
             part.done = True
             part.complete = page.next_cursor is None
+            await _finished(writer, part)
         part.cursor = page.next_cursor
         await save(state)
         if progress:
@@ -510,20 +498,27 @@ def _changed_after(resource: dict[str, Any], since: datetime, *, coarse: bool) -
     return moment > since
 
 
-def _write(
-    writer: _Writer, part: PartState, resources: list[dict[str, Any]], file_max_records: int
+async def _write(
+    writer: Writer, part: PartState, resources: list[dict[str, Any]], file_max_records: int
 ) -> None:
     pending = [_line(r) for r in resources]
     while pending:
         if not part.files or part.files[-1].count >= file_max_records:
+            if part.files:
+                await writer.finished(part.files[-1])
             part.files.append(FileState(_file_name(part, len(part.files) + 1)))
-            writer.create(part.files[-1])
+            await writer.create(part.files[-1])
         file = part.files[-1]
         room = file_max_records - file.count
         chunk, pending = pending[:room], pending[room:]
-        writer.append(file, chunk)
+        await writer.append(file, chunk)
         part.written += len(chunk)
 
 
-def _error(writer: _Writer, state: ExportState, issue: Issue) -> None:
-    writer.append(state.errors, [_line(operation_outcome(issue))])
+async def _finished(writer: Writer, part: PartState) -> None:
+    for file in part.files:
+        await writer.finished(file)
+
+
+async def _error(writer: Writer, state: ExportState, issue: Issue) -> None:
+    await writer.append(state.errors, [_line(operation_outcome(issue))])

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from adapter.export.engine import PAGE_SIZE, ExportState, Journal, parse_instant, run_export
 from adapter.export.filters import parse_type_filters
-from adapter.export.store import JobStore, files_of
+from adapter.export.outputs import LocalOutput, Output
+from adapter.export.storage import StorageError
+from adapter.export.store import JobStore
 from adapter.facade import Facade
 from adapter.transport import lanes
 
@@ -40,7 +42,11 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class JobGone(Exception):
-    """The job was cancelled (or its lease lost) while it ran."""
+    """The job was cancelled (``cancelled``) or its lease lost while it ran."""
+
+    def __init__(self, job_id: str, *, cancelled: bool = False) -> None:
+        super().__init__(job_id)
+        self.cancelled = cancelled
 
 
 def now_instant(clock: Callable[[], float]) -> str:
@@ -56,12 +62,15 @@ class ExportRunner:
         store: JobStore,
         *,
         journal: Journal | None = None,
+        output: Output | None = None,
         clock: Callable[[], float] = time.time,
         poll_seconds: float = 2.0,
     ) -> None:
         self.gate = gate
         self.settings = settings
         self.store = store
+        # Where the files go: under the store's directory, or object storage.
+        self.output: Output = output if output is not None else LocalOutput(store.root)
         self.journal = journal
         self.clock = clock
         self.poll_seconds = poll_seconds
@@ -101,7 +110,13 @@ class ExportRunner:
         """Expire what is past keeping, renew this process's leases, resume the rest."""
         for job_id in await self.store.ids():
             job = await self.store.get(job_id)
-            if job is None or await self._expired(job):
+            if job is None:  # its record expired in the store: the rest goes too
+                await self.store.delete(job_id)
+                continue
+            if await self._expired(job):
+                continue
+            if job["status"] == "cancelled":
+                await self._discard(job_id)
                 continue
             if job_id in self.running:
                 await self.store.claim(job_id, self.owner, LEASE_SECONDS)
@@ -161,7 +176,9 @@ class ExportRunner:
         if not _JOB_ID.fullmatch(job_id):
             return None
         job = await self.store.get(job_id)
-        if job is None or job["client"] != client or await self._expired(job):
+        if job is None or job["client"] != client or job["status"] == "cancelled":
+            return None
+        if await self._expired(job):
             return None
         return job
 
@@ -169,13 +186,25 @@ class ExportRunner:
         job = await self.find(job_id, client)
         if job is None:
             return False
+        job["status"] = "cancelled"  # gone for its client from now on, whatever follows
+        await self.store.put(job)
         task = self.running.pop(job_id, None)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.store.delete(job_id)
+        await self._discard(job_id)
         return True
+
+    async def _discard(self, job_id: str) -> None:
+        """Delete a job's files, then the job; storage failing keeps the job for the next
+        sweep to try again."""
+        try:
+            await self.output.delete(job_id)
+        except StorageError as exc:
+            log.warning("export files not deleted (%s)", exc)
+            return
+        await self.store.delete(job_id)
 
     # -- running --------------------------------------------------------------------------
 
@@ -183,7 +212,7 @@ class ExportRunner:
         finished = job.get("finished")
         if finished is None or self.clock() < finished + self.settings.keep_hours * 3600:
             return False
-        await self.store.delete(job["id"])
+        await self._discard(job["id"])
         return True
 
     def _launch(self, job_id: str) -> None:
@@ -204,8 +233,10 @@ class ExportRunner:
 
         async def save(current: ExportState) -> None:
             stored = await self.store.get(job_id)
-            if stored is None or not await self.store.claim(job_id, self.owner, LEASE_SECONDS):
-                raise JobGone(job_id)
+            gone = stored is None or stored["status"] == "cancelled"
+            if gone or not await self.store.claim(job_id, self.owner, LEASE_SECONDS):
+                raise JobGone(job_id, cancelled=gone)
+            assert stored is not None
             stored["state"] = current.to_json()
             await self.store.put(stored)
 
@@ -216,7 +247,7 @@ class ExportRunner:
                 state = await run_export(
                     self.gate,
                     state,
-                    files_of(self.store.root, job_id),
+                    self.output.writer(job_id),
                     save,
                     since=parse_instant(job["since"]) if job["since"] else None,
                     type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
@@ -228,18 +259,23 @@ class ExportRunner:
                     budget_share=1.0,
                     page_size=self.page_size,
                 )
-        except JobGone:
+        except JobGone as gone:
+            if gone.cancelled:  # by another process, which may have deleted files before
+                await self._discard(job_id)  # this one wrote its last page
             return
         except Exception as exc:
-            log.warning("export job failed (%s)", type(exc).__name__)
+            said = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+            log.warning("export job failed (%s)", said)
             stored = await self.store.get(job_id)
-            if stored is not None:
+            if stored is not None and stored["status"] != "cancelled":
                 stored.update(status="failed", finished=self.clock())
+                if isinstance(exc, StorageError):  # its text names no key, URL or secret
+                    stored["failure"] = str(exc)
                 await self.store.put(stored)
             await self.store.release(job_id, self.owner)
             return
         stored = await self.store.get(job_id)
-        if stored is not None:
+        if stored is not None and stored["status"] != "cancelled":
             stored.update(status="done", finished=self.clock(), state=state.to_json())
             await self.store.put(stored)
         await self.store.release(job_id, self.owner)

@@ -20,8 +20,6 @@ import orjson
 
 __all__ = ["FileJobStore", "JobStore", "RedisJobStore"]
 
-_PREFIX = "fhir-adapter:export:"
-
 
 class JobStore(Protocol):
     root: Path
@@ -115,32 +113,56 @@ class FileJobStore:
 class RedisJobStore:
     """Jobs as JSON strings in Redis (every process sees them); leases as ``SET NX PX``."""
 
-    def __init__(self, redis: Any, root: Path) -> None:
+    # A finished job's record outlives its keeping by this much, so that the sweep that
+    # deletes its files finds it first; Redis drops it after that whatever happens.
+    GRACE = 3600.0
+
+    def __init__(
+        self,
+        redis: Any,
+        root: Path,
+        namespace: str = "fhir-adapter:",
+        keep_seconds: float | None = None,
+        clock: Any = time.time,
+    ) -> None:
         self.redis = redis
         self.root = root
+        self._p = f"{namespace}export:"
+        self.keep_seconds = keep_seconds
+        self.clock = clock
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the job store begins with (the files' tails use it too)."""
+        return self._p
 
     async def put(self, job: dict[str, Any]) -> None:
-        await self.redis.set(f"{_PREFIX}job:{job['id']}", orjson.dumps(job))
-        await self.redis.sadd(f"{_PREFIX}jobs", job["id"])
+        finished = job.get("finished")
+        expiry = None
+        if finished is not None and self.keep_seconds is not None:
+            left = finished + self.keep_seconds + self.GRACE - self.clock()
+            expiry = max(1, int(left))
+        await self.redis.set(f"{self._p}job:{job['id']}", orjson.dumps(job), ex=expiry)
+        await self.redis.sadd(f"{self._p}jobs", job["id"])
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"{_PREFIX}job:{job_id}")
+        raw = await self.redis.get(f"{self._p}job:{job_id}")
         if raw is None:
             return None
         data: dict[str, Any] = orjson.loads(raw)
         return data
 
     async def ids(self) -> list[str]:
-        members = await self.redis.smembers(f"{_PREFIX}jobs")
+        members = await self.redis.smembers(f"{self._p}jobs")
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def delete(self, job_id: str) -> None:
         shutil.rmtree(files_of(self.root, job_id), ignore_errors=True)
-        await self.redis.delete(f"{_PREFIX}job:{job_id}", f"{_PREFIX}lease:{job_id}")
-        await self.redis.srem(f"{_PREFIX}jobs", job_id)
+        await self.redis.delete(f"{self._p}job:{job_id}", f"{self._p}lease:{job_id}")
+        await self.redis.srem(f"{self._p}jobs", job_id)
 
     async def claim(self, job_id: str, owner: str, lease: float) -> bool:
-        key = f"{_PREFIX}lease:{job_id}"
+        key = f"{self._p}lease:{job_id}"
         milliseconds = max(1, int(lease * 1000))
         if await self.redis.set(key, owner, nx=True, px=milliseconds):
             return True
@@ -151,7 +173,7 @@ class RedisJobStore:
         return False
 
     async def release(self, job_id: str, owner: str) -> None:
-        key = f"{_PREFIX}lease:{job_id}"
+        key = f"{self._p}lease:{job_id}"
         held = await self.redis.get(key)
         if held is not None and (held.decode() if isinstance(held, bytes) else held) == owner:
             await self.redis.delete(key)

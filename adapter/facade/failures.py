@@ -33,6 +33,7 @@ import traceback
 
 from adapter.fhir.outcome import FhirError, Issue, whole_seconds
 from adapter.fhir.search import UnsupportedParameter
+from adapter.ops.activity import activity
 from adapter.protocol import (
     PaginationLoop,
     ResourceNotFound,
@@ -72,7 +73,22 @@ def outcome_of(
 ) -> FhirError:
     """``exc`` as a status, its issues and headers. ``source``: the source it concerns
     (when the exception does not say); ``writing``: it ended a write; ``where``: what was
-    being done, for the log line of an unexpected failure."""
+    being done, for the log line of an unexpected failure. One answered with a 5xx, or
+    caused by a vendor, is noted for the operator's console (its code and the
+    exception's type, never its text)."""
+    error = _outcome(exc, source, writing=writing, where=where)
+    if error.status >= 500 or isinstance(exc, VendorError):
+        activity.error(
+            error.status,
+            error.issues[0].code if error.issues else "exception",
+            type(exc).__name__,
+            source or getattr(exc, "source", None),
+            where,
+        )
+    return error
+
+
+def _outcome(exc: BaseException, source: str | None, *, writing: bool, where: str) -> FhirError:
     if isinstance(exc, FhirError):
         return exc
     if isinstance(exc, ResourceNotFound):

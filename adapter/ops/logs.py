@@ -3,7 +3,9 @@
 
 Console (logger ``fhir_adapter`` and its children, standard error): one JSON object per
 line, for people and log shippers alike. What it says is safe to show to whoever runs the
-service: counts, states, route templates, never a search value, an id or a secret.
+service: counts, states, route templates, never a search value, an id or a secret. With
+tracing on (:mod:`adapter.ops.telemetry`), a line written within a trace carries its
+``trace_id``.
 
 - ``{"event": "request", ...}``, one per ``/fhir`` request (:func:`log_request`): method,
   route template (``/fhir/{type}``, never the query string: it holds search values),
@@ -31,6 +33,8 @@ from collections.abc import Iterable
 from typing import IO, Any, TextIO
 
 import orjson
+
+from adapter.ops import telemetry
 
 __all__ = [
     "AUDIT_LOGGER",
@@ -77,6 +81,9 @@ class JsonLines(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
             line["exception"] = record.exc_info[0].__name__
+        trace_id = telemetry.trace_id()
+        if trace_id is not None:
+            line["trace_id"] = trace_id
         return orjson.dumps(line, default=str).decode()
 
 

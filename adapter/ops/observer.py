@@ -9,6 +9,7 @@ call, and none raises.
 from __future__ import annotations
 
 from adapter.ops import logs, metrics
+from adapter.ops.activity import activity
 
 __all__ = ["OpsObserver", "observer"]
 
@@ -19,6 +20,7 @@ class OpsObserver:
 
     def vendor_call(self, source: str, status: str, seconds: float) -> None:
         metrics.observe_vendor_call(source, status, seconds)
+        activity.vendor_call(source)
 
     def rate_limited(self, source: str) -> None:
         metrics.count_rate_limited(source)

@@ -41,10 +41,6 @@ import redis.asyncio as aioredis
 
 __all__ = ["EVENTS_MAX", "FileSubscriptionStore", "RedisSubscriptionStore", "Store"]
 
-_PREFIX = "fhir-adapter:subscription:"
-_IDS = "fhir-adapter:subscriptions"
-_SWEEP = "fhir-adapter:sweep:"
-_FEED = "fhir-adapter:feed:"
 _OUTBOX_MAX = 10_000  # changes kept for one Subscription whose endpoint does not take them
 EVENTS_MAX = 10_000  # the last events of a topic-based Subscription kept for $events
 
@@ -347,53 +343,57 @@ class FileSubscriptionStore:
 
 
 class RedisSubscriptionStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, namespace: str = "fhir-adapter:") -> None:
         self.redis = redis
+        self._p = f"{namespace}subscription:"
+        self._ids = f"{namespace}subscriptions"
+        self._sweeps = f"{namespace}sweep:"
+        self._feeds = f"{namespace}feed:"
         self._token = os.urandom(8).hex()
         self._exchange = redis.register_script(_EXCHANGE)
         self._number = redis.register_script(_NUMBER)
 
     async def create(self, record: dict[str, Any]) -> None:
         sub_id = _id(record)
-        await self.redis.set(_PREFIX + sub_id, orjson.dumps(record))
-        await self.redis.sadd(_IDS, sub_id)
+        await self.redis.set(self._p + sub_id, orjson.dumps(record))
+        await self.redis.sadd(self._ids, sub_id)
 
     async def get(self, sub_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(_PREFIX + sub_id)
+        raw = await self.redis.get(self._p + sub_id)
         return None if raw is None else orjson.loads(raw)
 
     async def all(self) -> list[dict[str, Any]]:
         ids = sorted(
-            i.decode() if isinstance(i, bytes) else i for i in await self.redis.smembers(_IDS)
+            i.decode() if isinstance(i, bytes) else i for i in await self.redis.smembers(self._ids)
         )
         if not ids:
             return []
-        raws = await self.redis.mget([_PREFIX + i for i in ids])
+        raws = await self.redis.mget([self._p + i for i in ids])
         return [orjson.loads(raw) for raw in raws if raw is not None]
 
     async def update(self, record: dict[str, Any]) -> bool:
-        return bool(await self.redis.set(_PREFIX + _id(record), orjson.dumps(record), xx=True))
+        return bool(await self.redis.set(self._p + _id(record), orjson.dumps(record), xx=True))
 
     async def delete(self, sub_id: str) -> bool:
-        await self.redis.srem(_IDS, sub_id)
+        await self.redis.srem(self._ids, sub_id)
         await self.redis.delete(
-            f"{_PREFIX}{sub_id}:outbox", f"{_PREFIX}{sub_id}:events", f"{_PREFIX}{sub_id}:count"
+            f"{self._p}{sub_id}:outbox", f"{self._p}{sub_id}:events", f"{self._p}{sub_id}:count"
         )
-        return bool(await self.redis.delete(_PREFIX + sub_id))
+        return bool(await self.redis.delete(self._p + sub_id))
 
     async def lease(self, name: str, seconds: float) -> bool:
-        key = f"{_PREFIX}lease:{name}"
+        key = f"{self._p}lease:{name}"
         return bool(await self.redis.set(key, self._token, nx=True, px=int(seconds * 1000)))
 
     async def release(self, name: str) -> None:
-        key = f"{_PREFIX}lease:{name}"
+        key = f"{self._p}lease:{name}"
         if (await self.redis.get(key)) == self._token.encode():
             await self.redis.delete(key)
 
     async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
-        if not resources or not await self.redis.exists(_PREFIX + sub_id):
+        if not resources or not await self.redis.exists(self._p + sub_id):
             return
-        key = f"{_PREFIX}{sub_id}:outbox"
+        key = f"{self._p}{sub_id}:outbox"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, *[orjson.dumps(r) for r in resources])
             pipe.ltrim(key, -_OUTBOX_MAX, -1)
@@ -403,39 +403,39 @@ class RedisSubscriptionStore:
         if not resources:
             return
         keys = [
-            _PREFIX + sub_id,
-            f"{_PREFIX}{sub_id}:count",
-            f"{_PREFIX}{sub_id}:outbox",
-            f"{_PREFIX}{sub_id}:events",
+            self._p + sub_id,
+            f"{self._p}{sub_id}:count",
+            f"{self._p}{sub_id}:outbox",
+            f"{self._p}{sub_id}:events",
             str(EVENTS_MAX),
         ]
         await self._number(keys=keys, args=[orjson.dumps(r) for r in resources])
 
     async def counted(self, sub_id: str) -> int:
-        raw = await self.redis.get(f"{_PREFIX}{sub_id}:count")
+        raw = await self.redis.get(f"{self._p}{sub_id}:count")
         return int(raw) if raw is not None else 0
 
     async def events(self, sub_id: str, since: int, until: int | None) -> list[dict[str, Any]]:
-        raws = await self.redis.lrange(f"{_PREFIX}{sub_id}:events", 0, -1)
+        raws = await self.redis.lrange(f"{self._p}{sub_id}:events", 0, -1)
         found = (orjson.loads(raw) for raw in raws)
         return [
             e for e in found if since <= e["number"] and (until is None or e["number"] <= until)
         ]
 
     async def peek(self, sub_id: str, count: int) -> list[dict[str, Any]]:
-        raws = await self.redis.lrange(f"{_PREFIX}{sub_id}:outbox", 0, count - 1)
+        raws = await self.redis.lrange(f"{self._p}{sub_id}:outbox", 0, count - 1)
         return [orjson.loads(raw) for raw in raws]
 
     async def drop(self, sub_id: str, count: int) -> None:
-        await self.redis.ltrim(f"{_PREFIX}{sub_id}:outbox", count, -1)
+        await self.redis.ltrim(f"{self._p}{sub_id}:outbox", count, -1)
 
     async def sweep(self, source: str) -> dict[str, Any]:
-        raw = await self.redis.get(_SWEEP + source)
+        raw = await self.redis.get(self._sweeps + source)
         value = None if raw is None else orjson.loads(raw)
         return value if isinstance(value, dict) else {}
 
     async def save_sweep(self, source: str, state: dict[str, Any]) -> None:
-        await self.redis.set(_SWEEP + source, orjson.dumps(state))
+        await self.redis.set(self._sweeps + source, orjson.dumps(state))
 
     async def swap(self, feed: str, digests: Sequence[tuple[str, str]]) -> list[bool]:
         olds = await self.exchange(feed, digests)
@@ -445,7 +445,7 @@ class RedisSubscriptionStore:
         if not values:
             return []
         args = [part for pair in values for part in pair]
-        answer = await self._exchange(keys=[_FEED + feed], args=args)
+        answer = await self._exchange(keys=[self._feeds + feed], args=args)
         olds = [a.decode() if isinstance(a, bytes) else str(a) for a in answer]
         return [old or None for old in olds]
 

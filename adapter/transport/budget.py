@@ -28,7 +28,10 @@ from typing import Any
 
 from adapter.transport.ratelimit import KeyPool, Limit
 
-__all__ = ["Budgets", "RedisLedger", "configure", "current"]
+__all__ = ["NAMESPACE", "Budgets", "RedisLedger", "configure", "current"]
+
+# The default beginning of every key the service keeps in Redis ([server] redis_prefix).
+NAMESPACE = "fhir-adapter:"
 
 log = logging.getLogger("fhir_adapter")
 
@@ -136,11 +139,13 @@ return out
 
 
 class RedisLedger:
-    """One source's slots in Redis, under ``fhir-adapter:budget:{source}:...``."""
+    """One source's slots in Redis, under ``{namespace}budget:{source}:...``."""
 
-    def __init__(self, redis: Any, source: str, slack: float = 0.01) -> None:
+    def __init__(
+        self, redis: Any, source: str, slack: float = 0.01, namespace: str = NAMESPACE
+    ) -> None:
         self._redis = redis
-        self._prefix = f"fhir-adapter:budget:{source}"
+        self._prefix = f"{namespace}budget:{source}"
         self._slack = slack
         self._take = redis.register_script(_TAKE)
         self._release = redis.register_script(_RELEASE)
@@ -194,6 +199,8 @@ class Budgets:
 
     redis: Any = None
     workers: int = 1
+    # What every key this deployment keeps in Redis begins with ([server] redis_prefix).
+    namespace: str = NAMESPACE
     # The lanes' shares of each budget, and the ceilings of those that have one (the bulk
     # lane's is [export] budget_share): adapter.transport.lanes.
     shares: Mapping[str, float] | None = None
@@ -222,7 +229,7 @@ class Budgets:
             pool.bind(source)
             return
         if self.redis is not None:
-            pool.bind(source, RedisLedger(self.redis, source))
+            pool.bind(source, RedisLedger(self.redis, source, namespace=self.namespace))
             return
         pool.bind(source, share=1 / max(1, self.workers))
         if self.workers > 1:

@@ -29,7 +29,12 @@ _OVERHEAD = 256  # bytes an entry costs besides its answer (key, tuple, list nod
 
 class ReadCache:
     def __init__(
-        self, source: str, seconds: float = 0.0, redis: Any = None, max_bytes: int = DEFAULT_BYTES
+        self,
+        source: str,
+        seconds: float = 0.0,
+        redis: Any = None,
+        max_bytes: int = DEFAULT_BYTES,
+        namespace: str = "fhir-adapter:",
     ) -> None:
         self.name = "read"
         self.source = source
@@ -43,7 +48,8 @@ class ReadCache:
         self.misses = 0
         self.evictions = 0
         caches.register(self)
-        self._generation = f"fhir-adapter:cache:{source}:generation"
+        self._keys = f"{namespace}cache:{source}"
+        self._generation = f"{self._keys}:generation"
 
     @property
     def held_bytes(self) -> int:
@@ -101,7 +107,7 @@ class ReadCache:
 
     def _name(self, key: Key, generation: bytes | str) -> str:
         generation = generation.decode() if isinstance(generation, bytes) else generation
-        return f"fhir-adapter:cache:{self.source}:{generation}:{_digest(key)}"
+        return f"{self._keys}:{generation}:{_digest(key)}"
 
 
 class SharedFlights:
@@ -116,9 +122,9 @@ class SharedFlights:
     KEEP = 2.0  # seconds the answer stays for those who waited for it
     POLL = 0.01
 
-    def __init__(self, source: str, redis: Any) -> None:
+    def __init__(self, source: str, redis: Any, namespace: str = "fhir-adapter:") -> None:
         self._redis = redis
-        self._prefix = f"fhir-adapter:flight:{source}"
+        self._prefix = f"{namespace}flight:{source}"
 
     async def share(self, key: Key, call: Callable[[], Awaitable[bytes]]) -> bytes:
         name = f"{self._prefix}:{_digest(key)}"

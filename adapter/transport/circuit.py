@@ -115,11 +115,13 @@ class SharedCircuit:
     and once it is due to be tried again, one process in all probes it, at most once per
     ``open_seconds`` (a lock that expires with it)."""
 
-    def __init__(self, circuit: Circuit, redis: Any, source: str) -> None:
+    def __init__(
+        self, circuit: Circuit, redis: Any, source: str, namespace: str = "fhir-adapter:"
+    ) -> None:
         self.circuit = circuit
         self._redis = redis
-        self._key = f"fhir-adapter:circuit:{source}"
-        self._probe_key = f"fhir-adapter:circuit:{source}:probe"
+        self._key = f"{namespace}circuit:{source}"
+        self._probe_key = f"{namespace}circuit:{source}:probe"
         self._failed = redis.register_script(_FAILED)
         self._state = redis.register_script(_STATE)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 import httpx
 import orjson
 
+from adapter.ops import telemetry
 from adapter.ops.caches import Table, weigh
 from adapter.transport import budget, hooks, scope
 from adapter.transport.cache import ReadCache, SharedFlights
@@ -89,9 +90,16 @@ class VendorHTTP:
         )
 
     async def request(
-        self, method: str, url: httpx.URL, *, headers: dict[str, str], content: bytes | None
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: dict[str, str],
+        content: bytes | None,
+        once: bool = False,
     ) -> httpx.Response:
-        if method == "GET" and content is None:
+        """``once``: headers made for this call alone (a trace's), not worth keeping."""
+        if method == "GET" and content is None and not once:
             request = self._get(url, headers)
         else:
             request = httpx.Request(
@@ -185,10 +193,18 @@ class VendorClient:
         # With Redis the circuit is every process's (one answer from /readyz, one probe).
         self._shared_circuit: SharedCircuit | None = None
         if budgets.redis is not None:
-            self._shared_circuit = SharedCircuit(self.circuit, budgets.redis, source)
+            self._shared_circuit = SharedCircuit(
+                self.circuit, budgets.redis, source, budgets.namespace
+            )
             budgets.circuits[source] = self._shared_circuit
-        self.cache = ReadCache(source, cache_seconds, budgets.redis, cache_bytes)
-        self._shared = SharedFlights(source, budgets.redis) if budgets.redis is not None else None
+        self.cache = ReadCache(
+            source, cache_seconds, budgets.redis, cache_bytes, namespace=budgets.namespace
+        )
+        self._shared = (
+            SharedFlights(source, budgets.redis, budgets.namespace)
+            if budgets.redis is not None
+            else None
+        )
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._urls: Table[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = Table(
@@ -199,6 +215,7 @@ class VendorClient:
         self._exhausted_at = -math.inf
         # Leyr asks for Content-Type: application/json on every request, bodiless or not.
         self.json_always = False
+        self.connector = ""  # the connector's registered name, for traces
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -308,21 +325,24 @@ class VendorClient:
         return content
 
     async def _read_with_retries(self, path: str, params: dict[str, str] | None) -> bytes:
-        attempt = 1
-        while True:
-            try:
-                return (await self._once("GET", path, params=params))[1]
-            except _KeyRejected:
-                continue  # another key, same attempt
-            except (CircuitRefused, BudgetRefused):
-                raise  # asking again would not help before the wait it names
-            except TemporaryVendorError as exc:
-                delay = self.retry.delay(attempt, exc, self._rng)
-                left = scope.remaining()
-                if delay is None or (left is not None and delay >= left):
-                    raise
-                attempt += 1
-                await self._sleep(delay)
+        with telemetry.vendor_span("GET", self.source, self.connector) as span:
+            span.set("vendor.retries", 0)
+            attempt = 1
+            while True:
+                try:
+                    return (await self._once("GET", path, params=params, span=span))[1]
+                except _KeyRejected:
+                    continue  # another key, same attempt
+                except (CircuitRefused, BudgetRefused):
+                    raise  # asking again would not help before the wait it names
+                except TemporaryVendorError as exc:
+                    delay = self.retry.delay(attempt, exc, self._rng)
+                    left = scope.remaining()
+                    if delay is None or (left is not None and delay >= left):
+                        raise
+                    span.set("vendor.retries", attempt)
+                    attempt += 1
+                    await self._sleep(delay)
 
     async def send(
         self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
@@ -331,9 +351,11 @@ class VendorClient:
         was read before may have changed."""
         while True:
             try:
-                status, content = await self._once(
-                    method, path, params=params, json=json, write=True
-                )
+                with telemetry.vendor_span(method, self.source, self.connector) as span:
+                    span.set("vendor.retries", 0)  # writes are never retried
+                    status, content = await self._once(
+                        method, path, params=params, json=json, write=True, span=span
+                    )
             except _KeyRejected:
                 continue  # rejected before anything was done: safe on another key
             except VendorError as exc:
@@ -356,8 +378,12 @@ class VendorClient:
         params: dict[str, str] | None = None,
         json: Any = None,
         write: bool = False,
+        span: telemetry.VendorSpan,
     ) -> tuple[int, bytes]:
         """One try of a call: (status, body) of a success, else a typed error."""
+        traced = span.span is not None
+        if traced:
+            span.set("vendor.circuit", self.circuit.state)
         try:
             if self._shared_circuit is not None:
                 await self._shared_circuit.before_call()
@@ -368,7 +394,13 @@ class VendorClient:
         scope.count_call()
         try:
             lease_cm = self.pool.acquire()
-            lease = await lease_cm.__aenter__()
+            if traced:
+                waiting = time.perf_counter()
+                lease = await lease_cm.__aenter__()
+                waited = round((time.perf_counter() - waiting) * 1000, 3)
+                span.add("vendor.budget_wait_ms", waited)
+            else:
+                lease = await lease_cm.__aenter__()
         except NoKeysLeft as exc:
             self.circuit.abandoned()
             refused = AuthenticationRejected(self.source)
@@ -386,8 +418,11 @@ class VendorClient:
             self.circuit.abandoned()
             raise
         started = time.perf_counter()
+        if traced:
+            span.set("vendor.key_index", self.pool.index_of(lease.key))
         try:
-            response = await self._send(lease, method, path, params, json, write)
+            response = await self._send(lease, method, path, params, json, write, span)
+            span.set("vendor.status", response.status_code)
             lease.observe(response.headers, response.status_code)
             hooks.vendor_call(self.source, str(response.status_code), started)
             remaining = response.headers.get("x-ratelimit-remaining")
@@ -427,9 +462,13 @@ class VendorClient:
         params: dict[str, str] | None,
         json: Any,
         write: bool,
+        span: telemetry.VendorSpan,
     ) -> httpx.Response:
         content = None if json is None else orjson.dumps(json)
         headers = self._headers(lease.key, body=content is not None)
+        traced = span.traceparent()
+        if traced is not None:
+            headers = {**headers, **traced}
         left = scope.remaining()
         try:
             if left is not None and left < self.http.read_timeout:
@@ -437,10 +476,18 @@ class VendorClient:
                     raise TimeoutError
                 async with asyncio.timeout(left):
                     return await self.http.request(
-                        method, self._url(path, params), content=content, headers=headers
+                        method,
+                        self._url(path, params),
+                        content=content,
+                        headers=headers,
+                        once=traced is not None,
                     )
             return await self.http.request(
-                method, self._url(path, params), content=content, headers=headers
+                method,
+                self._url(path, params),
+                content=content,
+                headers=headers,
+                once=traced is not None,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # Nothing was sent: the write surely did not happen.

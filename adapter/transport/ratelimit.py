@@ -25,6 +25,7 @@ it (a Nyra hospital token is renewed about daily).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -53,6 +54,7 @@ log = logging.getLogger("fhir_adapter")
 
 AUTH_PAUSE_FIRST = 30.0  # seconds before a refused key is tried again
 AUTH_PAUSE_MAX = 600.0
+RECENT_CALLS = 1000  # call starts kept per key for the console's "calls in the window"
 NOTED_WAIT = 0.05  # seconds: a shorter wait for a slot is not worth telling the client
 
 
@@ -63,7 +65,16 @@ class Limit:
 
 
 class _Key:
-    __slots__ = ("auth_failures", "auth_until", "credentials", "paused_until", "probing", "sent")
+    __slots__ = (
+        "auth_failures",
+        "auth_until",
+        "credentials",
+        "limited",
+        "paused_until",
+        "probing",
+        "recent",
+        "sent",
+    )
 
     def __init__(self, credentials: Any) -> None:
         self.credentials = credentials
@@ -72,6 +83,9 @@ class _Key:
         self.auth_failures = 0
         self.probing = False
         self.sent = 0
+        self.limited = 0  # answers 429
+        # When its latest calls started, for the console (this process's; bounded).
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_CALLS)
 
     @property
     def label(self) -> str:
@@ -276,6 +290,38 @@ class KeyPool:
     def keys(self) -> list[Any]:
         return [k.credentials for k in self._keys]
 
+    def usage(self) -> list[dict[str, Any]]:
+        """Each key by its index (never its credentials or label): calls started in each
+        limit's current window by this process, 429 answers, and whether it waits for
+        the vendor (paused) or has its credentials refused."""
+        now = self._clock()
+        return [
+            {
+                "index": i,
+                "sent": k.sent,
+                "windows": [
+                    (sum(1 for t in k.recent if t > now - lim.window), lim.count, lim.window)
+                    for lim in self._limits
+                ],
+                "rate_limited": k.limited,
+                "paused": k.paused_until > now,
+                "refused": k.auth_until > now,
+            }
+            for i, k in enumerate(self._keys)
+        ]
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in this process for one of the keys."""
+        return self._waiting
+
+    def index_of(self, credentials: Any) -> int:
+        """A key's place in the pool (0, 1, ...): how traces and the console name it."""
+        for i, k in enumerate(self._keys):
+            if k.credentials is credentials:
+                return i
+        return -1
+
     def sent(self) -> dict[str, int]:
         """Requests started per key label."""
         return {k.label: k.sent for k in self._keys}
@@ -299,6 +345,7 @@ class KeyPool:
         if not self._limits:  # nothing to wait for: the least used live key, at once
             state = self._live_key()
             state.sent += 1
+            state.recent.append(self._clock())
             return Lease(self, state, None)
         who, weight = lanes.current_client()
         me = Waiter(lanes.current_lane(), who, weight)
@@ -446,6 +493,7 @@ class KeyPool:
                 wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
                 if wait <= 0:
                     state.sent += 1
+                    state.recent.append(self._clock())
                     if state.auth_failures:
                         state.probing = True
                     return Lease(self, state, ticket), 0.0
@@ -592,6 +640,8 @@ class KeyPool:
         """Pause the key as the vendor asks; the pause, in seconds (0: none)."""
         now = self._clock()
         pause = 0.0
+        if status == 429:
+            state.limited += 1
         retry_after = _number(headers.get("retry-after"))
         if status == 429 and retry_after is not None:
             pause = max(pause, min(retry_after, self._max_pause))

@@ -126,6 +126,19 @@ def download(served: Served, auth: dict[str, str], manifest: dict[str, Any]) -> 
     return by_type
 
 
+def held(deployment: Deployment, resource_type: str, *sources: str) -> int:
+    """How many records of ``resource_type`` the sandboxes of ``sources`` (all by default)
+    hold, counted in their own tables: what an export must hold, by the vendor's count
+    rather than the facade's."""
+    tables = {"Patient": "patients", "Appointment": "appointments"}[resource_type]
+    count = 0
+    for source in sources or (LEYR, NYRA):
+        kept = getattr(deployment.leyr if source == LEYR else deployment.nyra, tables)
+        for table in kept.values() if isinstance(kept, dict) else (kept,):
+            count += sum(1 for _ in table)
+    return count
+
+
 def total(served: Served, auth: dict[str, str], resource_type: str, **params: str) -> int:
     r = served.http.get(f"/{resource_type}", params={"_summary": "count", **params}, headers=auth)
     assert r.status_code == 200, r.text

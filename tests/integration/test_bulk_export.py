@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
-from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, kick_off, total
-from services import needs_redis
+from bulk import ASYNC, LEYR, NYRA, Deployment, Served, download, finish, held, kick_off, total
+from services import REDIS_URL, forget, namespace, needs_redis
 
 
 @pytest.fixture
@@ -41,10 +40,10 @@ def test_a_system_export_holds_every_resource_once(deployment, served):
     for resource_type in ("Patient", "Appointment"):
         ids = [r["id"] for r in resources[resource_type]]
         assert len(ids) == len(set(ids)), "a resource exported twice"
-        assert len(ids) == total(served, auth, resource_type)
+        assert len(ids) == held(deployment, resource_type) == total(served, auth, resource_type)
         for source in (LEYR, NYRA):
             mine = [i for i in ids if i.startswith(source)]
-            assert len(mine) == total(served, auth, resource_type, _source=source)
+            assert len(mine) == held(deployment, resource_type, source)
     # Files are split past [export] file_max_records, each named by type and source.
     assert all(item["count"] <= 7 for item in manifest["output"])
     assert len(manifest["output"]) > 4
@@ -179,7 +178,7 @@ def test_a_group_is_one_source(deployment, served):
     auth = deployment.token(served.app, "full")
     manifest = finish(served, auth, kick_off(served, auth, f"/Group/{LEYR}/$export"))
     resources = download(served, auth, manifest)
-    assert len(resources["Patient"]) == total(served, auth, "Patient", _source=LEYR)
+    assert len(resources["Patient"]) == held(deployment, "Patient", LEYR)
     assert all(r["id"].startswith(LEYR) for rs in resources.values() for r in rs)
 
 
@@ -267,19 +266,18 @@ def test_a_job_resumes_in_a_new_app_without_duplicates(deployment):
         for resource_type in ("Patient", "Appointment"):
             ids = [r["id"] for r in resources[resource_type]]
             assert len(ids) == len(set(ids))
-            assert len(ids) == total(serving, auth, resource_type, _source=NYRA)
+            assert len(ids) == held(deployment, resource_type, NYRA)
     finally:
         serving.stop()
 
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
 @needs_redis
 def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    prefix = namespace()
     deployment = Deployment(tmp_path)
-    deployment.settings = dataclasses.replace(deployment.settings, redis_url=REDIS_URL)
+    deployment.settings = dataclasses.replace(
+        deployment.settings, redis_url=REDIS_URL, redis_prefix=prefix
+    )
     one, two = Served(deployment.app()), Served(deployment.app())
     try:
         auth = deployment.token(one.app, "full")
@@ -290,9 +288,9 @@ def test_with_redis_any_app_answers_the_status_and_one_runs_the_job(tmp_path):
         resources = download(two, auth, manifest)
         ids = [r["id"] for rs in resources.values() for r in rs]
         assert len(ids) == len(set(ids))
-        assert len(resources["Patient"]) == total(two, auth, "Patient", _source=LEYR)
+        assert len(resources["Patient"]) == held(deployment, "Patient", LEYR)
         assert job not in two.app.state.exports.running
     finally:
         one.stop()
         two.stop()
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        forget(prefix)

@@ -110,6 +110,26 @@ async def test_gender_with_its_system_is_the_gender(world, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
+async def test_a_patient_or_practitioner_reference_of_another_type_finds_nothing(world, source):
+    """``patient`` holds only Patients and ``practitioner`` only Practitioners: a
+    Location's (or a Practitioner's, for ``patient``) reference finds no Appointment, at a
+    source that filters by it as at one that matches in memory."""
+    http = world.http
+    where = ("_source", source)
+    booked = [a for a in await _all(http, "Appointment", [where]) if a.get("participant")]
+    actors = {
+        ref.partition("/")[0]: ref
+        for a in booked
+        for ref in (p.get("actor", {}).get("reference", "") for p in a["participant"])
+    }
+    assert {"Patient", "Practitioner", "Location"} <= set(actors), actors
+    assert await _ids(http, "Appointment", where, ("patient", actors["Patient"]))
+    assert await _ids(http, "Appointment", where, ("patient", actors["Location"])) == set()
+    assert await _ids(http, "Appointment", where, ("patient", actors["Practitioner"])) == set()
+    assert await _ids(http, "Appointment", where, ("practitioner", actors["Patient"])) == set()
+
+
+@pytest.mark.parametrize("source", SOURCES)
 async def test_appointment_status_with_its_system_is_the_status(world, source):
     http = world.http
     where = ("_source", source)

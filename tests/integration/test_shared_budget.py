@@ -19,7 +19,7 @@ import uuid
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from services import needs_redis
+from services import REDIS_URL, namespace, needs_redis
 from windows import Aligned
 
 from adapter.sandbox import NyraSandbox, RateLimits
@@ -27,7 +27,8 @@ from adapter.transport import KeyPool, NyraKey
 from adapter.transport.budget import Budgets, RedisLedger
 from adapter.transport.ratelimit import Limit
 
-REDIS = "redis://127.0.0.1:6379/15"
+# Every key these tests make is under a prefix of this module's own run.
+PREFIX = namespace()
 SCALED = RateLimits(second_window=1 / 30, minute_window=2.0)  # Nyra's time, 30 times faster
 
 
@@ -41,7 +42,7 @@ def _key(sandbox: NyraSandbox) -> NyraKey:
 
 async def _forget(client: aioredis.Redis, source: str) -> None:
     """Delete what a test left in Redis (all of it is named after its source)."""
-    names = [n async for n in client.scan_iter(match=f"fhir-adapter:*:{source}:*", count=1000)]
+    names = [n async for n in client.scan_iter(match=f"{PREFIX}*:{source}:*", count=1000)]
     if names:
         await client.delete(*names)
 
@@ -64,7 +65,7 @@ async def test_three_processes_share_one_keys_budget():
     source = f"shared-{uuid.uuid4().hex[:8]}"
     clock = Aligned(SCALED.minute_window)
     sandbox = NyraSandbox(seed=1, patients=5, limits=SCALED, clock=clock)
-    clients = [aioredis.Redis.from_url(REDIS, socket_connect_timeout=1) for _ in range(3)]
+    clients = [aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) for _ in range(3)]
     pools = []
     for client in clients:
         pool = KeyPool.nyra(
@@ -72,7 +73,7 @@ async def test_three_processes_share_one_keys_budget():
             second_window=SCALED.second_window,
             minute_window=SCALED.minute_window,
         )
-        pool.bind(source, RedisLedger(client, source))
+        pool.bind(source, RedisLedger(client, source, namespace=PREFIX))
         pools.append(pool)
     answers: collections.Counter[int] = collections.Counter()
     minutes = 3
@@ -109,10 +110,10 @@ PAUSE = 600.0  # seconds: far longer than the test, so that what is left is near
 
 async def test_a_vendor_pause_is_seen_by_every_process():
     source = f"pause-{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url(REDIS, socket_connect_timeout=1)
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
-        ledger = RedisLedger(client, source)
-        other = RedisLedger(client, source)
+        ledger = RedisLedger(client, source, namespace=PREFIX)
+        other = RedisLedger(client, source, namespace=PREFIX)
         await ledger.pause("key-1", PAUSE)
         assert PAUSE - 60 < await other.paused("key-1") <= PAUSE
         wait, ticket = await other.take("key-1", [Limit(12, 1.0)], 10.0)
@@ -130,9 +131,9 @@ async def test_more_calls_at_once_than_a_window_holds_wait_for_answers_not_refus
     source = f"flight-{uuid.uuid4().hex[:8]}"
     clock = Aligned(1.0)
     sandbox = NyraSandbox(seed=1, patients=5, limits=RateLimits(), clock=clock)
-    client = aioredis.Redis.from_url(REDIS, socket_connect_timeout=1)
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     pool = KeyPool.nyra([_key(sandbox)], max_wait=2)
-    pool.bind(source, RedisLedger(client, source))
+    pool.bind(source, RedisLedger(client, source, namespace=PREFIX))
     answers: collections.Counter[int] = collections.Counter()
 
     async def call(vendor: httpx.AsyncClient) -> None:

@@ -152,17 +152,20 @@ def values_of(kind: str, references: list[str], wellformed: bool) -> st.SearchSt
 
 
 @st.composite
-def searches(draw, params: dict, references: list[str]) -> tuple[str, list[tuple[str, str]]]:
+def searches(
+    draw, params: dict, references: list[str], today: date
+) -> tuple[str, list[tuple[str, str]]]:
     """(resource type, query items) of one search: half of them well formed (FHIR's
     modifiers and prefixes, values of the parameter's kind), which reach the sources and
-    their matching; the rest anything."""
+    their matching; the rest anything. ``today`` is the day the sandboxes' clocks read:
+    the Slot windows are drawn around it, so that the same draw asks the same on any day."""
     resource_type = draw(st.sampled_from(sorted(params)))
     listed = params[resource_type]
     wellformed = draw(st.booleans())
     items = []
     if resource_type == "Slot" and wellformed:  # a practitioner's free time, in a window
         doctors = [r for r in references if r.startswith("Practitioner/")]
-        first = draw(st.dates(date.today() - timedelta(days=3), date.today() + timedelta(60)))
+        first = draw(st.dates(today - timedelta(days=3), today + timedelta(60)))
         last = first + timedelta(days=draw(st.integers(1, 35)))
         items.append(("schedule.actor", draw(st.sampled_from(doctors))))
         items += [("start", f"ge{first.isoformat()}"), ("start", f"lt{last.isoformat()}")]

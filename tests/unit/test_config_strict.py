@@ -165,6 +165,14 @@ def test_source_values_have_their_types(tmp_path, toml, expected):
         ('log_format = "xml"', 'log_format: expected "json" or "text"'),
         ('open_access = "yes"', "open_access: expected a boolean, got a string"),
         ('max_count = "100"', "max_count: expected an integer, got a string"),
+        (
+            'redis_prefix = ""',
+            'redis_prefix must be 1 to 64 letters, digits or _ . : - { } (e.g. "fhir-adapter:")',
+        ),
+        (
+            'redis_prefix = "two words:"',
+            'redis_prefix must be 1 to 64 letters, digits or _ . : - { } (e.g. "fhir-adapter:")',
+        ),
     ],
 )
 def test_server_values_have_their_types(tmp_path, toml, expected):

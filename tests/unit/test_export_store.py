@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from services import need_redis
+from services import REDIS_URL, aforget, namespace, need_redis
 
 from adapter.export.engine import (
     ExportState,
@@ -25,7 +25,6 @@ from adapter.transport.client import VendorClient
 from adapter.transport.ratelimit import KeyPool
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -38,11 +37,11 @@ async def store(request, tmp_path):
         return
     need_redis(REDIS_URL)
     client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    made = RedisJobStore(client, tmp_path)
+    prefix = namespace()
+    made = RedisJobStore(client, tmp_path, prefix)
     made.advance = None
     yield made
-    await client.flushdb()
+    await aforget(client, prefix)
     await made.aclose()
 
 
@@ -170,3 +169,26 @@ def test_a_vendor_time_in_whole_seconds_counts_as_any_moment_of_it():
     assert after("2026-03-01T10:00:00.401Z", coarse=False)
     assert not after("2026-03-01T10:00:00.400Z", coarse=True)
     assert _changed_after({}, since, coarse=True)  # no time: kept
+
+
+async def test_in_redis_a_finished_job_expires_after_its_keeping(tmp_path):
+    """A finished job's record carries an expiry: its keeping and an hour's grace after it
+    finished, so that Redis drops it even if no process sweeps; a running job has none."""
+    need_redis(REDIS_URL)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    prefix = namespace()
+    now = [10_000.0]
+    made = RedisJobStore(client, tmp_path, prefix, keep_seconds=7200, clock=lambda: now[0])
+    try:
+        await made.put({"id": "running", "finished": None})
+        assert await client.ttl(f"{prefix}export:job:running") == -1
+        await made.put({"id": "done", "finished": now[0] - 600})
+        # 2 h of keeping and 1 h of grace, 10 min of which have passed (Redis's own clock
+        # may pass a second boundary between the put and the read).
+        left = await client.ttl(f"{prefix}export:job:done")
+        assert 3 * 3600 - 600 - 1 <= left <= 3 * 3600 - 600
+        await made.put({"id": "old", "finished": now[0] - 4 * 3600})
+        assert await client.ttl(f"{prefix}export:job:old") == 1
+    finally:
+        await aforget(client, prefix)
+        await made.aclose()

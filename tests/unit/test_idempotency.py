@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 from harness import FAST
-from services import needs_redis
+from services import REDIS_URL, forget, namespace, needs_redis
 
 from adapter.app import create_app
 from adapter.idempotency import MemoryStore, Outcome, RedisStore
@@ -20,7 +20,6 @@ from adapter.settings import Settings
 from mappings import encode_id
 
 pytestmark = pytest.mark.anyio
-REDIS = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
@@ -28,9 +27,11 @@ async def store(request):
     if request.param == "memory":
         yield MemoryStore()
         return
-    s = RedisStore(REDIS)
+    prefix = namespace()
+    s = RedisStore(REDIS_URL, prefix=prefix)
     yield s
     await s.aclose()
+    forget(prefix)
 
 
 async def test_claim_finish_replay(store):
@@ -86,9 +87,15 @@ async def test_two_workers_sharing_redis_book_once():
     source = {"connector": "nyra", **sandbox.defaults()}
     vendor = Held(sandbox.transport())
 
+    prefix = namespace()
+
     def worker():
         settings = Settings(
-            open_access=True, sources={"nyra-r": source}, cursor_key=b"r" * 32, redis_url=REDIS
+            open_access=True,
+            sources={"nyra-r": source},
+            cursor_key=b"r" * 32,
+            redis_url=REDIS_URL,
+            redis_prefix=prefix,
         )
         return create_app(settings, transports={"nyra-r": vendor})
 
@@ -142,17 +149,19 @@ async def test_two_workers_sharing_redis_book_once():
     for client, app in zip(clients, apps, strict=True):
         await client.aclose()
         await app.state.idempotency.aclose()
+    forget(prefix)
 
 
 @needs_redis
 async def test_client_rate_limits_are_shared_through_redis():
     from adapter.api.guard import RedisLimiter
 
-    store = RedisStore(REDIS)
+    prefix = namespace()
+    store = RedisStore(REDIS_URL, prefix=f"{prefix}idem:")
     clock = [1_900_000_000.0]
     first, second = (
-        RedisLimiter(store.redis, lambda: clock[0]),
-        RedisLimiter(store.redis, lambda: clock[0]),
+        RedisLimiter(store.redis, lambda: clock[0], namespace=prefix),
+        RedisLimiter(store.redis, lambda: clock[0], namespace=prefix),
     )
     client = f"client-{uuid.uuid4()}"
     counts = [await limiter.hit(client, 3) for limiter in (first, second, first, second)]
@@ -161,6 +170,7 @@ async def test_client_rate_limits_are_shared_through_redis():
     clock[0] += 60
     assert (await second.hit(client, 3))[0] == 1
     await store.aclose()
+    assert forget(prefix) == 2  # the two windows, under this test's prefix only
 
 
 async def test_a_hundred_thousand_keys_stay_under_the_bound():

@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from services import needs_redis
+from services import REDIS_URL, forget, namespace, needs_redis
 
 from adapter.journal import FileJournal, RedisJournal, digest_of, journal_for
 
 pytestmark = pytest.mark.anyio
-REDIS = "redis://127.0.0.1:6379/15"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 T2 = T0 + timedelta(hours=2)
@@ -25,9 +24,11 @@ T2 = T0 + timedelta(hours=2)
 
 @pytest.fixture(params=["file", pytest.param("redis", marks=needs_redis)])
 async def journal(request, tmp_path):
-    made = FileJournal(tmp_path) if request.param == "file" else RedisJournal(REDIS)
+    prefix = namespace()
+    made = FileJournal(tmp_path) if request.param == "file" else RedisJournal(REDIS_URL, prefix)
     yield made
     await made.aclose()
+    forget(prefix)
 
 
 def _appointment(status: str = "booked", rid: str | None = None) -> dict:
@@ -112,7 +113,8 @@ async def test_two_instances_on_one_file_agree(tmp_path):
 
 @needs_redis
 async def test_two_redis_clients_agree():
-    one, two = RedisJournal(REDIS), RedisJournal(REDIS)
+    prefix = namespace()
+    one, two = RedisJournal(REDIS_URL, prefix), RedisJournal(REDIS_URL, prefix)
     try:
         resource = _appointment()
         [a] = await one.stamp("leyr", [resource], now=T0)
@@ -121,11 +123,12 @@ async def test_two_redis_clients_agree():
     finally:
         await one.aclose()
         await two.aclose()
+        forget(prefix)
 
 
 def test_journal_for_chooses_the_store(tmp_path):
     assert isinstance(journal_for(None, tmp_path), FileJournal)
-    assert isinstance(journal_for("redis://127.0.0.1:6379/15", tmp_path), RedisJournal)
+    assert isinstance(journal_for(REDIS_URL, tmp_path), RedisJournal)
 
 
 _STATUS = st.sampled_from(["booked", "cancelled", "fulfilled", "noshow"])
@@ -137,11 +140,13 @@ _STATUS = st.sampled_from(["booked", "cancelled", "fulfilled", "noshow"])
 def test_stamping_twice_gives_the_same_times(tmp_path_factory, backend, statuses):
     import asyncio
 
+    prefix = namespace()
+
     async def run() -> None:
         if backend == "file":
             made: FileJournal | RedisJournal = FileJournal(tmp_path_factory.mktemp("journal"))
         else:
-            made = RedisJournal(REDIS)
+            made = RedisJournal(REDIS_URL, prefix)
         try:
             resources = [_appointment(s) for s in statuses]
             first = await made.stamp("leyr", resources, now=T0)
@@ -149,6 +154,8 @@ def test_stamping_twice_gives_the_same_times(tmp_path_factory, backend, statuses
             assert [_updated(r) for r in first] == [_updated(r) for r in second]
         finally:
             await made.aclose()
+            if backend == "redis":
+                forget(prefix)
 
     asyncio.run(run())
 

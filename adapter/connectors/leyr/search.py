@@ -107,8 +107,12 @@ def plan_appointments(
             _narrow_ids(plan, param.values, source)
         elif param.name in ("patient", "practitioner"):
             value = _single(param)
+            kind = value.rstrip("/").rsplit("/", 2)[-2] if value and "/" in value else None
+            wanted = "Patient" if param.name == "patient" else "Practitioner"
             owned = _own(value.rsplit("/", 1)[-1], source, plan.care_units) if value else None
-            if value is not None and owned is None:
+            if kind not in (None, wanted):
+                plan.empty = True  # a reference of a type the parameter never holds
+            elif value is not None and owned is None:
                 plan.empty = True
             elif owned is not None:
                 cu, vendor_id = owned

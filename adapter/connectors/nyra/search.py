@@ -152,6 +152,9 @@ def _reference(p: Plan, param: SearchParam, value: str, source: str) -> None:
         p.empty = True
         return
     kind, vendor_id = owned
+    if default is not None and kind not in (None, default):
+        p.empty = True  # patient=Location/...: a reference of a type the parameter never holds
+        return
     key = _REF_QUERY.get(kind or default or "")
     if key is None or key in p.query:
         p.exact = False

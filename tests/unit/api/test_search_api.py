@@ -152,6 +152,28 @@ async def test_post_search_takes_a_form(http):
     assert r.status_code == 415 and outcome(r)["issue"][0]["code"] == "not-supported"
 
 
+@pytest.mark.parametrize("path", ["/fhir/Patient", "/fhir/Group", "/fhir/Subscription"])
+async def test_a_form_asks_what_its_query_would(http, path):
+    """POST _search is the same search as GET, for every type that is searched: the same
+    matches, and the form's _format and _pretty count as the query's would."""
+    got = await http.get(path, params={"_count": "2"})
+    posted = await http.post(f"{path}/_search", data={"_count": "2"})
+    assert (got.status_code, posted.status_code) == (200, 200)
+    assert [e["resource"]["id"] for e in posted.json().get("entry", [])] == [
+        e["resource"]["id"] for e in got.json().get("entry", [])
+    ]
+    refused = await http.post(f"{path}/_search", data={"_format": "xml"})
+    assert refused.status_code == 406
+    assert outcome(refused)["issue"][0]["diagnostics"] == "_format XML is not served; use json"
+    empty = await http.post(f"{path}/_search", data={"_format": ""})
+    assert empty.status_code == 406
+    pretty = await http.post(f"{path}/_search", data={"_pretty": "true", "_count": "1"})
+    assert pretty.status_code == 200 and pretty.text.startswith('{\n  "resourceType"')
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    last = await http.post(f"{path}/_search", content=b"_format=xml&_format=json", headers=form)
+    assert last.status_code == 200  # the last of a repeated _format, as in a query
+
+
 @pytest.mark.parametrize(
     "headers,params,status,media",
     [
