@@ -100,7 +100,14 @@ def create_app(
     )
     if workers is None:
         workers = int(os.environ.get(WORKERS_ENV, "1"))
-    budget.configure(budget.Budgets(budget_redis, workers=workers, namespace=settings.redis_prefix))
+    budgets = budget.Budgets(
+        budget_redis,
+        workers=workers,
+        namespace=settings.redis_prefix,
+        shares=settings.lanes,
+        ceilings={"bulk": settings.export.budget_share},
+    )
+    budget.configure(budgets)
     # When each record last changed, where its vendor does not say: $everything's and
     # $export's _since. Shared through Redis, else a sqlite file beside the export files.
     journal = journal_of(settings)
@@ -204,6 +211,8 @@ def create_app(
         probes_router(
             facade.readiness,
             None if budget_redis is None else functools.partial(redis_watch.ping, budget_redis),
+            refresh=budgets.sync_circuits,
+            lanes=budgets.lane_states,
         )
     )
     app.include_router(docs_router)  # /openapi.json and Swagger UI at /docs

@@ -36,6 +36,7 @@ from adapter.connectors.config import (
     source_problems,
     unresolved,
 )
+from adapter.transport.lanes import DEFAULT_SHARES, LANES
 
 __all__ = [
     "CURSOR_KEY_ENV",
@@ -96,6 +97,8 @@ SERVER_KEYS: dict[str, Any] = {
     "forwarded_allow_ips": list[str],
     "cache_mb": AtLeast(float, 0),
     "body_seconds": AtLeast(float, 0, strictly=True),
+    # Each vendor budget's division between its lanes (adapter.transport.lanes).
+    "lanes": {name: AtLeast(float, 0, strictly=True) for name in LANES},
 }
 
 # What [export] takes: bulk data export ($export and `fhir-adapter export`).
@@ -248,6 +251,9 @@ class Settings:
     shutdown_seconds: float = 10.0  # how long requests in flight may finish on shutdown
     body_seconds: float = 10.0  # how long a request body may take to arrive, whole
     log_format: str = "json"  # operator logs: "json" or "text"
+    # Each vendor budget's shares by lane (adapter.transport.lanes; those not named keep
+    # their default).
+    lanes: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
     export: ExportSettings = field(default_factory=ExportSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # [telemetry] otlp_endpoint: the collector traces go to (OTLP/HTTP); none: no tracing.
@@ -399,6 +405,7 @@ def _settings(raw: Mapping[str, Any], env: Mapping[str, str], origin: str) -> Se
         cursor_key=cursor_key,
         redis_url=server.get("redis_url") or None,
         redis_prefix=server.get("redis_prefix", default.redis_prefix),
+        lanes={**DEFAULT_SHARES, **{k: float(v) for k, v in server.get("lanes", {}).items()}},
         export=ExportSettings(
             dir=export.get("dir", ExportSettings.dir),
             keep_hours=float(export.get("keep_hours", ExportSettings.keep_hours)),

@@ -99,6 +99,10 @@ _JOB_ID = {
 }
 
 
+DEFAULT_MAX_EXPORTS = 2  # without clients (open access): jobs at once
+QUOTA_RETRY_SECONDS = 30  # when one more export may be asked for: about a poll's pace
+
+
 def runner(request: Request) -> ExportRunner:
     return request.app.state.exports  # type: ignore[no-any-return]
 
@@ -334,6 +338,17 @@ async def _kick_off(request: Request, group: str | None, *, patient_level: bool)
         for source in declared.serving(resource_type)
         if (group is None or source == group) and who.sees(source)
     ]
+    client = request.scope.get("fhir.client")
+    most = client.max_exports if client is not None else DEFAULT_MAX_EXPORTS
+    if await runner(request).running_for(who.name) >= most:
+        raise FhirError.one(
+            429,
+            "throttled",
+            f"this client already runs {most} export job{'s' if most != 1 else ''}, as many "
+            "as it may at once ([clients.NAME] max_exports): wait for one to finish, or "
+            "cancel one",
+            **{"Retry-After": str(QUOTA_RETRY_SECONDS)},
+        )
     query = request.scope.get("query_string", b"").decode()
     asked = f"{base_url(request)}{request.scope.get('path', '').removeprefix('/fhir')}"
     job = await runner(request).submit(

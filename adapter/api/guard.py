@@ -45,6 +45,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -61,6 +62,7 @@ from adapter.ops.activity import activity
 from adapter.ops.caches import Table
 from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
+from adapter.transport import lanes
 
 __all__ = [
     "MAX_BODY",
@@ -371,13 +373,16 @@ class Guard:
         scope["fhir.audit"] = audit
         status_seen: list[int] = []
         extra_headers: list[tuple[bytes, bytes]] = []
+        standing: lanes.Standing = {}
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 message = {
                     **message,
-                    "headers": _secured(message.get("headers") or [], extra_headers),
+                    "headers": _secured(
+                        message.get("headers") or [], [*extra_headers, *told(standing)]
+                    ),
                 }
             await send(message)
 
@@ -398,7 +403,10 @@ class Guard:
                     await _discard(raw, scope, self._body_seconds)
                 await _send_error(watch, refusal)
             elif path.startswith("/fhir/"):
-                await self.fhir(scope, receive, watch)
+                client = scope.get("fhir.client")
+                who = (client.name, client.weight) if client is not None else (lanes.ANONYMOUS,)
+                with lanes.client(*who) as standing:
+                    await self.fhir(scope, receive, watch)
             else:
                 await self.app(scope, receive, watch)
         except Exception as exc:
@@ -622,6 +630,24 @@ def _secured(
         headers += SECURITY_HEADERS
     headers += extra
     return headers
+
+
+def told(standing: lanes.Standing) -> list[tuple[bytes, bytes]]:
+    """The ``RateLimit-Policy`` and ``RateLimit`` fields (IETF httpapi ratelimit-headers
+    draft) of the vendor budgets a request drew on: per source, its budget (``q`` calls
+    per ``w`` seconds), and what is left to this client of it in the current window
+    (``r``) and when that window's oldest call of the client leaves it (``t``)."""
+    if not standing:
+        return []
+    policies = ", ".join(
+        f'"{source}";q={quota};w={math.ceil(window)}'
+        for source, (quota, window, _, _) in sorted(standing.items())
+    )
+    left = ", ".join(
+        f'"{source}";r={remaining};t={math.ceil(reset)}'
+        for source, (_, _, remaining, reset) in sorted(standing.items())
+    )
+    return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", left.encode())]
 
 
 def _has_body(scope: Scope) -> bool:

@@ -96,6 +96,9 @@ def _poller(request: Request) -> SubscriptionPoller:
     return poller
 
 
+DEFAULT_MAX_SUBSCRIPTIONS = 20  # without clients (open access)
+
+
 def _not_found(sub_id: str) -> FhirError:
     return FhirError.one(404, "not-found", f"Subscription/{sub_id} is not known")
 
@@ -134,6 +137,16 @@ async def create(request: Request) -> Response:
     who = caller(request)
     base = base_url(request)
     resource = await validate(body, facade(request), poller.allowed, who, base)
+    client = request.scope.get("fhir.client")
+    most = client.max_subscriptions if client is not None else DEFAULT_MAX_SUBSCRIPTIONS
+    held = sum(1 for r in await poller.store.all() if r.get("owner") == who.name)
+    if held >= most:
+        raise FhirError.one(
+            422,
+            "business-rule",
+            f"this client holds {held} Subscriptions, as many as it may "
+            f"([clients.NAME] max_subscriptions = {most}): delete one first",
+        )
     resource["id"] = secrets.token_hex(12)
     record: dict[str, Any] = {
         "owner": who.name,

@@ -34,6 +34,10 @@ CLIENT_KEYS: dict[str, Any] = {
     "sources": list[str],
     "rate_limit": {"per_minute": int},
     "require_if_match": bool,
+    # Its part of each vendor budget beside other clients waiting for it (default 1).
+    "weight": float,
+    "max_exports": int,  # export jobs it may have running at once (default 2)
+    "max_subscriptions": int,  # Subscriptions it may hold (default 20)
 }
 
 
@@ -52,6 +56,9 @@ class Client:
     # Its updates must name the version they change (If-Match), so that one partner does
     # not overwrite another's change unseen.
     require_if_match: bool = False
+    weight: float = 1.0
+    max_exports: int = 2
+    max_subscriptions: int = 20
 
     def secret_matches(self, given: str) -> bool:
         if self._secret is None:
@@ -114,6 +121,15 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
         require_if_match = table.get("require_if_match", False)
         if not isinstance(require_if_match, bool):
             raise ValueError(f"{where}: require_if_match must be true or false")
+        weight = table.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise ValueError(f"{where}: weight must be a number above 0")
+        quotas = {}
+        for key, default in (("max_exports", 2), ("max_subscriptions", 20)):
+            value = table.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}: {key} must be a whole number >= 0")
+            quotas[key] = value
         out[name] = Client(
             name,
             scopes,
@@ -122,5 +138,7 @@ def load_clients(raw: Mapping[str, Any], sources: list[str]) -> dict[str, Client
             _digest(secret) if secret else None,
             keys,
             require_if_match,
+            float(weight),
+            **quotas,
         )
     return out

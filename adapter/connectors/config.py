@@ -164,7 +164,7 @@ class SourceOptions:
     cache_seconds: float = 0.0
     circuit_failures: int = 5
     circuit_open_seconds: float = 30.0
-    queue: int = 64
+    queue: int | None = None  # None: sized from the budget (KeyPool.queue)
     directory_seconds: float = 300.0
     country: str | None = None
     memo_bytes: int = 64 << 20  # the memory the source's mapped answers may hold
@@ -181,7 +181,7 @@ def source_options(config: Mapping[str, Any]) -> SourceOptions:
         cache_bytes=_mb(config, "cache_mb", default.cache_bytes),
         circuit_failures=int(circuit.get("failures", default.circuit_failures)),
         circuit_open_seconds=float(circuit.get("open_seconds", default.circuit_open_seconds)),
-        queue=int(config.get("queue", default.queue)),
+        queue=int(config["queue"]) if "queue" in config else None,
         directory_seconds=float(config.get("directory_seconds", default.directory_seconds)),
         country=config.get("country", default.country),
         memo_bytes=_mb(config, "memo_mb", default.memo_bytes),

@@ -23,7 +23,7 @@ from adapter.connectors.base import Page, ResourceNotFound, offset_page
 from adapter.fhir.match import matches
 from adapter.fhir.search import SearchRequest
 from adapter.ops import caches
-from adapter.transport import scope
+from adapter.transport import lanes, scope
 
 __all__ = ["DIRECTORY_TYPES", "Kept", "directory_page", "find", "read_each"]
 
@@ -91,7 +91,8 @@ class Kept(Generic[T]):
                 self.hits += 1
                 return found
             self.misses += 1
-            with scope.shared():  # kept for every request: not this request's calls
+            # Kept for every request: not this request's calls, and in the background lane.
+            with scope.shared(), lanes.lane("background"):
                 value = await self._fetch()
             self.forget()
             if self.seconds > 0:

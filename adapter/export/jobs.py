@@ -27,6 +27,7 @@ from adapter.export.storage import StorageError
 from adapter.export.store import JobStore
 from adapter.facade import Facade
 from adapter.ops import redis_watch
+from adapter.transport import lanes
 
 if TYPE_CHECKING:
     from adapter.settings import ExportSettings
@@ -169,6 +170,15 @@ class ExportRunner:
             self._launch(job_id)
         return job
 
+    async def running_for(self, client: str | None) -> int:
+        """How many jobs ``client`` has running (in every process: they are in the store)."""
+        running = 0
+        for job_id in await self.store.ids():
+            job = await self.store.get(job_id)
+            if job is not None and job["client"] == client and job["status"] == "running":
+                running += 1
+        return running
+
     async def find(self, job_id: str, client: str | None) -> dict[str, Any] | None:
         """The job, if it exists, is not past keeping, and ``client`` asked for it; None for
         an id that is no job's (of another shape than those this service makes)."""
@@ -240,21 +250,24 @@ class ExportRunner:
             await self.store.put(stored)
 
         try:
-            state = await run_export(
-                self.gate,
-                state,
-                self.output.writer(job_id),
-                save,
-                since=parse_instant(job["since"]) if job["since"] else None,
-                type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
-                elements=job.get("elements", {}),
-                patients=job.get("patients", []),
-                journal=self.journal,
-                transaction_time=parse_instant(job["transaction_time"]),
-                file_max_records=self.settings.file_max_records,
-                budget_share=self.settings.budget_share,
-                page_size=self.page_size,
-            )
+            # The job draws on the bulk lane of each budget, for the client that asked:
+            # the lane's ceiling ([export] budget_share) holds for every job together.
+            with lanes.lane("bulk"), lanes.client(job["client"] or lanes.ANONYMOUS):
+                state = await run_export(
+                    self.gate,
+                    state,
+                    self.output.writer(job_id),
+                    save,
+                    since=parse_instant(job["since"]) if job["since"] else None,
+                    type_filters=parse_type_filters(self.gate, job.get("type_filters", []), types),
+                    elements=job.get("elements", {}),
+                    patients=job.get("patients", []),
+                    journal=self.journal,
+                    transaction_time=parse_instant(job["transaction_time"]),
+                    file_max_records=self.settings.file_max_records,
+                    budget_share=1.0,
+                    page_size=self.page_size,
+                )
         except JobGone as gone:
             if gone.cancelled:  # by another process, which may have deleted files before
                 await self._discard(job_id)  # this one wrote its last page

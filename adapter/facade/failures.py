@@ -51,6 +51,7 @@ from adapter.transport import (
     NotFound,
     PermissionMissing,
     RateLimited,
+    ShareExceeded,
     VendorError,
     VendorTimeout,
     VendorUnavailable,
@@ -205,6 +206,14 @@ def vendor_issue(exc: VendorError | MappingError, source: str | None = None) -> 
         )
     if isinstance(exc, VendorTimeout):
         return 504, Issue("error", "timeout", f"source {where} did not answer in time")
+    if isinstance(exc, ShareExceeded):
+        return 429, Issue(
+            "error",
+            "throttled",
+            f"source {where}: this client has had its fair share of the vendor's budget "
+            f"({exc.quota} call{'s' if exc.quota != 1 else ''} per {exc.window:g} s) while "
+            "other clients ask for it too; try later",
+        )
     if isinstance(exc, BudgetRefused):
         return 503, Issue(
             "error", "throttled", f"source {where}: its vendor budget is spent for now; try later"

@@ -20,8 +20,8 @@ leaves as a :class:`~adapter.fhir.outcome.FhirError` made by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -41,7 +41,7 @@ from adapter.fhir.search import SearchState
 from adapter.fhir.shaping import keeps, kept_and_sorted, subset
 from adapter.fhir.versions import with_version
 from adapter.protocol import Written
-from adapter.transport import scope
+from adapter.transport import lanes, scope
 
 __all__ = ["Caller", "Facade", "RequestLimits", "SearchResult", "forbidden"]
 
@@ -211,14 +211,22 @@ class Facade(Sources):
         finally:
             scope.leave(token)
 
-    def write_deadline(self) -> AbstractContextManager[scope.Spending]:
+    @contextmanager
+    def write_deadline(self) -> Iterator[scope.Spending]:
         """A write's time: its vendor calls are cut off at 70% of ``request_seconds``, and
         a quarter more is kept to look whether a write that timed out was made. Nothing
-        cancels a write from outside: half a write is worse than a late answer."""
+        cancels a write from outside: half a write is worse than a late answer. Its calls
+        (the look-ups included) draw on the writes lane of each budget."""
         seconds = self.limits.request_seconds
-        if seconds is None:
-            return scope.spending(None, self.limits.max_vendor_calls)
-        return scope.spending(seconds * 0.7, self.limits.max_vendor_calls, seconds * 0.25)
+        with lanes.lane("writes"):
+            if seconds is None:
+                with scope.spending(None, self.limits.max_vendor_calls) as spent:
+                    yield spent
+                return
+            with scope.spending(
+                seconds * 0.7, self.limits.max_vendor_calls, seconds * 0.25
+            ) as spent:
+                yield spent
 
     def _resume(self, cursor: str, resource_type: str, caller: Caller) -> SearchState:
         try:

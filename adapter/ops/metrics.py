@@ -105,6 +105,12 @@ SOURCE_CIRCUIT_OPEN = Gauge(
     ["source"],
     multiprocess_mode="livemax",
 )
+LANE_CALLS = Counter(
+    "vendor_lane_calls_total",
+    "Calls for a source's vendor budget by lane and client: granted (a slot was given), "
+    "waited (given after a wait), refused (429 over the client's share, or 503).",
+    ["source", "lane", "client", "outcome"],
+)
 CACHE_HITS = Counter(
     "cache_hits_total",
     "Vendor answers served from the adapter's cache instead of a vendor call, by source.",
@@ -150,6 +156,7 @@ _request_children: dict[tuple[str, str, int], Any] = {}
 _vendor_children: dict[tuple[str, str], Any] = {}
 _rate_limited_children: dict[str, Any] = {}
 _budget_children: dict[tuple[str, str], Any] = {}
+_lane_children: dict[tuple[str, str, str, str], Any] = {}
 _circuit_children: dict[str, Any] = {}
 _cache_children: dict[str, Any] = {}
 
@@ -192,6 +199,16 @@ def set_key_budget(source: str, key: str, remaining: float) -> None:
     if child is None:
         child = _budget_children[label] = VENDOR_KEY_BUDGET.labels(*label)
     child.set(remaining)
+
+
+def count_lane_call(source: str, lane: str, client: str, outcome: str) -> None:
+    """A call for ``source``'s budget in ``lane`` for ``client`` (a configured client's
+    name: the labels come from the configuration, never from a request)."""
+    label = (source, lane, client, outcome)
+    child = _lane_children.get(label)
+    if child is None:
+        child = _lane_children[label] = LANE_CALLS.labels(*label)
+    child.inc()
 
 
 def set_circuit(source: str, is_open: bool) -> None:

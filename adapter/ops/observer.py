@@ -37,5 +37,8 @@ class OpsObserver:
     def key_budget(self, source: str, key: str, remaining: float) -> None:
         metrics.set_key_budget(source, key, remaining)
 
+    def lane_call(self, source: str, lane: str, client: str, outcome: str) -> None:
+        metrics.count_lane_call(source, lane, client, outcome)
+
 
 observer = OpsObserver()

@@ -20,6 +20,7 @@ keeps it in.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
@@ -40,10 +41,15 @@ READY_RETRY_AFTER = 30
 def probes_router(
     readiness: Callable[[], Mapping[str, str]],
     redis_answers: Callable[[], Awaitable[bool]] | None = None,
+    *,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+    lanes: Callable[[], Mapping[str, Any]] | None = None,
 ) -> APIRouter:
     """The three routes; ``readiness`` gives each source's state (``Facade.readiness``),
-    ``redis_answers`` whether the deployment's Redis answers (None: there is none).
-    They stay out of the OpenAPI document: it describes the FHIR API, not operations."""
+    after ``refresh`` (what every process shares: the circuits); ``redis_answers`` whether
+    the deployment's Redis answers (None: there is none); ``lanes`` each limited source's
+    lanes. They stay out of the OpenAPI document: it describes the FHIR API, not
+    operations."""
     router = APIRouter(include_in_schema=False)
 
     @router.api_route("/healthz", methods=["GET", "HEAD"])
@@ -52,8 +58,12 @@ def probes_router(
 
     @router.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz() -> Response:
+        if refresh is not None:
+            await refresh()
         sources = dict(readiness())
-        body: dict[str, object] = {"sources": sources}
+        body: dict[str, Any] = {"sources": sources}
+        if lanes is not None:
+            body["lanes"] = dict(lanes())
         ready = any(state in SERVING for state in sources.values())
         if redis_answers is not None:
             up = await redis_answers()

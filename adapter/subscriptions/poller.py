@@ -84,7 +84,7 @@ from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
 from adapter.subscriptions.store import Store
 from adapter.subscriptions.topics import TOPICS, Event, Facts, facts_of, notification
-from adapter.transport import tls_context
+from adapter.transport import lanes, tls_context
 
 __all__ = [
     "PAGES_PER_ROUND",
@@ -587,14 +587,15 @@ class SubscriptionPoller:
         (the next starts again from its first page); False: it failed (tried again next
         round)."""
         try:
-            page = await self.facade.listing_page(
-                source,
-                resource_type,
-                position.get("cursor"),
-                count=PAGE_SIZE,
-                pacer=pacer,
-                params=params,
-            )
+            with lanes.lane("background"), lanes.client(lanes.ANONYMOUS):
+                page = await self.facade.listing_page(
+                    source,
+                    resource_type,
+                    position.get("cursor"),
+                    count=PAGE_SIZE,
+                    pacer=pacer,
+                    params=params,
+                )
         except Exception as exc:  # the next round tries again
             log.info("subscription sweep of %s failed: %s", source, type(exc).__name__)
             return False

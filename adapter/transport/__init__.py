@@ -1,6 +1,6 @@
 """HTTP to the vendors: pooled clients, credentials, limits, retries, typed errors."""
 
-from adapter.transport import scope
+from adapter.transport import lanes, scope
 from adapter.transport.client import (
     BudgetRefused,
     CircuitRefused,
@@ -19,6 +19,7 @@ from adapter.transport.errors import (
     NotFound,
     PermissionMissing,
     RateLimited,
+    ShareExceeded,
     TemporaryVendorError,
     VendorError,
     VendorRejected,
@@ -50,6 +51,7 @@ __all__ = [
     "RateLimited",
     "RetryPolicy",
     "Secret",
+    "ShareExceeded",
     "TemporaryVendorError",
     "VendorClient",
     "VendorError",
@@ -61,6 +63,7 @@ __all__ = [
     "classify_status",
     "default_classify",
     "json_object",
+    "lanes",
     "make_vendor_http",
     "parse_retry_after",
     "scope",

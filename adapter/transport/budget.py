@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.transport.ratelimit import KeyPool, Limit
@@ -105,6 +105,39 @@ return '0'
 """
 
 
+# The waiters of a source, every process's: KEYS: the sorted set; ARGV: member, most,
+# hold (seconds a waiter of a process that died is counted). 1: joined, 0: full.
+_JOIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return 1
+"""
+
+# Who asked for a source's budget in its window, every process's: KEYS: the sorted set;
+# ARGV: window, then an entry to add ('' for none). Gives each entry and its age.
+_ASKED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+end
+local out = {}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i]
+  out[#out + 1] = tostring(now - tonumber(all[i + 1]))
+end
+return out
+"""
+
+
 class RedisLedger:
     """One source's slots in Redis, under ``{namespace}budget:{source}:...``."""
 
@@ -118,6 +151,8 @@ class RedisLedger:
         self._release = redis.register_script(_RELEASE)
         self._pause = redis.register_script(_PAUSE)
         self._paused = redis.register_script(_PAUSED)
+        self._join = redis.register_script(_JOIN)
+        self._asked = redis.register_script(_ASKED)
 
     def _keys(self, key: str, limits: Sequence[Limit]) -> list[str]:
         return [f"{self._prefix}:{key}:{lim.count}/{lim.window:g}" for lim in limits]
@@ -142,6 +177,21 @@ class RedisLedger:
     async def paused(self, key: str) -> float:
         return float(await self._paused(keys=[f"{self._prefix}:{key}:pause"]))
 
+    async def join(self, member: str, most: int, hold: float) -> bool:
+        """Count ``member`` among the source's waiters, unless ``most`` wait already."""
+        keys = [f"{self._prefix}:queue"]
+        return bool(await self._join(keys=keys, args=[member, most, hold]))
+
+    async def leave(self, member: str) -> None:
+        await self._redis.zrem(f"{self._prefix}:queue", member)
+
+    async def asked(self, entry: str, window: float) -> list[tuple[str, float]]:
+        """Note ``entry`` (unless empty) among those who asked for the budget; every entry
+        of the last ``window`` seconds, with its age in seconds."""
+        got = await self._asked(keys=[f"{self._prefix}:asked"], args=[window, entry])
+        items = [v.decode() if isinstance(v, bytes) else str(v) for v in got]
+        return [(items[i], float(items[i + 1])) for i in range(0, len(items), 2)]
+
 
 @dataclass(frozen=True)
 class Budgets:
@@ -151,8 +201,30 @@ class Budgets:
     workers: int = 1
     # What every key this deployment keeps in Redis begins with ([server] redis_prefix).
     namespace: str = NAMESPACE
+    # The lanes' shares of each budget, and the ceilings of those that have one (the bulk
+    # lane's is [export] budget_share): adapter.transport.lanes.
+    shares: Mapping[str, float] | None = None
+    ceilings: Mapping[str, float] = field(default_factory=dict)
+    # The pools and shared circuits bound so far, by source (what /readyz shows).
+    pools: dict[str, KeyPool] = field(default_factory=dict)
+    circuits: dict[str, Any] = field(default_factory=dict)
+
+    def lane_states(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each limited source's lanes as its pool in this process sees them."""
+        return {name: pool.lane_states() for name, pool in self.pools.items() if pool.limits}
+
+    async def sync_circuits(self) -> None:
+        """Every shared circuit as Redis has it now (before ``/readyz`` answers); with
+        Redis away, each process's own view stands."""
+        for shared in list(self.circuits.values()):
+            try:
+                await shared.sync()
+            except Exception:
+                continue
 
     def bind(self, source: str, pool: KeyPool) -> None:
+        pool.configure_lanes(self.shares, self.ceilings)
+        self.pools[source] = pool
         if not pool.limits:
             pool.bind(source)
             return

@@ -19,20 +19,21 @@ from adapter.ops import telemetry
 from adapter.ops.caches import Table, weigh
 from adapter.transport import budget, hooks, scope
 from adapter.transport.cache import ReadCache, SharedFlights
-from adapter.transport.circuit import Circuit, CircuitOpen
+from adapter.transport.circuit import Circuit, CircuitOpen, SharedCircuit
 from adapter.transport.errors import (
     AuthenticationRejected,
     BudgetRefused,
     CircuitRefused,
     MalformedResponse,
     RateLimited,
+    ShareExceeded,
     TemporaryVendorError,
     VendorError,
     VendorTimeout,
     VendorUnavailable,
     classify_status,
 )
-from adapter.transport.ratelimit import KeyPool, NoKeysLeft, QueueFull, SlotTooFar
+from adapter.transport.ratelimit import KeyPool, NoKeysLeft, OverShare, QueueFull, SlotTooFar
 from adapter.transport.retry import RetryPolicy
 
 __all__ = [
@@ -189,6 +190,13 @@ class VendorClient:
         self.circuit = circuit or Circuit()
         budgets = budget.current()
         budgets.bind(source, pool)
+        # With Redis the circuit is every process's (one answer from /readyz, one probe).
+        self._shared_circuit: SharedCircuit | None = None
+        if budgets.redis is not None:
+            self._shared_circuit = SharedCircuit(
+                self.circuit, budgets.redis, source, budgets.namespace
+            )
+            budgets.circuits[source] = self._shared_circuit
         self.cache = ReadCache(
             source, cache_seconds, budgets.redis, cache_bytes, namespace=budgets.namespace
         )
@@ -377,7 +385,10 @@ class VendorClient:
         if traced:
             span.set("vendor.circuit", self.circuit.state)
         try:
-            self.circuit.before_call()
+            if self._shared_circuit is not None:
+                await self._shared_circuit.before_call()
+            else:
+                self.circuit.before_call()
         except CircuitOpen as exc:
             raise CircuitRefused(self.source, exc.retry_after) from None
         scope.count_call()
@@ -395,6 +406,10 @@ class VendorClient:
             refused = AuthenticationRejected(self.source)
             refused.retry_after = exc.retry_after
             raise refused from None
+        except OverShare as exc:
+            self.circuit.abandoned()
+            _, window = self.pool.capacity()
+            raise ShareExceeded(self.source, exc.wait, exc.quota, window) from None
         except SlotTooFar as exc:
             self.circuit.abandoned()
             self._exhausted_at = time.monotonic()
@@ -414,12 +429,12 @@ class VendorClient:
             if remaining is not None and remaining.isdigit():
                 hooks.key_budget(self.source, lease.label, float(remaining))
             if response.is_success:
-                self._closed()
+                await self._closed()
                 return response.status_code, response.content
             error = self.classify(self.source, response) or classify_status(self.source, response)
             if write and response.status_code >= 500:
                 error.committed_unknown = True  # a 5xx may follow the vendor's commit
-            self._judge(error)
+            await self._judge(error)
             if isinstance(error, AuthenticationRejected):
                 lease.refused()
                 if self.pool.active() > 0:
@@ -431,7 +446,7 @@ class VendorClient:
                 hooks.vendor_call(
                     self.source, "timeout" if isinstance(exc, VendorTimeout) else "error", started
                 )
-                self._judge(exc)
+                await self._judge(exc)
             raise
         except asyncio.CancelledError:
             self.circuit.abandoned()
@@ -488,21 +503,25 @@ class VendorClient:
             lost.committed_unknown = write  # the request may have been carried out
             raise lost from None
 
-    def _closed(self) -> None:
+    async def _closed(self) -> None:
         """The vendor answered: the circuit closes, if it was open."""
-        if self.circuit.state != "closed":
+        was = self.circuit.state
+        if was != "closed":
             log.warning("source %s: the vendor answers again; the circuit is closed", self.source)
             hooks.circuit(self.source, False)
-        self.circuit.succeeded()
+        if self._shared_circuit is not None and (was != "closed" or self.circuit.failing):
+            await self._shared_circuit.succeeded()
+        else:
+            self.circuit.succeeded()
 
-    def _judge(self, error: VendorError) -> None:
+    async def _judge(self, error: VendorError) -> None:
         """Count a failure of the vendor's own against its circuit; any other answer
         shows the vendor is there."""
         if isinstance(error, RateLimited):
             hooks.rate_limited(self.source)
             return
         if not isinstance(error, VendorTimeout | VendorUnavailable):
-            self._closed()
+            await self._closed()
             return
         if error.committed_unknown and error.status is not None:
             # The vendor answered a write after it may have carried it out: told apart
@@ -511,7 +530,12 @@ class VendorClient:
             self.circuit.abandoned()
             return
         hooks.vendor_failure(self.source, error.status, type(error).__name__)
-        if self.circuit.failed():
+        opened = (
+            await self._shared_circuit.failed()
+            if self._shared_circuit is not None
+            else self.circuit.failed()
+        )
+        if opened:
             hooks.circuit(self.source, True)
             log.warning(
                 "source %s: %d failures in a row; the circuit is open for %d s",

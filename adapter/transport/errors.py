@@ -7,7 +7,8 @@
     │   │   └── CircuitRefused      the source's circuit is open: the vendor was not asked
     │   └── RateLimited             429
     │       └── BudgetRefused       no key free before the deadline, or the queue is full:
-    │                               the vendor was not asked
+    │           │                   the vendor was not asked
+    │           └── ShareExceeded   the caller had its fair share while others wait
     └── FatalVendorError            retrying would give the same answer
         ├── AuthenticationRejected  401: the source's credentials must be rotated
         ├── PermissionMissing       403; .permission (Nyra names it)
@@ -48,6 +49,7 @@ __all__ = [
     "NotFound",
     "PermissionMissing",
     "RateLimited",
+    "ShareExceeded",
     "TemporaryVendorError",
     "VendorError",
     "VendorRejected",
@@ -203,3 +205,14 @@ class BudgetRefused(RateLimited):
     def __init__(self, source: str, wait: float, queue_full: bool = False) -> None:
         what = "too many requests wait for its keys" if queue_full else "no key free in time"
         super().__init__(source, None, f"rate limited: {what}", wait)
+
+
+class ShareExceeded(BudgetRefused):
+    """The caller has had its fair share (``quota`` calls per ``window`` seconds) of the
+    source's budget while other clients wait: its own limit, not the vendor's."""
+
+    def __init__(self, source: str, wait: float, quota: int, window: float) -> None:
+        super().__init__(source, wait)
+        self.detail = f"the client's share of the budget ({quota} calls per {window:g} s) is used"
+        self.quota = quota
+        self.window = window

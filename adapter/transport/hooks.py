@@ -16,6 +16,9 @@ __all__ = [
     "circuit",
     "install",
     "key_budget",
+    "lane_granted",
+    "lane_refused",
+    "lane_waited",
     "rate_limited",
     "vendor_call",
     "vendor_failure",
@@ -34,6 +37,8 @@ class Observer(Protocol):
     def circuit(self, source: str, is_open: bool) -> None: ...
 
     def key_budget(self, source: str, key: str, remaining: float) -> None: ...
+
+    def lane_call(self, source: str, lane: str, client: str, outcome: str) -> None: ...
 
 
 _observer: Observer | None = None
@@ -76,3 +81,21 @@ def key_budget(source: str, key: str, remaining: float) -> None:
     """What the vendor says is left of a key's budget (``key``: its public label)."""
     if _observer is not None:
         _observer.key_budget(source, key, remaining)
+
+
+def lane_granted(source: str, lane: str, client: str) -> None:
+    """A call of ``client`` in ``lane`` was given a slot of ``source``'s budget."""
+    if _observer is not None:
+        _observer.lane_call(source, lane, client, "granted")
+
+
+def lane_waited(source: str, lane: str, client: str) -> None:
+    """... after waiting for it."""
+    if _observer is not None:
+        _observer.lane_call(source, lane, client, "waited")
+
+
+def lane_refused(source: str, lane: str, client: str) -> None:
+    """A call of ``client`` in ``lane`` was refused a slot (not in time, or over its share)."""
+    if _observer is not None:
+        _observer.lane_call(source, lane, client, "refused")

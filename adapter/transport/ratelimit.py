@@ -29,11 +29,14 @@ import collections
 import logging
 import math
 import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from adapter.transport import scope
+from adapter.transport import hooks, lanes, scope
+from adapter.transport.lanes import FairQueue, Waiter
 
 __all__ = [
     "KeyPool",
@@ -42,6 +45,7 @@ __all__ = [
     "Limit",
     "LocalLedger",
     "NoKeysLeft",
+    "OverShare",
     "QueueFull",
     "SlotTooFar",
 ]
@@ -193,15 +197,18 @@ class Lease:
             await ledger.release(state.label, self._pool._limits, self._ticket)
         if self._pause > 0 and self._pool.shared:
             await ledger.pause(state.label, self._pause)
-        self._pool._changed.set()
+        self._pool._notify()
 
 
 class KeyPool:
     """Keys and their limits; ``async with pool.acquire() as lease`` waits for a slot on
-    the key that can start soonest (so N keys give about N times the throughput), serving
-    waiters in order. A slot further than ``max_wait`` seconds away, or past the current
-    request's deadline, is not waited for: :class:`SlotTooFar` says how long it would be.
-    More than ``queue`` requests waiting at once: :class:`QueueFull`."""
+    the key that can start soonest (so N keys give about N times the throughput). Waiters
+    are served by lane and client (:mod:`adapter.transport.lanes`: the current call's lane
+    and client are the context's). A slot further than ``max_wait`` seconds away, or past
+    the current request's deadline, is not waited for: :class:`SlotTooFar` says how long
+    it would be; :class:`OverShare` when the client has had its fair part of the window
+    while others wait (its own limit). More than ``queue`` requests waiting at once:
+    :class:`QueueFull`."""
 
     def __init__(
         self,
@@ -211,7 +218,7 @@ class KeyPool:
         slack: float = 0.01,
         max_pause: float = 120.0,
         max_wait: float = 65.0,
-        queue: int = 64,
+        queue: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -224,12 +231,15 @@ class KeyPool:
         self._slack = slack
         self._max_pause = max_pause
         self._max_wait = max_wait
-        self.queue = queue
+        self._queue = queue
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
-        self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self._fair = FairQueue()
+        self._next_free = -math.inf  # when the next in line expects a slot (clock time)
+        self.ceilings: dict[str, float] = {}
+        self._asked: deque[tuple[float, str, str, float, bool]] = deque()
         self._ledger: Ledger = LocalLedger(slack, clock)
         self._waiting = 0
         self.source = "?"
@@ -337,29 +347,80 @@ class KeyPool:
             state.sent += 1
             state.recent.append(self._clock())
             return Lease(self, state, None)
-        if self._waiting >= self.queue:
-            raise QueueFull(self._estimate())
+        who, weight = lanes.current_client()
+        me = Waiter(lanes.current_lane(), who, weight)
+        member = await self._join()
+        if member is None:
+            hooks.lane_refused(self.source, me.lane, me.client)
+            raise await self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
+        self._fair.push(me)
+        self._notify()
         started = self._clock()
+        served = False
         try:
-            left = scope.remaining()
-            if left is None:
-                await self._lock.acquire()
-            else:
-                try:  # waiting in line is bounded by the deadline too
-                    await asyncio.wait_for(self._lock.acquire(), max(0.0, left))
-                except TimeoutError:
-                    raise SlotTooFar(self._estimate()) from None
-            try:
-                lease = await self._wait_for_slot()
-            finally:
-                self._lock.release()
+            lease = await self._wait_turn(me)
+            served = True
+        except SlotTooFar as exc:
+            hooks.lane_refused(self.source, me.lane, me.client)
+            refusal = await self._refusal(me, exc)
+            calls, window = self.capacity()
+            lanes.note(self.source, calls, window, 0, refusal.wait)
+            raise refusal from None
         finally:
             self._waiting -= 1
+            if not served:
+                self._fair.remove(me)
+            self._notify()
+            if member and self._shared_ledger is not None:
+                await self._shared_ledger.leave(member)
         waited = self._clock() - started
         if waited >= NOTED_WAIT:
             scope.note_wait(self.source, waited)
+            hooks.lane_waited(self.source, me.lane, me.client)
+        hooks.lane_granted(self.source, me.lane, me.client)
+        await self._asked_now(me, True)
+        self._tell(me)
         return lease
+
+    async def _join(self) -> str | None:
+        """A place among the waiters ('' in this process's count, a member of the shared
+        one), or None when the queue is full: counted over every process when the
+        budget is shared."""
+        if self._shared_ledger is not None:
+            member = uuid.uuid4().hex
+            hold = self._max_wait + 5.0  # a waiter of a process that died stops counting
+            if await self._shared_ledger.join(member, self.queue, hold):
+                return member
+            return None
+        return None if self._waiting >= self.queue else ""
+
+    @property
+    def _shared_ledger(self) -> Any:
+        """The ledger, when it keeps the waiters and askers of every process (Redis)."""
+        return self._ledger if self.shared and hasattr(self._ledger, "join") else None
+
+    @property
+    def queue(self) -> int:
+        """How many calls may wait for this pool at once: as configured, else sized from
+        the budget, what its keys serve within ``max_wait`` (in every process together
+        when the budget is shared)."""
+        if self._queue is not None:
+            return self._queue
+        calls, window = self.capacity()
+        if not calls:
+            return 64
+        return max(1, math.floor(calls * max(self._max_wait, window) / window))
+
+    @queue.setter
+    def queue(self, value: int | None) -> None:
+        self._queue = value
+
+    def _notify(self) -> None:
+        """Something changed that a waiter may be waiting for: wake them all (each
+        looks again whether it is next)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _live_key(self) -> _Key:
         now = self._clock()
@@ -371,51 +432,201 @@ class KeyPool:
             state.probing = True  # one request at a time tries a refused key again
         return state
 
-    async def _wait_for_slot(self) -> Lease:
+    async def _wait_turn(self, me: Waiter) -> Lease:
+        """Wait until ``me`` is the fair queue's next and a key has a slot."""
         while True:
+            changed = self._changed
             left = scope.remaining()
             if left is not None and left <= 0:  # no slot is taken that cannot be used
                 raise SlotTooFar(self._estimate())
-            now = self._clock()
-            live = [k for k in self._keys if k.auth_until <= now and not k.probing]
-            if not live:
-                raise NoKeysLeft(self.refused_for())
-            soonest = math.inf
-            for state in sorted(live, key=lambda k: k.sent):
-                wait = max(state.paused_until - now, await self._ledger.paused(state.label))
-                if wait <= 0:
-                    wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
-                    if wait <= 0:
-                        state.sent += 1
-                        state.recent.append(self._clock())
-                        if state.auth_failures:
-                            state.probing = True
-                        return Lease(self, state, ticket)
-                soonest = min(soonest, wait)
-            limit = self._max_wait
-            left = scope.remaining()
-            if left is not None:
-                limit = min(limit, max(0.0, left))
-            if soonest > limit and not math.isinf(soonest):
-                raise SlotTooFar(soonest)
-            self._changed.clear()
-            if self.shared:
-                # Other processes' answers free slots too, and nothing here hears of them.
-                await self._sleep(min(soonest, 0.05 if math.isinf(soonest) else 0.25, limit))
-            elif math.isinf(soonest):
-                # Every slot is held by a call in flight: its answer frees one.
-                await self._wait_changed(limit)
-            else:
-                await self._sleep(soonest)
+            limit = self._max_wait if left is None else min(self._max_wait, max(0.0, left))
+            if self.ceilings and self._shared_ledger is not None:
+                await self._asked_now(None, False)  # the lanes' calls in every process
+            head = self._fair.head(self._under_ceiling)
+            if head is me:
+                lease, soonest = await self._attempt()
+                if lease is not None:
+                    self._next_free = -math.inf
+                    self._fair.served(me)
+                    self._granted(me)
+                    return lease
+                if not math.isinf(soonest):
+                    self._next_free = self._clock() + soonest
+                if soonest > limit and not math.isinf(soonest):
+                    raise SlotTooFar(soonest)
+                if self.shared:
+                    # Other processes' answers free slots too, and nothing here hears of them.
+                    # Looked at again often enough for the shortest window (a quarter
+                    # of it, at most every 0.25 s).
+                    poll = min(0.25, min(lim.window for lim in self._limits) / 4)
+                    await self._sleep(
+                        min(soonest, min(0.05, poll) if math.isinf(soonest) else poll, limit)
+                    )
+                elif math.isinf(soonest):
+                    # Every slot is held by a call in flight: its answer frees one.
+                    await self._wait_changed(changed, limit)
+                else:
+                    await self._sleep(soonest)
+                continue
+            ahead = self._next_free - self._clock()
+            if ahead > limit:  # the next in line waits longer than this request may
+                raise SlotTooFar(max(ahead, self._estimate()))
+            if head is None:  # my lane is at its ceiling: its oldest call leaves the window
+                ceiling = self._ceiling_wait(me.lane)
+                if ceiling > limit:
+                    raise SlotTooFar(ceiling)
+                if ceiling > 0:
+                    await self._sleep(ceiling)
+                    continue
+            await self._wait_changed(changed, limit)
 
-    async def _wait_changed(self, limit: float) -> None:
+    async def _attempt(self) -> tuple[Lease | None, float]:
+        """A slot on the key that can start soonest, or how long until one may be free."""
+        now = self._clock()
+        live = [k for k in self._keys if k.auth_until <= now and not k.probing]
+        if not live:
+            raise NoKeysLeft(self.refused_for())
+        soonest = math.inf
+        for state in sorted(live, key=lambda k: k.sent):
+            wait = max(state.paused_until - now, await self._ledger.paused(state.label))
+            if wait <= 0:
+                wait, ticket = await self._ledger.take(state.label, self._limits, self._hold)
+                if wait <= 0:
+                    state.sent += 1
+                    state.recent.append(self._clock())
+                    if state.auth_failures:
+                        state.probing = True
+                    return Lease(self, state, ticket), 0.0
+            soonest = min(soonest, wait)
+        return None, soonest
+
+    async def _wait_changed(self, changed: asyncio.Event, limit: float) -> None:
         if math.isinf(limit) or limit >= self._max_wait:
-            await self._changed.wait()
+            await changed.wait()
             return
         try:
-            await asyncio.wait_for(self._changed.wait(), limit)
+            await asyncio.wait_for(changed.wait(), limit)
         except TimeoutError:
             raise SlotTooFar(self._estimate()) from None
+
+    # -- lanes and clients ----------------------------------------------------------------
+
+    def configure_lanes(
+        self, shares: Mapping[str, float] | None = None, ceilings: Mapping[str, float] = {}
+    ) -> None:
+        """Divide the budget between the lanes by ``shares``; a lane of ``ceilings`` takes
+        at most that part of the budget per window, even when nobody else waits."""
+        self._fair = FairQueue(shares or lanes.DEFAULT_SHARES)
+        self.ceilings = {name: float(part) for name, part in ceilings.items() if part < 1}
+
+    @property
+    def shares(self) -> dict[str, float]:
+        return dict(self._fair.shares)
+
+    def capacity(self) -> tuple[int, float]:
+        """(calls, seconds): the most calls the pool's keys may make in its longest window."""
+        if not self._limits:
+            return 0, 0.0
+        window = max(lim.window for lim in self._limits)
+        per_key = min(lim.count * max(1.0, window / lim.window) for lim in self._limits)
+        return int(per_key) * len(self._keys), window
+
+    def _recent(self) -> deque[tuple[float, str, str, float, bool]]:
+        """Who asked for the budget in the last window: (when, lane, client, its weight,
+        whether it was given a slot)."""
+        _, window = self.capacity()
+        now = self._clock()
+        while self._asked and self._asked[0][0] <= now - window:
+            self._asked.popleft()
+        return self._asked
+
+    def _granted(self, me: Waiter) -> None:
+        self._recent().append((self._clock(), me.lane, me.client, me.weight, True))
+
+    async def _asked_now(self, me: Waiter | None, given: bool) -> None:
+        """With a shared budget: note ``me`` among those who asked (given a slot or not)
+        in every process, and take their list as this process's view."""
+        ledger = self._shared_ledger
+        if ledger is None:
+            return
+        _, window = self.capacity()
+        entry = ""
+        if me is not None:
+            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{uuid.uuid4().hex[:8]}|{me.client}"
+        seen = await ledger.asked(entry, window)
+        now = self._clock()
+        view = []
+        for text, age in seen:
+            lane, weight, was_given, _, client = text.split("|", 4)
+            view.append((now - age, lane, client, float(weight), was_given == "1"))
+        view.sort()
+        self._asked = deque(view)
+
+    def _under_ceiling(self, lane: str) -> bool:
+        return self._ceiling_wait(lane) <= 0
+
+    def _ceiling_wait(self, lane: str) -> float:
+        """Seconds until ``lane`` is under its ceiling again (0: it is)."""
+        part = self.ceilings.get(lane)
+        if part is None:
+            return 0.0
+        calls, window = self.capacity()
+        allowed = max(1, math.floor(calls * part))
+        mine = [t for t, name, _, _, given in self._recent() if given and name == lane]
+        if len(mine) < allowed:
+            return 0.0
+        return max(0.0, mine[len(mine) - allowed] + window - self._clock())
+
+    def standing(self, client: str, weight: float = 1.0) -> tuple[int, int, float]:
+        """(quota, remaining, reset seconds) of ``client`` in the current window: its
+        weight's part of the budget among the clients that asked for it in the window
+        (given a slot or refused) or wait for it; reset: when it has a call left again."""
+        calls, window = self.capacity()
+        recent = self._recent()
+        weights = self._fair.clients()
+        for _, _, who, their_weight, _ in recent:
+            weights[who] = max(weights.get(who, 0.0), their_weight)
+        weights[client] = max(weights.get(client, 0.0), weight)
+        fair = max(1, math.floor(calls * weights[client] / sum(weights.values())))
+        mine = [t for t, _, who, _, given in recent if given and who == client]
+        if len(mine) < fair:
+            reset = (mine[0] + window - self._clock()) if mine else 0.0
+        else:
+            reset = mine[len(mine) - fair] + window - self._clock()
+        return fair, max(0, fair - len(mine)), max(0.0, reset)
+
+    def lane_states(self) -> dict[str, dict[str, Any]]:
+        """Each lane's share, its calls waiting here, and its state: ``idle`` (nobody
+        waits), ``waiting``, or ``at ceiling`` (it has had its ceiling's part of the
+        window)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, share in self._fair.shares.items():
+            waiting = self._fair.waiting(name)
+            state = "waiting" if waiting else "idle"
+            if self._limits and not self._under_ceiling(name):
+                state = "at ceiling"
+            out[name] = {"share": share, "waiting": waiting, "state": state}
+        return out
+
+    def _tell(self, me: Waiter) -> None:
+        calls, window = self.capacity()
+        _, remaining, reset = self.standing(me.client, me.weight)
+        lanes.note(self.source, calls, window, remaining, reset)
+
+    async def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
+        """A client beyond its fair share while others want the budget too is told of its
+        own limit (:class:`OverShare`); otherwise the budget is spent for everyone
+        (``exc``). Either way the refused call counts as asking for the budget."""
+        await self._asked_now(None, False)
+        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
+        quota, remaining, reset = self.standing(me.client, me.weight)
+        if self._shared_ledger is not None:
+            await self._asked_now(me, False)
+        else:
+            self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
+        if not asking - {me.client} or remaining > 0:
+            return exc
+        return OverShare(max(1.0, reset), quota)
 
     def _estimate(self) -> float:
         """About how long a new request would wait: the requests waiting ahead of it at
@@ -440,7 +651,7 @@ class KeyPool:
             pause = max(pause, min(max(0.0, reset - self._wall()), self._max_pause))
         if pause > 0 and now + pause > state.paused_until:
             state.paused_until = now + pause
-            self._changed.set()
+            self._notify()
         return pause
 
     def _refused(self, state: _Key) -> None:
@@ -454,7 +665,7 @@ class KeyPool:
             state.label,
             round(wait),
         )
-        self._changed.set()
+        self._notify()
 
     def _accepted(self, state: _Key) -> None:
         if state.auth_failures:
@@ -479,6 +690,15 @@ class SlotTooFar(Exception):
 
 class QueueFull(SlotTooFar):
     """More requests wait for this source's keys than its queue admits."""
+
+
+class OverShare(SlotTooFar):
+    """The client has had its fair part (``quota``) of the budget this window while
+    others wait: its own limit, not the vendor's."""
+
+    def __init__(self, wait: float, quota: int) -> None:
+        super().__init__(wait)
+        self.quota = quota
 
 
 class NoKeysLeft(Exception):

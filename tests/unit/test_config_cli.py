@@ -121,8 +121,8 @@ def test_check_config_names_every_missing_variable_in_one_line(tmp_path, capsys,
         (
             lambda t: t + '[server.x]\n"y" = 1\n',
             "[server]: unknown key 'x' (known: audit_ndjson, audit_stdout, body_seconds, "
-            "cache_mb, cursor_key, default_count, forwarded_allow_ips, log_format, max_count, "
-            "max_vendor_calls, open_access, public_base_url, redis_prefix, redis_url, "
+            "cache_mb, cursor_key, default_count, forwarded_allow_ips, lanes, log_format, "
+            "max_count, max_vendor_calls, open_access, public_base_url, redis_prefix, redis_url, "
             "request_seconds, shutdown_seconds, token_key, token_minutes, trusted_hosts)",
         ),
     ],

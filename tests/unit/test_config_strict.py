@@ -347,7 +347,7 @@ def test_new_keys_are_taken_with_their_defaults(tmp_path):
         settings.audit_stdout,
         settings.log_format,
     ) == (30.0, 20, 10.0, False, "json")
-    assert source_options(settings.sources["nyra-city"]) == SourceOptions(0.0, 5, 30.0, 64)
+    assert source_options(settings.sources["nyra-city"]) == SourceOptions(0.0, 5, 30.0, None)
 
 
 def test_new_keys_are_carried(tmp_path):

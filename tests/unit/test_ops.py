@@ -98,7 +98,18 @@ async def test_healthz_is_ok_without_a_token_and_asks_no_vendor(app, http):
 async def test_readyz_is_200_while_every_source_is_up(http):
     r = await http.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "sources": {"leyr-a": "up", "nyra-b": "up"}}
+    idle = {
+        "interactive": {"share": 0.5, "waiting": 0, "state": "idle"},
+        "writes": {"share": 0.25, "waiting": 0, "state": "idle"},
+        "bulk": {"share": 0.15, "waiting": 0, "state": "idle"},
+        "background": {"share": 0.1, "waiting": 0, "state": "idle"},
+    }
+    # Each source with a vendor budget (Nyra; Leyr has none) shows its lanes.
+    assert r.json() == {
+        "status": "ready",
+        "sources": {"leyr-a": "up", "nyra-b": "up"},
+        "lanes": {"nyra-b": idle},
+    }
 
 
 @pytest.mark.parametrize("other", ["up", "degraded"])
@@ -116,10 +127,11 @@ async def test_readyz_is_503_with_retry_after_when_no_source_can_serve(app, http
     r = await http.get("/readyz")
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) > 0
-    assert r.json() == {
-        "status": "unavailable",
-        "sources": {"leyr-a": "credentials refused", "nyra-b": "budget exhausted"},
-    }
+    body = r.json()
+    assert (body["status"], body["sources"]) == (
+        "unavailable",
+        {"leyr-a": "credentials refused", "nyra-b": "budget exhausted"},
+    )
 
 
 async def test_probes_stay_out_of_the_openapi_document(app):

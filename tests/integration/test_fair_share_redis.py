@@ -1,0 +1,94 @@
+"""A vendor budget shared fairly by several processes through Redis: the waiters are
+counted over all of them (the queue sized from the budget), and who asked for the budget
+in its window is seen by all, so a client over its share in one worker is told so by
+another. Each pool stands for a worker: its own ledger client, its own fair queue.
+
+Needs the Redis server at 127.0.0.1:6379; keys are under a prefix unique to each test,
+deleted at its end (no database is flushed)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from services import needs_redis
+
+from adapter.transport import lanes, scope
+from adapter.transport.budget import RedisLedger
+from adapter.transport.ratelimit import KeyPool, OverShare, QueueFull, SlotTooFar
+
+REDIS = "redis://127.0.0.1:6379/15"
+
+pytestmark = [pytest.mark.anyio, needs_redis]
+
+
+async def forever(_: float) -> None:
+    await asyncio.Event().wait()
+
+
+class Workers:
+    """Three pools over one Nyra key of 2 calls a minute, sharing one budget."""
+
+    def __init__(self) -> None:
+        self.source = f"fair-{uuid.uuid4().hex[:10]}"
+        self.redis = [aioredis.Redis.from_url(REDIS, socket_connect_timeout=1) for _ in range(3)]
+        self.pools = []
+        for client in self.redis:
+            pool = KeyPool.nyra(["k"], per_second=100, per_minute=2, slack=0.0, sleep=forever)
+            pool.bind(self.source, RedisLedger(client, self.source))
+            pool.configure_lanes()
+            self.pools.append(pool)
+
+    async def close(self) -> None:
+        names = [n async for n in self.redis[0].scan_iter(match=f"*:{self.source}:*")]
+        if names:
+            await self.redis[0].delete(*names)
+        for client in self.redis:
+            await client.aclose()
+
+
+@pytest.fixture
+async def workers():
+    w = Workers()
+    yield w
+    await w.close()
+
+
+async def call(pool: KeyPool, client: str, deadline: float | None = None) -> None:
+    with lanes.client(client), scope.spending(deadline, None):
+        async with pool.acquire():
+            pass
+
+
+async def test_the_queue_is_counted_over_every_worker(workers):
+    first, second, third = workers.pools
+    # Sized from the budget: 2 calls a minute serve 2 waiters within the longest wait (65 s).
+    assert first.queue == 2
+    await call(first, "a")
+    await call(second, "a")  # the window's budget is spent
+    waiting = [
+        asyncio.create_task(call(first, "a")),
+        asyncio.create_task(call(second, "b")),
+    ]
+    while first._waiting + second._waiting < 2:
+        await asyncio.sleep(0)
+    with pytest.raises(QueueFull):  # a third waiter, in a third worker, is one too many
+        await call(third, "c")
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_client_over_its_share_is_told_so_by_any_worker(workers):
+    first, second, third = workers.pools
+    await call(first, "a")
+    await call(first, "a")  # a has had the window's whole budget, in the first worker
+    with pytest.raises(SlotTooFar) as spent:
+        await call(second, "b", deadline=5.0)  # b had nothing: spent for everyone
+    assert not isinstance(spent.value, OverShare)
+    with pytest.raises(OverShare) as over:  # b asked: a is over its half, said by the third
+        await call(third, "a", deadline=5.0)
+    assert over.value.quota == 1 and math.ceil(over.value.wait) == 60  # its Retry-After
