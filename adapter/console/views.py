@@ -43,7 +43,8 @@ REDACTED = "(redacted)"
 
 def sources(facade: Facade, settings: Settings) -> list[dict[str, Any]]:
     """Each source: its state, its circuit, and each key by index: calls in each
-    window against the limit, 429s; the requests waiting for its keys."""
+    window against the limit, 429s; the requests waiting for its keys; and, where it has
+    a budget, each lane's share, waiting calls and state."""
     out = []
     for name, connector in facade.connectors.items():
         row: dict[str, Any] = {
@@ -54,6 +55,7 @@ def sources(facade: Facade, settings: Settings) -> list[dict[str, Any]]:
             "failing": False,
             "queue": 0,
             "keys": [],
+            "lanes": {},
         }
         client = getattr(connector, "client", None)
         if isinstance(client, VendorClient):
@@ -61,6 +63,7 @@ def sources(facade: Facade, settings: Settings) -> list[dict[str, Any]]:
             row["failing"] = client.circuit.failing
             row["queue"] = client.pool.waiting
             row["keys"] = client.pool.usage()
+            row["lanes"] = client.pool.lane_states() if client.pool.limits else {}
         out.append(row)
     return out
 

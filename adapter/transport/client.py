@@ -17,7 +17,7 @@ import orjson
 
 from adapter.ops import telemetry
 from adapter.ops.caches import Table, weigh
-from adapter.transport import budget, hooks, scope
+from adapter.transport import budget, hooks, lanes, scope
 from adapter.transport.cache import ReadCache, SharedFlights
 from adapter.transport.circuit import Circuit, CircuitOpen, SharedCircuit
 from adapter.transport.errors import (
@@ -384,6 +384,7 @@ class VendorClient:
         traced = span.span is not None
         if traced:
             span.set("vendor.circuit", self.circuit.state)
+            span.set("vendor.lane", lanes.current_lane())
         try:
             if self._shared_circuit is not None:
                 await self._shared_circuit.before_call()

@@ -260,3 +260,13 @@ async def test_without_operators_the_log_in_page_says_how_to_add_one(tmp_path):
     await app.state.aclose()
     assert "No operator is configured" in page.text
     assert refused.status_code == 200 and "do not match an operator" in refused.text
+
+
+async def test_the_sources_page_shows_each_budgeted_sources_lanes(http):
+    await log_in(http)
+    page = await http.get("/console/sources")
+    assert page.status_code == 200
+    # Nyra has a budget, divided between the four lanes at their default shares; an idle
+    # deployment has nobody waiting in any of them.
+    for lane, share in (("interactive", 50), ("writes", 25), ("bulk", 15), ("background", 10)):
+        assert f'<li class="lane lane-idle">{lane}: {share}%, 0 waiting, idle</li>' in page.text

@@ -158,6 +158,7 @@ async def test_a_two_source_search_is_one_request_span_with_a_vendor_span_per_so
             "vendor.connector": connector,
             "vendor.key_index": 0,
             "vendor.circuit": "closed",
+            "vendor.lane": "interactive",  # a search
             "vendor.retries": 0,
             "vendor.status": 200,
         }
