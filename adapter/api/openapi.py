@@ -139,7 +139,7 @@ def _complete_operation(
     export = "$export" in path  # adapter.api.export: no source is asked while answering
     groups = path.startswith("/fhir/Group") and not export  # adapter.api.groups
     # The topics at their canonical URLs, and as Basic (adapter.api.topics)
-    topics = path.startswith(("/fhir/SubscriptionTopic/", "/fhir/Basic/"))
+    topics = path.startswith(("/fhir/SubscriptionTopic/", "/fhir/Basic"))
     subscriptions = path.startswith("/fhir/Subscription") and not topics
     for parameter in operation.get("parameters", []):
         if parameter.get("name") == "resource_type":
@@ -175,7 +175,7 @@ def _complete_operation(
         statuses |= set(_WITH_TOKEN) | {406, 503} | ({404} if "{group_id}" in path else set())
         operation["security"] = [{"smart": []}]
     elif topics:  # the service's own data: no source is asked
-        statuses |= set(_WITH_TOKEN) | {404, 406}
+        statuses |= set(_WITH_TOKEN) | {406} | ({404} if "{name}" in path else set())
         operation["security"] = [{"smart": []}]
     elif subscriptions:  # kept by the service itself: no source is asked
         statuses |= set(_WITH_TOKEN) | {406}

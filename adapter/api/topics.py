@@ -16,7 +16,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from adapter.api.fhir import base_url, fhir_json_response, negotiate, render
+from adapter.api.fhir import (
+    FORM_BODY,
+    base_url,
+    fhir_json_response,
+    negotiate,
+    render,
+    search_items,
+)
 from adapter.fhir.outcome import FhirError
 from adapter.subscriptions.topics import topic_resource
 
@@ -64,3 +71,34 @@ async def read_topic(request: Request) -> Response:
 )
 async def read_basic(request: Request) -> Response:
     return _topic(request)
+
+
+_NOT_SEARCHED: dict[int | str, dict[str, Any]] = {
+    400: fhir_json_response("OperationOutcome: Basic is read by id here, never searched"),
+}
+
+
+async def _not_searched(request: Request) -> Response:
+    await search_items(request)  # a form's _format counts, as for any search
+    negotiate(request)
+    raise FhirError.one(
+        400,
+        "not-supported",
+        "Basic is not searched here: each topic is read by its name (Basic/{name})",
+        "Basic",
+    )
+
+
+@router.get("/Basic", summary="Basic search: not supported", responses=_NOT_SEARCHED)
+async def search_basic(request: Request) -> Response:
+    return await _not_searched(request)
+
+
+@router.post(
+    "/Basic/_search",
+    summary="Basic search (POST): not supported",
+    responses=_NOT_SEARCHED,
+    openapi_extra={"requestBody": FORM_BODY},
+)
+async def search_basic_post(request: Request) -> Response:
+    return await _not_searched(request)
