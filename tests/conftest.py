@@ -62,3 +62,15 @@ def pytest_configure(config):
 def pytest_runtest_setup(item):
     if item.get_closest_marker("needs_redis") is not None:
         services.need_redis()
+
+
+@pytest.fixture(autouse=True)
+def _budgets_as_they_were():
+    """What vendor budgets draw on is the process's (``adapter.transport.budget``), set by
+    every app made: each test leaves it as it found it, so that an app made over a Redis
+    that is not there does not hand that Redis to the next test's clients."""
+    from adapter.transport import budget
+
+    before = budget.current()
+    yield
+    budget.configure(before)

@@ -27,6 +27,9 @@ SAID = (
     "idempotent writes and Subscriptions wait for it; said again when it answers"
 )
 
+# The default lanes of a budgeted source, and their shares ([server] lanes).
+LANES = (("interactive", 0.5), ("writes", 0.25), ("bulk", 0.15), ("background", 0.1))
+
 
 @pytest.fixture(autouse=True)
 def _no_outage_known(monkeypatch):
@@ -59,6 +62,12 @@ async def test_readyz_answers_503_naming_redis_and_the_console_says_it_once(capl
             assert r.json() == {
                 "status": "unavailable",
                 "sources": {"nyra-r": "up"},
+                "lanes": {
+                    "nyra-r": {
+                        lane: {"share": share, "waiting": 0, "state": "idle"}
+                        for lane, share in LANES
+                    }
+                },
                 "redis": "unreachable",
             }
     assert said(caplog) == [SAID]
