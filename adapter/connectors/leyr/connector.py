@@ -105,7 +105,7 @@ _MAPPERS = {
 
 _WRITES = frozenset({"read", "search-type", "create"})
 _SLOT_DAYS = 14  # days of free time asked in one timeslots call
-_LIST_FROM = 3  # patients wanted at once from which listing their care unit may be cheaper
+_LIST_FROM = 2  # patients wanted at once from which listing their care unit is fewer calls
 _LIST_PER_WANTED = 100  # ... unless the unit holds more than this many per patient wanted
 _DIRECTORY_PARAMS: dict[str, frozenset[str]] = {
     "Practitioner": frozenset({"_id", "name", "family", "given", "identifier"}),
@@ -452,7 +452,8 @@ class LeyrConnector:
 
     def _lists(self, cu: str, wanted: int) -> bool:
         """Whether listing a care unit's patients (one call, no paging in Leyr) is worth it
-        for ``wanted`` of them: from 3, unless the unit is known to be very large."""
+        for ``wanted`` of them: from 2 (one call, not two), unless the unit is known to be
+        very large."""
         size = self.unit_sizes.get(cu)
         return wanted >= _LIST_FROM and (size is None or size <= _LIST_PER_WANTED * wanted)
 
