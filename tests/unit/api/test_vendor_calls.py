@@ -245,3 +245,33 @@ async def test_a_nyra_slot_search_asks_each_day_once_within_cache_seconds():
     assert service.since(mark, NYRA) == [
         f"/doctors/{vendor_doctor}/slots?date={day}" for day in wider_days[14:]
     ]
+
+
+async def test_a_count_at_a_source_without_a_total_reads_each_vendor_page_once():
+    service = Service()
+    # Nyra cannot filter by gender: its pages of 100 are read and the matches counted.
+    mark = service.mark()
+    counted = await service.get(f"Patient?_source={NYRA}&gender=female&_summary=count")
+    assert service.since(mark, NYRA) == [
+        "/patients?page=1&limit=100",
+        "/patients?page=2&limit=100",
+    ]
+    females = [p for p in service.sandboxes[NYRA].data.patients if p["gender"] == "FEMALE"]
+    assert counted["total"] == len(females) > 0
+    # A source that gives its total gives it on the first page: one call.
+    mark = service.mark()
+    everyone = await service.get(f"Patient?_source={NYRA}&_summary=count")
+    assert service.since(mark, NYRA) == ["/patients?page=1&limit=100"]
+    assert everyone["total"] == len(service.sandboxes[NYRA].data.patients)
+
+
+async def test_what_nyra_keeps_of_single_answers_is_in_the_directory_metrics():
+    from adapter.ops import caches
+
+    service = Service(patients=30)
+    await service.get(f"Appointment?_source={NYRA}&_count=5")
+    connector = service.app.state.facade.connectors[NYRA]
+    assert len(connector.seen) > 0 and connector.seen.held_bytes > 0
+    assert connector.seen.max_bytes == connector.roster.max_bytes // 8
+    mine = [c for c in caches.registered() if (c.name, c.source) == ("directory", NYRA)]
+    assert connector.seen in mine
