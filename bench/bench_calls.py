@@ -145,9 +145,10 @@ class World:
                 config(self.urls["leyr"], self.urls["nyra"], self.leyr, self.nyra, cache)
             )
             app = create_app(load_settings(path, env={}), workers=1)
-            with on_a_port(app, lifespan="on") as base, httpx.Client(
-                base_url=f"{base}/fhir", timeout=120
-            ) as http:
+            with (
+                on_a_port(app, lifespan="on") as base,
+                httpx.Client(base_url=f"{base}/fhir", timeout=120) as http,
+            ):
                 yield http
 
     def mark(self) -> dict[str, int]:
@@ -225,8 +226,10 @@ ROWS = [
     Row("Patient?gender=female&_summary=count", lambda w: "/Patient?gender=female&_summary=count"),
     Row(
         "Appointment?status=booked&date=ge{today}&_include=Appointment:patient&_count=4",
-        lambda w: f"/Appointment?status=booked&date=ge{date.today().isoformat()}"
-        "&_include=Appointment:patient&_count=4",
+        lambda w: (
+            f"/Appointment?status=booked&date=ge{date.today().isoformat()}"
+            "&_include=Appointment:patient&_count=4"
+        ),
     ),
     Row(
         "Patient?_sort=-birthdate&_elements=name,birthDate&_count=3",

@@ -107,7 +107,9 @@ def resources(bundle: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     for entry in bundle.get("entry", []):
         resource = {**entry["resource"]}
         resource["meta"] = {k: v for k, v in resource.get("meta", {}).items() if k != "lastUpdated"}
-        out.append((entry["search"]["mode"], f"{resource['resourceType']}/{resource['id']}", resource))
+        out.append(
+            (entry["search"]["mode"], f"{resource['resourceType']}/{resource['id']}", resource)
+        )
     return out
 
 
@@ -137,7 +139,9 @@ async def test_a_nyra_appointment_page_costs_one_call_once_its_doctors_are_known
     service = Service()
     await service.warm_directory()
     first = await service.get(f"Patient?_source={NYRA}&_count=20")
-    await service.get(next(x["url"] for x in first["link"] if x["relation"] == "next").split("/fhir/")[1])
+    await service.get(
+        next(x["url"] for x in first["link"] if x["relation"] == "next").split("/fhir/")[1]
+    )
     mark = service.mark()
     page = await service.get(f"Appointment?_source={NYRA}&_count=20")
     assert len(page["entry"]) == 20
