@@ -34,6 +34,7 @@ __all__ = ["Merged", "count", "first_state", "left_out_issue", "page"]
 T = TypeVar("T")
 
 _COUNTED_RUN = 100  # matches handed to a count's ``kept`` at once
+_COUNT_PAGE = 100  # the page size a count reads a source at (as ``iterate`` does)
 
 
 @dataclass
@@ -193,7 +194,7 @@ async def count(
             # The first page at the size a count pages at: a source that says its total
             # says it there, and one that does not has its first matches counted, not
             # asked again.
-            paged = request.with_count(max(request.count, _COUNTED_RUN))
+            paged = request.with_count(max(request.count, _COUNT_PAGE))
             page = await connector.search(paged)
             if page.total is not None:
                 return page.total

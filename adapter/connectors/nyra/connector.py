@@ -265,8 +265,10 @@ class NyraConnector:
             if isinstance(doctor, str) and isinstance(name, str) and name.strip():
                 self.doctor_names[doctor] = name
             branch = record.get("branch_id")
-            if isinstance(branch, str) and not self._recall("branch", branch)[0]:
-                self._remember("branch", branch, None)
+            if isinstance(branch, str):
+                held = self.seen.peek(("branch", branch))  # a note is not a lookup
+                if held is None or held[0] <= self._clock() + self.directory_seconds / 2:
+                    self._remember("branch", branch, None)
 
     async def _scan_roster(self) -> Roster:
         """Every doctor and branch the appointments and patients name (Nyra lists
