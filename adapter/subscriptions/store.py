@@ -1,20 +1,29 @@
 """Where Subscriptions and the poller's state are kept: Redis when ``[server] redis_url``
-is set (every worker shares them), else files in a directory (one process).
+is set (every worker shares them), else files and one SQLite database in a directory (one
+process).
 
 - A Subscription's record: ``{"owner": client, "resource": Subscription, "failures": n,
   "next_at": epoch seconds}``; the resource keeps its ``channel.header`` (the subscriber's
   secrets), which only delivery uses. Written only by the worker holding its lease.
-- Its outbox: the changed resources waiting to be delivered, oldest first (a topic-based
-  Subscription's: its events, ``{"number": n, "resource": ...}``, numbered by
-  :meth:`Store.push_events` from its count, which it keeps beside them).
-- A topic-based Subscription's event log: its events of the last ``keep_seconds``
-  (``[subscriptions] keep_hours``), and at most its last :data:`EVENTS_MAX`, delivered or
-  not, for ``$events`` (:meth:`Store.events`); kept while the Subscription is, in
-  ``error`` too, and gone with it. Each logged event carries the time it was numbered
-  (``at``, epoch seconds of the store's clock); what is older than ``keep_seconds`` is
-  cut from the front of the log as events are added and left out of every answer. Any worker
-  appends (:meth:`Store.push`); the holder of the Subscription's lease takes them from the
-  front once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
+- A criteria Subscription's outbox: the changed resources waiting to be delivered, oldest
+  first (a Redis list, or a JSON-lines file), at most its last 10,000. Any worker appends
+  (:meth:`Store.push`); the holder of the Subscription's lease takes them from the front
+  once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
+- A topic-based Subscription's event log, which is also its queue: its events, numbered
+  by :meth:`Store.push_events` from its count in the same atomic step (a Lua script: INCRBY
+  then XADD with the id ``<number>-0``; or one SQLite transaction), so numbers have no
+  gaps or repeats whichever worker adds them. In Redis, one stream per Subscription
+  (``subscription:<id>:stream``) with the consumer group :data:`GROUP`, each store a
+  consumer: :meth:`Store.peek` reads it with ``XREADGROUP`` (first what the consumer read
+  and did not acknowledge, then, while no other consumer holds pending events, events
+  never read), having first taken over with ``XAUTOCLAIM`` the pending events of
+  consumers silent for a lease's life (dead workers); :meth:`Store.drop` is ``XACK``.
+  Without Redis, ``events.sqlite3`` (WAL) holds the events and, per Subscription, the
+  number of the last event delivered. Kept: at most the last :data:`EVENTS_MAX`, and
+  those of the last ``keep_seconds`` (``[subscriptions] keep_hours``) or not yet
+  acknowledged; each event carries the time it was numbered (``at``, the store's clock),
+  and ``$events`` (:meth:`Store.events`, by number: ``XRANGE``) never answers one older
+  than ``keep_seconds``. Kept in ``error`` too, gone with its Subscription.
 - A source's sweep: where the poller is in that source's listing, per resource type, and
   the vendor calls it made lately (its budget). Written by the holder of the source's lease.
 - A feed's digests (source and resource type): per id, the digest of the content last
@@ -25,6 +34,11 @@ is set (every worker shares them), else files in a directory (one process).
 
 Leases (Redis ``SET NX PX``, else a lock file) give each Subscription and each source one
 holder at a time, so that each change is delivered once whatever the number of workers.
+
+What an older version kept for a topic-based Subscription (a queue and a log as Redis
+lists or JSON-lines files, and its count) is not read as a log: numbering goes on from
+its count, the old queue is delivered while no new event has been logged, and the old
+queue and log are deleted with the first new event.
 """
 
 from __future__ import annotations
