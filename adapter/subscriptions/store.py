@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -773,7 +773,10 @@ class RedisSubscriptionStore:
         if until is not None and until < since:
             return []
         last = "+" if until is None else f"{until}-0"
-        found = await self.redis.xrange(key, min=f"{since}-0", max=last)
+        found = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self.redis.xrange(key, min=f"{since}-0", max=last),  # entries still there only
+        )
         return [
             {"number": _number(stream_id), "resource": orjson.loads(fields[b"resource"])}
             for stream_id, fields in found
