@@ -721,13 +721,18 @@ class RedisSubscriptionStore:
 
     async def delete(self, sub_id: str) -> bool:
         await self.redis.srem(self._ids, sub_id)
-        await self.redis.delete(
-            f"{self._p}{sub_id}:outbox",
-            self.stream(sub_id),
-            f"{self._p}{sub_id}:count",
-            f"{self._p}{sub_id}:events",  # an older version's log
-        )
-        return bool(await self.redis.delete(self._p + sub_id))
+        # The record first, in one step with the rest: an event pushed meanwhile finds no
+        # record and is not kept, so no stream is left behind.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._p + sub_id)
+            pipe.delete(
+                f"{self._p}{sub_id}:outbox",
+                self.stream(sub_id),
+                f"{self._p}{sub_id}:count",
+                f"{self._p}{sub_id}:events",  # an older version's log
+            )
+            gone, _ = await pipe.execute()
+        return bool(gone)
 
     async def lease(self, name: str, seconds: float) -> bool:
         key = f"{self._p}lease:{name}"

@@ -264,6 +264,32 @@ async def test_a_delete_takes_the_log_with_it(place):
     assert _numbers(await store.events("s1", 1, None)) == [1]
 
 
+async def test_events_pushed_while_it_is_deleted_leave_nothing_behind(place):
+    """Two workers: one deletes a Subscription while the other logs its events at once;
+    once both answered, no stream (or row) is left of it."""
+    deleting, pushing = place.open(), place.open()
+    for round_ in range(10):
+        sub_id = f"race{round_}"
+        await deleting.create(_record(sub_id))
+        barrier = asyncio.Barrier(2)
+
+        async def push(sub_id: str = sub_id, barrier: asyncio.Barrier = barrier) -> None:
+            await barrier.wait()
+            for i in range(5):
+                await _push(pushing, sub_id, f"e{i}")
+
+        async def delete(sub_id: str = sub_id, barrier: asyncio.Barrier = barrier) -> bool:
+            await barrier.wait()
+            return await deleting.delete(sub_id)
+
+        _, gone = await asyncio.gather(push(), delete())
+        assert gone is True
+        assert await pushing.counted(sub_id) == 0
+        assert await pushing.events(sub_id, 1, None) == []
+        if isinstance(pushing, RedisSubscriptionStore):
+            assert await pushing.redis.exists(pushing.stream(sub_id)) == 0
+
+
 async def test_an_older_versions_lists_and_files_are_let_go_numbering_on(place):
     """What an older version kept (a queue and a log per Subscription, and its count) does
     not stop the store: numbering goes on from the count, the old queue and log are let go
