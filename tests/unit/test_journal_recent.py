@@ -37,7 +37,12 @@ class Clock:
 
 
 def _patient(rid: str, family: str = "Berg") -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": rid, "meta": {"source": "leyr"}, "name": [{"family": family}]}
+    return {
+        "resourceType": "Patient",
+        "id": rid,
+        "meta": {"source": "leyr"},
+        "name": [{"family": family}],
+    }
 
 
 @pytest.fixture
@@ -103,7 +108,9 @@ async def test_zero_seconds_keeps_nothing(journal):
 async def test_the_stamps_are_bounded_in_bytes(journal):
     recent = RecentStamps(seconds=10, max_bytes=64 << 10, clock=Clock())
     for start in range(0, 400, 50):
-        await recent.stamp(journal, "leyr", [_patient(f"leyr-{i:04d}") for i in range(start, start + 50)])
+        await recent.stamp(
+            journal, "leyr", [_patient(f"leyr-{i:04d}") for i in range(start, start + 50)]
+        )
     assert recent.table.held_bytes <= 64 << 10
     assert recent.table.evictions > 0
     assert 0 < len(recent.table) < 400
