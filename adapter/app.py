@@ -166,6 +166,10 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served by adapter.api.docs, completed
+        # FastAPI's own spans and metrics off: the service makes its spans by hand
+        # (adapter/ops/telemetry.py), which name a route's template and never its path
+        # (a patient's id), and would otherwise be made twice under a global provider.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.facade = facade

@@ -62,7 +62,7 @@ from adapter.ops.activity import activity
 from adapter.ops.caches import Table
 from adapter.ops.logs import log_request, write_audit
 from adapter.ops.metrics import observe_request
-from adapter.transport import lanes
+from adapter.transport import cost, lanes
 
 __all__ = [
     "MAX_BODY",
@@ -374,16 +374,15 @@ class Guard:
         status_seen: list[int] = []
         extra_headers: list[tuple[bytes, bytes]] = []
         standing: lanes.Standing = {}
+        spent: cost.Cost | None = None
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
-                message = {
-                    **message,
-                    "headers": _secured(
-                        message.get("headers") or [], [*extra_headers, *told(standing)]
-                    ),
-                }
+                extra = [*extra_headers, *told(standing)]
+                if spent is not None:
+                    extra.append(server_timing(spent, time.perf_counter() - started))
+                message = {**message, "headers": _secured(message.get("headers") or [], extra)}
             await send(message)
 
         raw = receive
@@ -405,7 +404,7 @@ class Guard:
             elif path.startswith("/fhir/"):
                 client = scope.get("fhir.client")
                 who = (client.name, client.weight) if client is not None else (lanes.ANONYMOUS,)
-                with lanes.client(*who) as standing:
+                with lanes.client(*who) as standing, cost.counting() as spent:
                     await self.fhir(scope, receive, watch)
             else:
                 await self.app(scope, receive, watch)
@@ -648,6 +647,21 @@ def told(standing: lanes.Standing) -> list[tuple[bytes, bytes]]:
         for source, (_, _, remaining, reset) in sorted(standing.items())
     )
     return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", left.encode())]
+
+
+def server_timing(spent: cost.Cost, seconds: float) -> tuple[bytes, bytes]:
+    """The ``Server-Timing`` field (W3C Server Timing) of a FHIR answer: the vendor calls
+    it made and their time (``vendor``, its ``desc`` counting them), the vendor answers
+    taken from the read cache instead (``vendor-cache``, when there were any), the time it
+    waited for vendor budget (``budget``) and its own time until the answer began
+    (``total``), in milliseconds."""
+    calls = "1 call" if spent.calls == 1 else f"{spent.calls} calls"
+    value = f'vendor;dur={spent.vendor_seconds * 1000:.1f};desc="{calls}"'
+    if spent.cached:
+        answers = "1 answer" if spent.cached == 1 else f"{spent.cached} answers"
+        value += f', vendor-cache;desc="{answers}"'
+    value += f", budget;dur={spent.wait_seconds * 1000:.1f}, total;dur={seconds * 1000:.1f}"
+    return (b"server-timing", value.encode())
 
 
 def _has_body(scope: Scope) -> bool:

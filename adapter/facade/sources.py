@@ -80,18 +80,25 @@ class Sources:
     async def stamped(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The resources with ``meta.lastUpdated`` from the journal where the vendor gave
         none (one journal call per source), in their order."""
-        resources = versioned(resources)
-        if self.journal is None or not resources:
+        if not resources:
             return resources
         by_source: dict[str, list[int]] = {}
+        unversioned = False
         for index, resource in enumerate(resources):
-            if not (resource.get("meta") or {}).get("lastUpdated"):
-                source = str((resource.get("meta") or {}).get("source"))
-                by_source.setdefault(source, []).append(index)
+            meta = resource.get("meta") or {}
+            if not meta.get("versionId"):
+                unversioned = True
+            if self.journal is not None and not meta.get("lastUpdated"):
+                by_source.setdefault(str(meta.get("source")), []).append(index)
+        if unversioned:
+            resources = versioned(resources)
+        journal = self.journal
+        if journal is None or not by_source:
+            return resources
         out = list(resources)
         for source, indexes in by_source.items():
             stamped = await self.recent_stamps.stamp(
-                self.journal, source, [resources[i] for i in indexes]
+                journal, source, [resources[i] for i in indexes]
             )
             for index, resource in zip(indexes, stamped, strict=True):
                 out[index] = resource

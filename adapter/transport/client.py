@@ -17,7 +17,7 @@ import orjson
 
 from adapter.ops import telemetry
 from adapter.ops.caches import Table, weigh
-from adapter.transport import budget, hooks, lanes, scope
+from adapter.transport import budget, cost, hooks, lanes, scope
 from adapter.transport.cache import ReadCache, SharedFlights
 from adapter.transport.circuit import Circuit, CircuitOpen, SharedCircuit
 from adapter.transport.errors import (
@@ -293,6 +293,7 @@ class VendorClient:
         cached = await self.cache.get(key)
         if cached is not None:
             hooks.cache_hit(self.source)
+            cost.cached()
             return cached
         while (flight := self._flights.get(key)) is not None:
             try:
@@ -395,13 +396,12 @@ class VendorClient:
         scope.count_call()
         try:
             lease_cm = self.pool.acquire()
+            waiting = time.perf_counter()
+            lease = await lease_cm.__aenter__()
+            waited = time.perf_counter() - waiting
+            cost.waited(waited)
             if traced:
-                waiting = time.perf_counter()
-                lease = await lease_cm.__aenter__()
-                waited = round((time.perf_counter() - waiting) * 1000, 3)
-                span.add("vendor.budget_wait_ms", waited)
-            else:
-                lease = await lease_cm.__aenter__()
+                span.add("vendor.budget_wait_ms", round(waited * 1000, 3))
         except NoKeysLeft as exc:
             self.circuit.abandoned()
             refused = AuthenticationRejected(self.source)
@@ -425,6 +425,7 @@ class VendorClient:
             response = await self._send(lease, method, path, params, json, write, span)
             span.set("vendor.status", response.status_code)
             lease.observe(response.headers, response.status_code)
+            cost.called(time.perf_counter() - started)
             hooks.vendor_call(self.source, str(response.status_code), started)
             remaining = response.headers.get("x-ratelimit-remaining")
             if remaining is not None and remaining.isdigit():
@@ -444,6 +445,7 @@ class VendorClient:
             raise error
         except (VendorTimeout, VendorUnavailable) as exc:
             if exc.status is None:  # no answer at all
+                cost.called(time.perf_counter() - started)
                 hooks.vendor_call(
                     self.source, "timeout" if isinstance(exc, VendorTimeout) else "error", started
                 )

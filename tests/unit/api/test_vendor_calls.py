@@ -279,3 +279,42 @@ async def test_what_nyra_keeps_of_single_answers_is_in_the_directory_metrics():
     assert connector.seen.max_bytes == connector.roster.max_bytes // 8
     mine = [c for c in caches.registered() if (c.name, c.source) == ("directory", NYRA)]
     assert connector.seen in mine
+
+
+def timing(header: str) -> dict[str, dict[str, str]]:
+    """A ``Server-Timing`` value as metric -> its parameters."""
+    out: dict[str, dict[str, str]] = {}
+    for metric in header.split(", "):
+        name, *params = metric.split(";")
+        out[name] = dict(p.split("=", 1) for p in params)
+    return out
+
+
+async def test_each_answer_says_its_vendor_calls_and_budget_wait_in_server_timing():
+    service = Service(patients=30, cache_seconds=600)
+    mark = service.mark()
+    r = await service.http.get(f"/fhir/Patient?_source={NYRA}&_count=5")
+    assert r.status_code == 200, r.text
+    made = len(service.since(mark, NYRA))
+    told = timing(r.headers["server-timing"])
+    assert set(told) == {"vendor", "budget", "total"}  # nothing from the cache yet
+    assert told["vendor"]["desc"] == f'"{made} call{"" if made == 1 else "s"}"'
+    assert float(told["vendor"]["dur"]) >= 0
+    assert float(told["budget"]["dur"]) >= 0
+    assert float(told["total"]["dur"]) >= float(told["vendor"]["dur"])
+
+    # The same page again within cache_seconds: no vendor call, one answer from the cache.
+    mark = service.mark()
+    again = await service.http.get(f"/fhir/Patient?_source={NYRA}&_count=5")
+    assert service.since(mark, NYRA) == []
+    told = timing(again.headers["server-timing"])
+    assert told["vendor"] == {"dur": "0.0", "desc": '"0 calls"'}
+    assert told["vendor-cache"] == {"desc": '"1 answer"'}
+    assert told["budget"]["dur"] == "0.0"
+
+
+async def test_an_answer_that_asks_no_vendor_says_so():
+    service = Service(patients=5)
+    r = await service.http.get("/fhir/metadata")
+    assert r.status_code == 200
+    assert timing(r.headers["server-timing"])["vendor"] == {"dur": "0.0", "desc": '"0 calls"'}
