@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.transport.order import RedisOrder
 from adapter.transport.ratelimit import KeyPool, Limit
 
 __all__ = ["NAMESPACE", "Budgets", "RedisLedger", "configure", "current"]
@@ -170,6 +171,11 @@ class RedisLedger:
     async def release(self, key: str, limits: Sequence[Limit], ticket: Any) -> None:
         args: list[Any] = [self._slack, ticket, *(lim.window for lim in limits)]
         await self._release(keys=self._keys(key, limits), args=args)
+
+    def order(self) -> RedisOrder:
+        """The one order of every process's waiters for this source's slots (a new
+        worker in it: one per pool, that is per process)."""
+        return RedisOrder(self._redis, self._prefix, slack=self._slack)
 
     async def pause(self, key: str, seconds: float) -> None:
         await self._pause(keys=[f"{self._prefix}:{key}:pause"], args=[seconds])
