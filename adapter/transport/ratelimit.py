@@ -405,8 +405,11 @@ class KeyPool:
         left = scope.remaining()
         limit = self._max_wait if left is None else min(self._max_wait, max(0.0, left))
         calls, window = self.capacity()
-        # No client waits for more calls than the whole budget serves before its deadline.
-        own = max(1, math.floor(calls * limit / window))
+        # No client waits for more calls than the whole budget could serve before its
+        # deadline (every slot free now, then each window's worth again).
+        own = len(self._keys) * min(
+            lim.count * (1 + math.floor(limit / lim.window)) for lim in self._limits
+        )
         wid = uuid.uuid4().hex
         admitted = left is None or left > 0
         if admitted:
