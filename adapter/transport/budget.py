@@ -10,7 +10,9 @@ the moment a call is sent until a window after its answer. Times are Redis's own
 Per key and limit, a sorted set holds one member per call: its score is when the slot
 frees (for a call in flight, a far bound, so that a process that dies mid-call does not
 hold it for ever). A vendor's "wait" (429 ``Retry-After``, ``X-RateLimit-Remaining: 0``)
-is shared too, as a key with its own expiry.
+is shared too, as a key with its own expiry. Who among every process's waiters gets the
+next slot is decided in Redis as well (:meth:`RedisLedger.order`,
+:mod:`adapter.transport.order`).
 
 Without Redis and with ``--workers N``, each worker takes 1/N of each key's limits
 (:func:`configure`), which keeps the vendor's limits at the cost of unused budget when the

@@ -439,7 +439,8 @@ class RedisOrder:
         for count, window in limits:
             args += [count, f"{window:g}"]
         args += list(keys)
-        got = [_text(v) for v in await self._grant(keys=[self.prefix, self.budget_prefix], args=args)]
+        answer = await self._grant(keys=[self.prefix, self.budget_prefix], args=args)
+        got = [_text(v) for v in answer]
         if got[0] == "g":
             return Grant(got[1], got[2], got[3])
         if got[1] == "none":

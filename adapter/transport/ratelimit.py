@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -252,6 +253,8 @@ class KeyPool:
         self._order: RedisOrder | None = None
         self._pending: dict[str, tuple[asyncio.Future[Any], float]] = {}
         self._pump_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._nudge = asyncio.Event()
         self.source = "?"
         self.shared = False  # slots counted with other processes (Redis)
         # An in-flight slot held by a process that died frees after this long.
@@ -428,6 +431,9 @@ class KeyPool:
         self._fair.push(me)
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.create_task(self._pump(order))
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.create_task(self._listen(order))
+        self._nudge.set()  # a new waiter may be the head: look now
         started = self._clock()
         lease: Lease | None = None
         try:
@@ -498,9 +504,7 @@ class KeyPool:
         now = self._clock()
         live = [k for k in self._keys if k.auth_until <= now and not k.probing]
         calls, window = self.capacity()
-        ceilings = {
-            lane: max(1, math.floor(calls * part)) for lane, part in self.ceilings.items()
-        }
+        ceilings = {lane: max(1, math.floor(calls * part)) for lane, part in self.ceilings.items()}
         return await order.grant(
             [k.label for k in sorted(live, key=lambda k: k.sent)],
             [(lim.count, lim.window) for lim in self._limits],
@@ -511,33 +515,52 @@ class KeyPool:
         )
 
     async def _pump(self, order: RedisOrder) -> None:
-        """While this worker has waiters in the shared order: serve its head whenever a
-        slot may be free, and hand this worker's waiters what Redis tells it."""
+        """While this worker has waiters in the shared order: serve the head whenever a
+        slot may be free (when the last look said, when woken, and at least every beat,
+        which also keeps this worker alive in the order)."""
         while self._pending:
+            self._nudge.clear()
             try:
                 step = await self._grant(order)
-                if isinstance(step, Grant):
-                    continue  # another slot may be free too
-                due = step.seconds
-                if due is not None and not math.isinf(due):
-                    self._too_far(due)
-                timeout = BEAT if due is None or math.isinf(due) else min(BEAT, due)
-                events = await order.events(timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: the waiters meet their deadlines
                 log.warning("source %s: the shared order is not answering (%s)", self.source, exc)
                 await asyncio.sleep(BEAT)
                 continue
+            if isinstance(step, Grant):
+                continue  # another slot may be free too
+            due = step.seconds
+            if due is not None and not math.isinf(due):
+                self._too_far(due)
+            timeout = BEAT if due is None or math.isinf(due) else min(BEAT, due)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), timeout)
+
+    async def _listen(self, order: RedisOrder) -> None:
+        """While this worker has waiters in the shared order: hand them what Redis tells
+        this worker (a grant, a refusal), and wake the pump on a nudge."""
+        while self._pending:
+            try:
+                events = await order.events(BEAT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # said by the pump
+                await asyncio.sleep(BEAT)
+                continue
             for event in events:
                 if event is None:
+                    self._nudge.set()
                     continue
                 future, _ = self._pending.get(event.waiter, (None, 0.0))
                 if future is not None and not future.done():
                     future.set_result(event)
                 elif isinstance(event, Grant):  # its waiter left meanwhile: give it back
-                    await self._ledger.release(event.key, self._limits, event.waiter)
-                    await order.freed()
+                    try:
+                        await self._ledger.release(event.key, self._limits, event.waiter)
+                        await order.freed()
+                    except Exception:  # held until its bound (the pool's hold) at worst
+                        log.debug("source %s: a slot could not be given back", self.source)
 
     def _too_far(self, due: float) -> None:
         """The next slot is ``due`` seconds away: this worker's waiters that may not wait

@@ -18,7 +18,7 @@ from services import needs_redis
 
 from adapter.transport import lanes, scope
 from adapter.transport.budget import RedisLedger
-from adapter.transport.ratelimit import KeyPool, OverShare, QueueFull, SlotTooFar
+from adapter.transport.ratelimit import KeyPool, Limit, OverShare, QueueFull, SlotTooFar
 
 REDIS = "redis://127.0.0.1:6379/15"
 
@@ -92,3 +92,41 @@ async def test_a_client_over_its_share_is_told_so_by_any_worker(workers):
     with pytest.raises(OverShare) as over:  # b asked: a is over its half, said by the third
         await call(third, "a", deadline=5.0)
     assert over.value.quota == 1 and math.ceil(over.value.wait) == 60  # its Retry-After
+
+
+async def test_every_workers_waiters_are_served_in_one_fair_order():
+    """a has had a call, and three more of a's wait at the first worker before b's one
+    arrives at the second: b is served next (its client's turn), not after a's earlier
+    calls, then a's in their order."""
+    source = f"fair-{uuid.uuid4().hex[:10]}"
+    clients = [aioredis.Redis.from_url(REDIS, socket_connect_timeout=1) for _ in range(3)]
+    pools = []
+    for client in clients:
+        # One call per 0.2 s: each slot frees a window after its answer.
+        pool = KeyPool(["k"], [Limit(1, 0.2)], slack=0.0, sleep=forever)
+        pool.bind(source, RedisLedger(client, source))
+        pool.configure_lanes()
+        pools.append(pool)
+    served: list[str] = []
+
+    async def take(pool: KeyPool, name: str, client: str) -> None:
+        with lanes.client(client):
+            async with pool.acquire():
+                served.append(name)
+
+    try:
+        await take(pools[0], "a0", "a")  # the slot is held for the window from now
+        first = [asyncio.create_task(take(pools[0], f"a{i}", "a")) for i in (1, 2, 3)]
+        while pools[0].waiting < 3:
+            await asyncio.sleep(0)
+        second = asyncio.create_task(take(pools[1], "b1", "b"))
+        while pools[1].waiting < 1:
+            await asyncio.sleep(0)
+        await asyncio.gather(*first, second)
+        assert served == ["a0", "b1", "a1", "a2", "a3"]
+    finally:
+        names = [n async for n in clients[0].scan_iter(match=f"*:{source}:*")]
+        if names:
+            await clients[0].delete(*names)
+        for client in clients:
+            await client.aclose()

@@ -59,7 +59,10 @@ class World:
 
     async def grant(self, worker: int, per_tick: int, **options) -> Grant | Wait:
         return await self.orders[worker].grant(
-            ["k"], [(per_tick, 1.0)], hold=1.0, shares=options.pop("shares", DEFAULT_SHARES),
+            ["k"],
+            [(per_tick, 1.0)],
+            hold=1.0,
+            shares=options.pop("shares", DEFAULT_SHARES),
             **options,
         )
 
@@ -92,9 +95,14 @@ async def play(pattern, weight_of, lane_shares, per_tick, workers, ceiling=None)
                 waiting[wid] = (worker, lane, client)
             given_now = 0
             for turn in itertools.count():
-                before = {lane: {c for _, l, c in waiting.values() if l == lane} for lane in LANES}
+                before = {
+                    lane: {c for _, at, c in waiting.values() if at == lane} for lane in LANES
+                }
                 step = await world.grant(
-                    turn % workers, per_tick, shares=lane_shares, ceilings=ceilings,
+                    turn % workers,
+                    per_tick,
+                    shares=lane_shares,
+                    ceilings=ceilings,
                     ceiling_window=1.0,
                 )
                 if isinstance(step, Wait):
@@ -106,12 +114,11 @@ async def play(pattern, weight_of, lane_shares, per_tick, workers, ceiling=None)
                 granted[worker].add(step.waiter)
                 given_now += 1
                 trace.append((before, lane, client, tick))
-            bulk_open = ceiling is None or sum(
-                1 for _, lane, _, t in trace if lane == "bulk" and t == tick
-            ) < ceiling
-            takers = [
-                w for w in waiting.values() if w[1] != "bulk" or bulk_open
-            ]
+            bulk_open = (
+                ceiling is None
+                or sum(1 for _, lane, _, t in trace if lane == "bulk" and t == tick) < ceiling
+            )
+            takers = [w for w in waiting.values() if w[1] != "bulk" or bulk_open]
             # No slot idle while anyone may take it; nobody waits with none left to wait for.
             assert given_now == per_tick or not takers, (given_now, per_tick, takers)
             if not waiting:
