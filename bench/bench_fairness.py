@@ -208,9 +208,12 @@ async def load(port: int, source: str, minutes: float, window: float, tmp: Path)
     }
 
 
-async def burst(port: int, source: str, auth: Any, window: float, budget: int) -> float:
+async def burst(
+    port: int, source: str, auth: Any, window: float, budget: int
+) -> tuple[float, collections.Counter[Any], list[tuple[Any, float]], float]:
     """10 x the budget of a's reads in one scaled second; then b asks until its answer is
-    a 200 again: seconds from the burst's end to that answer."""
+    a 200 again: seconds from the burst's end to that answer, a's statuses, b's answers
+    until then (status, seconds from the burst's end), and when a's last answer came."""
     path = f"/fhir/Patient?_source={source}&_count=1"
     sends = [request(port, "GET", path, auth("a"), timeout=60) for _ in range(10 * budget)]
     tasks = []
@@ -220,16 +223,19 @@ async def burst(port: int, source: str, auth: Any, window: float, budget: int) -
         if i % budget == budget - 1:
             await asyncio.sleep(second / 10)
     ended = time.monotonic()
+    tries: list[tuple[Any, float]] = []
     while True:
         status, _, _ = await request(
             port, "GET", f"/fhir/Patient?_source={source}&_count=5", auth("b")
         )
+        tries.append((status, time.monotonic() - ended))
         if status == 200:
             recovered = time.monotonic() - ended
             break
         await asyncio.sleep(0.05)
-    await asyncio.gather(*tasks)
-    return recovered
+    answers = await asyncio.gather(*tasks)
+    last = time.monotonic() - ended
+    return recovered, collections.Counter(a[0] for a in answers), tries, last
 
 
 def main() -> None:
@@ -255,7 +261,7 @@ def main() -> None:
                 result = asyncio.run(load(port, source, args.minutes, window, tmp))
                 after = lane_calls(port)
                 seen = list(arrivals.seen)
-                recovered = asyncio.run(
+                recovered, burst_a, burst_b, burst_last = asyncio.run(
                     burst(port, source, result["auth"], window, limits.per_minute)
                 )
         finally:
@@ -289,7 +295,9 @@ def main() -> None:
     print(f"statuses a {dict(result['statuses']['a'])}")
     print(f"statuses b {dict(result['statuses']['b'])}")
     print(
-        f"vendor budget used {used:.1%} over {len(windows)} windows; 429s {sandbox.limited_total()}"
+        f"vendor budget used {used:.1%} over {len(windows)} windows "
+        f"({', '.join(str(per_window[w]) for w in windows)} calls); "
+        f"429s {sandbox.limited_total()}"
     )
     print(
         "lanes' parts of the calls granted: "
@@ -301,6 +309,9 @@ def main() -> None:
         f"after a burst of {10 * limits.per_minute} reads: b answered 200 again after "
         f"{recovered * args.scale:.1f} s (real time)"
     )
+    print(f"the burst's answers to a: {dict(burst_a)}, the last {burst_last * args.scale:.1f} s")
+    shown = ", ".join(f"{s} at {t * args.scale:.1f} s" for s, t in burst_b[:8])
+    print(f"b's answers until then: {shown}{' ...' if len(burst_b) > 8 else ''}")
 
 
 if __name__ == "__main__":
