@@ -126,6 +126,17 @@ async def token(port: int, client: str) -> str:
     return str(json.loads(body)["access_token"])
 
 
+def division(source: str) -> dict[str, tuple[float, float]]:
+    """Per lane, from the shared order in Redis: the calls it was granted, and what its
+    share gave it among the lanes waiting at each grant."""
+    with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as r:
+        raw = r.hgetall(f"fhir-adapter:budget:{source}:fq:stat")
+    return {
+        lane: (float(raw.get(f"got:{lane}".encode(), 0)), float(raw.get(f"due:{lane}".encode(), 0)))
+        for lane in ("interactive", "writes", "bulk", "background")
+    }
+
+
 def lane_calls(port: int) -> collections.Counter[tuple[str, str, str]]:
     """vendor_lane_calls_total by (lane, client, outcome), from /metrics."""
     _, _, body = asyncio.run(request(port, "GET", "/metrics", {}))
@@ -257,9 +268,9 @@ def main() -> None:
                 path.write_text(config(source, base_url, sandbox, limits, tmp))
                 facade = Facade(path)
                 port = facade.port
-                before = lane_calls(port)
+                before, due_before = lane_calls(port), division(source)
                 result = asyncio.run(load(port, source, args.minutes, window, tmp))
-                after = lane_calls(port)
+                after, due_after = lane_calls(port), division(source)
                 seen = list(arrivals.seen)
                 recovered, burst_a, burst_b, burst_last = asyncio.run(
                     burst(port, source, result["auth"], window, limits.per_minute)
@@ -304,6 +315,13 @@ def main() -> None:
         + ", ".join(f"{lane} {n / total:.1%}" for lane, n in by_lane.items())
     )
     print(f"granted by lane and client: {granted}")
+    shown = []
+    for lane, (got, due) in due_after.items():
+        got -= due_before[lane][0]
+        due -= due_before[lane][1]
+        if due:
+            shown.append(f"{lane} {got:g} of {due:.1f} due ({got / due:.0%})")
+    print("each lane's calls against its share among the lanes waiting: " + ", ".join(shown))
     print(f"export files written: {result['exported_files']}")
     print(
         f"after a burst of {10 * limits.per_minute} reads: b answered 200 again after "

@@ -108,18 +108,6 @@ return '0'
 """
 
 
-# The waiters of a source, every process's: KEYS: the sorted set; ARGV: member, most,
-# hold (seconds a waiter of a process that died is counted). 1: joined, 0: full.
-_JOIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
-return 1
-"""
-
 # Who asked for a source's budget in its window, every process's: KEYS: the sorted set;
 # ARGV: window, then an entry to add ('' for none). Gives each entry and its age.
 _ASKED = """
@@ -154,7 +142,6 @@ class RedisLedger:
         self._release = redis.register_script(_RELEASE)
         self._pause = redis.register_script(_PAUSE)
         self._paused = redis.register_script(_PAUSED)
-        self._join = redis.register_script(_JOIN)
         self._asked = redis.register_script(_ASKED)
 
     def _keys(self, key: str, limits: Sequence[Limit]) -> list[str]:
@@ -184,14 +171,6 @@ class RedisLedger:
 
     async def paused(self, key: str) -> float:
         return float(await self._paused(keys=[f"{self._prefix}:{key}:pause"]))
-
-    async def join(self, member: str, most: int, hold: float) -> bool:
-        """Count ``member`` among the source's waiters, unless ``most`` wait already."""
-        keys = [f"{self._prefix}:queue"]
-        return bool(await self._join(keys=keys, args=[member, most, hold]))
-
-    async def leave(self, member: str) -> None:
-        await self._redis.zrem(f"{self._prefix}:queue", member)
 
     async def asked(self, entry: str, window: float) -> list[tuple[str, float]]:
         """Note ``entry`` (unless empty) among those who asked for the budget; every entry

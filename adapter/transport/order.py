@@ -234,7 +234,7 @@ local function ready(label)
 end
 
 for _ = 1, 64 do
-  local best, best_tag, ceiling = nil, nil, math.huge
+  local best, best_tag, ceiling, open_lanes = nil, nil, math.huge, {}
   for i = 1, 4 do
     local lane = lanes[i]
     if redis.call('SCARD', P .. ':c:' .. lane) > 0 then
@@ -251,6 +251,7 @@ for _ = 1, 64 do
         end
       end
       if open then
+        open_lanes[#open_lanes + 1] = i
         local t = tag('L:' .. lane, 'VL')
         if best == nil or t < best_tag then best, best_tag = i, t end
       end
@@ -288,6 +289,15 @@ for _ = 1, 64 do
       redis.call('ZADD', z, num(now + hold), wid)
       redis.call('PEXPIRE', z, math.ceil((hold + limits[j][2] * (1 + slack)) * 1000))
     end
+    -- What each waiting lane was due of this call by its share, and who got it: over
+    -- time, a lane's calls against its due say how fair the division was.
+    local total = 0
+    for _, i in ipairs(open_lanes) do total = total + shares[i] end
+    for _, i in ipairs(open_lanes) do
+      redis.call('HINCRBYFLOAT', P .. ':stat', 'due:' .. lanes[i], num(shares[i] / total))
+    end
+    redis.call('HINCRBY', P .. ':stat', 'got:' .. lane, 1)
+    redis.call('PEXPIRE', P .. ':stat', 3600000)
     served('L:' .. lane, 'VL', shares[best])
     served('C:' .. lane .. ':' .. who, 'VC:' .. lane, tonumber(f[3]))
     drop(wid)
@@ -451,6 +461,17 @@ class RedisOrder:
         """``waiter`` gives up; False when it was no longer waiting (a grant may be on
         its way to this worker's wake list)."""
         return bool(await self._leave(keys=[self.prefix], args=[self._now(), waiter]))
+
+    async def division(self) -> dict[str, tuple[int, float]]:
+        """Per lane, the calls it was granted and the calls its share gave it among the
+        lanes waiting at each grant (kept an hour after the last grant)."""
+        raw = await self._redis.hgetall(f"{self.prefix}:stat")
+        got: dict[str, tuple[int, float]] = {}
+        for name in LANES:
+            granted = raw.get(f"got:{name}".encode(), raw.get(f"got:{name}", 0))
+            due = raw.get(f"due:{name}".encode(), raw.get(f"due:{name}", 0))
+            got[name] = (int(granted), float(due))
+        return got
 
     async def freed(self) -> None:
         """A call was answered: wake every worker with waiters."""

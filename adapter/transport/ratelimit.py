@@ -368,8 +368,7 @@ class KeyPool:
         me = Waiter(lanes.current_lane(), who, weight)
         if self._order is not None:
             return await self._take_ordered(self._order, me)
-        member = await self._join()
-        if member is None:
+        if self._waiting >= self.queue:
             hooks.lane_refused(self.source, me.lane, me.client)
             raise await self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
@@ -391,8 +390,6 @@ class KeyPool:
             if not served:
                 self._fair.remove(me)
             self._notify()
-            if member and self._shared_ledger is not None:
-                await self._shared_ledger.leave(member)
         waited = self._clock() - started
         if waited >= NOTED_WAIT:
             scope.note_wait(self.source, waited)
@@ -570,22 +567,10 @@ class KeyPool:
             if until < at and not future.done():
                 future.set_result(SlotTooFar(due))
 
-    async def _join(self) -> str | None:
-        """A place among the waiters ('' in this process's count, a member of the shared
-        one), or None when the queue is full: counted over every process when the
-        budget is shared."""
-        if self._shared_ledger is not None:
-            member = uuid.uuid4().hex
-            hold = self._max_wait + 5.0  # a waiter of a process that died stops counting
-            if await self._shared_ledger.join(member, self.queue, hold):
-                return member
-            return None
-        return None if self._waiting >= self.queue else ""
-
     @property
     def _shared_ledger(self) -> Any:
-        """The ledger, when it keeps the waiters and askers of every process (Redis)."""
-        return self._ledger if self.shared and hasattr(self._ledger, "join") else None
+        """The ledger, when it keeps the askers of every process (Redis)."""
+        return self._ledger if self.shared and hasattr(self._ledger, "asked") else None
 
     @property
     def queue(self) -> int:
@@ -739,7 +724,10 @@ class KeyPool:
         _, window = self.capacity()
         entry = ""
         if me is not None:
-            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{uuid.uuid4().hex[:8]}|{me.client}"
+            # Each grant counts; of the refusals, only the latest of a client in a lane
+            # (who asked matters, not how often: a burst leaves one entry, not thousands).
+            mark = uuid.uuid4().hex[:8] if given else "-"
+            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{mark}|{me.client}"
         seen = await ledger.asked(entry, window)
         now = self._clock()
         view = []
@@ -812,13 +800,12 @@ class KeyPool:
         (``exc``). Either way the refused call counts as asking for the budget. ``over``:
         the clients (with weights) a waiter of this client made room for, being over its
         share."""
-        await self._asked_now(None, False)
-        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
-        quota, remaining, reset = self.standing(me.client, me.weight, over)
-        if self._shared_ledger is not None:
+        if self._shared_ledger is not None:  # noted, and every process's askers read
             await self._asked_now(me, False)
         else:
             self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
+        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
+        quota, remaining, reset = self.standing(me.client, me.weight, over)
         if over:
             return OverShare(max(1.0, reset), quota)
         if not asking - {me.client} or remaining > 0:

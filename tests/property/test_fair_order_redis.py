@@ -242,3 +242,26 @@ async def test_a_waiter_past_its_time_leaves_by_itself():
         assert await world.grant(0, 1) == Wait(None)  # "soon" left at 2.0, unserved
     finally:
         await world.close()
+
+
+@pytest.mark.anyio
+async def test_each_lane_gets_what_its_share_gave_it_among_those_waiting():
+    world = World(2)
+    try:
+        first, second = world.orders
+        for i in range(8):
+            await first.join(f"i{i}", "interactive", "a", 1.0, ttl=BIG, most=BIG, own=BIG)
+            await second.join(f"b{i}", "bulk", "b", 1.0, ttl=BIG, most=BIG, own=BIG)
+        got = Counter()
+        for _ in range(8):
+            step = await world.grant(0, 100)
+            assert isinstance(step, Grant)
+            got[step.waiter[0]] += 1
+        # interactive 0.5 against bulk 0.15 while both wait: 8 calls due 6.15 and 1.85.
+        division = await first.division()
+        assert division["interactive"] == (got["i"], pytest.approx(8 * 0.5 / 0.65))
+        assert division["bulk"] == (got["b"], pytest.approx(8 * 0.15 / 0.65))
+        assert got == {"i": 6, "b": 2}
+        assert division["writes"] == division["background"] == (0, 0.0)
+    finally:
+        await world.close()
