@@ -275,6 +275,7 @@ def main() -> None:
                 recovered, burst_a, burst_b, burst_last = asyncio.run(
                     burst(port, source, result["auth"], window, limits.per_minute)
                 )
+                burst_calls = lane_calls(port)
         finally:
             if facade is not None:
                 facade.stop()
@@ -328,6 +329,15 @@ def main() -> None:
         f"{recovered * args.scale:.1f} s (real time)"
     )
     print(f"the burst's answers to a: {dict(burst_a)}, the last {burst_last * args.scale:.1f} s")
+    print(
+        "vendor calls granted during the burst: "
+        + ", ".join(
+            f"{c} {burst_calls[(lane, c, 'granted')] - after[(lane, c, 'granted')]:g}"
+            for lane in ("interactive",)
+            for c in ("a", "b")
+        )
+        + " (interactive)"
+    )
     shown = ", ".join(f"{s} at {t * args.scale:.1f} s" for s, t in burst_b[:8])
     print(f"b's answers until then: {shown}{' ...' if len(burst_b) > 8 else ''}")
 
