@@ -411,19 +411,26 @@ class KeyPool:
             lim.count * (1 + math.floor(limit / lim.window)) for lim in self._limits
         )
         wid = uuid.uuid4().hex
+        # Known here before it joins: a grant may reach this worker's wake list (and be
+        # read) before the join's own answer does.
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[wid] = (future, self._clock() + limit)
         admitted = left is None or left > 0
-        if admitted:
-            admitted, _, _ = await order.join(
-                wid, me.lane, me.client, me.weight, ttl=limit + 5.0, most=self.queue, own=own
-            )
+        try:
+            if admitted:
+                admitted, _, _ = await order.join(
+                    wid, me.lane, me.client, me.weight, ttl=limit + 5.0, most=self.queue, own=own
+                )
+        except BaseException:
+            self._pending.pop(wid, None)
+            raise
         if not admitted:
+            self._pending.pop(wid, None)
             hooks.lane_refused(self.source, me.lane, me.client)
             exc = QueueFull(self._estimate()) if left is None or left > 0 else None
             refusal = await self._refusal(me, exc or SlotTooFar(self._estimate()))
             lanes.note(self.source, calls, window, 0, refusal.wait)
             raise refusal
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[wid] = (future, self._clock() + limit)
         self._waiting += 1
         self._fair.push(me)
         if self._pump_task is None or self._pump_task.done():

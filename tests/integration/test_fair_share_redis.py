@@ -18,6 +18,7 @@ from services import needs_redis
 
 from adapter.transport import lanes, scope
 from adapter.transport.budget import RedisLedger
+from adapter.transport.order import Grant
 from adapter.transport.ratelimit import KeyPool, Limit, OverShare, QueueFull, SlotTooFar
 
 REDIS = "redis://127.0.0.1:6379/15"
@@ -125,6 +126,55 @@ async def test_every_workers_waiters_are_served_in_one_fair_order():
         await asyncio.gather(*first, second)
         assert served == ["a0", "b1", "a1", "a2", "a3"]
     finally:
+        names = [n async for n in clients[0].scan_iter(match=f"*:{source}:*")]
+        if names:
+            await clients[0].delete(*names)
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_grant_read_before_the_join_has_answered_is_not_lost():
+    """Another worker grants a waiter its slot the moment it joins, and this worker's
+    listener reads the grant before the join's own answer is seen: the waiter is served
+    (the grant is not taken for one whose waiter left, and given back)."""
+    source = f"fair-{uuid.uuid4().hex[:10]}"
+    clients = [aioredis.Redis.from_url(REDIS, socket_connect_timeout=1) for _ in range(2)]
+    pools = []
+    for client in clients:
+        pool = KeyPool(["k"], [Limit(5, 60.0)], slack=0.0, sleep=forever)
+        pool.bind(source, RedisLedger(client, source))
+        pool.configure_lanes()
+        pools.append(pool)
+    mine, other = pools
+    assert mine._order is not None and other._order is not None
+    order, joined = mine._order, mine._order.join
+    wake = f"{order.prefix}:wake:{order.worker}"
+    # This worker already listens (as it does while any of its calls waits).
+    idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    mine._pending["idle"] = (idle, math.inf)
+    mine._listen_task = asyncio.create_task(mine._listen(order))
+
+    async def join_then_granted_elsewhere(*args, **kwargs):
+        answer = await joined(*args, **kwargs)
+        assert isinstance(await other._grant(other._order), Grant)  # the other worker
+        # This worker's listener has read the grant and handled it: it took a nudge
+        # pushed after, which it reads only once done with what it read before.
+        while await clients[0].llen(wake):
+            await asyncio.sleep(0)
+        await clients[0].rpush(wake, "*")
+        while await clients[0].llen(wake):
+            await asyncio.sleep(0)
+        return answer
+
+    order.join = join_then_granted_elsewhere
+    try:
+        with lanes.client("a"), scope.spending(5.0, None):
+            async with mine.acquire() as lease:
+                assert lease.label == "key"
+    finally:
+        mine._pending.pop("idle")
+        mine._listen_task.cancel()
+        await asyncio.gather(mine._listen_task, return_exceptions=True)
         names = [n async for n in clients[0].scan_iter(match=f"*:{source}:*")]
         if names:
             await clients[0].delete(*names)
