@@ -434,6 +434,7 @@ class KeyPool:
         self._waiting += 1
         self._fair.push(me)
         if self._pump_task is None or self._pump_task.done():
+            self._nudge = asyncio.Event()  # of this event loop
             self._pump_task = asyncio.create_task(self._pump(order))
         if self._listen_task is None or self._listen_task.done():
             self._listen_task = asyncio.create_task(self._listen(order))
