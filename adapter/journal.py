@@ -36,18 +36,26 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from adapter.fhir.versions import version_of
+from adapter.ops.caches import Table
 
 __all__ = [
     "JOURNAL_FILE",
+    "RECENT_SECONDS",
+    "STAMPS_BYTES",
     "FileJournal",
     "Journal",
+    "RecentStamps",
     "RedisJournal",
     "Stamp",
     "digest_of",
@@ -146,6 +154,91 @@ def _finish(
     for entry, found in zip(entries, stamps, strict=True):
         out[entry.index] = _with_updated(resources[entry.index], instant(found.changed_at))
     return [r for r in out if r is not None]
+
+
+RECENT_SECONDS = 10.0  # how long a worker reuses what the journal told it of a version
+STAMPS_BYTES = 8 << 20
+_STAMP_BYTES = 400  # an entry besides its key and resource: digest, instant, tuple, link
+
+
+class RecentStamps:
+    """What the journal told this worker lately, reused for :data:`RECENT_SECONDS`: a
+    search asked again within that time costs no journal round trip (a sqlite write
+    transaction on a thread, or a Redis script) for the records whose content is the
+    same as when it was last stamped, and no copy or serialisation of them either: the
+    stamped resource is kept with its own JSON, and shared as the memo's resources are
+    (callers must not change it).
+
+    An entry holds a record's digest, the time the journal gave that version and the
+    stamped resource, and is used only for the same digest: a record whose content
+    changed goes to the journal at once, whichever worker saw the change first. The one
+    answer it can hold back is a record that changed and changed back within the window
+    (the journal then says when the returning content was seen again, this worker when it
+    was first seen): for :data:`RECENT_SECONDS` at most, and for searches and reads only.
+    The export and the Subscriptions' sweeps ask the journal itself. A table within
+    :data:`STAMPS_BYTES` (``cache_*{cache="stamps"}`` in ``/metrics``)."""
+
+    def __init__(
+        self,
+        seconds: float = RECENT_SECONDS,
+        max_bytes: int = STAMPS_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.table: Table[str, tuple[str, float, dict[str, Any]]] = Table(
+            "stamps", max_bytes if seconds > 0 else 0, weight=_stamp_weight
+        )
+
+    async def stamp(
+        self, journal: Journal, source: str, resources: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """As :meth:`Journal.stamp` (``resources`` carry no ``lastUpdated`` of their
+        own), asking ``journal`` only for those not stamped lately."""
+        now = self._clock()
+        out: list[dict[str, Any] | None] = []
+        asked: list[tuple[int, str, str]] = []  # index, key, digest
+        for index, resource in enumerate(resources):
+            key = f"{source}|{resource.get('resourceType')}|{resource.get('id')}"
+            digest = digest_of(resource)
+            found = self.table.get(key)
+            if found is not None and found[0] == digest and found[1] > now:
+                out.append(found[2])
+                continue
+            out.append(None)
+            asked.append((index, key, digest))
+        if asked:
+            stamped = await journal.stamp(source, [resources[index] for index, _, _ in asked])
+            until = now + self.seconds
+            for (index, key, digest), resource in zip(asked, stamped, strict=True):
+                if self.seconds > 0:
+                    resource = _frozen(resource)
+                    self.table.put(key, (digest, until, resource))
+                out[index] = resource
+        return [resource for resource in out if resource is not None]
+
+
+class _Stamped(dict[str, Any]):
+    """A stamped resource with its own JSON (as the memo's resources carry theirs): a
+    Bundle embeds the bytes instead of serialising it again."""
+
+    __slots__ = ("fragment",)
+
+    fragment: orjson.Fragment
+
+
+def _frozen(resource: dict[str, Any]) -> dict[str, Any]:
+    frozen = _Stamped(resource)
+    frozen.fragment = orjson.Fragment(orjson.dumps(frozen))
+    return frozen
+
+
+def _stamp_weight(key: str, value: tuple[str, float, dict[str, Any]]) -> int:
+    # The resource's own dict and meta (its values are the memo's, shared) and its JSON.
+    resource = value[2]
+    fragment = getattr(resource, "fragment", None)
+    json_bytes = len(orjson.dumps(fragment)) if fragment is not None else 0
+    return sys.getsizeof(key) + _STAMP_BYTES + 2 * sys.getsizeof(resource) + json_bytes
 
 
 class FileJournal:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from adapter.connectors.base import Page, ResourceCapability, WriteRefused, offset_page
@@ -190,10 +190,21 @@ def slot_page(
 
 @dataclass(frozen=True)
 class SlotQuery:
+    """``first`` to ``last``: local dates (in the zone the query was read in) a day wider
+    than asked on each side, for a vendor filter that may count days in another zone."""
+
     practitioner: str  # the FHIR id
     first: date
     last: date
     empty: bool = False  # asks only for busy slots: none are served
+
+    def days(self) -> list[date]:
+        """The local days a slot starting in the window can lie on, in the zone the query
+        was read in, each once: for a vendor asked per day in that zone."""
+        if self.empty:
+            return []
+        first, last = self.first + timedelta(days=1), self.last - timedelta(days=1)
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def slot_query(request: SearchRequest, zone: tzinfo) -> SlotQuery:

@@ -25,7 +25,7 @@ from adapter.fhir.match import KINDS
 from adapter.fhir.outcome import FhirError, Issue
 from adapter.fhir.params import ParsedSearch
 from adapter.fhir.search import Position, SearchRequest, SearchState
-from adapter.protocol import Connector, Page, iterate
+from adapter.protocol import Connector, Page, PaginationLoop, iterate
 from adapter.transport.scope import CallBudgetExceeded
 from mappings import MappingError, decode_id
 
@@ -34,6 +34,7 @@ __all__ = ["Merged", "count", "first_state", "left_out_issue", "page"]
 T = TypeVar("T")
 
 _COUNTED_RUN = 100  # matches handed to a count's ``kept`` at once
+_COUNT_PAGE = 100  # the page size a count reads a source at (as ``iterate`` does)
 
 
 @dataclass
@@ -190,10 +191,21 @@ async def count(
 
     async def one(connector: Connector) -> int:
         if kept is None:
-            first = await connector.search(request.with_count(1))
-            if first.total is not None:
-                return first.total
-            return sum([1 async for _ in iterate(connector, request)])
+            # The first page at the size a count pages at: a source that says its total
+            # says it there, and one that does not has its first matches counted, not
+            # asked again.
+            paged = request.with_count(max(request.count, _COUNT_PAGE))
+            page = await connector.search(paged)
+            if page.total is not None:
+                return page.total
+            n, seen = len(page.resources), set()
+            while page.next_cursor is not None:
+                if page.next_cursor in seen:
+                    raise PaginationLoop(f"{connector.source}: loop detected in pagination")
+                seen.add(page.next_cursor)
+                page = await connector.search(paged, page.next_cursor)
+                n += len(page.resources)
+            return n
         n, run = 0, []
         async for resource in iterate(connector, request):
             run.append(resource)

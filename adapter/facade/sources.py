@@ -19,7 +19,7 @@ from adapter.fhir.declared import Declared
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchParam, SearchRequest
 from adapter.fhir.versions import with_version
-from adapter.journal import Journal
+from adapter.journal import Journal, RecentStamps
 from adapter.protocol import Connector, Page, unremembered
 from adapter.transport import scope
 from mappings import MappingError, decode_id
@@ -53,6 +53,7 @@ class Sources:
         self.cursors = cursors
         self.limits = limits
         self.journal = journal  # meta.lastUpdated for what the vendor does not date
+        self.recent_stamps = RecentStamps()  # what it told this worker lately
         self.declared = Declared(
             {name: c.capabilities for name, c in self.connectors.items()}, read_only
         )
@@ -89,7 +90,9 @@ class Sources:
                 by_source.setdefault(source, []).append(index)
         out = list(resources)
         for source, indexes in by_source.items():
-            stamped = await self.journal.stamp(source, [resources[i] for i in indexes])
+            stamped = await self.recent_stamps.stamp(
+                self.journal, source, [resources[i] for i in indexes]
+            )
             for index, resource in zip(indexes, stamped, strict=True):
                 out[index] = resource
         return out

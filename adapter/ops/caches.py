@@ -175,6 +175,11 @@ class Table(Generic[K, V]):
         self._entries.move_to_end(key)
         return found[0]
 
+    def peek(self, key: K) -> V | None:
+        """The value under ``key``, neither counted as a lookup nor made recent."""
+        found = self._entries.get(key)
+        return None if found is None else found[0]
+
     def put(self, key: K, value: V) -> V:
         """Keep ``value`` under ``key`` (the least recently used going to make room);
         returns it."""

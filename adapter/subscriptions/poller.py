@@ -42,11 +42,12 @@ goes on beside the next rounds.
 **Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
 topic's trigger calls events, judged against what the feed's digests kept of the record
 before; a handshake goes out before one is ``active``, its events are numbered as they
-are queued (:meth:`Store.push_events`, which also keeps them in its event log for
-``$events``), and a heartbeat goes out when
-``backport-heartbeat-period`` passes with nothing sent. One in ``error`` still hears its
-events (its queue and log keep them); set back to ``requested`` it shakes hands again and
-delivers its queue from where it failed.
+are logged (:meth:`Store.push_events`: a Redis stream read by a consumer group, or
+SQLite), the log both ``$events`` and delivery read (:meth:`Store.peek` takes the first
+events not acknowledged, :meth:`Store.drop` acknowledges them once the endpoint took
+them), and a heartbeat goes out when ``backport-heartbeat-period`` passes with nothing
+sent. One in ``error`` still hears its events (its log keeps them); set back to
+``requested`` it shakes hands again and delivers from its first event not acknowledged.
 
 **Who hears what.** Everything is read through the gate (:class:`adapter.facade.Facade`),
 and every delivery is checked as every answer is: its owner's client must still exist
@@ -82,7 +83,7 @@ from adapter.journal import Journal, digest_of
 from adapter.ops import redis_watch
 from adapter.ops.logs import write_audit
 from adapter.subscriptions.model import PAYLOAD, check_endpoint, parsed_criteria
-from adapter.subscriptions.store import Store
+from adapter.subscriptions.store import LEASE_SECONDS, Store
 from adapter.subscriptions.topics import TOPICS, Event, Facts, facts_of, notification
 from adapter.transport import lanes, tls_context
 
@@ -102,7 +103,8 @@ HOT_DAYS = 14  # the hot set: appointments from today to this many days on
 HOT_SHARE = 0.25  # at most this share of a feed's sweep pages go to its hot set
 BATCH = 100  # changes in one notification at most
 _MAX_BACKOFF = 300.0
-_LEASE_SECONDS = 120.0
+# A lease's life; a dead worker's pending stream events are taken over as long after.
+_LEASE_SECONDS = LEASE_SECONDS
 _ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
 _DELIVERY_LANES = 32  # Subscriptions served at once by one worker

@@ -1,6 +1,6 @@
 """A topic-based Subscription's event log keeps its events for ``[subscriptions]
-keep_hours``: what is older is never answered by ``$events`` and is cut from the log, on
-files and on Redis, with the time given by an injected clock.
+keep_hours``: what is older is never answered by ``$events`` and, once delivered, is cut
+from the log, in SQLite and in a Redis stream, with the time given by an injected clock.
 
 The Redis cases use keys of Subscriptions named by a fresh uuid, and delete only those
 (other test runs share the server)."""
@@ -8,6 +8,7 @@ The Redis cases use keys of Subscriptions named by a fresh uuid, and delete only
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -46,9 +47,13 @@ def _store(kind: str, where: Path, clock: Clock) -> FileSubscriptionStore | Redi
 async def _logged(store: FileSubscriptionStore | RedisSubscriptionStore, sub_id: str) -> int:
     """How many events the log holds, as stored (not as answered)."""
     if isinstance(store, FileSubscriptionStore):
-        path = store.directory / f"{sub_id}.events"
-        return len(path.read_bytes().splitlines()) if path.exists() else 0
-    return int(await store.redis.llen(f"fhir-adapter:subscription:{sub_id}:events"))
+        db = sqlite3.connect(store.directory / "events.sqlite3")
+        try:
+            query = "SELECT count(*) FROM events WHERE subscription = ?"
+            return int(db.execute(query, (sub_id,)).fetchone()[0])
+        finally:
+            db.close()
+    return int(await store.redis.xlen(store.stream(sub_id)))
 
 
 KINDS = pytest.mark.parametrize("kind", ["file", pytest.param("redis", marks=needs_redis)])
@@ -73,10 +78,14 @@ def test_events_older_than_keep_hours_leave_the_log(kind, tmp_path):
                 {"number": 2, "resource": {"id": "b"}},
                 {"number": 3, "resource": {"id": "c"}},
             ]
-            assert await _logged(store, sub_id) == 2  # cut from the log, not only hidden
-            # Its number stays counted, and what was not delivered stays queued.
+            # Its number stays counted, and what was not delivered stays queued (held,
+            # never answered by $events).
+            assert await _logged(store, sub_id) == 3
             assert await store.counted(sub_id) == 3
             assert [e["number"] for e in await store.peek(sub_id, 10)] == [1, 2, 3]
+            await store.drop(sub_id, 3)  # delivered
+            assert [e["number"] for e in await store.events(sub_id, 1, None)] == [2, 3]
+            assert await _logged(store, sub_id) == 2  # cut from the log, not only hidden
             clock.now = 2_000.0 + KEEP + 1
             await store.push_events(sub_id, [{"id": "d"}])
             assert await _logged(store, sub_id) == 1

@@ -105,7 +105,7 @@ _MAPPERS = {
 
 _WRITES = frozenset({"read", "search-type", "create"})
 _SLOT_DAYS = 14  # days of free time asked in one timeslots call
-_LIST_FROM = 3  # patients wanted at once from which listing their care unit may be cheaper
+_LIST_FROM = 2  # patients wanted at once from which listing their care unit is fewer calls
 _LIST_PER_WANTED = 100  # ... unless the unit holds more than this many per patient wanted
 _DIRECTORY_PARAMS: dict[str, frozenset[str]] = {
     "Practitioner": frozenset({"_id", "name", "family", "given", "identifier"}),
@@ -180,21 +180,32 @@ class LeyrConnector:
         self.listing = Kept(
             directory_seconds, self._list_directory, max_bytes=directory_bytes, source=source
         )
+        # The care units alone (one call): all a Patient's names need. A sixteenth more of
+        # ``directory_mb``; the whole listing asks them through here.
+        self.units = Kept(
+            directory_seconds, self._list_units, max_bytes=directory_bytes // 16, source=source
+        )
         self._named: tuple[Listing, LeyrContext] | None = None
         self._version = 0  # changes with the directory: answers are mapped once per version
+        self._units_named: tuple[list[Any], LeyrContext] | None = None
+        self._units_version = 0  # the same, for answers mapped with the care units' names
 
     # -- the directory --------------------------------------------------------------------
 
-    async def _list_directory(self) -> Listing:
-        """The care units, resources (practitioners, equipment) and services of the
-        configured care units: one call for the units and two per unit."""
+    async def _list_units(self) -> list[Any]:
+        """The configured care units as the EHR names them: one call."""
         units = await self.client.get_json(f"/emrs/{quote(self.emr, safe='')}/care-units")
         named = {
             u["id"]: u
             for u in (units if isinstance(units, list) else ())
             if isinstance(u, dict) and isinstance(u.get("id"), str)
         }
-        care_units = [named.get(cu, {"id": cu}) for cu in self.care_units]
+        return [named.get(cu, {"id": cu}) for cu in self.care_units]
+
+    async def _list_directory(self) -> Listing:
+        """The care units, resources (practitioners, equipment) and services of the
+        configured care units: the units (kept on their own too) and two calls per unit."""
+        care_units = await self.units.get()
         resources: list[Any] = []
         services: dict[str, list[dict[str, Any]]] = {}
         for cu in self.care_units:
@@ -254,6 +265,23 @@ class LeyrConnector:
             self._named = (listing, replace(self.plain, directory=listing.directory))
             self._version += 1
         return self._named[1], self._version
+
+    async def _unit_context(self) -> tuple[LeyrContext, str]:
+        """The mapping context with the care units' names alone (what a Patient's
+        mapping uses: one call, not the whole directory), and its memo version."""
+        units = await self.units.get()
+        if self._units_named is None or self._units_named[0] is not units:
+            directory = LeyrDirectory.from_records(units, (), ())
+            self._units_named = (units, replace(self.plain, directory=directory))
+            self._units_version += 1
+        return self._units_named[1], f"u{self._units_version}"
+
+    async def _context_for(self, resource_type: str) -> tuple[LeyrContext, int | str]:
+        """What ``resource_type``'s answers are mapped with: a Patient's only names its
+        care unit; an Appointment names resources and services too."""
+        if resource_type == "Patient":
+            return await self._unit_context()
+        return await self._context()
 
     @classmethod
     def from_config(
@@ -329,7 +357,7 @@ class LeyrConnector:
     async def _get_one(self, resource_type: str, cu: str, vendor_id: str) -> dict[str, Any] | None:
         collection, to_fhir = _MAPPERS[resource_type]
         path = f"{self._cu(cu)}/{collection}/{quote(vendor_id, safe=':')}"
-        ctx, _ = await self._context()
+        ctx, _ = await self._context_for(resource_type)
         try:
             record = await self.client.get_json(path)
         except NotFound:
@@ -372,7 +400,7 @@ class LeyrConnector:
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """What the plan finds, and the vendor ids of records that could not be mapped."""
         collection, to_fhir = _MAPPERS[resource_type]
-        ctx, version = await self._context()
+        ctx, version = await self._context_for(resource_type)
         out: list[dict[str, Any]] = []
         left_out: list[str] = []
         for cu in plan.care_units:
@@ -424,7 +452,8 @@ class LeyrConnector:
 
     def _lists(self, cu: str, wanted: int) -> bool:
         """Whether listing a care unit's patients (one call, no paging in Leyr) is worth it
-        for ``wanted`` of them: from 3, unless the unit is known to be very large."""
+        for ``wanted`` of them: from 2 (one call, not two), unless the unit is known to be
+        very large."""
         size = self.unit_sizes.get(cu)
         return wanted >= _LIST_FROM and (size is None or size <= _LIST_PER_WANTED * wanted)
 
@@ -453,7 +482,7 @@ class LeyrConnector:
 
     async def _patients_of(self, cu: str) -> Mapped:
         """Every patient of a care unit, mapped (once per distinct answer)."""
-        ctx, version = await self._context()
+        ctx, version = await self._unit_context()
         path = f"{self._cu(cu)}/patients"
         call = f"{path}?[]#{version}"
         to_fhir = _MAPPERS["Patient"][1]

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time as clocks
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import time
 from typing import Any
 from urllib.parse import quote
 
@@ -68,6 +69,7 @@ from adapter.fhir.match import matches
 from adapter.fhir.phones import compact
 from adapter.fhir.search import SearchRequest
 from adapter.fhir.versions import require_version, with_version
+from adapter.ops.caches import Table
 from adapter.transport import (
     AuthenticationRejected,
     KeyPool,
@@ -157,6 +159,7 @@ class NyraConnector:
         memo_bytes: int = DEFAULT_BYTES,
         directory_bytes: int = 8 << 20,
         country: str | None = None,
+        clock: Callable[[], float] = clocks.monotonic,
     ) -> None:
         self.source = source
         self.timezone = timezone
@@ -174,12 +177,19 @@ class NyraConnector:
         # The hospital's number of patients, as its last unfiltered listing said: whether
         # listing them all is cheaper than reading some one by one (:meth:`read_many`).
         self.patients_total: int | None = None
-        # The directory's memory, half each to the doctors and branches, and the schedules.
+        # The directory's memory, half each to the doctors and branches, and the schedules;
+        # a sixteenth more to what single answers said (a doctor's availability, a branch
+        # a record names), each kept ``directory_seconds`` too.
+        self.directory_seconds = directory_seconds
+        self._clock = clock
         self.roster = Kept(
             directory_seconds, self._scan_roster, max_bytes=directory_bytes // 2, source=source
         )
         self.schedules = Kept(
             directory_seconds, self._all_schedules, max_bytes=directory_bytes // 2, source=source
+        )
+        self.seen: Table[tuple[str, str], tuple[float, dict[str, Any] | None]] = Table(
+            "directory", directory_bytes // 16 if directory_seconds > 0 else 0, source=source
         )
 
     # -- what the hospital's records say of its doctors and branches ----------------------
@@ -197,23 +207,43 @@ class NyraConnector:
                 slot_minutes_by_doctor=dict(self.learned),
             )
 
+    def _recall(self, kind: str, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """What a record said of a doctor (``kind`` "doctor": the availability, None for
+        no such doctor) or a branch ("branch") within ``directory_seconds``: (known, it)."""
+        found = self.seen.get((kind, key))
+        if found is None or found[0] <= self._clock():
+            return False, None
+        return True, found[1]
+
+    def _remember(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        if self.directory_seconds > 0:
+            self.seen.put((kind, key), (self._clock() + self.directory_seconds, value))
+
     async def _availability(self, doctor_id: str) -> dict[str, Any] | None:
-        """The doctor's weekly availability (None: no such doctor); learns the slot."""
+        """The doctor's weekly availability (None: no such doctor); learns the slot. An
+        answer is kept ``directory_seconds``, as the rest of the directory is."""
+        known, data = self._recall("doctor", doctor_id)
+        if known:
+            return data
         path = f"/doctors/{quote(doctor_id, safe='')}/availability"
         try:
             data = self._data(await self.client.get_json(path))
         except NotFound:
+            self._remember("doctor", doctor_id, None)
             return None
         if not isinstance(data, dict):
             raise MalformedResponse(self.source, None, "expected the doctor's availability")
         self._learn(doctor_id, nyra.slot_minutes_of(data))
+        self._remember("doctor", doctor_id, data)
         return data
 
     async def _learn_slots(self, doctors: Iterable[Any]) -> None:
-        """Ask the availability of each doctor whose slot length is not known yet."""
-        for doctor in sorted({d for d in doctors if isinstance(d, str)} - set(self.learned)):
-            with scope.shared():  # learned once, for every request
-                known = await self._availability(doctor)
+        """Ask the availability of each doctor whose slot length is not known yet (it
+        gives the end of the doctor's appointments), all at once."""
+        new = sorted({d for d in doctors if isinstance(d, str)} - set(self.learned))
+        with scope.shared():  # learned once, for every request
+            answers = await asyncio.gather(*(self._availability(d) for d in new))
+        for doctor, known in zip(new, answers, strict=True):
             if known is None:
                 self._learn(doctor, None)  # not a doctor Nyra knows: the default stands
 
@@ -228,10 +258,17 @@ class NyraConnector:
         return self.doctor_names.get(doctor_id)
 
     def _note(self, record: Any) -> None:
+        """What a record of the hospital says of its directory: the doctor's name, and
+        that its branch is one (kept ``directory_seconds``)."""
         if isinstance(record, dict):
             doctor, name = record.get("doctor_id"), record.get("doctor_name")
             if isinstance(doctor, str) and isinstance(name, str) and name.strip():
                 self.doctor_names[doctor] = name
+            branch = record.get("branch_id")
+            if isinstance(branch, str):
+                held = self.seen.peek(("branch", branch))  # a note is not a lookup
+                if held is None or held[0] <= self._clock() + self.directory_seconds / 2:
+                    self._remember("branch", branch, None)
 
     async def _scan_roster(self) -> Roster:
         """Every doctor and branch the appointments and patients name (Nyra lists
@@ -307,6 +344,8 @@ class NyraConnector:
         """Whether some appointment or patient of the hospital is at this branch."""
         known = self.roster.fresh()
         if known is not None and branch in known.branches:
+            return True
+        if self._recall("branch", branch)[0]:  # a record read lately is at this branch
             return True
         for path in ("/appointments", "/patients"):
             params = {"branch_id": branch, "page": "1", "limit": "1"}
@@ -407,8 +446,8 @@ class NyraConnector:
         except NotFound:
             return None
         record = self._data(body)
+        self._note(record)
         if resource_type == "Appointment" and isinstance(record, dict):
-            self._note(record)
             await self._learn_slots([record.get("doctor_id")])
         return to_fhir(record, self.ctx)
 
@@ -455,9 +494,8 @@ class NyraConnector:
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise MalformedResponse(self.source, None, "expected data.results to be a list")
             records = data["results"]
-            if resource_type == "Appointment":
-                for record in records:
-                    self._note(record)
+            for record in records:
+                self._note(record)
             mapped = map_records(self.source, records, lambda r: to_fhir(r, self.ctx))
             ids = [r.get("id") for r in records if isinstance(r, dict)]
             # ``size``: the vendor's own count on the page, left-out records included.
@@ -573,14 +611,14 @@ class NyraConnector:
             return []
         if query.empty or gid.source != self.source or gid.scope is not None:
             return []
+        # Nyra's days are the hospital's, the zone the window was read in: only the days
+        # a matching slot can start on are asked (each answer kept ``cache_seconds``).
         out = []
-        day = query.first
-        while day <= query.last:
+        for day in query.days():
             found = await self._free_on(gid.vendor_id, day)
             if found is None:
                 return []  # no such doctor
             out += found
-            day += timedelta(days=1)
         return out
 
     async def _free_on(self, doctor_id: str, day: Any) -> list[dict[str, Any]] | None:
