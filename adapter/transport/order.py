@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.transport.lanes import LANES
+from adapter.transport.lanes import DEFAULT_SHARES, LANES
 
-__all__ = ["Dropped", "Grant", "RedisOrder", "Refused", "Wait"]
+__all__ = ["Dropped", "Grant", "Joined", "RedisOrder", "Refused", "Wait"]
 
 # Shared by every script: the time, the tags, and how a waiter leaves.
 _PRELUDE = """
@@ -116,8 +116,10 @@ end
 """
 
 # ARGV: now, worker, alive seconds, waiter, lane, client, weight, seconds it may wait,
-# most waiters of every worker, most waiters of this client.
-# {'1'}: waiting; {'0'}: not admitted; {'1', evicted, its worker}: waiting in its place.
+# most waiters of every worker, most calls the budget serves before the waiter's deadline,
+# then each lane's share (interactive, writes, bulk, background).
+# {'1'}: waiting; {'0'}: not admitted; {'1', evicted, its worker}: waiting in its place;
+# {'p', client, weight, ...}: not admitted, over its part while those clients wait.
 _JOIN = (
     _PRELUDE
     + """
@@ -127,6 +129,32 @@ local most, own = tonumber(ARGV[9]), tonumber(ARGV[10])
 purge()
 local mine = tonumber(redis.call('HGET', P .. ':per', client) or '0')
 if mine >= own then return {'0'} end
+-- Nor beyond its part of them: its lane's share among the lanes waiting, times its weight
+-- among the clients waiting in its lane.
+local names = {'interactive', 'writes', 'bulk', 'background'}
+local share, shares = 0, 0
+for i, l in ipairs(names) do
+  local s = tonumber(ARGV[10 + i])
+  if l == lane then share = s end
+  if l == lane or redis.call('SCARD', P .. ':c:' .. l) > 0 then shares = shares + s end
+end
+local weights = weight
+for _, c in ipairs(redis.call('SMEMBERS', P .. ':c:' .. lane)) do
+  if c ~= client then weights = weights + tonumber(redis.call('HGET', P .. ':cw', c) or '1') end
+end
+local part = math.max(1, math.floor(own * share / shares * weight / weights + 1e-9))
+if redis.call('ZCARD', P .. ':q:' .. lane .. ':' .. client) >= part then
+  if part >= own then return {'0'} end
+  -- Over its part while others wait: the others of its lane, with their weights.
+  local out = {'p'}
+  for _, c in ipairs(redis.call('SMEMBERS', P .. ':c:' .. lane)) do
+    if c ~= client then
+      out[#out + 1] = c
+      out[#out + 1] = redis.call('HGET', P .. ':cw', c) or '1'
+    end
+  end
+  return out
+end
 local out = {'1'}
 if redis.call('HLEN', P .. ':w') >= most then
   -- Full: the client furthest over its share (waiters per weight) gives up its newest.
@@ -340,6 +368,20 @@ return 1
 
 
 @dataclass(frozen=True)
+class Joined:
+    """What a join came to: ``admitted`` or not; the waiter refused to make room for it
+    (``evicted``, of ``evicted_worker``); when it was refused as over its part while
+    other clients of its lane wait, those clients with their weights (``over``; a client
+    alone in its lane over its lane's part: empty, yet refused as over its share).
+    """
+
+    admitted: bool
+    evicted: str | None = None
+    evicted_worker: str | None = None
+    over: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
     """``waiter`` (of ``worker``) was given a slot on ``key``; the slot's ticket is the
     waiter's id."""
@@ -417,16 +459,23 @@ class RedisOrder:
         ttl: float,
         most: int,
         own: int,
-    ) -> tuple[bool, str | None, str | None]:
-        """Start ``waiter`` waiting for ``ttl`` seconds at most: (admitted, the waiter
-        refused to make room for it, that waiter's worker)."""
-        args = [self._now(), self.worker, self.alive, waiter, lane, client, weight, ttl, most, own]
+        shares: Mapping[str, float] = DEFAULT_SHARES,
+    ) -> Joined:
+        """Start ``waiter`` waiting for ``ttl`` seconds at most. Not admitted: ``most`` wait
+        already (and no client is further over its share than this one), or its client
+        waits for ``own`` calls (what the budget serves before its deadline), or, in its
+        lane, for its part of them (by ``shares`` and the weights of the clients waiting)."""
+        args: list[Any] = [self._now(), self.worker, self.alive, waiter, lane, client, weight]
+        args += [ttl, most, own, *(shares[name] for name in LANES)]
         got = [_text(v) for v in await self._join(keys=[self.prefix], args=args)]
+        if got[0] == "p":
+            over = {got[i]: float(got[i + 1]) for i in range(1, len(got), 2)}
+            return Joined(False, over=over)
         if got[0] != "1":
-            return False, None, None
+            return Joined(False)
         if len(got) == 3:
-            return True, got[1], got[2]
-        return True, None, None
+            return Joined(True, got[1], got[2])
+        return Joined(True)
 
     async def grant(
         self,

@@ -415,12 +415,20 @@ class KeyPool:
         # read) before the join's own answer does.
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[wid] = (future, self._clock() + limit)
-        admitted = left is None or left > 0
+        admitted, over = left is None or left > 0, None
         try:
             if admitted:
-                admitted, _, _ = await order.join(
-                    wid, me.lane, me.client, me.weight, ttl=limit + 5.0, most=self.queue, own=own
+                joined = await order.join(
+                    wid,
+                    me.lane,
+                    me.client,
+                    me.weight,
+                    ttl=limit + 5.0,
+                    most=self.queue,
+                    own=own,
+                    shares=self._fair.shares,
                 )
+                admitted, over = joined.admitted, joined.over
         except BaseException:
             self._pending.pop(wid, None)
             raise
@@ -428,7 +436,7 @@ class KeyPool:
             self._pending.pop(wid, None)
             hooks.lane_refused(self.source, me.lane, me.client)
             exc = QueueFull(self._estimate()) if left is None or left > 0 else None
-            refusal = await self._refusal(me, exc or SlotTooFar(self._estimate()))
+            refusal = await self._refusal(me, exc or SlotTooFar(self._estimate()), over)
             lanes.note(self.source, calls, window, 0, refusal.wait)
             raise refusal
         self._waiting += 1
@@ -814,7 +822,7 @@ class KeyPool:
             self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
         asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
         quota, remaining, reset = self.standing(me.client, me.weight, over)
-        if over:
+        if over is not None:  # over its part of the budget while others wait
             return OverShare(max(1.0, reset), quota)
         if not asking - {me.client} or remaining > 0:
             return exc

@@ -180,3 +180,26 @@ async def test_a_grant_read_before_the_join_has_answered_is_not_lost():
             await clients[0].delete(*names)
         for client in clients:
             await client.aclose()
+
+
+async def test_a_client_over_its_part_of_the_waiting_is_told_so_at_once(workers):
+    """The budget is spent; b waits at one worker, a at another. A call of a's that may
+    wait 5 s may wait for half of what the budget serves by then (2 calls, so 1), and a
+    has one waiting: it is told 429 at once (its share, b waiting), not 503, and not at
+    its deadline."""
+    first, second, _ = workers.pools
+    await call(first, "z")
+    await call(first, "z")  # the window's 2 calls are spent
+    # These two may wait longer than the slot is away (a minute): they wait.
+    waiting = [asyncio.create_task(call(second, "b"))]
+    while second._waiting < 1:
+        await asyncio.sleep(0)
+    waiting.append(asyncio.create_task(call(first, "a")))
+    while first._waiting < 1:
+        await asyncio.sleep(0)
+    with pytest.raises(OverShare) as over:
+        await call(first, "a", deadline=5.0)
+    assert over.value.quota == 1 and math.ceil(over.value.wait) == 1
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)

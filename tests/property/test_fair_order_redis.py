@@ -25,7 +25,7 @@ from services import REDIS_URL, aforget, namespace, needs_redis
 from test_fair_share import CLIENTS, drift_within_bound, shares, weights
 
 from adapter.transport.lanes import DEFAULT_SHARES, LANES
-from adapter.transport.order import Dropped, Grant, RedisOrder, Refused, Wait
+from adapter.transport.order import Dropped, Grant, Joined, RedisOrder, Refused, Wait
 
 pytestmark = needs_redis
 
@@ -91,7 +91,7 @@ async def play(pattern, weight_of, lane_shares, per_tick, workers, ceiling=None)
                 joined = await world.orders[worker].join(
                     wid, lane, client, weight_of[client], ttl=BIG, most=BIG, own=BIG
                 )
-                assert joined == (True, None, None)
+                assert joined == Joined(True)
                 waiting[wid] = (worker, lane, client)
             given_now = 0
             for turn in itertools.count():
@@ -202,27 +202,19 @@ async def test_a_full_queue_refuses_the_newest_waiter_of_the_client_most_over_it
     try:
         first, second = world.orders
         for wid in ("a1", "a2"):
-            assert await first.join(wid, "interactive", "a", 1.0, ttl=BIG, most=2, own=BIG) == (
-                True,
-                None,
-                None,
-            )
+            assert await first.join(
+                wid, "interactive", "a", 1.0, ttl=BIG, most=2, own=BIG
+            ) == Joined(True)
         # Full: b (no waiter) takes the place of a's newest, which its worker is told of.
         joined = await second.join("b1", "bulk", "b", 1.0, ttl=BIG, most=2, own=BIG)
-        assert joined == (True, "a2", "w0")
+        assert joined == Joined(True, "a2", "w0")
         assert await world.told(0) == [None, None, Refused("a2", "b", 1.0)]
         # Now a and b have one each: nobody is over its share, so a third is refused.
-        assert await first.join("a3", "interactive", "a", 1.0, ttl=BIG, most=2, own=BIG) == (
-            False,
-            None,
-            None,
+        assert await first.join("a3", "interactive", "a", 1.0, ttl=BIG, most=2, own=BIG) == Joined(
+            False
         )
         # A client is never queued beyond its own reach (what the budget serves it in time).
-        assert await second.join("b2", "bulk", "b", 1.0, ttl=BIG, most=BIG, own=1) == (
-            False,
-            None,
-            None,
-        )
+        assert await second.join("b2", "bulk", "b", 1.0, ttl=BIG, most=BIG, own=1) == Joined(False)
         assert await world.grant(0, 5) == Grant("a1", "w0", "k")
         assert await world.grant(1, 5) == Grant("b1", "w1", "k")
         assert await world.grant(1, 5) == Wait(None)
@@ -263,5 +255,40 @@ async def test_each_lane_gets_what_its_share_gave_it_among_those_waiting():
         assert division["bulk"] == (got["b"], pytest.approx(8 * 0.15 / 0.65))
         assert got == {"i": 6, "b": 2}
         assert division["writes"] == division["background"] == (0, 0.0)
+    finally:
+        await world.close()
+
+
+@pytest.mark.anyio
+async def test_a_client_waits_for_no_more_than_its_part_of_what_the_budget_serves_in_time():
+    world = World(2)
+    try:
+        first, second = world.orders
+
+        async def join(order, wid, lane, client):
+            got = await order.join(wid, lane, client, 1.0, ttl=BIG, most=BIG, own=6)
+            return got.admitted
+
+        assert await join(second, "b1", "interactive", "b")
+        # 6 calls in time; a and b of equal weight in the one lane waiting: 3 each.
+        assert [await join(first, f"a{i}", "interactive", "a") for i in range(4)] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+        # With bulk waiting too, interactive's part is 0.5 / 0.65 of the 6, a's half of it
+        # 2.3: a's next is refused; c's part of bulk's 0.15 / 0.65 is 1 (at least one).
+        assert await join(second, "c1", "bulk", "c")
+        assert not await join(second, "c2", "bulk", "c")
+        assert not await join(first, "a9", "interactive", "a")
+        # Refused as over its part while others wait: who they are, for the 429's quota.
+        over = await first.join("a10", "interactive", "a", 1.0, ttl=BIG, most=BIG, own=6)
+        assert over == Joined(False, over={"b": 1.0})
+        alone = await second.join("c3", "bulk", "c", 1.0, ttl=BIG, most=BIG, own=6)
+        assert alone == Joined(False, over={})  # its lane's part, the others in other lanes
+        # A client alone, with its whole budget's worth waiting: the budget, not its share.
+        full = await second.join("d", "writes", "d", 1.0, ttl=BIG, most=BIG, own=0)
+        assert full == Joined(False)
     finally:
         await world.close()
