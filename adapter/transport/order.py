@@ -51,6 +51,10 @@ else
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function num(x) return string.format('%.17g', x) end
+-- Keep ``key`` at least ``ms`` from now (never shortened: another waiter may need longer).
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
 local function split(s)
   local out = {}
   for part in string.gmatch(s, '([^\\n]*)\\n?') do out[#out + 1] = part end
@@ -107,7 +111,7 @@ end
 local function tell(worker, message, keep_ms)
   local list = P .. ':wake:' .. worker
   redis.call('RPUSH', list, message)
-  redis.call('PEXPIRE', list, keep_ms)
+  keep(list, keep_ms)
 end
 local function alive(worker, until_)
   redis.call('ZADD', P .. ':alive', num(until_), worker)
@@ -173,7 +177,8 @@ if redis.call('HLEN', P .. ':w') >= most then
     local last = redis.call('ZRANGE', P .. ':q:' .. l .. ':' .. worst, -1, -1, 'WITHSCORES')
     if #last > 0 and tonumber(last[2]) > seq then newest, seq = last[1], tonumber(last[2]) end
   end
-  local f = drop(newest)
+  local f = newest and drop(newest)
+  if not f then return {'0'} end
   tell(f[4], 'r\\n' .. newest .. '\\n' .. client .. '\\n' .. num(weight),
        math.ceil(ttl * 1000))
   out = {'1', newest, f[4]}
@@ -193,11 +198,11 @@ redis.call('HSET', P .. ':cw', client, num(weight))
 redis.call('ZADD', P .. ':workers', num(now + ttl), me)
 alive(me, now + tonumber(ARGV[3]))
 tell(me, '*', math.ceil(ttl * 1000))  -- its worker looks at once whether it is the head
-local keep = math.ceil(ttl * 2000)
+local ms = math.ceil(ttl * 2000)
 for _, k in ipairs({':tags', ':w', ':exp', ':per', ':cw', ':seq', ':workers', ':c:' .. lane}) do
-  redis.call('PEXPIRE', P .. k, keep)
+  keep(P .. k, ms)
 end
-redis.call('PEXPIRE', q, keep)
+keep(q, ms)
 return out
 """
 )
@@ -295,10 +300,16 @@ for _ = 1, 64 do
     local t = tag('C:' .. lane .. ':' .. c, 'VC:' .. lane)
     if who == nil or t < who_tag or (t == who_tag and c < who) then who, who_tag = c, t end
   end
-  local wid = redis.call('ZRANGE', P .. ':q:' .. lane .. ':' .. who, 0, 0)[1]
-  local f = split(redis.call('HGET', P .. ':w', wid))
+  local q = P .. ':q:' .. lane .. ':' .. who
+  local wid = redis.call('ZRANGE', q, 0, 0)[1]
+  local info = wid and redis.call('HGET', P .. ':w', wid)
+  local f = info and split(info) or {}
   local worker = f[4]
-  if gone(worker) then
+  if not info then
+    -- Nothing known of it (its keys expired apart): out of the lane's clients if empty.
+    if wid then redis.call('ZREM', q, wid) end
+    if redis.call('ZCARD', q) == 0 then redis.call('SREM', P .. ':c:' .. lane, who) end
+  elseif gone(worker) then
     drop(wid)  -- its worker stopped: nobody would take the slot
     tell(worker, 'd\\n' .. wid, 60000)  -- (should it be alive after all)
   else
@@ -359,7 +370,7 @@ for _, w in ipairs(redis.call('ZRANGE', P .. ':workers', 0, -1)) do
   local list = P .. ':wake:' .. w
   if redis.call('LLEN', list) < 4 then
     redis.call('RPUSH', list, '*')
-    redis.call('PEXPIRE', list, 60000)
+    keep(list, 60000)
   end
 end
 return 1

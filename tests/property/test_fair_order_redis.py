@@ -292,3 +292,18 @@ async def test_a_client_waits_for_no_more_than_its_part_of_what_the_budget_serve
         assert full == Joined(False)
     finally:
         await world.close()
+
+
+@pytest.mark.anyio
+async def test_a_short_waiter_does_not_shorten_what_a_long_one_needs_kept():
+    world = World(1)
+    try:
+        (order,) = world.orders
+        await order.join("long", "interactive", "a", 1.0, ttl=100.0, most=BIG, own=BIG)
+        await order.join("short", "writes", "b", 1.0, ttl=1.0, most=BIG, own=BIG)
+        for name in (":w", ":exp", ":tags", ":c:interactive", ":q:interactive:a"):
+            assert await world.clients[0].pttl(order.prefix + name) > 100_000, name
+        world.now = 50.0  # "short" is gone by its time; "long" is served
+        assert await world.grant(0, 1) == Grant("long", "w0", "k")
+    finally:
+        await world.close()
