@@ -9,9 +9,11 @@ window (for a ceiling) live under ``{namespace}budget:{source}:fq``; scripts cha
 atomically on Redis's clock:
 
 - **join**: a call starts waiting. The queue is counted over every worker; a client is
-  not queued beyond what the whole budget serves before its deadline, and when the
-  queue is full a client under its share takes the place of the newest waiter of the
-  client furthest over its share, which is refused at once (429 to its client).
+  not queued beyond what the whole budget serves before its deadline, nor beyond its
+  part of that (its lane's share among the lanes waiting, its weight among its lane's
+  clients waiting), and when the queue is full a client under its share takes the place
+  of the newest waiter of the client furthest over its share, which is refused at once
+  (429 to its client).
 - **grant**: give the head of the order a slot, if one is free on a key, and tell its
   worker; else say how long until one may be. Any worker may run it, as often as it
   likes: it only ever serves the head, so every worker's waiters are served in one
