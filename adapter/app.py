@@ -93,8 +93,14 @@ def create_app(
     if settings.otlp_endpoint and not telemetry.enabled():
         telemetry.configure(telemetry.otlp_provider(settings.otlp_endpoint))
     # Vendor budgets: shared by every process through Redis, else this worker's share.
+    # A burst of requests waits for one of its connections rather than fail for want of
+    # one (a plain pool refuses the 101st caller at once).
     budget_redis = (
-        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, socket_connect_timeout=2, max_connections=100, timeout=20
+            )
+        )
         if settings.redis_url
         else None
     )

@@ -170,7 +170,14 @@ class RedisStore:
     ) -> None:
         import redis.asyncio
 
-        self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        # Also the client request rate's counter (the guard's), met by every request: a
+        # burst waits for a free connection rather than fail for want of one (a plain
+        # pool refuses its 101st caller at once).
+        self.redis = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                url, socket_connect_timeout=2, socket_timeout=5, max_connections=100, timeout=20
+            )
+        )
         self._ttl = int(ttl)
         self._prefix = prefix
 

@@ -126,6 +126,17 @@ async def token(port: int, client: str) -> str:
     return str(json.loads(body)["access_token"])
 
 
+def division(source: str) -> dict[str, tuple[float, float]]:
+    """Per lane, from the shared order in Redis: the calls it was granted, and what its
+    share gave it among the lanes waiting at each grant."""
+    with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as r:
+        raw = r.hgetall(f"fhir-adapter:budget:{source}:fq:stat")
+    return {
+        lane: (float(raw.get(f"got:{lane}".encode(), 0)), float(raw.get(f"due:{lane}".encode(), 0)))
+        for lane in ("interactive", "writes", "bulk", "background")
+    }
+
+
 def lane_calls(port: int) -> collections.Counter[tuple[str, str, str]]:
     """vendor_lane_calls_total by (lane, client, outcome), from /metrics."""
     _, _, body = asyncio.run(request(port, "GET", "/metrics", {}))
@@ -208,9 +219,12 @@ async def load(port: int, source: str, minutes: float, window: float, tmp: Path)
     }
 
 
-async def burst(port: int, source: str, auth: Any, window: float, budget: int) -> float:
+async def burst(
+    port: int, source: str, auth: Any, window: float, budget: int
+) -> tuple[float, collections.Counter[Any], list[tuple[Any, float]], float]:
     """10 x the budget of a's reads in one scaled second; then b asks until its answer is
-    a 200 again: seconds from the burst's end to that answer."""
+    a 200 again: seconds from the burst's end to that answer, a's statuses, b's answers
+    until then (status, seconds from the burst's end), and when a's last answer came."""
     path = f"/fhir/Patient?_source={source}&_count=1"
     sends = [request(port, "GET", path, auth("a"), timeout=60) for _ in range(10 * budget)]
     tasks = []
@@ -220,16 +234,19 @@ async def burst(port: int, source: str, auth: Any, window: float, budget: int) -
         if i % budget == budget - 1:
             await asyncio.sleep(second / 10)
     ended = time.monotonic()
+    tries: list[tuple[Any, float]] = []
     while True:
         status, _, _ = await request(
             port, "GET", f"/fhir/Patient?_source={source}&_count=5", auth("b")
         )
+        tries.append((status, time.monotonic() - ended))
         if status == 200:
             recovered = time.monotonic() - ended
             break
         await asyncio.sleep(0.05)
-    await asyncio.gather(*tasks)
-    return recovered
+    answers = await asyncio.gather(*tasks)
+    last = time.monotonic() - ended
+    return recovered, collections.Counter(a[0] for a in answers), tries, last
 
 
 def main() -> None:
@@ -251,13 +268,14 @@ def main() -> None:
                 path.write_text(config(source, base_url, sandbox, limits, tmp))
                 facade = Facade(path)
                 port = facade.port
-                before = lane_calls(port)
+                before, due_before = lane_calls(port), division(source)
                 result = asyncio.run(load(port, source, args.minutes, window, tmp))
-                after = lane_calls(port)
+                after, due_after = lane_calls(port), division(source)
                 seen = list(arrivals.seen)
-                recovered = asyncio.run(
+                recovered, burst_a, burst_b, burst_last = asyncio.run(
                     burst(port, source, result["auth"], window, limits.per_minute)
                 )
+                burst_calls = lane_calls(port)
         finally:
             if facade is not None:
                 facade.stop()
@@ -289,18 +307,39 @@ def main() -> None:
     print(f"statuses a {dict(result['statuses']['a'])}")
     print(f"statuses b {dict(result['statuses']['b'])}")
     print(
-        f"vendor budget used {used:.1%} over {len(windows)} windows; 429s {sandbox.limited_total()}"
+        f"vendor budget used {used:.1%} over {len(windows)} windows "
+        f"({', '.join(str(per_window[w]) for w in windows)} calls); "
+        f"429s {sandbox.limited_total()}"
     )
     print(
         "lanes' parts of the calls granted: "
         + ", ".join(f"{lane} {n / total:.1%}" for lane, n in by_lane.items())
     )
     print(f"granted by lane and client: {granted}")
+    shown = []
+    for lane, (got, due) in due_after.items():
+        got -= due_before[lane][0]
+        due -= due_before[lane][1]
+        if due:
+            shown.append(f"{lane} {got:g} of {due:.1f} due ({got / due:.0%})")
+    print("each lane's calls against its share among the lanes waiting: " + ", ".join(shown))
     print(f"export files written: {result['exported_files']}")
     print(
         f"after a burst of {10 * limits.per_minute} reads: b answered 200 again after "
         f"{recovered * args.scale:.1f} s (real time)"
     )
+    print(f"the burst's answers to a: {dict(burst_a)}, the last {burst_last * args.scale:.1f} s")
+    print(
+        "vendor calls granted during the burst: "
+        + ", ".join(
+            f"{c} {burst_calls[(lane, c, 'granted')] - after[(lane, c, 'granted')]:g}"
+            for lane in ("interactive",)
+            for c in ("a", "b")
+        )
+        + " (interactive)"
+    )
+    shown = ", ".join(f"{s} at {t * args.scale:.1f} s" for s, t in burst_b[:8])
+    print(f"b's answers until then: {shown}{' ...' if len(burst_b) > 8 else ''}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ the moment a call is sent until a window after its answer. Times are Redis's own
 Per key and limit, a sorted set holds one member per call: its score is when the slot
 frees (for a call in flight, a far bound, so that a process that dies mid-call does not
 hold it for ever). A vendor's "wait" (429 ``Retry-After``, ``X-RateLimit-Remaining: 0``)
-is shared too, as a key with its own expiry.
+is shared too, as a key with its own expiry. Who among every process's waiters gets the
+next slot is decided in Redis as well (:meth:`RedisLedger.order`,
+:mod:`adapter.transport.order`).
 
 Without Redis and with ``--workers N``, each worker takes 1/N of each key's limits
 (:func:`configure`), which keeps the vendor's limits at the cost of unused budget when the
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.transport.order import RedisOrder
 from adapter.transport.ratelimit import KeyPool, Limit
 
 __all__ = ["NAMESPACE", "Budgets", "RedisLedger", "configure", "current"]
@@ -105,18 +108,6 @@ return '0'
 """
 
 
-# The waiters of a source, every process's: KEYS: the sorted set; ARGV: member, most,
-# hold (seconds a waiter of a process that died is counted). 1: joined, 0: full.
-_JOIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
-return 1
-"""
-
 # Who asked for a source's budget in its window, every process's: KEYS: the sorted set;
 # ARGV: window, then an entry to add ('' for none). Gives each entry and its age.
 _ASKED = """
@@ -151,7 +142,6 @@ class RedisLedger:
         self._release = redis.register_script(_RELEASE)
         self._pause = redis.register_script(_PAUSE)
         self._paused = redis.register_script(_PAUSED)
-        self._join = redis.register_script(_JOIN)
         self._asked = redis.register_script(_ASKED)
 
     def _keys(self, key: str, limits: Sequence[Limit]) -> list[str]:
@@ -171,19 +161,16 @@ class RedisLedger:
         args: list[Any] = [self._slack, ticket, *(lim.window for lim in limits)]
         await self._release(keys=self._keys(key, limits), args=args)
 
+    def order(self) -> RedisOrder:
+        """The one order of every process's waiters for this source's slots (a new
+        worker in it: one per pool, that is per process)."""
+        return RedisOrder(self._redis, self._prefix, slack=self._slack)
+
     async def pause(self, key: str, seconds: float) -> None:
         await self._pause(keys=[f"{self._prefix}:{key}:pause"], args=[seconds])
 
     async def paused(self, key: str) -> float:
         return float(await self._paused(keys=[f"{self._prefix}:{key}:pause"]))
-
-    async def join(self, member: str, most: int, hold: float) -> bool:
-        """Count ``member`` among the source's waiters, unless ``most`` wait already."""
-        keys = [f"{self._prefix}:queue"]
-        return bool(await self._join(keys=keys, args=[member, most, hold]))
-
-    async def leave(self, member: str) -> None:
-        await self._redis.zrem(f"{self._prefix}:queue", member)
 
     async def asked(self, entry: str, window: float) -> list[tuple[str, float]]:
         """Note ``entry`` (unless empty) among those who asked for the budget; every entry

@@ -25,7 +25,9 @@ key pool skips a lane that has had its ceiling's part of the budget in the last 
 (:meth:`FairQueue.head`'s ``eligible``). Each client's own waiters are served in order.
 
 The queue is pure: no clock, no I/O. :class:`adapter.transport.ratelimit.KeyPool` holds
-one and asks it who is next whenever a slot may be free.
+one and asks it who is next whenever a slot may be free. With a budget shared through
+Redis the same order is kept in Redis for every worker's waiters
+(:mod:`adapter.transport.order`); the pool's own queue then only says what waits here.
 """
 
 from __future__ import annotations

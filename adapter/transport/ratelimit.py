@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 
 from adapter.transport import hooks, lanes, scope
 from adapter.transport.lanes import FairQueue, Waiter
+from adapter.transport.order import Dropped, Grant, RedisOrder, Refused, Wait
 
 __all__ = [
     "KeyPool",
@@ -56,6 +58,7 @@ AUTH_PAUSE_FIRST = 30.0  # seconds before a refused key is tried again
 AUTH_PAUSE_MAX = 600.0
 RECENT_CALLS = 1000  # call starts kept per key for the console's "calls in the window"
 NOTED_WAIT = 0.05  # seconds: a shorter wait for a slot is not worth telling the client
+BEAT = 1.0  # seconds: a worker with waiters in a shared order looks at least this often
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class Lease:
         if self._pause > 0 and self._pool.shared:
             await ledger.pause(state.label, self._pause)
         self._pool._notify()
+        order = self._pool._order
+        if order is not None:
+            await order.freed()  # every worker's waiters look again when its slot frees
 
 
 class KeyPool:
@@ -242,6 +248,13 @@ class KeyPool:
         self._asked: deque[tuple[float, str, str, float, bool]] = deque()
         self._ledger: Ledger = LocalLedger(slack, clock)
         self._waiting = 0
+        # With a shared ledger that keeps one order of every worker's waiters (Redis):
+        # it, this worker's waiters in it (by id), and the task that serves them.
+        self._order: RedisOrder | None = None
+        self._pending: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self._pump_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._nudge = asyncio.Event()
         self.source = "?"
         self.shared = False  # slots counted with other processes (Redis)
         # An in-flight slot held by a process that died frees after this long.
@@ -271,10 +284,14 @@ class KeyPool:
         """Name the pool's source and say where its slots are counted: ``ledger`` shared
         with other processes, else this process's ``share`` of each limit."""
         self.source = source
+        self._order = None
         if ledger is not None:
             self._ledger = ledger
             self.shared = True
             self._limits = self._declared
+            make_order = getattr(ledger, "order", None)
+            if self._limits and make_order is not None:
+                self._order = make_order()
         else:
             self._ledger = LocalLedger(self._slack, self._clock)
             self.shared = False
@@ -349,8 +366,9 @@ class KeyPool:
             return Lease(self, state, None)
         who, weight = lanes.current_client()
         me = Waiter(lanes.current_lane(), who, weight)
-        member = await self._join()
-        if member is None:
+        if self._order is not None:
+            return await self._take_ordered(self._order, me)
+        if self._waiting >= self.queue:
             hooks.lane_refused(self.source, me.lane, me.client)
             raise await self._refusal(me, QueueFull(self._estimate()))
         self._waiting += 1
@@ -372,8 +390,6 @@ class KeyPool:
             if not served:
                 self._fair.remove(me)
             self._notify()
-            if member and self._shared_ledger is not None:
-                await self._shared_ledger.leave(member)
         waited = self._clock() - started
         if waited >= NOTED_WAIT:
             scope.note_wait(self.source, waited)
@@ -383,22 +399,194 @@ class KeyPool:
         self._tell(me)
         return lease
 
-    async def _join(self) -> str | None:
-        """A place among the waiters ('' in this process's count, a member of the shared
-        one), or None when the queue is full: counted over every process when the
-        budget is shared."""
-        if self._shared_ledger is not None:
-            member = uuid.uuid4().hex
-            hold = self._max_wait + 5.0  # a waiter of a process that died stops counting
-            if await self._shared_ledger.join(member, self.queue, hold):
-                return member
-            return None
-        return None if self._waiting >= self.queue else ""
+    async def _take_ordered(self, order: RedisOrder, me: Waiter) -> Lease:
+        """Wait for a slot in the one order of every worker's waiters (Redis)."""
+        self._live_key()  # every key refused: said at once (NoKeysLeft)
+        left = scope.remaining()
+        limit = self._max_wait if left is None else min(self._max_wait, max(0.0, left))
+        calls, window = self.capacity()
+        # No client waits for more calls than the whole budget could serve before its
+        # deadline (every slot free now, then each window's worth again).
+        own = len(self._keys) * min(
+            lim.count * (1 + math.floor(limit / lim.window)) for lim in self._limits
+        )
+        wid = uuid.uuid4().hex
+        # Known here before it joins: a grant may reach this worker's wake list (and be
+        # read) before the join's own answer does.
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[wid] = (future, self._clock() + limit)
+        admitted, over = left is None or left > 0, None
+        try:
+            if admitted:
+                joined = await order.join(
+                    wid,
+                    me.lane,
+                    me.client,
+                    me.weight,
+                    ttl=limit + 5.0,
+                    most=self.queue,
+                    own=own,
+                    shares=self._fair.shares,
+                )
+                admitted, over = joined.admitted, joined.over
+        except BaseException:
+            self._pending.pop(wid, None)
+            raise
+        if not admitted:
+            self._pending.pop(wid, None)
+            hooks.lane_refused(self.source, me.lane, me.client)
+            exc = QueueFull(self._estimate()) if left is None or left > 0 else None
+            refusal = await self._refusal(me, exc or SlotTooFar(self._estimate()), over)
+            lanes.note(self.source, calls, window, 0, refusal.wait)
+            raise refusal
+        self._waiting += 1
+        self._fair.push(me)
+        if self._pump_task is None or self._pump_task.done():
+            self._nudge = asyncio.Event()  # of this event loop
+            self._pump_task = asyncio.create_task(self._pump(order))
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.create_task(self._listen(order))
+        self._nudge.set()  # a new waiter may be the head: look now
+        started = self._clock()
+        lease: Lease | None = None
+        try:
+            try:
+                got = await asyncio.wait_for(asyncio.shield(future), limit)
+            except TimeoutError:
+                raise SlotTooFar(self._estimate()) from None
+            if isinstance(got, Refused):
+                hooks.lane_refused(self.source, me.lane, me.client)
+                refusal = await self._refusal(me, SlotTooFar(1.0), {got.client: got.weight})
+                lanes.note(self.source, calls, window, 0, refusal.wait)
+                raise refusal
+            if isinstance(got, Dropped):
+                raise SlotTooFar(self._estimate())
+            if isinstance(got, SlotTooFar):
+                raise got
+            lease = self._lease_for(got)
+        except SlotTooFar as exc:
+            if isinstance(exc, OverShare):
+                raise
+            hooks.lane_refused(self.source, me.lane, me.client)
+            refusal = await self._refusal(me, exc)
+            lanes.note(self.source, calls, window, 0, refusal.wait)
+            raise refusal from None
+        finally:
+            self._waiting -= 1
+            self._fair.remove(me)
+            self._pending.pop(wid, None)
+            if lease is None:
+                await self._give_up(order, wid, future)
+        waited = self._clock() - started
+        if waited >= NOTED_WAIT:
+            scope.note_wait(self.source, waited)
+            hooks.lane_waited(self.source, me.lane, me.client)
+        hooks.lane_granted(self.source, me.lane, me.client)
+        self._granted(me)
+        await self._asked_now(me, True)
+        self._tell(me)
+        return lease
+
+    def _lease_for(self, grant: Grant) -> Lease:
+        for state in self._keys:
+            if state.label == grant.key:
+                state.sent += 1
+                state.recent.append(self._clock())
+                if state.auth_failures:
+                    state.probing = True
+                return Lease(self, state, grant.waiter)
+        raise SlotTooFar(self._estimate())  # not a key of this pool's (never, by config)
+
+    async def _give_up(self, order: RedisOrder, wid: str, future: asyncio.Future[Any]) -> None:
+        """A waiter that leaves unserved: out of the order, or, when a slot was granted to
+        it meanwhile, the slot given back."""
+        if future.done() and not future.cancelled():
+            got = future.result()
+            if isinstance(got, Grant):
+                await self._ledger.release(got.key, self._limits, got.waiter)
+                await order.freed()
+            return
+        future.cancel()
+        try:
+            await asyncio.shield(order.leave(wid))
+        except Exception:  # Redis away: the waiter expires there by itself
+            log.debug("source %s: a waiter could not leave the shared order", self.source)
+
+    async def _grant(self, order: RedisOrder) -> Grant | Wait:
+        """Serve the head of the shared order if a key has a slot."""
+        now = self._clock()
+        live = [k for k in self._keys if k.auth_until <= now and not k.probing]
+        calls, window = self.capacity()
+        ceilings = {lane: max(1, math.floor(calls * part)) for lane, part in self.ceilings.items()}
+        return await order.grant(
+            [k.label for k in sorted(live, key=lambda k: k.sent)],
+            [(lim.count, lim.window) for lim in self._limits],
+            hold=self._hold,
+            shares=self._fair.shares,
+            ceilings=ceilings,
+            ceiling_window=window,
+        )
+
+    async def _pump(self, order: RedisOrder) -> None:
+        """While this worker has waiters in the shared order: serve the head whenever a
+        slot may be free (when the last look said, when woken, and at least every beat,
+        which also keeps this worker alive in the order)."""
+        while self._pending:
+            self._nudge.clear()
+            try:
+                step = await self._grant(order)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the waiters meet their deadlines
+                log.warning("source %s: the shared order is not answering (%s)", self.source, exc)
+                await asyncio.sleep(BEAT)
+                continue
+            if isinstance(step, Grant):
+                continue  # another slot may be free too
+            due = step.seconds
+            if due is not None and not math.isinf(due):
+                self._too_far(due)
+            timeout = BEAT if due is None or math.isinf(due) else min(BEAT, due)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), timeout)
+
+    async def _listen(self, order: RedisOrder) -> None:
+        """While this worker has waiters in the shared order: hand them what Redis tells
+        this worker (a grant, a refusal), and wake the pump on a nudge."""
+        while self._pending:
+            try:
+                events = await order.events(BEAT)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # said by the pump
+                await asyncio.sleep(BEAT)
+                continue
+            for event in events:
+                if event is None:
+                    self._nudge.set()
+                    continue
+                future, _ = self._pending.get(event.waiter, (None, 0.0))
+                if future is not None and not future.done():
+                    future.set_result(event)
+                elif isinstance(event, Grant):  # its waiter left meanwhile: give it back
+                    try:
+                        await self._ledger.release(event.key, self._limits, event.waiter)
+                        await order.freed()
+                    except Exception:  # held until its bound (the pool's hold) at worst
+                        log.debug("source %s: a slot could not be given back", self.source)
+
+    def _too_far(self, due: float) -> None:
+        """The next slot is ``due`` seconds away: this worker's waiters that may not wait
+        that long are refused now, not at their deadlines."""
+        at = self._clock() + due
+        for future, until in self._pending.values():
+            if until < at and not future.done():
+                future.set_result(SlotTooFar(due))
 
     @property
     def _shared_ledger(self) -> Any:
-        """The ledger, when it keeps the waiters and askers of every process (Redis)."""
-        return self._ledger if self.shared and hasattr(self._ledger, "join") else None
+        """The ledger, when it keeps the askers of every process (Redis)."""
+        return self._ledger if self.shared and hasattr(self._ledger, "asked") else None
 
     @property
     def queue(self) -> int:
@@ -552,7 +740,10 @@ class KeyPool:
         _, window = self.capacity()
         entry = ""
         if me is not None:
-            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{uuid.uuid4().hex[:8]}|{me.client}"
+            # Each grant counts; of the refusals, only the latest of a client in a lane
+            # (who asked matters, not how often: a burst leaves one entry, not thousands).
+            mark = uuid.uuid4().hex[:8] if given else "-"
+            entry = f"{me.lane}|{me.weight:g}|{int(given)}|{mark}|{me.client}"
         seen = await ledger.asked(entry, window)
         now = self._clock()
         view = []
@@ -577,7 +768,9 @@ class KeyPool:
             return 0.0
         return max(0.0, mine[len(mine) - allowed] + window - self._clock())
 
-    def standing(self, client: str, weight: float = 1.0) -> tuple[int, int, float]:
+    def standing(
+        self, client: str, weight: float = 1.0, also: Mapping[str, float] | None = None
+    ) -> tuple[int, int, float]:
         """(quota, remaining, reset seconds) of ``client`` in the current window: its
         weight's part of the budget among the clients that asked for it in the window
         (given a slot or refused) or wait for it; reset: when it has a call left again."""
@@ -585,6 +778,8 @@ class KeyPool:
         recent = self._recent()
         weights = self._fair.clients()
         for _, _, who, their_weight, _ in recent:
+            weights[who] = max(weights.get(who, 0.0), their_weight)
+        for who, their_weight in (also or {}).items():
             weights[who] = max(weights.get(who, 0.0), their_weight)
         weights[client] = max(weights.get(client, 0.0), weight)
         fair = max(1, math.floor(calls * weights[client] / sum(weights.values())))
@@ -613,17 +808,22 @@ class KeyPool:
         _, remaining, reset = self.standing(me.client, me.weight)
         lanes.note(self.source, calls, window, remaining, reset)
 
-    async def _refusal(self, me: Waiter, exc: SlotTooFar) -> SlotTooFar:
+    async def _refusal(
+        self, me: Waiter, exc: SlotTooFar, over: Mapping[str, float] | None = None
+    ) -> SlotTooFar:
         """A client beyond its fair share while others want the budget too is told of its
         own limit (:class:`OverShare`); otherwise the budget is spent for everyone
-        (``exc``). Either way the refused call counts as asking for the budget."""
-        await self._asked_now(None, False)
-        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
-        quota, remaining, reset = self.standing(me.client, me.weight)
-        if self._shared_ledger is not None:
+        (``exc``). Either way the refused call counts as asking for the budget. ``over``:
+        the clients (with weights) a waiter of this client made room for, being over its
+        share."""
+        if self._shared_ledger is not None:  # noted, and every process's askers read
             await self._asked_now(me, False)
         else:
             self._recent().append((self._clock(), me.lane, me.client, me.weight, False))
+        asking = set(self._fair.clients()) | {e[2] for e in self._recent()}
+        quota, remaining, reset = self.standing(me.client, me.weight, over)
+        if over is not None:  # over its part of the budget while others wait
+            return OverShare(max(1.0, reset), quota)
         if not asking - {me.client} or remaining > 0:
             return exc
         return OverShare(max(1.0, reset), quota)

@@ -150,3 +150,18 @@ def test_with_the_vendor_down_every_worker_says_so(workers):
         assert w.get(worker, w.a, w.search).status_code == 503
     answers = [w.run(http.get("/readyz")).json()["sources"][w.source] for http in w.http]
     assert answers == ["circuit open"] * 3
+
+
+def test_a_burst_at_one_worker_is_answered_not_failed(workers):
+    """150 requests at once at one worker, more than a Redis client's pool holds: each
+    waits for a connection (to the client request rate's counter, to the budget) rather
+    than fail with a 500. The search is answered from what the first one read."""
+    w = workers
+    assert w.get(0, w.a, w.search).status_code == 200
+    headers = {"authorization": f"Bearer {w.tokens[w.a]}"}
+
+    async def burst():
+        return await asyncio.gather(*(w.http[0].get(w.search, headers=headers) for _ in range(150)))
+
+    answers = w.run(burst())
+    assert [r.status_code for r in answers] == [200] * 150
