@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 import traceback
 
+import redis.exceptions
+
 from adapter.fhir.outcome import FhirError, Issue, whole_seconds
 from adapter.fhir.search import UnsupportedParameter
 from adapter.ops.activity import activity
@@ -129,6 +131,15 @@ def _outcome(exc: BaseException, source: str | None, *, writing: bool, where: st
             after = _SOON
         headers = {"Retry-After": str(whole_seconds(after))} if after is not None else {}
         return FhirError(status, [issue], headers)
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        # The state the workers share (budgets, idempotent writes, jobs) is out of reach:
+        # the outage is said once in the log (adapter.ops.redis_watch), not per request.
+        return FhirError.one(
+            503,
+            "transient",
+            "the service's shared state (Redis) is unreachable; try again later",
+            **{"Retry-After": str(whole_seconds(_SOON))},
+        )
     http_status = getattr(exc, "status_code", None)
     if isinstance(http_status, int) and 400 <= http_status < 500:
         error = _http_error(http_status, str(getattr(exc, "detail", "") or ""), where)

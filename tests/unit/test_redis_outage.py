@@ -140,3 +140,22 @@ def test_check_config_probe_names_redis(tmp_path, capsys):
         "  source nyra-demo: not reached: redis unreachable (ConnectionError), "
         "its budget is kept there\n"
     )
+
+
+async def test_a_search_whose_budget_lives_in_an_unreachable_redis_is_a_503_to_retry():
+    app = app_with_redis(NOWHERE)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            r = await c.get("/fhir/Patient?_count=2")
+    assert (r.status_code, r.headers["retry-after"]) == (503, "5")
+    assert r.json() == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "transient",
+                "diagnostics": "the service's shared state (Redis) is unreachable; try again later",
+            }
+        ],
+    }
