@@ -16,9 +16,12 @@ against, :mod:`adapter.fhir.validation`), pruned so as to stay small and free of
   Reference, CodeableConcept, Coding, Period, Address, Extension, Meta, the backbone
   elements of the types written...) are components of their own, each element typed
   likewise. Every other one (an Attachment, a Timing, a contained resource...) is an
-  object, checked by the service when it comes. A data type within itself (an
-  Identifier's assigner, an Extension's extensions) is an object too: the schemas hold no
-  cycle, which a fuzzer or a client generator would have to unroll.
+  object, checked by the service when it comes. So are a data type within itself (an
+  Identifier's assigner), the extensions within a data type (the resource's own are
+  typed: an Extension's primitive value[x], its other ones objects) and a data type's
+  ``_element``: the schemas hold no cycle, which a fuzzer or a client generator would
+  have to unroll, and each stays small once its references are put in place, which a
+  fuzzer does before it generates a body.
 
 What the schemas cannot say (a reference to a resource the source holds, an end after the
 start, one of a choice's types at most) the service answers as a 422 naming the element.
@@ -136,11 +139,16 @@ def _component(name: str, out: dict[str, dict[str, Any]], stack: list[str]) -> N
         key = field.alias or field_name
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if key.startswith("_"):
-            properties[key] = _element(field.annotation, out, stack)
+            properties[key] = _element(field.annotation, out, stack, within=not resource)
             continue
         if not extra.get("element_property"):
             continue  # not an R4 element (fhir_comments)
+        if not resource and key in ("extension", "modifierExtension"):
+            properties[key] = {"type": "array", "minItems": 1, "items": _loose("Extension")}
+            continue
         properties[key] = _typed(field.annotation, extra, out, stack)
+        if name == "Extension" and "$ref" in properties[key]:  # a complex value[x]
+            properties[key] = _loose(properties[key]["$ref"].rsplit("/", 1)[1])
         if (field.is_required() or extra.get("element_required")) and key not in (
             _SET_BY_SERVICE.get(name, set())
         ):
@@ -185,10 +193,12 @@ def _typed(
     return schema
 
 
-def _element(annotation: Any, out: dict[str, dict[str, Any]], stack: list[str]) -> dict[str, Any]:
+def _element(
+    annotation: Any, out: dict[str, dict[str, Any]], stack: list[str], *, within: bool
+) -> dict[str, Any]:
     """A primitive's ``_element``: its id and extensions (an array of them, or of null,
-    for a repeating primitive)."""
-    ref = _ref("Element", out, stack)
+    for a repeating primitive); an object, within a data type."""
+    ref = _loose("Element") if within else _ref("Element", out, stack)
     if _is_list(annotation):
         return {"type": "array", "items": {"anyOf": [ref, {"type": "null"}]}}
     return ref
@@ -202,10 +212,14 @@ def _complex(leaf: Any, out: dict[str, dict[str, Any]], stack: list[str]) -> dic
 
 def _ref(name: str, out: dict[str, dict[str, Any]], stack: list[str]) -> dict[str, Any]:
     if name not in DETAILED or name in stack:
-        what = "a resource" if name == "Resource" else f"an R4 {name}"
-        return {"type": "object", "description": f"{what}: checked by the service"}
+        return _loose(name)
     _component(name, out, stack)
     return {"$ref": _SCHEMAS + name}
+
+
+def _loose(name: str) -> dict[str, Any]:
+    what = "a resource" if name == "Resource" else f"an R4 {name}"
+    return {"type": "object", "description": f"{what}: checked by the service"}
 
 
 def _primitive(leaf: Any) -> dict[str, Any] | None:
