@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter.api.bodies import body_name, write_schemas
+
 __all__ = ["complete", "document"]
 
 FHIR_JSON = "application/fhir+json"
@@ -80,6 +82,10 @@ _HEADERS: dict[int, dict[str, str]] = {
 _REQUIRED_HEADERS = {(401, "WWW-Authenticate"), (405, "Allow"), (429, "Retry-After")}
 # The bodies the write routes take (adapter.api.writes): either JSON media type.
 _WRITE_PATHS = frozenset({"/fhir/{resource_type}", "/fhir/{resource_type}/{fhir_id}"})
+_SUBSCRIPTION_WRITES = {
+    "post": ("/fhir/Subscription",),
+    "put": ("/fhir/Subscription/{subscription_id}",),
+}
 
 
 def document(app: Any) -> dict[str, Any]:
@@ -94,17 +100,29 @@ def document(app: Any) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
-    return complete(base, sorted(app.state.facade.declared.types))
+    declared = app.state.facade.declared
+    types = sorted(declared.types)
+    writes = {
+        "post": [t for t in types if declared.writable(t, "create")],
+        "put": [t for t in types if declared.writable(t, "update")],
+    }
+    return complete(base, types, writes)
 
 
-def complete(document: dict[str, Any], types: list[str]) -> dict[str, Any]:
+def complete(
+    document: dict[str, Any], types: list[str], writes: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     """FastAPI's ``document`` with every answer described (see the module's docstring);
-    ``types``: the resource types served."""
+    ``types``: the resource types served; ``writes``: those some source creates
+    (``post``) and updates (``put``), whose bodies are described by their own schemas
+    (:mod:`adapter.api.bodies`), as a Subscription's are."""
+    writes = writes or {"post": [], "put": []}
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas.update(_schemas(types))
+    schemas.update(write_schemas({*writes["post"], *writes["put"], "Subscription"}))
     components["securitySchemes"] = {
         "smart": {
             "type": "oauth2",
@@ -126,8 +144,42 @@ def complete(document: dict[str, Any], types: list[str]) -> dict[str, Any]:
     }
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
+            if path in _WRITE_PATHS and method in writes:
+                _write_body(operation, writes[method])
+            elif path in _SUBSCRIPTION_WRITES.get(method, ()):
+                _write_body(operation, ["Subscription"])
             _complete_operation(path, method, operation, types)
     return document
+
+
+def _write_body(operation: dict[str, Any], written: list[str]) -> None:
+    """A write's body: one of the resources of ``written``, told apart by its
+    resourceType. The path's ``resource_type`` names those types only (another is a
+    405)."""
+    refs = {t: _SCHEMAS + body_name(t) for t in written}
+    schema: dict[str, Any] = {
+        "oneOf": [{"$ref": ref} for ref in refs.values()],
+        "discriminator": {"propertyName": "resourceType", "mapping": refs},
+    }
+    if len(written) == 1:
+        schema = {"$ref": refs[written[0]]}
+    operation["requestBody"] = {
+        "required": True,
+        "description": "the resource, of the path's type (a resourceType of another is a 400)"
+        if len(written) > 1
+        else f"the {written[0]}",
+        "content": {FHIR_JSON: {"schema": schema}, JSON: {"schema": schema}},
+    }
+    operation["parameters"] = [
+        {
+            **parameter,
+            "schema": {"type": "string", "enum": written},
+            "description": "a resource type some source can write so (another is a 405)",
+        }
+        if parameter.get("name") == "resource_type"
+        else parameter
+        for parameter in operation.get("parameters", [])
+    ]
 
 
 def _complete_operation(
@@ -142,7 +194,7 @@ def _complete_operation(
     topics = path.startswith(("/fhir/SubscriptionTopic/", "/fhir/Basic"))
     subscriptions = path.startswith("/fhir/Subscription") and not topics
     for parameter in operation.get("parameters", []):
-        if parameter.get("name") == "resource_type":
+        if parameter.get("name") == "resource_type" and "enum" not in parameter["schema"]:
             parameter["schema"] = {"type": "string", "enum": types}
             parameter["description"] = "a resource type the CapabilityStatement lists"
     if path == "/fhir/{resource_type}" and method == "get":
@@ -159,9 +211,6 @@ def _complete_operation(
         operation["requestBody"].setdefault("required", True)
         if fhir or tables or path.endswith("/_search"):  # a form body, or another type
             statuses.add(415)
-        if path in _WRITE_PATHS:
-            content = operation["requestBody"].setdefault("content", {})
-            content.setdefault(JSON, content.get(FHIR_JSON, {"schema": {"type": "object"}}))
     if fhir:
         statuses |= set(_WITH_TOKEN) | set(_FHIR)
         operation["security"] = [{"smart": []}]

@@ -39,16 +39,26 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ZONED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})")
 
 
+_NOT_A_STRING = "a url is a JSON string"
+
+
 def fhir_problems(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
     """Every way ``resource`` is not a valid R4 ``resource_type`` (empty: it is)."""
     issues: list[Issue] = []
     seen: set[str] = set()
     model = get_fhir_model_class(resource_type)
-    for path, rule in _json_problems(model, resource, resource_type):
+    problems = _json_problems(model, resource, resource_type)
+    for path, rule in problems:
         seen.add(path)
         issues.append(_issue(path, rule))
+    if issues and any(rule == _NOT_A_STRING for _, rule in problems):
+        return issues[:_MAX_PROBLEMS]  # the models' url check fails on it (not a string)
     try:
         model.model_validate(resource)
+    except (TypeError, AttributeError):
+        # A validator of the models failing on a value of a JSON type it did not expect,
+        # where no rule above saw it: still the client's error, never a 500.
+        issues.append(_issue(resource_type, "an element holds a value of the wrong JSON type"))
     except pydantic.ValidationError as exc:
         for error in exc.errors():
             path = _path(resource_type, error.get("loc", ()))
@@ -100,8 +110,8 @@ def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
 @cache
 def _fields(model: Any) -> dict[str, tuple[str, tuple[str, ...], type[Any] | None]]:
     """Each JSON name of ``model``: its primitive kind (``boolean``, ``integer``,
-    ``decimal``, ``other``), the codes of its required binding, and the model of a
-    complex element."""
+    ``decimal``, ``datetime``, ``url``, ``other``), the codes of its required binding, and
+    the model of a complex element."""
     out: dict[str, tuple[str, tuple[str, ...], type[Any] | None]] = {}
     for name, field in model.model_fields.items():
         key = field.alias or name
@@ -131,6 +141,8 @@ def _kind(annotation: Any) -> str:
         return "decimal"
     if any(t is datetime for t in leaves):
         return "datetime"
+    if any(getattr(t, "__name__", "") == "AnyUrl" for t in leaves):
+        return "url"
     return "other"
 
 
@@ -183,6 +195,8 @@ def _primitive_rule(kind: str, codes: tuple[str, ...], value: Any) -> str | None
         return "an integer is a JSON number without a fraction"
     if kind == "decimal" and (isinstance(value, bool) or not isinstance(value, int | float)):
         return "a decimal is a JSON number"
+    if kind == "url" and not isinstance(value, str):
+        return _NOT_A_STRING
     if codes and isinstance(value, str) and value not in codes:
         return f"the code must be one of {' | '.join(codes)} (a required value set)"
     if isinstance(value, str):

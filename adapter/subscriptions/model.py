@@ -57,6 +57,7 @@ from adapter.fhir.dates import parse_instant
 from adapter.fhir.match import matches
 from adapter.fhir.outcome import FhirError
 from adapter.fhir.search import SearchRequest, UnsupportedParameter
+from adapter.fhir.validation import fhir_problems
 from adapter.subscriptions.topics import BACKPORT, CONTENTS, TOPICS, topic_named
 
 __all__ = [
@@ -366,6 +367,15 @@ async def validate(
             raise _invalid(f"end {exc}", "Subscription.end") from None
     try:
         Subscription.model_validate(resource)
+    except (TypeError, AttributeError):
+        # A validator of the models failing on a value of another JSON type than it
+        # expects (a url that is an object): the element, as the write check names it.
+        problems = fhir_problems("Subscription", resource)
+        where = problems[0].expression[0] if problems and problems[0].expression else ""
+        raise _invalid(
+            "not a valid Subscription: an element holds a value of the wrong JSON type",
+            where or "Subscription",
+        ) from None
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         path = ".".join(str(p) for p in first.get("loc", ()) if not isinstance(p, int))

@@ -6,7 +6,9 @@ scope, so generated requests get past the token to search, read and write. Every
 schemathesis has runs on every answer: no 5xx, every status, media type, header and body
 as the document says, 405 with ``Allow`` for a method a path does not take, the token
 enforced, and the rest. The cases are a fixed number per operation and phase, drawn from a
-fixed seed: the same requests on every run and machine.
+fixed seed: the same requests on every run and machine. The writes' bodies are shaped as
+the document's schemas of the resources say (``PatientWrite``, ``AppointmentWrite``,
+``SubscriptionWrite``), so they reach the validation and the mappings behind it.
 """
 
 from __future__ import annotations
@@ -32,8 +34,22 @@ SEED = 20240501
 # a Slot search must name a practitioner, a Patient needs a name the vendor takes): those
 # are 400 and 422 OperationOutcomes naming the element. Any other status for a
 # schema-valid request (a 406, 408, 413, 415, ...) is a failure, and so is every 5xx: the
-# sandboxes answer, and Nyra's scaled windows leave budget for every request.
+# sandboxes answer, and Nyra's scaled windows leave budget for every request (a 503 or
+# 504 with Retry-After is right only when a vendor is unavailable, which none is here).
 ACCEPTED = ["2xx", "3xx", "400", "401", "403", "404", "405", "409", "412", "422", "429"]
+# The writes, whose bodies are typed as the R4 resources (adapter/api/bodies.py): the
+# coverage phase would send every case their schemas define (some 30,000 each, minutes),
+# so they get the fuzzing phase's cases alone (the 405s of their paths come from the
+# other operations of the same paths), fewer of them: a body of a resource takes about
+# half a second to generate, where a search's parameters take a few milliseconds.
+WRITE_EXAMPLES = 25
+TYPED_BODIES = [
+    "POST /fhir/{resource_type}",
+    "PUT /fhir/{resource_type}/{fhir_id}",
+    "POST /fhir/Subscription",
+    "PUT /fhir/Subscription/{subscription_id}",
+]
+GENERATION = {"deterministic": True, "database": "none"}  # the same cases on every run
 CASES: Counter[str] = Counter()  # operation -> cases sent (reported with -s)
 
 
@@ -73,8 +89,15 @@ schema = schemathesis.openapi.from_path(
     config=schemathesis.Config.from_dict(
         {
             "seed": SEED,
-            "generation": {"max-examples": EXAMPLES, "deterministic": True, "database": "none"},
+            "generation": {**GENERATION, "max-examples": EXAMPLES},
             "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
+            "operations": [
+                {
+                    "include-name": TYPED_BODIES,
+                    "phases": {"coverage": {"enabled": False}},
+                    "generation": {**GENERATION, "max-examples": WRITE_EXAMPLES},
+                }
+            ],
         }
     ),
 )

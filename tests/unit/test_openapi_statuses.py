@@ -105,14 +105,36 @@ def test_every_status_a_route_can_answer_is_documented(path, method, operation):
 
 
 def test_the_resource_types_are_those_served(app):
-    served = sorted(app.state.facade.declared.types)
-    named = [
-        parameter["schema"]["enum"]
-        for _, _, operation in OPERATIONS
+    """Reads and searches name every type served; a create or an update, the types some
+    source writes so (another is a 405), whose bodies' schemas it names."""
+    declared = app.state.facade.declared
+    served = sorted(declared.types)
+    named = {
+        (path, method): parameter["schema"]["enum"]
+        for path, method, operation in OPERATIONS
         for parameter in operation.get("parameters", [])
         if parameter["name"] == "resource_type"
-    ]
-    assert len(named) == 5 and all(types == served for types in named)
+    }
+    assert named == {
+        ("/fhir/{resource_type}", "get"): served,
+        ("/fhir/{resource_type}/_search", "post"): served,
+        ("/fhir/{resource_type}/{fhir_id}", "get"): served,
+        ("/fhir/{resource_type}", "post"): ["Appointment", "Patient"],
+        ("/fhir/{resource_type}/{fhir_id}", "put"): ["Appointment"],
+    }
+    assert [t for t in served if declared.writable(t, "create")] == ["Appointment", "Patient"]
+    assert [t for t in served if declared.writable(t, "update")] == ["Appointment"]
+    for path, method, written in (
+        ("/fhir/{resource_type}", "post", ["Appointment", "Patient"]),
+        ("/fhir/{resource_type}/{fhir_id}", "put", ["Appointment"]),
+        ("/fhir/Subscription", "post", ["Subscription"]),
+        ("/fhir/Subscription/{subscription_id}", "put", ["Subscription"]),
+    ):
+        content = DOCUMENT["paths"][path][method]["requestBody"]["content"]
+        schema = content["application/fhir+json"]["schema"]
+        assert content["application/json"]["schema"] == schema
+        refs = [schema] if "$ref" in schema else schema["oneOf"]
+        assert refs == [{"$ref": f"#/components/schemas/{t}Write"} for t in written]
 
 
 def test_the_routes_that_need_a_token_say_so():

@@ -214,6 +214,43 @@ async def test_an_instant_outside_the_calendar_in_utc_is_422_naming_it(http, box
     ]
 
 
+@pytest.mark.parametrize("value", [{}, 1, True])
+async def test_a_url_element_that_is_not_a_string_is_422_naming_it(http, value):
+    """``"valueUrl": {}`` (what the API fuzzer sent, typed by the OpenAPI document's
+    Extension): the models' url check failed on it with a TypeError, a 500."""
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"family": "Ek", "given": ["Ann"]}],
+        "extension": [{"url": "https://example.org/x", "valueUrl": value}],
+    }
+    r = await http.post("/fhir/Patient", json=patient, headers=JSON)
+    issue = refused(r, 422, "Patient.extension[0].valueUrl")
+    assert issue["diagnostics"] == "not valid FHIR R4: a url is a JSON string"
+
+
+async def test_a_url_element_that_is_an_empty_array_is_422(http):
+    patient = {
+        "resourceType": "Patient",
+        "extension": [{"url": "https://example.org/x", "valueUrl": []}],
+    }
+    r = await http.post("/fhir/Patient", json=patient, headers=JSON)
+    issue = refused(r, 422, "Patient")
+    assert issue["diagnostics"] == (
+        "not valid FHIR R4: an element holds a value of the wrong JSON type"
+    )
+
+
+async def test_a_subscription_endpoint_that_is_an_object_is_422_naming_it(http):
+    """``"endpoint": {}``, as the API fuzzer sent it: a 500 before."""
+    r = await http.post(
+        "/fhir/Subscription", json=subscription(channel={"endpoint": {}}), headers=JSON
+    )
+    issue = refused(r, 422, "Subscription.channel.endpoint")
+    assert issue["diagnostics"] == (
+        "not a valid Subscription: an element holds a value of the wrong JSON type"
+    )
+
+
 # -- bodies, conditions and versions ---------------------------------------------------------
 
 
