@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 REDIS_URL = "redis://127.0.0.1:6379"
 CACHE_MB = 96  # [server] cache_mb, the default
-TABLES_MB = 8  # the fixed tables of a worker with two sources (README, Operations)
+TABLES_MB = 16  # the fixed tables of a worker with two sources (docs/operations.md)
 # Loaded by each worker at start-up when tracing: tracemalloc on, and a snapshot written
 # on SIGUSR2.
 TRACER = """
