@@ -46,7 +46,7 @@ def measure(requests: int) -> float:
 def one(root: Path, requests: int) -> float:
     code = (
         f"import sys; sys.path[:0] = [{str(root)!r}, {str(root / 'bench')!r}]; "
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"sys.path.append({str(Path(__file__).parent)!r}); "
         f"import bench_token_ab; print(bench_token_ab.measure({requests}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
