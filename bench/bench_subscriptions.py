@@ -27,6 +27,11 @@ given. ``--where`` says where the changes are made: ``elsewhere`` (bookings at t
 13 days: the hot set, swept beside the whole listing) or ``service`` (cancels through
 this service, told as they are answered).
 
+``--redis URL`` keeps the Subscriptions (and the rest the workers share) in that Redis
+under a key prefix of the run's own, deleted after; without it they are on files.
+``--profile FILE`` writes a cProfile of the service's thread (its requests and the
+poller) to FILE.
+
 ``--log-size`` measures instead the event log's size per 10,000 events of a real
 Appointment (the log is also the queue they are delivered from): the SQLite file's bytes
 without Redis, and (when it answers at 127.0.0.1:6379) the stream's ``MEMORY USAGE`` in
@@ -47,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +63,7 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapter.api import subscriptions as subscriptions_api
 from adapter.app import create_app
 from adapter.sandbox import NyraSandbox, RateLimits
 from adapter.settings import ExportSettings, Settings, SubscriptionSettings
@@ -106,12 +113,27 @@ class Silent:
             pass
 
 
-def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+def serve(app: Any, profile: str | None = None) -> tuple[str, uvicorn.Server, threading.Thread]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+
+    def run() -> None:
+        if profile is None:
+            asyncio.run(server.serve(sockets=[sock]))
+            return
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
+
+    thread = threading.Thread(target=run)
     thread.start()
     while not server.started:
         time.sleep(0.05)
@@ -129,6 +151,8 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=1)
     parser.add_argument("--silent", type=int, default=0)
     parser.add_argument("--where", choices=("elsewhere", "hot", "service"), default="elsewhere")
+    parser.add_argument("--redis", metavar="URL", default=None)
+    parser.add_argument("--profile", metavar="FILE", default=None)
     parser.add_argument("--log-size", action="store_true")
     args = parser.parse_args()
     if args.log_size:
@@ -138,7 +162,10 @@ def main() -> None:
     limits = RateLimits(second_window=1 / scale, minute_window=60 / scale)
     sandbox = NyraSandbox(seed=args.seed, patients=args.patients, keys=args.keys, limits=limits)
     root = Path(tempfile.mkdtemp())
+    prefix = f"bench-{uuid.uuid4().hex[:12]}:"
     settings = Settings(
+        redis_url=args.redis,
+        redis_prefix=prefix,
         sources={
             SOURCE: {
                 "connector": "nyra",
@@ -156,13 +183,16 @@ def main() -> None:
             allowed_endpoints=("http://127.0.0.1:*",),
         ),
     )
+    # Open access holds at most 20 Subscriptions (as a client's default quota): the bench
+    # lets its one owner hold as many as it makes.
+    subscriptions_api.DEFAULT_MAX_SUBSCRIPTIONS = max(20, args.subscriptions)
     app = create_app(settings, transports={SOURCE: sandbox.transport()})
     receiver = Receiver()
     silent = [Silent() for _ in range(args.silent)]
     endpoints = [s.url for s in silent] + [
         f"{receiver.url}/{n}" for n in range(args.endpoints - args.silent)
     ]
-    base, server, thread = serve(app)
+    base, server, thread = serve(app, args.profile)
     grants = sandbox.api_keys()
     answering: set[str] = set()  # the paths of the Subscriptions whose endpoint answers
     try:
@@ -211,6 +241,8 @@ def main() -> None:
         thread.join(timeout=10)
         for hung in silent:
             hung.sock.close()
+        if args.redis:
+            forget(args.redis, prefix)
     span = latencies.pop("_span")
     delivering = latencies.pop("_delivering")
     minutes = span * scale / 60
@@ -218,6 +250,7 @@ def main() -> None:
     values = sorted(latencies.values())
     p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
     print(
+        f"store: {'Redis' if args.redis else 'files'}; "
         f"patients {args.patients}, keys {args.keys}, scale {scale:g}, changes {args.changes} "
         f"({args.where}), subscriptions {args.subscriptions} over {args.endpoints} endpoints "
         f"({args.silent} never answer)"
@@ -256,11 +289,20 @@ def main() -> None:
     )
 
 
+def forget(url: str, prefix: str) -> None:
+    """Delete the run's keys (those under its prefix) and nothing else."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        names = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(names), 1000):
+            client.delete(*names[start : start + 1000])
+
+
 def log_size(args: argparse.Namespace) -> None:
     """The event log's bytes per 10,000 events of one real Appointment (a read's JSON):
     the SQLite file (its WAL checkpointed into it as the store closes), the Redis stream."""
     import os
-    import uuid
 
     import redis.asyncio as aioredis
 
