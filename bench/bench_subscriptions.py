@@ -74,14 +74,17 @@ SOURCE = "nyra-bench"
 
 
 class Receiver:
-    def __init__(self) -> None:
-        self.got: queue.Queue[tuple[float, dict[str, Any], str]] = queue.Queue()
+    """A rest-hook endpoint on a port of its own; ``got``: what it took (receivers may
+    share one)."""
+
+    def __init__(self, got: queue.Queue[tuple[float, dict[str, Any], str]] | None = None) -> None:
+        self.got: queue.Queue[tuple[float, dict[str, Any], str]] = got or queue.Queue()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.got.put((time.monotonic(), body, self.path))
+                outer.got.put((time.monotonic(), body, f"{outer.port}{self.path}"))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -90,7 +93,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -188,10 +192,13 @@ def main() -> None:
     subscriptions_api.DEFAULT_MAX_SUBSCRIPTIONS = max(20, args.subscriptions)
     app = create_app(settings, transports={SOURCE: sandbox.transport()})
     receiver = Receiver()
-    silent = [Silent() for _ in range(args.silent)]
-    endpoints = [s.url for s in silent] + [
-        f"{receiver.url}/{n}" for n in range(args.endpoints - args.silent)
+    # Each answering endpoint a receiver on a port of its own (an endpoint is a scheme,
+    # host and port), all putting what they take in one queue.
+    receivers = [receiver] + [
+        Receiver(receiver.got) for _ in range(args.endpoints - args.silent - 1)
     ]
+    silent = [Silent() for _ in range(args.silent)]
+    endpoints = [s.url for s in silent] + [r.url for r in receivers]
     base, server, thread = serve(app, args.profile)
     grants = sandbox.api_keys()
     answering: set[str] = set()  # the paths of the Subscriptions whose endpoint answers
@@ -203,7 +210,7 @@ def main() -> None:
                 hook = endpoint if endpoint.startswith(tuple(s.url for s in silent)) else None
                 if hook is None:
                     endpoint = f"{endpoint}/{n}"
-                    answering.add(endpoint.removeprefix(receiver.url.removesuffix("/hook")))
+                    answering.add(endpoint.removeprefix("http://127.0.0.1:"))
                 made = http.post(
                     "/Subscription",
                     headers={"content-type": "application/fhir+json"},

@@ -24,7 +24,9 @@ reaches its record: at worst one whole sweep later.
 **The facade's own writes** (create, book, move, cancel) are queued as they are answered
 (:meth:`SubscriptionPoller.tell_soon`: the answer does not wait) and swapped into the
 feeds by the worker's teller, one after another in the order written
-(:meth:`SubscriptionPoller.written`), then delivered at once.
+(:meth:`SubscriptionPoller.written`), then delivered at once to the active
+Subscriptions they were queued for, without a round (one whose delivery is under way is
+served again as soon as it is done).
 
 **Delivery.** A change that matches a Subscription's criteria (evaluated in memory,
 :func:`adapter.fhir.match.matches`, once per group of Subscriptions that listen alike)
@@ -303,6 +305,9 @@ class SubscriptionPoller:
         self._endpoints: dict[str, _EndpointLanes] = {}
         self.jitter = jitter  # in [0, 1): how much of a retry's backoff is waited
         self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
+        # Served once more as soon as their delivery under way is done.
+        self._again: dict[str, tuple[_Wanted, Mapping[str, set[str]]]] = {}
+        self._stopping = False
         self._to_tell: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._teller: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds this worker has begun
@@ -318,10 +323,13 @@ class SubscriptionPoller:
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="subscriptions")
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._again.clear()
         if self._teller is not None:
             self._teller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -393,17 +401,6 @@ class SubscriptionPoller:
                     await self.store.release(f"source.{source}")
         ready = {source: await self._ready_types(source) for source in feeds}
 
-        async def tend(want: _Wanted) -> None:
-            async with self._endpoint_lane(want.endpoint):
-                if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
-                    return
-                try:
-                    await self._tend(want, ready)
-                except Exception as exc:  # its own failure, never the round's
-                    await self._broken(want.id, f"it could not be served ({type(exc).__name__})")
-                finally:
-                    await self.store.release(f"subscription.{want.id}")
-
         # Each Subscription on its own, one delivery in flight each: the round waits for
         # them at most one poll interval, and one still under way then (an endpoint that
         # hangs) goes on beside the next rounds, which serve every other Subscription.
@@ -416,18 +413,47 @@ class SubscriptionPoller:
         ]
         busy = await self.store.waiting(idle)
         resting = set(idle) - busy
-        started = []
-        for want in wanted:
-            if want.id not in self._delivering and want.id not in resting:
-                task = asyncio.create_task(tend(want), name=f"subscription {want.id}")
-                self._delivering[want.id] = task
-                task.add_done_callback(functools.partial(self._delivered, want.id))
-                started.append(task)
+        started = self._serve([w for w in wanted if w.id not in resting], ready, again=False)
         if started:
             await asyncio.wait(started, timeout=self.poll_seconds)
 
+    def _serve(
+        self, wanted: Sequence[_Wanted], ready: Mapping[str, set[str]], *, again: bool
+    ) -> list[asyncio.Task[None]]:
+        """A delivery task for each of ``wanted`` not already being served; ``again``:
+        one being served is served once more as soon as it is done (a change queued
+        after its delivery looked at its outbox)."""
+        started = []
+        for want in wanted:
+            if want.id in self._delivering:
+                if again:
+                    self._again[want.id] = (want, ready)
+                continue
+            started.append(self._start(want, ready))
+        return started
+
+    def _start(self, want: _Wanted, ready: Mapping[str, set[str]]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._tend_leased(want, ready), name=f"subscription {want.id}")
+        self._delivering[want.id] = task
+        task.add_done_callback(functools.partial(self._delivered, want.id))
+        return task
+
+    async def _tend_leased(self, want: _Wanted, ready: Mapping[str, set[str]]) -> None:
+        async with self._endpoint_lane(want.endpoint):
+            if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
+                return
+            try:
+                await self._tend(want, ready)
+            except Exception as exc:  # its own failure, never the round's
+                await self._broken(want.id, f"it could not be served ({type(exc).__name__})")
+            finally:
+                await self.store.release(f"subscription.{want.id}")
+
     def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
         self._delivering.pop(sub_id, None)
+        again = self._again.pop(sub_id, None)
+        if again is not None and not self._stopping:
+            self._start(*again)
 
     @contextlib.asynccontextmanager
     async def _endpoint_lane(self, endpoint: str) -> AsyncIterator[None]:
@@ -656,10 +682,15 @@ class SubscriptionPoller:
         source = str((resource.get("meta") or {}).get("source"))
         if source not in self.facade.sources:
             return
-        await self._found(
+        told = await self._found(
             source, str(resource.get("resourceType")), [resource], await self._listening()
         )
-        self.nudge()
+        # Delivered at once to the active Subscriptions it was queued for, without waiting
+        # for a round (and its sweep); a round makes the others active.
+        active = [w for w in told if w.record["resource"].get("status") == "active"]
+        self._serve(active, {}, again=True)
+        if len(active) < len(told):
+            self.nudge()
 
     async def _found(
         self,
@@ -667,9 +698,10 @@ class SubscriptionPoller:
         resource_type: str,
         resources: list[dict[str, Any]],
         tell: list[_Wanted] | None,
-    ) -> None:
+    ) -> list[_Wanted]:
         """Swap the digests of what was seen in; what changed goes to the outboxes of the
-        Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs)."""
+        Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs):
+        those are answered."""
         resources = [with_version(r) for r in resources if r.get("id")]
         digests = [digest_of(r) for r in resources]
         olds = await self.store.exchange(
@@ -687,7 +719,7 @@ class SubscriptionPoller:
                 # version of the service before topics).
                 befores.append(None if old is None else Facts.unpacked(old.partition("|")[2]))
         if tell is None or not news:
-            return
+            return []
         if self.journal is not None:
             news = await self.journal.stamp(source, news)
         zone = self.facade.zone(source)
@@ -700,6 +732,7 @@ class SubscriptionPoller:
                 groups.setdefault(want.key, []).append(want)
         queued: list[tuple[str, list[dict[str, Any]]]] = []
         numbered: list[tuple[str, list[dict[str, Any]]]] = []
+        told: list[_Wanted] = []
         for alike in groups.values():
             first = alike[0]
             try:
@@ -714,12 +747,14 @@ class SubscriptionPoller:
                     await self._broken(want.id, why)
                 continue
             if heard:
+                told.extend(alike)
                 for want in alike:
                     (numbered if want.topic is not None else queued).append((want.id, heard))
         if queued:  # one batch: a Redis pipeline, or one pass over the files
             await self.store.push_many(queued)
         for sub_id, heard in numbered:
             await self.store.push_events(sub_id, heard)
+        return told
 
     async def _ready_types(self, source: str) -> set[str]:
         feeds = (await self.store.sweep(source)).get("feeds") or {}

@@ -147,7 +147,9 @@ async def test_a_change_is_matched_once_per_group_and_queued_in_one_batch(tmp_pa
         return real(resource, params, *args)
 
     monkeypatch.setattr(poller_module, "matches", counted)
-    await poller.written(_appointment("cancelled"))
+    wanted = await poller._listening()
+    told = await poller._found(SOURCE, "Appointment", [_appointment("cancelled")], wanted)
+    assert sorted(w.id for w in told) == cancelled
     assert sorted(matched) == [("status=booked",), ("status=cancelled",)]
     assert len(store.batches) == 1
     assert sorted(store.batches[0]) == cancelled
@@ -159,9 +161,36 @@ async def test_a_change_is_matched_once_per_group_and_queued_in_one_batch(tmp_pa
     await poller.aclose()
 
 
+class Hook:
+    """Endpoints that answer 200, each notification's statuses noted by path; while
+    ``gate`` is set to an unset event, a delivery waits for it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, list[str]]] = []
+        self.gate: asyncio.Event | None = None
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        import orjson
+
+        body = orjson.loads(request.content)
+        self.got.append((request.url.path, [e["resource"]["status"] for e in body["entry"]]))
+        self.arrived.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return httpx.Response(200)
+
+
+async def _delivered(poller: SubscriptionPoller) -> None:
+    """Until no delivery is under way or due again."""
+    while poller._delivering:
+        await asyncio.gather(*poller._delivering.values())
+
+
 async def test_a_write_is_told_after_it_returns_and_in_the_order_written(tmp_path):
     store = Counting(tmp_path)
-    poller = _poller(store)
+    hook = Hook()
+    poller = _poller(store, hook)
     await _subscribe(store, "s1", "Appointment", 9000)
     store.hold = asyncio.Event()
     poller.tell_soon(_appointment("booked"))  # returns at once: nothing is told yet
@@ -169,9 +198,33 @@ async def test_a_write_is_told_after_it_returns_and_in_the_order_written(tmp_pat
     assert await store.peek("s1", 10) == []
     await store.exchanging.wait()  # the first is being told, held at the digests
     assert await store.peek("s1", 10) == []
+    assert hook.got == []
     store.hold.set()
     await poller.told()
+    await _delivered(poller)
+    told = [status for _, statuses in hook.got for status in statuses]
+    assert told == ["booked", "cancelled"]
+    assert {path for path, _ in hook.got} == {"/hook/s1"}
+    assert await store.peek("s1", 10) == []
+    assert poller.rounds == 0  # delivered without a round
+    await poller.aclose()
+
+
+async def test_a_change_queued_while_a_delivery_is_under_way_follows_it_at_once(tmp_path):
+    store = Counting(tmp_path)
+    hook = Hook()
+    hook.gate = asyncio.Event()
+    poller = _poller(store, hook)
+    await _subscribe(store, "s1", "Appointment", 9000)
+    await poller.written(_appointment("booked"))
+    await hook.arrived.wait()  # its delivery is under way, held at the endpoint
+    await poller.written(_appointment("cancelled"))
     assert [r["status"] for r in await store.peek("s1", 10)] == ["booked", "cancelled"]
+    hook.gate.set()
+    await _delivered(poller)
+    assert hook.got == [("/hook/s1", ["booked"]), ("/hook/s1", ["cancelled"])]
+    assert await store.peek("s1", 10) == []
+    assert poller.rounds == 0
     await poller.aclose()
 
 
@@ -190,7 +243,7 @@ async def test_a_round_leaves_alone_the_active_subscriptions_with_nothing_waitin
     for n in range(50):
         await _subscribe(store, f"s{n:02d}", "Appointment?status=booked", 9000)
     await _subscribe(store, "told", "Appointment?status=cancelled", 9001)
-    await poller.written(_appointment("cancelled"))
+    await store.push_many([("told", [_appointment("cancelled")])])
     await poller.round()
     assert store.leased == ["told"]
     assert got == [("/hook/told", ["cancelled"])]
@@ -228,7 +281,8 @@ async def test_endpoints_that_hang_hold_only_their_own_lanes(tmp_path):
         for n in range(8):
             await _subscribe(store, f"h{port}-{n}", "Appointment", port)
     await _subscribe(store, "zz-answers", "Appointment", 9100)  # served after the others
-    await poller.written(_appointment("booked"))
+    ids = [f"h{port}-{n}" for port in range(9001, 9011) for n in range(8)] + ["zz-answers"]
+    await store.push_many([(sub_id, [_appointment("booked")]) for sub_id in ids])
     round_ = asyncio.create_task(poller.round())
     await all_hang.wait()
     await told.wait()
