@@ -195,6 +195,7 @@ class _EndpointLanes:
         self.users = 0
 
 
+@functools.lru_cache(maxsize=4096)
 def _origin(endpoint: str) -> str:
     """An endpoint's scheme, host and port: what its queue is known by."""
     try:
@@ -210,7 +211,13 @@ class _Wanted:
     (those serving the type that its owner may use, narrowed by ``_source``), and the
     parameters a change must match; ``caller``: its owner, as the gate sees it."""
 
-    def __init__(self, record: dict[str, Any], facade: Facade, caller: Caller) -> None:
+    def __init__(
+        self,
+        record: dict[str, Any],
+        facade: Facade,
+        caller: Caller,
+        parse: Callable[[str], tuple[str, Any]] | None = None,
+    ) -> None:
         self.record = record
         self.caller = caller
         self.id = str(record["resource"]["id"])
@@ -227,7 +234,10 @@ class _Wanted:
                 SearchParam(n, tuple(v.split(","))) for n, v in filters if n != "_source"
             )
         else:
-            resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
+            criteria = str(record["resource"]["criteria"])
+            resource_type, request = (
+                parse(criteria) if parse is not None else parsed_criteria(facade, criteria)
+            )
             named, params = request.sources, request.params
         self.resource_type = resource_type
         self.sources = tuple(
@@ -305,6 +315,8 @@ class SubscriptionPoller:
         self._endpoints: dict[str, _EndpointLanes] = {}
         self.jitter = jitter  # in [0, 1): how much of a retry's backoff is waited
         self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
+        self._parsed: dict[str, tuple[str, Any]] = {}  # criteria, as parsed
+        self._parsed_for: Any = None  # the facade's sources they were parsed against
         # Served once more as soon as their delivery under way is done.
         self._again: dict[str, tuple[_Wanted, Mapping[str, set[str]]]] = {}
         self._stopping = False
@@ -515,7 +527,7 @@ class SubscriptionPoller:
                 return None
         caller = _owner(record, client)
         try:
-            want = _Wanted(record, self.facade, caller)
+            want = _Wanted(record, self.facade, caller, self._criteria)
         except Exception:  # the criteria no longer parses (a source was removed)
             await self._stop(record, "error", "the criteria is no longer a search served here")
             return None
@@ -524,6 +536,18 @@ class SubscriptionPoller:
             await self._stop(record, "error", why)
             return None
         return want
+
+    def _criteria(self, text: str) -> tuple[str, Any]:
+        """A criteria as the facade parses it (:func:`parsed_criteria`), kept per text:
+        a round over many Subscriptions does not parse each again. Parsed anew once the
+        facade's sources are others (a reload)."""
+        if self._parsed_for is not self.facade.declared or len(self._parsed) > 10_000:
+            self._parsed.clear()
+            self._parsed_for = self.facade.declared
+        found = self._parsed.get(text)
+        if found is None:
+            found = self._parsed[text] = parsed_criteria(self.facade, text)
+        return found
 
     async def _stop(self, record: dict[str, Any], status: str, why: str | None) -> None:
         sub_id = str(record["resource"]["id"])
