@@ -33,9 +33,8 @@ NOW = 1_000_000.0
 class Gate:
     """Appointments from one source; every listing empty."""
 
-    sources = {SOURCE: None}
-
     def __init__(self) -> None:
+        self.sources = {SOURCE: None}
         self.declared = SimpleNamespace(serving=lambda resource_type: (SOURCE,))
 
     def parse(self, resource_type: str, items: list[tuple[str, str]], *, strict: bool) -> Any:
