@@ -7,8 +7,10 @@ process).
   secrets), which only delivery uses. Written only by the worker holding its lease.
 - A criteria Subscription's outbox: the changed resources waiting to be delivered, oldest
   first (a Redis list, or a JSON-lines file), at most its last 10,000. Any worker appends
-  (:meth:`Store.push`); the holder of the Subscription's lease takes them from the front
-  once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
+  (:meth:`Store.push`; to many outboxes in one step, :meth:`Store.push_many`; which
+  outboxes hold a change: :meth:`Store.waiting`); the holder of the Subscription's
+  lease takes them from the front once the endpoint has them (:meth:`Store.peek`,
+  :meth:`Store.drop`).
 - A topic-based Subscription's event log, which is also its queue: its events, numbered
   by :meth:`Store.push_events` from its count in the same atomic step (a Lua script: INCRBY
   then XADD with the id ``<number>-0``; or one SQLite transaction), so numbers have no
