@@ -137,7 +137,7 @@ def serve(app: Any, profile: str | None = None) -> tuple[str, uvicorn.Server, th
             profiler.disable()
             profiler.dump_stats(profile)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # the process ends with the run
     thread.start()
     while not server.started:
         time.sleep(0.05)
