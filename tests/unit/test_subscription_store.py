@@ -201,3 +201,40 @@ async def test_a_delete_during_updates_stays_deleted(tmp_path):
         assert results[5] is True
         assert await store.get(sub_id) is None
         assert not await store.update(_record(sub_id))
+
+
+async def test_a_batch_of_pushes_is_each_pushed_in_order_and_skips_the_deleted(store):
+    """``push_many`` (one pipeline, or one pass over the files) is ``push`` for each pair:
+    appended in order behind what waits, the outbox cut to its last 10,000, nothing kept
+    for a Subscription that does not exist."""
+    await store.create(_record("s1"))
+    await store.create(_record("s2"))
+    await store.push("s1", [{"id": "0"}])
+    await store.push_many(
+        [
+            ("s1", [{"id": "1"}, {"id": "2"}]),
+            ("gone", [{"id": "x"}]),
+            ("s2", [{"id": "3"}]),
+            ("s1", [{"id": "4"}]),
+            ("s2", []),
+        ]
+    )
+    assert [r["id"] for r in await store.peek("s1", 10)] == ["0", "1", "2", "4"]
+    assert [r["id"] for r in await store.peek("s2", 10)] == ["3"]
+    assert await store.peek("gone", 10) == []
+    await store.push_many([("s2", [{"id": str(n)} for n in range(10_005)])])
+    kept = await store.peek("s2", 20_000)
+    assert len(kept) == 10_000
+    assert kept[0] == {"id": "5"}
+    assert kept[-1] == {"id": "10004"}
+
+
+async def test_waiting_names_the_subscriptions_whose_outbox_holds_a_change(store):
+    for sub_id in ("s1", "s2", "s3"):
+        await store.create(_record(sub_id))
+    assert await store.waiting(["s1", "s2", "s3", "gone"]) == set()
+    await store.push_many([("s1", [{"id": "1"}]), ("s3", [{"id": "2"}, {"id": "3"}])])
+    assert await store.waiting(["s1", "s2", "s3", "gone"]) == {"s1", "s3"}
+    await store.drop("s1", 1)
+    assert await store.waiting(["s1", "s2", "s3"]) == {"s3"}
+    assert await store.waiting([]) == set()
