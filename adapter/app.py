@@ -305,7 +305,10 @@ def _subscriptions(
 
         async def telling(*args: Any, _write: Any = write, **kwargs: Any) -> Any:
             written = await _write(*args, **kwargs)
-            poller.tell_soon(written.resource)  # told after the write is answered
+            try:
+                await poller.written(written.resource)
+            except Exception as exc:  # the next sweep finds the change
+                log.warning("a write could not be told at once: %s", type(exc).__name__)
             return written
 
         setattr(facade, name, telling)

@@ -27,11 +27,6 @@ given. ``--where`` says where the changes are made: ``elsewhere`` (bookings at t
 13 days: the hot set, swept beside the whole listing) or ``service`` (cancels through
 this service, told as they are answered).
 
-``--redis URL`` keeps the Subscriptions (and the rest the workers share) in that Redis
-under a key prefix of the run's own, deleted after; without it they are on files.
-``--profile FILE`` writes a cProfile of the service's thread (its requests and the
-poller) to FILE.
-
 ``--log-size`` measures instead the event log's size per 10,000 events of a real
 Appointment (the log is also the queue they are delivered from): the SQLite file's bytes
 without Redis, and (when it answers at 127.0.0.1:6379) the stream's ``MEMORY USAGE`` in
@@ -52,7 +47,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,7 +57,6 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapter.api import subscriptions as subscriptions_api
 from adapter.app import create_app
 from adapter.sandbox import NyraSandbox, RateLimits
 from adapter.settings import ExportSettings, Settings, SubscriptionSettings
@@ -74,17 +67,14 @@ SOURCE = "nyra-bench"
 
 
 class Receiver:
-    """A rest-hook endpoint on a port of its own; ``got``: what it took (receivers may
-    share one)."""
-
-    def __init__(self, got: queue.Queue[tuple[float, dict[str, Any], str]] | None = None) -> None:
-        self.got: queue.Queue[tuple[float, dict[str, Any], str]] = got or queue.Queue()
+    def __init__(self) -> None:
+        self.got: queue.Queue[tuple[float, dict[str, Any], str]] = queue.Queue()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.got.put((time.monotonic(), body, f"{outer.port}{self.path}"))
+                outer.got.put((time.monotonic(), body, self.path))
                 self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -93,8 +83,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -117,27 +106,12 @@ class Silent:
             pass
 
 
-def serve(app: Any, profile: str | None = None) -> tuple[str, uvicorn.Server, threading.Thread]:
+def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-
-    def run() -> None:
-        if profile is None:
-            asyncio.run(server.serve(sockets=[sock]))
-            return
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-        try:
-            asyncio.run(server.serve(sockets=[sock]))
-        finally:
-            profiler.disable()
-            profiler.dump_stats(profile)
-
-    thread = threading.Thread(target=run, daemon=True)  # the process ends with the run
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
     thread.start()
     while not server.started:
         time.sleep(0.05)
@@ -155,8 +129,6 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=1)
     parser.add_argument("--silent", type=int, default=0)
     parser.add_argument("--where", choices=("elsewhere", "hot", "service"), default="elsewhere")
-    parser.add_argument("--redis", metavar="URL", default=None)
-    parser.add_argument("--profile", metavar="FILE", default=None)
     parser.add_argument("--log-size", action="store_true")
     args = parser.parse_args()
     if args.log_size:
@@ -166,10 +138,7 @@ def main() -> None:
     limits = RateLimits(second_window=1 / scale, minute_window=60 / scale)
     sandbox = NyraSandbox(seed=args.seed, patients=args.patients, keys=args.keys, limits=limits)
     root = Path(tempfile.mkdtemp())
-    prefix = f"bench-{uuid.uuid4().hex[:12]}:"
     settings = Settings(
-        redis_url=args.redis,
-        redis_prefix=prefix,
         sources={
             SOURCE: {
                 "connector": "nyra",
@@ -187,19 +156,13 @@ def main() -> None:
             allowed_endpoints=("http://127.0.0.1:*",),
         ),
     )
-    # Open access holds at most 20 Subscriptions (as a client's default quota): the bench
-    # lets its one owner hold as many as it makes.
-    subscriptions_api.DEFAULT_MAX_SUBSCRIPTIONS = max(20, args.subscriptions)
     app = create_app(settings, transports={SOURCE: sandbox.transport()})
     receiver = Receiver()
-    # Each answering endpoint a receiver on a port of its own (an endpoint is a scheme,
-    # host and port), all putting what they take in one queue.
-    receivers = [receiver] + [
-        Receiver(receiver.got) for _ in range(args.endpoints - args.silent - 1)
-    ]
     silent = [Silent() for _ in range(args.silent)]
-    endpoints = [s.url for s in silent] + [r.url for r in receivers]
-    base, server, thread = serve(app, args.profile)
+    endpoints = [s.url for s in silent] + [
+        f"{receiver.url}/{n}" for n in range(args.endpoints - args.silent)
+    ]
+    base, server, thread = serve(app)
     grants = sandbox.api_keys()
     answering: set[str] = set()  # the paths of the Subscriptions whose endpoint answers
     try:
@@ -210,7 +173,7 @@ def main() -> None:
                 hook = endpoint if endpoint.startswith(tuple(s.url for s in silent)) else None
                 if hook is None:
                     endpoint = f"{endpoint}/{n}"
-                    answering.add(endpoint.removeprefix("http://127.0.0.1:"))
+                    answering.add(endpoint.removeprefix(receiver.url.removesuffix("/hook")))
                 made = http.post(
                     "/Subscription",
                     headers={"content-type": "application/fhir+json"},
@@ -248,8 +211,6 @@ def main() -> None:
         thread.join(timeout=10)
         for hung in silent:
             hung.sock.close()
-        if args.redis:
-            forget(args.redis, prefix)
     span = latencies.pop("_span")
     delivering = latencies.pop("_delivering")
     minutes = span * scale / 60
@@ -257,7 +218,6 @@ def main() -> None:
     values = sorted(latencies.values())
     p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
     print(
-        f"store: {'Redis' if args.redis else 'files'}; "
         f"patients {args.patients}, keys {args.keys}, scale {scale:g}, changes {args.changes} "
         f"({args.where}), subscriptions {args.subscriptions} over {args.endpoints} endpoints "
         f"({args.silent} never answer)"
@@ -296,20 +256,11 @@ def main() -> None:
     )
 
 
-def forget(url: str, prefix: str) -> None:
-    """Delete the run's keys (those under its prefix) and nothing else."""
-    import redis
-
-    with redis.Redis.from_url(url) as client:
-        names = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(names), 1000):
-            client.delete(*names[start : start + 1000])
-
-
 def log_size(args: argparse.Namespace) -> None:
     """The event log's bytes per 10,000 events of one real Appointment (a read's JSON):
     the SQLite file (its WAL checkpointed into it as the store closes), the Redis stream."""
     import os
+    import uuid
 
     import redis.asyncio as aioredis
 

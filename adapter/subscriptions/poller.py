@@ -21,17 +21,11 @@ live with the sweep's state); a vendor without limits is swept at most
 :data:`PAGES_PER_ROUND` pages per type a round. A change is found when the sweep next
 reaches its record: at worst one whole sweep later.
 
-**The facade's own writes** (create, book, move, cancel) are queued as they are answered
-(:meth:`SubscriptionPoller.tell_soon`: the answer does not wait) and swapped into the
-feeds by the worker's teller, one after another in the order written
-(:meth:`SubscriptionPoller.written`), then delivered at once to the active
-Subscriptions they were queued for, without a round (one whose delivery is under way is
-served again as soon as it is done).
+**The facade's own writes** (create, book, move, cancel) are swapped into the feeds as
+they are answered (:meth:`SubscriptionPoller.written`) and delivered at once.
 
 **Delivery.** A change that matches a Subscription's criteria (evaluated in memory,
-:func:`adapter.fhir.match.matches`, once per group of Subscriptions that listen alike)
-goes to the end of its outbox (all the outboxes a change goes to in one
-:meth:`Store.push_many`). The holder of the
+:func:`adapter.fhir.match.matches`) goes to the end of its outbox. The holder of the
 Subscription's lease POSTs the outbox, oldest first, as one R4 ``history`` Bundle to
 ``channel.endpoint`` with the ``channel.header`` lines (entries with the resources when
 ``channel.payload`` is ``application/fhir+json``, none for ping only). The changes leave
@@ -40,12 +34,10 @@ resource. A failure is tried again after a backoff that doubles (from ``poll_sec
 to five minutes), jittered (between half of it and all of it); after ``max_failures``
 in a row the Subscription is ``error`` and ``Subscription.error`` says why. One past its
 ``end`` is ``off``. Subscriptions are served side by side, one delivery in flight each,
-and each endpoint (scheme, host and port) has its own queue and lanes: at most
-:data:`PER_ENDPOINT` deliveries to it at once, sharing nothing with other endpoints, so
-one that hangs holds only its own lanes and Subscriptions; an active criteria
-Subscription with an empty outbox (:meth:`Store.waiting`) is not leased in a round; a
-round waits for them at most ``poll_seconds``, and one still under way goes on beside
-the next rounds.
+and each endpoint (scheme, host and port) has its own queue: at most
+:data:`PER_ENDPOINT` deliveries to it at once, so one that hangs holds only its own
+Subscriptions; a round waits for them at most ``poll_seconds``, and one still under way
+goes on beside the next rounds.
 
 **Topic-based Subscriptions** (:mod:`adapter.subscriptions.topics`) hear the changes their
 topic's trigger calls events, judged against what the feed's digests kept of the record
@@ -115,7 +107,8 @@ _MAX_BACKOFF = 300.0
 _LEASE_SECONDS = LEASE_SECONDS
 _ROUND_BACKOFF = 60.0  # the longest wait after rounds that failed in a row
 _DELIVERY_SECONDS = 10.0
-PER_ENDPOINT = 4  # deliveries at once to one endpoint (scheme, host and port), per worker
+_DELIVERY_LANES = 32  # Subscriptions served at once by one worker
+PER_ENDPOINT = 4  # of those, at most this many to one endpoint (scheme, host and port)
 _ACTIVE = ("requested", "active")
 
 
@@ -195,7 +188,6 @@ class _EndpointLanes:
         self.users = 0
 
 
-@functools.lru_cache(maxsize=4096)
 def _origin(endpoint: str) -> str:
     """An endpoint's scheme, host and port: what its queue is known by."""
     try:
@@ -211,13 +203,7 @@ class _Wanted:
     (those serving the type that its owner may use, narrowed by ``_source``), and the
     parameters a change must match; ``caller``: its owner, as the gate sees it."""
 
-    def __init__(
-        self,
-        record: dict[str, Any],
-        facade: Facade,
-        caller: Caller,
-        parse: Callable[[str], tuple[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, record: dict[str, Any], facade: Facade, caller: Caller) -> None:
         self.record = record
         self.caller = caller
         self.id = str(record["resource"]["id"])
@@ -234,10 +220,7 @@ class _Wanted:
                 SearchParam(n, tuple(v.split(","))) for n, v in filters if n != "_source"
             )
         else:
-            criteria = str(record["resource"]["criteria"])
-            resource_type, request = (
-                parse(criteria) if parse is not None else parsed_criteria(facade, criteria)
-            )
+            resource_type, request = parsed_criteria(facade, str(record["resource"]["criteria"]))
             named, params = request.sources, request.params
         self.resource_type = resource_type
         self.sources = tuple(
@@ -246,8 +229,6 @@ class _Wanted:
             if caller.sees(s) and (named is None or s in named)
         )
         self.params: tuple[SearchParam, ...] = params
-        # What it hears by: Subscriptions with the same key hear the same changes.
-        self.key = (resource_type, self.sources, chosen.get("name"), params)
 
     def hears(
         self,
@@ -308,20 +289,13 @@ class SubscriptionPoller:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Each endpoint's own queue and lanes: its Subscriptions wait for one of its
-        # ``per_endpoint`` lanes, and for nothing else, so an endpoint that hangs holds
-        # only its own lanes and its own Subscriptions.
+        self._lanes = asyncio.Semaphore(_DELIVERY_LANES)
+        # Each endpoint's own queue: its Subscriptions wait for one of its few lanes, so
+        # an endpoint that hangs holds at most ``per_endpoint`` of the worker's lanes.
         self.per_endpoint = per_endpoint
         self._endpoints: dict[str, _EndpointLanes] = {}
         self.jitter = jitter  # in [0, 1): how much of a retry's backoff is waited
         self._delivering: dict[str, asyncio.Task[None]] = {}  # by Subscription
-        self._parsed: dict[str, tuple[str, Any]] = {}  # criteria, as parsed
-        self._parsed_for: Any = None  # the facade's sources they were parsed against
-        # Served once more as soon as their delivery under way is done.
-        self._again: dict[str, tuple[_Wanted, Mapping[str, set[str]]]] = {}
-        self._stopping = False
-        self._to_tell: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._teller: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds this worker has begun
         # Called with the number of rounds ended so far as each one ends, failed or not
         # (what waits for the poller to have looked again: tests, a console).
@@ -335,18 +309,10 @@ class SubscriptionPoller:
         self._wake.set()
 
     async def start(self) -> None:
-        self._stopping = False
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="subscriptions")
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._again.clear()
-        if self._teller is not None:
-            self._teller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._teller
-            self._teller = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -413,59 +379,32 @@ class SubscriptionPoller:
                     await self.store.release(f"source.{source}")
         ready = {source: await self._ready_types(source) for source in feeds}
 
+        async def tend(want: _Wanted) -> None:
+            async with self._endpoint_lane(want.endpoint), self._lanes:
+                if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
+                    return
+                try:
+                    await self._tend(want, ready)
+                except Exception as exc:  # its own failure, never the round's
+                    await self._broken(want.id, f"it could not be served ({type(exc).__name__})")
+                finally:
+                    await self.store.release(f"subscription.{want.id}")
+
         # Each Subscription on its own, one delivery in flight each: the round waits for
         # them at most one poll interval, and one still under way then (an endpoint that
         # hangs) goes on beside the next rounds, which serve every other Subscription.
-        # An active criteria Subscription with an empty outbox has nothing to do (no
-        # handshake, no heartbeat): one look at every outbox spares it a lease and reads.
-        idle = [
-            w.id
-            for w in wanted
-            if w.topic is None and w.record["resource"].get("status") == "active"
-        ]
-        busy = await self.store.waiting(idle)
-        resting = set(idle) - busy
-        started = self._serve([w for w in wanted if w.id not in resting], ready, again=False)
+        started = []
+        for want in wanted:
+            if want.id not in self._delivering:
+                task = asyncio.create_task(tend(want), name=f"subscription {want.id}")
+                self._delivering[want.id] = task
+                task.add_done_callback(functools.partial(self._delivered, want.id))
+                started.append(task)
         if started:
             await asyncio.wait(started, timeout=self.poll_seconds)
 
-    def _serve(
-        self, wanted: Sequence[_Wanted], ready: Mapping[str, set[str]], *, again: bool
-    ) -> list[asyncio.Task[None]]:
-        """A delivery task for each of ``wanted`` not already being served; ``again``:
-        one being served is served once more as soon as it is done (a change queued
-        after its delivery looked at its outbox)."""
-        started = []
-        for want in wanted:
-            if want.id in self._delivering:
-                if again:
-                    self._again[want.id] = (want, ready)
-                continue
-            started.append(self._start(want, ready))
-        return started
-
-    def _start(self, want: _Wanted, ready: Mapping[str, set[str]]) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._tend_leased(want, ready), name=f"subscription {want.id}")
-        self._delivering[want.id] = task
-        task.add_done_callback(functools.partial(self._delivered, want.id))
-        return task
-
-    async def _tend_leased(self, want: _Wanted, ready: Mapping[str, set[str]]) -> None:
-        async with self._endpoint_lane(want.endpoint):
-            if not await self.store.lease(f"subscription.{want.id}", _LEASE_SECONDS):
-                return
-            try:
-                await self._tend(want, ready)
-            except Exception as exc:  # its own failure, never the round's
-                await self._broken(want.id, f"it could not be served ({type(exc).__name__})")
-            finally:
-                await self.store.release(f"subscription.{want.id}")
-
     def _delivered(self, sub_id: str, _: asyncio.Task[None]) -> None:
         self._delivering.pop(sub_id, None)
-        again = self._again.pop(sub_id, None)
-        if again is not None and not self._stopping:
-            self._start(*again)
 
     @contextlib.asynccontextmanager
     async def _endpoint_lane(self, endpoint: str) -> AsyncIterator[None]:
@@ -527,7 +466,7 @@ class SubscriptionPoller:
                 return None
         caller = _owner(record, client)
         try:
-            want = _Wanted(record, self.facade, caller, self._criteria)
+            want = _Wanted(record, self.facade, caller)
         except Exception:  # the criteria no longer parses (a source was removed)
             await self._stop(record, "error", "the criteria is no longer a search served here")
             return None
@@ -536,18 +475,6 @@ class SubscriptionPoller:
             await self._stop(record, "error", why)
             return None
         return want
-
-    def _criteria(self, text: str) -> tuple[str, Any]:
-        """A criteria as the facade parses it (:func:`parsed_criteria`), kept per text:
-        a round over many Subscriptions does not parse each again. Parsed anew once the
-        facade's sources are others (a reload)."""
-        if self._parsed_for is not self.facade.declared or len(self._parsed) > 10_000:
-            self._parsed.clear()
-            self._parsed_for = self.facade.declared
-        found = self._parsed.get(text)
-        if found is None:
-            found = self._parsed[text] = parsed_criteria(self.facade, text)
-        return found
 
     async def _stop(self, record: dict[str, Any], status: str, why: str | None) -> None:
         sub_id = str(record["resource"]["id"])
@@ -678,43 +605,15 @@ class SubscriptionPoller:
         position["cursor"] = page.next_cursor
         return True if page.next_cursor is None else None
 
-    def tell_soon(self, resource: dict[str, Any]) -> None:
-        """A resource as a write through the facade left it, told as soon as the write has
-        been answered: queued here, and told by this worker's teller (:meth:`written`),
-        one after another in the order written, so changes to a resource keep their
-        order."""
-        self._to_tell.put_nowait(resource)
-        if self._teller is None or self._teller.done():
-            self._teller = asyncio.create_task(self._tell_queued(), name="subscription writes")
-
-    async def told(self) -> None:
-        """Until every write queued by :meth:`tell_soon` has been told."""
-        await self._to_tell.join()
-
-    async def _tell_queued(self) -> None:
-        while True:
-            resource = await self._to_tell.get()
-            try:
-                await self.written(resource)
-            except Exception as exc:  # the next sweep finds the change
-                log.warning("a write could not be told at once: %s", type(exc).__name__)
-            finally:
-                self._to_tell.task_done()
-
     async def written(self, resource: dict[str, Any]) -> None:
         """A resource as a write through the facade left it: told at once."""
         source = str((resource.get("meta") or {}).get("source"))
         if source not in self.facade.sources:
             return
-        told = await self._found(
+        await self._found(
             source, str(resource.get("resourceType")), [resource], await self._listening()
         )
-        # Delivered at once to the active Subscriptions it was queued for, without waiting
-        # for a round (and its sweep); a round makes the others active.
-        active = [w for w in told if w.record["resource"].get("status") == "active"]
-        self._serve(active, {}, again=True)
-        if len(active) < len(told):
-            self.nudge()
+        self.nudge()
 
     async def _found(
         self,
@@ -722,10 +621,9 @@ class SubscriptionPoller:
         resource_type: str,
         resources: list[dict[str, Any]],
         tell: list[_Wanted] | None,
-    ) -> list[_Wanted]:
+    ) -> None:
         """Swap the digests of what was seen in; what changed goes to the outboxes of the
-        Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs):
-        those are answered."""
+        Subscriptions of ``tell`` that hear it (none while a feed's first sweep runs)."""
         resources = [with_version(r) for r in resources if r.get("id")]
         digests = [digest_of(r) for r in resources]
         olds = await self.store.exchange(
@@ -743,42 +641,26 @@ class SubscriptionPoller:
                 # version of the service before topics).
                 befores.append(None if old is None else Facts.unpacked(old.partition("|")[2]))
         if tell is None or not news:
-            return []
+            return
         if self.journal is not None:
             news = await self.journal.stamp(source, news)
         zone = self.facade.zone(source)
         country = self.facade.country(source)  # of phone numbers without a code
-        # Subscriptions that listen alike (type, sources, topic, parameters) hear alike:
-        # each change is matched once per such group, not once per Subscription.
-        groups: dict[tuple[Any, ...], list[_Wanted]] = {}
         for want in tell:
-            if want.resource_type == resource_type and source in want.sources:
-                groups.setdefault(want.key, []).append(want)
-        queued: list[tuple[str, list[dict[str, Any]]]] = []
-        numbered: list[tuple[str, list[dict[str, Any]]]] = []
-        told: list[_Wanted] = []
-        for alike in groups.values():
-            first = alike[0]
             try:
                 heard = [
                     r
                     for r, before in zip(news, befores, strict=True)
-                    if first.hears(r, source, zone, country, before)
+                    if want.hears(r, source, zone, country, before)
                 ]
-            except Exception as exc:  # these Subscriptions' criteria, not the others'
-                for want in alike:
-                    why = f"a change could not be matched ({type(exc).__name__})"
-                    await self._broken(want.id, why)
+            except Exception as exc:  # this Subscription's criteria, not the others'
+                await self._broken(want.id, f"a change could not be matched ({type(exc).__name__})")
                 continue
             if heard:
-                told.extend(alike)
-                for want in alike:
-                    (numbered if want.topic is not None else queued).append((want.id, heard))
-        if queued:  # one batch: a Redis pipeline, or one pass over the files
-            await self.store.push_many(queued)
-        for sub_id, heard in numbered:
-            await self.store.push_events(sub_id, heard)
-        return told
+                if want.topic is not None:
+                    await self.store.push_events(want.id, heard)
+                else:
+                    await self.store.push(want.id, heard)
 
     async def _ready_types(self, source: str) -> set[str]:
         feeds = (await self.store.sweep(source)).get("feeds") or {}

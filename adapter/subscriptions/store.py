@@ -7,10 +7,8 @@ process).
   secrets), which only delivery uses. Written only by the worker holding its lease.
 - A criteria Subscription's outbox: the changed resources waiting to be delivered, oldest
   first (a Redis list, or a JSON-lines file), at most its last 10,000. Any worker appends
-  (:meth:`Store.push`; to many outboxes in one step, :meth:`Store.push_many`; which
-  outboxes hold a change: :meth:`Store.waiting`); the holder of the Subscription's
-  lease takes them from the front once the endpoint has them (:meth:`Store.peek`,
-  :meth:`Store.drop`).
+  (:meth:`Store.push`); the holder of the Subscription's lease takes them from the front
+  once the endpoint has them (:meth:`Store.peek`, :meth:`Store.drop`).
 - A topic-based Subscription's event log, which is also its queue: its events, numbered
   by :meth:`Store.push_events` from its count in the same atomic step (a Lua script: INCRBY
   then XADD with the id ``<number>-0``; or one SQLite transaction), so numbers have no
@@ -212,17 +210,6 @@ if #ids == 0 then return 0 end
 return redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 """
 
-# Append ARGV[2..] to the outbox KEYS[2] of the Subscription whose record is KEYS[1] (none:
-# nothing), then keep its last ARGV[1].
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 2, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
-return 1
-"""
-
 # The event log of the file store: one SQLite database beside the records.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -280,16 +267,6 @@ class Store(Protocol):
     async def lease(self, name: str, seconds: float) -> bool: ...
     async def release(self, name: str) -> None: ...
     async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None: ...
-    async def push_many(self, batch: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> None:
-        """:meth:`push` for each (Subscription, resources) of ``batch``, in one step of the
-        store (one Redis pipeline; one thread over the files)."""
-        ...
-
-    async def waiting(self, sub_ids: Sequence[str]) -> set[str]:
-        """Those of ``sub_ids`` whose criteria outbox holds a change (one read of the
-        store: a Redis pipeline, or the files' sizes)."""
-        ...
-
     async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
         """Number each resource as the Subscription's next event, into its event log."""
         ...
@@ -506,47 +483,23 @@ class FileSubscriptionStore:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(self._lock_path(name).unlink)
 
-    def _append(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
-        path = self._path(sub_id, ".outbox")
-        with self._locked(path):
-            if not self._path(sub_id).exists():
-                return  # deleted meanwhile
-            lines = [orjson.dumps(r) + b"\n" for r in resources]
-            with open(path, "ab") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.writelines(lines)
-                size = handle.tell()
-            # Cut to the last _OUTBOX_MAX only once it may hold more (a line is at
-            # least 2 bytes): the common append reads nothing back.
-            if size > 2 * _OUTBOX_MAX:
+    async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
+        def append() -> None:
+            path = self._path(sub_id, ".outbox")
+            with self._locked(path):
+                if not self._path(sub_id).exists():
+                    return  # deleted meanwhile
+                lines = [orjson.dumps(r) + b"\n" for r in resources]
+                with open(path, "ab") as handle:
+                    os.fchmod(handle.fileno(), 0o600)
+                    handle.writelines(lines)
                 with open(path, "rb") as handle:
                     kept = handle.readlines()
                 if len(kept) > _OUTBOX_MAX:
                     path.write_bytes(b"".join(kept[-_OUTBOX_MAX:]))
 
-    async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
         if resources:
-            await asyncio.to_thread(self._append, sub_id, resources)
-
-    async def push_many(self, batch: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> None:
-        def append_all() -> None:
-            for sub_id, resources in batch:
-                if resources:
-                    self._append(sub_id, resources)
-
-        if batch:
-            await asyncio.to_thread(append_all)
-
-    async def waiting(self, sub_ids: Sequence[str]) -> set[str]:
-        def sizes() -> set[str]:
-            found = set()
-            for sub_id in sub_ids:
-                with contextlib.suppress(OSError):
-                    if os.stat(self._path(sub_id, ".outbox")).st_size > 0:
-                        found.add(sub_id)
-            return found
-
-        return await asyncio.to_thread(sizes) if sub_ids else set()
+            await asyncio.to_thread(append)
 
     async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
         def append() -> None:
@@ -740,7 +693,6 @@ class RedisSubscriptionStore:
         self._trim = redis.register_script(_TRIM)
         self._take = redis.register_script(_TAKE)
         self._ack = redis.register_script(_ACK)
-        self._append = redis.register_script(_APPEND)
 
     def stream(self, sub_id: str) -> str:
         """The key of a topic-based Subscription's event stream."""
@@ -792,31 +744,13 @@ class RedisSubscriptionStore:
             await self.redis.delete(key)
 
     async def push(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
-        await self.push_many([(sub_id, resources)])
-
-    async def push_many(self, batch: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> None:
-        batch = [(sub_id, resources) for sub_id, resources in batch if resources]
-        if not batch:
+        if not resources or not await self.redis.exists(self._p + sub_id):
             return
-        # One pipeline; each Subscription's append is a script of its own, atomic with
-        # the look at its record (one deleted meanwhile keeps no outbox).
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sub_id, resources in batch:
-                await self._append(
-                    keys=[self._p + sub_id, f"{self._p}{sub_id}:outbox"],
-                    args=[str(_OUTBOX_MAX), *(orjson.dumps(r) for r in resources)],
-                    client=pipe,
-                )
+        key = f"{self._p}{sub_id}:outbox"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *[orjson.dumps(r) for r in resources])
+            pipe.ltrim(key, -_OUTBOX_MAX, -1)
             await pipe.execute()
-
-    async def waiting(self, sub_ids: Sequence[str]) -> set[str]:
-        if not sub_ids:
-            return set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sub_id in sub_ids:
-                pipe.llen(f"{self._p}{sub_id}:outbox")
-            lengths = await pipe.execute()
-        return {sub_id for sub_id, n in zip(sub_ids, lengths, strict=True) if int(n) > 0}
 
     async def push_events(self, sub_id: str, resources: Sequence[dict[str, Any]]) -> None:
         if not resources:
