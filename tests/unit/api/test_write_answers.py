@@ -185,10 +185,14 @@ async def test_an_idempotent_replay_answers_every_header_the_first_answer_had(ht
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == first.content
     # Every header the first answer had, but where this client stands in the vendor's
-    # budget: the replay used none of it.
+    # budget and what the answer cost: the replay used none of the budget, and made no call.
     budgeted = ("ratelimit", "ratelimit-policy")
     assert [k for k, _ in first.headers.multi_items() if k in budgeted] == list(budgeted[::-1])
-    assert sorted(again.headers.multi_items()) == sorted(
-        [(k, v) for k, v in first.headers.multi_items() if k not in budgeted]
+    own = (*budgeted, "server-timing")
+    assert sorted((k, v) for k, v in again.headers.multi_items() if k != "server-timing") == sorted(
+        [(k, v) for k, v in first.headers.multi_items() if k not in own]
         + [("idempotent-replayed", "true")]
+    )
+    assert again.headers["server-timing"].startswith(
+        'vendor;dur=0.0;desc="0 calls", budget;dur=0.0,'
     )
