@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from adapter.fhir.bundle import Serialised
 from adapter.fhir.versions import version_of
 from adapter.ops.caches import Table
 
@@ -186,7 +187,8 @@ class RecentStamps:
     ) -> None:
         self.seconds = seconds
         self._clock = clock
-        self.table: Table[str, tuple[str, float, dict[str, Any]]] = Table(
+        # key -> (digest, fresh until, the stamped resource, its JSON's length)
+        self.table: Table[str, tuple[str, float, dict[str, Any], int]] = Table(
             "stamps", max_bytes if seconds > 0 else 0, weight=_stamp_weight
         )
 
@@ -212,33 +214,23 @@ class RecentStamps:
             until = now + self.seconds
             for (index, key, digest), resource in zip(asked, stamped, strict=True):
                 if self.seconds > 0:
-                    resource = _frozen(resource)
-                    self.table.put(key, (digest, until, resource))
+                    resource, json_bytes = _frozen(resource)
+                    self.table.put(key, (digest, until, resource, json_bytes))
                 out[index] = resource
         return [resource for resource in out if resource is not None]
 
 
-class _Stamped(dict[str, Any]):
-    """A stamped resource with its own JSON (as the memo's resources carry theirs): a
-    Bundle embeds the bytes instead of serialising it again."""
-
-    __slots__ = ("fragment",)
-
-    fragment: orjson.Fragment
-
-
-def _frozen(resource: dict[str, Any]) -> dict[str, Any]:
-    frozen = _Stamped(resource)
-    frozen.fragment = orjson.Fragment(orjson.dumps(frozen))
-    return frozen
+def _frozen(resource: dict[str, Any]) -> tuple[Serialised, int]:
+    """The stamped resource with its own JSON (a Bundle embeds the bytes), and their length."""
+    frozen = Serialised(resource)
+    encoded = orjson.dumps(frozen)
+    frozen.fragment = orjson.Fragment(encoded)
+    return frozen, len(encoded)
 
 
-def _stamp_weight(key: str, value: tuple[str, float, dict[str, Any]]) -> int:
+def _stamp_weight(key: str, value: tuple[str, float, dict[str, Any], int]) -> int:
     # The resource's own dict and meta (its values are the memo's, shared) and its JSON.
-    resource = value[2]
-    fragment = getattr(resource, "fragment", None)
-    json_bytes = len(orjson.dumps(fragment)) if fragment is not None else 0
-    return sys.getsizeof(key) + _STAMP_BYTES + 2 * sys.getsizeof(resource) + json_bytes
+    return sys.getsizeof(key) + _STAMP_BYTES + 2 * sys.getsizeof(value[2]) + value[3]
 
 
 class FileJournal:

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from adapter.fhir.bundle import Serialised
 from adapter.fhir.versions import with_version
 from adapter.ops import caches
 from adapter.protocol import remembering, unremembered
@@ -55,16 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fhir_adapter")
-
-
-class Serialised(dict[str, Any]):
-    """A FHIR resource dict that also holds its own JSON, made once: a Bundle embeds the
-    bytes (``orjson.Fragment``) instead of serialising the resource again. It carries its
-    ``meta.versionId`` (see :mod:`adapter.fhir.versions`), set before it is frozen."""
-
-    __slots__ = ("fragment",)
-
-    fragment: orjson.Fragment
 
 
 def serialised(resources: list[dict[str, Any]]) -> Mapped:

@@ -6,9 +6,21 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from adapter.fhir.outcome import Issue, operation_outcome
 
-__all__ = ["searchset"]
+__all__ = ["Serialised", "searchset"]
+
+
+class Serialised(dict[str, Any]):
+    """A FHIR resource dict that also holds its own JSON, made once: a Bundle embeds the
+    bytes (``orjson.Fragment``) instead of serialising the resource again. It carries its
+    ``meta.versionId`` (see :mod:`adapter.fhir.versions`), set before it is frozen."""
+
+    __slots__ = ("fragment",)
+
+    fragment: orjson.Fragment
 
 
 def searchset(
